@@ -1,0 +1,18 @@
+/* Helpers shared by the runtime's files; not part of the public API. */
+#ifndef BATON_INTERNAL_H
+#define BATON_INTERNAL_H
+
+#include <baton/log.h>
+
+#define BT__PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Log one line at level (see baton/log.h). */
+void bt__log(int level, const char *fmt, ...) BT__PRINTF(2, 3);
+
+/* Log "what: strerror(-err)" at level; returns err unchanged. */
+int bt__log_errno(int level, int err, const char *fmt, ...) BT__PRINTF(3, 4);
+
+/* close(2) that keeps errno and ignores EINTR (Linux always frees the fd). */
+void bt__close(int fd);
+
+#endif
