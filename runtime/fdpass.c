@@ -33,7 +33,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CTL_SIZE CMSG_SPACE(sizeof(int) * BT_WIRE_MAX_FDS)
+/* CMSG_SPACE(sizeof(int) * 253), spelled so that every compiler sees a
+ * constant (clang folds glibc's CMSG_SPACE as a variable size); checked
+ * against CMSG_SPACE in bt_fdpass_open. */
+#define ALIGN_SZ(x) (((x) + sizeof(size_t) - 1) & ~(sizeof(size_t) - 1))
+#define CTL_SIZE (ALIGN_SZ(sizeof(struct cmsghdr)) + ALIGN_SZ(sizeof(int) * BT_WIRE_MAX_FDS))
 
 struct bt_fdpass {
 	int sock;
@@ -43,9 +47,8 @@ struct bt_fdpass {
 	struct iovec riov;
 	size_t rfds_n;
 	int rfds[BT_WIRE_MAX_FDS];
-	union {
-		struct cmsghdr align;
-		char buf[CTL_SIZE];
+	struct {
+		_Alignas(struct cmsghdr) char buf[CTL_SIZE];
 	} rctl;
 	struct bt_wire_item items[BT_WIRE_MAX_ITEMS];
 	uint64_t recv_msgs, recv_fds, malformed, closed_fds, truncated, lost;
@@ -61,6 +64,8 @@ int bt_fdpass_open(bt_fdpass_t **out, int sock)
 {
 	if (!out)
 		return -EINVAL;
+	if (CMSG_SPACE(sizeof(int) * BT_WIRE_MAX_FDS) > CTL_SIZE)
+		return -EINVAL; /* a libc with another cmsg layout */
 	int rc = bt_fdpass_check(sock);
 	if (rc < 0)
 		return rc;
@@ -106,9 +111,8 @@ int bt_fdpass_send(bt_fdpass_t *ch, const void *buf, size_t len,
 	if (nfds && !fds)
 		return -EINVAL;
 
-	union {
-		struct cmsghdr align;
-		char buf[CTL_SIZE];
+	struct {
+		_Alignas(struct cmsghdr) char buf[CTL_SIZE];
 	} ctl;
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};

@@ -330,9 +330,8 @@ static void test_ctrunc_none(void) { ctrunc(0); }
 static int raw_send(bt_fdpass_t *ch, const void *buf, size_t len,
 		    const int *fds, size_t nfds)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int) * 253)];
+	struct {
+		_Alignas(struct cmsghdr) char b[2048]; /* >= CMSG_SPACE(4 * 253) */
 	} ctl;
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};

@@ -170,6 +170,30 @@ static void test_golden_layout(void)
 	CHECK(memcmp(msg_buf + 32 + 112, want_tail, 6) == 0);
 }
 
+/* The example at the end of docs/wire.md, byte for byte. */
+static void test_doc_example(void)
+{
+	static const unsigned char doc[88] = {
+		0x42, 0x41, 0x54, 0x4e, 0x01, 0x00, 0x01, 0x00, 0x2a, 0, 0, 0, 0, 0, 0, 0,
+		0x58, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0,
+		0x09, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0,
+		0x01, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0x04, 0x00, 0x90, 0x1f, 0, 0,
+		0, 0, 0, 0, 0x7f, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0,
+		0, 0, 0, 0, 0, 0, 0, 0};
+	struct bt_wire_item it;
+	memset(&it, 0, sizeof(it));
+	it.id = 9;
+	it.accept_ns = 0x10;
+	it.flags = BT_WIRE_ITEM_FD;
+	it.fd = 3;
+	set_in4(&it, "127.0.0.1", 8080);
+	CHECK_EQ(bt_wire_encode_batch(msg_buf, sizeof(msg_buf), 42, &it, 1), 88);
+	CHECK(memcmp(msg_buf, doc, 88) == 0);
+	struct bt_wire_msg m = {.u.batch.items = items_buf};
+	CHECK_ERR(bt_wire_decode(doc, 88, 1, 0, &m), 0);
+	CHECK_EQ(m.u.batch.items[0].id, 9);
+}
+
 static void test_control_messages(void)
 {
 	struct bt_wire_msg m;
@@ -438,6 +462,7 @@ static const struct check_case cases[] = {
 	{"roundtrip_16", test_roundtrip_16},
 	{"roundtrip_253", test_roundtrip_253},
 	{"golden_layout", test_golden_layout},
+	{"doc_example", test_doc_example},
 	{"control_messages", test_control_messages},
 	{"encode_errors", test_encode_errors},
 	{"decode_refusals", test_decode_refusals},
