@@ -1,0 +1,27 @@
+/* Shared helpers of baton-bench's subcommands. */
+#ifndef BATON_BENCH_H
+#define BATON_BENCH_H
+
+#include <stdio.h>
+
+#define BENCH_MAX_ROUNDS 15
+
+/* CLOCK_MONOTONIC seconds. */
+double bench_now(void);
+/* user+sys CPU seconds of this process / of its waited-for children. */
+double bench_cpu_self(void);
+double bench_cpu_children(void);
+/* Median of n values (n <= BENCH_MAX_ROUNDS); v is not changed. */
+double bench_median(const double *v, int n);
+/* Strict number parsing: 0, or -1 if s is not entirely a number. */
+int bench_parse_double(const char *s, double *out);
+int bench_parse_int(const char *s, int *out);
+/* "baton-bench: message" and exit 1. */
+void bench_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* The message (if any), the usage text on stderr, exit 2. */
+void bench_usage_error(void (*usage)(FILE *), const char *fmt, ...)
+	__attribute__((noreturn, format(printf, 2, 3)));
+
+int bench_fdpass(int argc, char **argv);
+
+#endif
