@@ -52,7 +52,7 @@ static void set_un(struct bt_wire_item *it, const char *path)
 	}
 }
 
-static char payload_text[BT_WIRE_MAX_ITEMS][24];
+static char payload_text[BT_WIRE_MAX_ITEMS + 1][24];
 
 /* A batch that exercises every address kind, payloads and flags. */
 static void make_items(struct bt_wire_item *it, size_t n)

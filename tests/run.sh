@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Build everything and run the whole test suite with ctest, four times over:
+#   build/check   gcc, warnings as errors
+#   build/asan    gcc, AddressSanitizer + UndefinedBehaviorSanitizer
+#   build/tsan    gcc, ThreadSanitizer
+#   build/fuzz    clang, ASan + UBSan, then the wire decoder's libFuzzer
+#                 target for FUZZ_SECONDS (default 60) from the seed corpus
+# Installs the Debian packages it needs first (as root).  Exit 0 only if
+# every suite passed.  SUITES="check asan" runs a subset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.ci/deps test
+
+jobs=$(nproc)
+suites=${SUITES:-check asan tsan fuzz}
+fuzz_seconds=${FUZZ_SECONDS:-60}
+# A sanitizer report is a failure, never a warning.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+
+suite() {
+  local name=$1; shift
+  echo "=== suite $name: cmake $*"
+  cmake -S . -B "build/$name" -DBATON_WERROR=ON "$@" >"build/$name.configure.log" 2>&1 ||
+    { cat "build/$name.configure.log"; return 1; }
+  cmake --build "build/$name" -j"$jobs"
+  (cd "build/$name" && ctest --output-on-failure --timeout 600)
+}
+
+mkdir -p build
+failed=()
+for s in $suites; do
+  case $s in
+    check) suite check -DCMAKE_BUILD_TYPE=RelWithDebInfo || failed+=(check) ;;
+    asan)  suite asan -DCMAKE_BUILD_TYPE=Debug -DBATON_ASAN=ON -DBATON_UBSAN=ON || failed+=(asan) ;;
+    tsan)  suite tsan -DCMAKE_BUILD_TYPE=Debug -DBATON_TSAN=ON || failed+=(tsan) ;;
+    fuzz)
+      if suite fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+           -DBATON_ASAN=ON -DBATON_UBSAN=ON -DBATON_FUZZ=ON; then
+        echo "=== fuzz_wire for ${fuzz_seconds}s"
+        rm -rf build/fuzz/corpus && mkdir -p build/fuzz/corpus
+        cp tests/fuzz/corpus/* build/fuzz/corpus/
+        if build/fuzz/tests/fuzz_wire -max_total_time="$fuzz_seconds" -timeout=10 \
+             -rss_limit_mb=2048 -artifact_prefix=build/fuzz/ build/fuzz/corpus \
+             >build/fuzz/fuzz_wire.log 2>&1; then
+          grep -E "^#[0-9]+ +DONE|Done [0-9]+ runs" build/fuzz/fuzz_wire.log | tail -2
+        else
+          tail -40 build/fuzz/fuzz_wire.log
+          echo "fuzz_wire found a crash or leak: build/fuzz/crash-* reproduces it"
+          failed+=(fuzz_wire)
+        fi
+      else
+        failed+=(fuzz)
+      fi ;;
+    *) echo "unknown suite $s" >&2; exit 2 ;;
+  esac
+done
+
+if ((${#failed[@]})); then
+  echo "FAILED suites: ${failed[*]}"
+  exit 1
+fi
+echo "all suites passed: $suites"
