@@ -6,6 +6,7 @@
 #include <baton/fdpass.h>
 #include <baton/log.h>
 
+#include <liburing.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -722,6 +723,58 @@ static void test_refuse_socket_types(void)
 	CHECK_ERR(bt_fdpass_pair(sv, 0x100), -EINVAL);
 }
 
+/* An event loop that issues the recvmsg itself: io_uring RECVMSG on the
+ * msghdr of bt_fdpass_rx_prepare, finished by bt_fdpass_rx_complete.  The
+ * kernel writes msg_flags and msg_controllen back into that msghdr. */
+static void test_io_uring_recvmsg(void)
+{
+	struct io_uring ring;
+	int rc = io_uring_queue_init(8, &ring, 0);
+	if (rc == -ENOSYS || rc == -EPERM || rc == -ENOMEM)
+		CHECK_SKIP("io_uring unavailable: %s", strerror(-rc));
+	CHECK_ERR(rc, 0);
+	bt_fdpass_t *ch[2];
+	open_channels(CH_PAIR, ch, 0);
+	int fds[16];
+	make_files(fds, 16);
+	struct bt_wire_item it[16];
+	make_items(it, fds, 16);
+
+	for (int round = 0; round < 3; round++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+		io_uring_prep_recvmsg(sqe, bt_fdpass_fd(ch[1]), bt_fdpass_rx_prepare(ch[1]),
+				      MSG_CMSG_CLOEXEC);
+		CHECK_EQ(io_uring_submit(&ring), 1);
+		if (round < 2) /* the last round: the peer closes instead */
+			CHECK_ERR(bt_fdpass_send_batch(ch[0], (uint64_t)round, it, 16), 0);
+		else
+			bt_fdpass_close(ch[0]);
+		struct io_uring_cqe *cqe;
+		CHECK_ERR(io_uring_wait_cqe(&ring, &cqe), 0);
+		int res = cqe->res;
+		io_uring_cqe_seen(&ring, cqe);
+		struct bt_wire_msg m;
+		if (round == 2) {
+			CHECK_ERR(bt_fdpass_rx_complete(ch[1], res, &m), 0);
+			break;
+		}
+		CHECK_ERR(bt_fdpass_rx_complete(ch[1], res, &m), 1);
+		CHECK_EQ(m.u.batch.seq, round);
+		CHECK_EQ(m.u.batch.n_fds, 16);
+		for (int i = 0; i < 16; i++) {
+			check_same_file(fds[i], m.u.batch.items[i].fd);
+			close(m.u.batch.items[i].fd);
+		}
+	}
+	/* A failed operation is passed through, nothing to close. */
+	struct bt_wire_msg m;
+	bt_fdpass_rx_prepare(ch[1]);
+	CHECK_ERR(bt_fdpass_rx_complete(ch[1], -ECONNRESET, &m), -ECONNRESET);
+	io_uring_queue_exit(&ring);
+	close_all(fds, 16);
+	bt_fdpass_close(ch[1]);
+}
+
 /* --- named sockets ------------------------------------------------------ */
 
 static void test_named_path_mode(void)
@@ -888,6 +941,7 @@ static const struct check_case cases[] = {
 	{"too_many_fds", test_too_many_fds},
 	{"bad_item_fd", test_bad_item_fd},
 	{"refuse_socket_types", test_refuse_socket_types},
+	{"io_uring_recvmsg", test_io_uring_recvmsg},
 	{"named_path_mode", test_named_path_mode},
 	{"named_nonblock_accept", test_named_nonblock_accept},
 	{"peercred_refused", test_peercred_refused},
