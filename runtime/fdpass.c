@@ -56,6 +56,12 @@ struct bt_fdpass {
 
 	/* Send side: only the sending thread touches these. */
 	uint64_t sent_msgs, sent_fds;
+	struct msghdr tmsg;
+	struct iovec tiov;
+	size_t tlen, tnfds;
+	struct {
+		_Alignas(struct cmsghdr) char buf[CTL_SIZE];
+	} tctl;
 	int tfds[BT_WIRE_MAX_FDS];
 	_Alignas(8) unsigned char tbuf[BT_WIRE_MAX_MSG];
 };
@@ -101,37 +107,51 @@ int bt_fdpass_set_nonblock(bt_fdpass_t *ch, int on)
 	return 0;
 }
 
-int bt_fdpass_send(bt_fdpass_t *ch, const void *buf, size_t len,
-		   const int *fds, size_t nfds)
+/* Fill msg/iov/ctl for one message; checks as bt_fdpass_send. */
+static int build_msg(struct msghdr *msg, struct iovec *iov, char *ctl,
+		     const void *buf, size_t len, const int *fds, size_t nfds)
 {
-	if (!ch || !buf || len == 0 || len > BT_WIRE_MAX_MSG)
+	if (!buf || len == 0 || len > BT_WIRE_MAX_MSG)
 		return -EINVAL;
 	if (nfds > BT_WIRE_MAX_FDS)
 		return -E2BIG;
 	if (nfds && !fds)
 		return -EINVAL;
-
-	struct {
-		_Alignas(struct cmsghdr) char buf[CTL_SIZE];
-	} ctl;
-	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	iov->iov_base = (void *)buf;
+	iov->iov_len = len;
+	memset(msg, 0, sizeof(*msg));
+	msg->msg_iov = iov;
+	msg->msg_iovlen = 1;
 	if (nfds) {
-		msg.msg_control = ctl.buf;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		msg->msg_control = ctl;
+		msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(msg);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
 		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
+	return 0;
+}
 
-	ssize_t n;
-	do
-		n = sendmsg(ch->sock, &msg, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
+int bt_fdpass_tx_prepare(bt_fdpass_t *ch, const void *buf, size_t len,
+			 const int *fds, size_t nfds, struct msghdr **out)
+{
+	if (!ch || !out)
+		return -EINVAL;
+	int rc = build_msg(&ch->tmsg, &ch->tiov, ch->tctl.buf, buf, len, fds, nfds);
+	if (rc < 0)
+		return rc;
+	ch->tlen = len;
+	ch->tnfds = nfds;
+	*out = &ch->tmsg;
+	return 0;
+}
+
+static int send_result(bt_fdpass_t *ch, long n, size_t len, size_t nfds)
+{
 	if (n < 0) {
-		int err = -errno;
+		int err = (int)n;
 		/* Back-pressure and a peer's exit are the caller's events,
 		 * not failures of ours. */
 		if (err != -EAGAIN && err != -EPIPE && err != -ETOOMANYREFS &&
@@ -144,13 +164,38 @@ int bt_fdpass_send(bt_fdpass_t *ch, const void *buf, size_t len,
 	if ((size_t)n != len) {
 		/* SEQPACKET sends are atomic; a short count would be a
 		 * kernel surprise, and the peer drops a short message. */
-		bt__log(BT_LOG_ERROR, "sendmsg(channel fd %d): %zd of %zu bytes",
+		bt__log(BT_LOG_ERROR, "sendmsg(channel fd %d): %ld of %zu bytes",
 			ch->sock, n, len);
 		return -EIO;
 	}
 	ch->sent_msgs++;
 	ch->sent_fds += nfds;
 	return 0;
+}
+
+int bt_fdpass_tx_complete(bt_fdpass_t *ch, long res)
+{
+	return send_result(ch, res, ch->tlen, ch->tnfds);
+}
+
+int bt_fdpass_send(bt_fdpass_t *ch, const void *buf, size_t len,
+		   const int *fds, size_t nfds)
+{
+	if (!ch)
+		return -EINVAL;
+	struct {
+		_Alignas(struct cmsghdr) char buf[CTL_SIZE];
+	} ctl;
+	struct iovec iov;
+	struct msghdr msg;
+	int rc = build_msg(&msg, &iov, ctl.buf, buf, len, fds, nfds);
+	if (rc < 0)
+		return rc;
+	ssize_t n;
+	do
+		n = sendmsg(ch->sock, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return send_result(ch, n < 0 ? -errno : (long)n, len, nfds);
 }
 
 int bt_fdpass_send_batch(bt_fdpass_t *ch, uint64_t seq,

@@ -770,9 +770,44 @@ static void test_io_uring_recvmsg(void)
 	struct bt_wire_msg m;
 	bt_fdpass_rx_prepare(ch[1]);
 	CHECK_ERR(bt_fdpass_rx_complete(ch[1], -ECONNRESET, &m), -ECONNRESET);
+	bt_fdpass_close(ch[1]);
+
+	/* Sends through io_uring SENDMSG: until the channel is full, then
+	 * MSG_DONTWAIT gives -EAGAIN rather than a wait. */
+	open_channels(CH_PAIR, ch, 0);
+	static unsigned char msg[4096];
+	long len = bt_wire_encode_batch(msg, sizeof(msg), 0, it, 16);
+	CHECK_ERR(bt_fdpass_tx_prepare(ch[0], msg, (size_t)len, fds, 254, &(struct msghdr *){0}), -E2BIG);
+	int sent = 0, res;
+	do {
+		struct msghdr *mh;
+		CHECK_ERR(bt_fdpass_tx_prepare(ch[0], msg, (size_t)len, fds, 16, &mh), 0);
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+		io_uring_prep_sendmsg(sqe, bt_fdpass_fd(ch[0]), mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		CHECK_EQ(io_uring_submit(&ring), 1);
+		struct io_uring_cqe *cqe;
+		CHECK_ERR(io_uring_wait_cqe(&ring, &cqe), 0);
+		res = cqe->res;
+		io_uring_cqe_seen(&ring, cqe);
+		rc = bt_fdpass_tx_complete(ch[0], res);
+		if (rc == 0)
+			sent++;
+	} while (rc == 0 && sent < 100000);
+	CHECK_ERR(rc, -EAGAIN);
+	CHECK_OP(sent, >, 10);
+	struct bt_fdpass_stats st;
+	bt_fdpass_get_stats(ch[0], &st);
+	CHECK_EQ(st.sent_msgs, sent);
+	CHECK_ERR(bt_fdpass_set_nonblock(ch[1], 1), 0);
+	for (int i = 0; i < sent; i++) {
+		CHECK_ERR(bt_fdpass_recv(ch[1], &m), 1);
+		for (int k = 0; k < 16; k++)
+			close(m.u.batch.items[k].fd);
+	}
+	CHECK_ERR(bt_fdpass_recv(ch[1], &m), -EAGAIN);
 	io_uring_queue_exit(&ring);
 	close_all(fds, 16);
-	bt_fdpass_close(ch[1]);
+	close_channels(ch);
 }
 
 /* --- named sockets ------------------------------------------------------ */

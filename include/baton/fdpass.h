@@ -150,6 +150,18 @@ BT_API struct msghdr *bt_fdpass_rx_prepare(bt_fdpass_t *ch);
 BT_API int bt_fdpass_rx_complete(bt_fdpass_t *ch, long res,
 				 struct bt_wire_msg *msg);
 
+/*
+ * The same for sends: bt_fdpass_tx_prepare builds, in the channel, the
+ * msghdr of one message (checks as bt_fdpass_send: -EINVAL, -E2BIG) for an
+ * IORING_OP_SENDMSG issued with MSG_NOSIGNAL (and MSG_DONTWAIT to be told
+ * -EAGAIN instead of waiting).  buf and the descriptors must stay valid until
+ * the operation completes; bt_fdpass_tx_complete takes its result and returns
+ * 0 or -errno as bt_fdpass_send would.  One prepared send at a time.
+ */
+BT_API int bt_fdpass_tx_prepare(bt_fdpass_t *ch, const void *buf, size_t len,
+				const int *fds, size_t nfds, struct msghdr **out);
+BT_API int bt_fdpass_tx_complete(bt_fdpass_t *ch, long res);
+
 struct bt_fdpass_stats {
 	uint64_t sent_msgs;
 	uint64_t sent_fds;
