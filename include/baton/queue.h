@@ -1,0 +1,200 @@
+/*
+ * The work queue, process transport: batches of items (a descriptor plus
+ * metadata) from a producer (the acceptor) to one consumer process over its
+ * SOCK_SEQPACKET channel (baton/fdpass.h).
+ *
+ * The producer keeps its copy of every descriptor it sends until the
+ * consumer has acknowledged the batch.  Acknowledgements cost no syscall:
+ * the consumer stores the last sequence number it received in memory shared
+ * with the producer (bt_queue_shm_t, created before fork), and the producer
+ * reads it when it reaps.  If the consumer dies, every item it has not
+ * acknowledged is taken back (bt_queue_take) and can go to another consumer;
+ * items whose descriptor the consumer did not get (MSG_CTRUNC, e.g. at its
+ * RLIMIT_NOFILE) come back the same way through the reap.  No accepted
+ * connection is lost.
+ *
+ * Flush policies (who decides when to send is the acceptor; the queue says
+ * when a batch is full):
+ *   size      send when the batch holds `batch` items;
+ *   adaptive  send when it is full, or as soon as the producer has nothing
+ *             more to add right now (its completion queue is drained);
+ *   delay:US  send when it is full, or US microseconds after its first item.
+ *
+ * Threading: a producer queue belongs to one thread.  The shared slot is
+ * written by one consumer and read by the producer (see the memory-order
+ * notes in queue.c).
+ */
+#ifndef BATON_QUEUE_H
+#define BATON_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <baton/fdpass.h>
+#include <baton/version.h>
+#include <baton/wire.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum bt_flush {
+	BT_FLUSH_ADAPTIVE = 0,
+	BT_FLUSH_SIZE = 1,
+	BT_FLUSH_DELAY = 2,
+};
+
+struct bt_queue_config {
+	unsigned batch;        /* items per message, 1..253 (default 32) */
+	int flush;             /* enum bt_flush (default adaptive) */
+	unsigned delay_us;     /* BT_FLUSH_DELAY: oldest item waits at most this */
+	int fire_and_forget;   /* close each descriptor right after its batch is
+				  sent, without waiting for the ack (as nginx
+				  does); a consumer's death then loses what it
+				  had not received. For comparison only. */
+	unsigned max_inflight; /* items pending or unacknowledged, at most
+				  (default 4096): keeps an unprivileged producer
+				  below ETOOMANYREFS and bounds what one slow
+				  consumer can hold */
+};
+
+/* Defaults: batch 32, adaptive, delay 200 us, keep until acked, 4096. */
+BT_API void bt_queue_config_init(struct bt_queue_config *cfg);
+
+/* Parse "adaptive", "size" or "delay:US" (US 1..1000000) into cfg.
+ * 0 or -EINVAL. */
+BT_API int bt_queue_parse_flush(const char *s, struct bt_queue_config *cfg);
+
+/* The policy as text ("adaptive", "size", "delay:200"), into buf. */
+BT_API const char *bt_queue_flush_name(const struct bt_queue_config *cfg,
+				       char *buf, size_t cap);
+
+/* --- shared acknowledgement memory ----------------------------------- */
+
+typedef struct bt_queue_shm bt_queue_shm_t;
+
+/*
+ * Map shared memory for `slots` consumers, each able to report up to
+ * `max_inflight` lost items.  MAP_SHARED|MAP_ANONYMOUS: create it before
+ * forking the consumers.  0 or -errno (-EINVAL, -ENOMEM).
+ */
+BT_API int bt_queue_shm_create(bt_queue_shm_t **out, unsigned slots,
+			       unsigned max_inflight);
+BT_API void bt_queue_shm_destroy(bt_queue_shm_t *shm);
+/* Zero a slot before a (re)spawned consumer uses it. */
+BT_API void bt_queue_shm_reset(bt_queue_shm_t *shm, unsigned slot);
+
+/*
+ * Consumer side: a batch has been received.  Report the items of it whose
+ * descriptor was lost (BT_WIRE_ITEM_LOST) and acknowledge the batch, in that
+ * order, with release semantics: the producer then closes its copies of the
+ * others and redelivers the lost ones.  No syscall.
+ */
+BT_API void bt_queue_ack_batch(bt_queue_shm_t *shm, unsigned slot,
+			       const struct bt_wire_batch *b);
+/* Consumer side: publish the current load (open connections, queued jobs),
+ * used by the least-loaded dispatch. */
+BT_API void bt_queue_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load);
+BT_API uint32_t bt_queue_shm_load(const bt_queue_shm_t *shm, unsigned slot);
+
+/* --- producer side ----------------------------------------------------- */
+
+typedef struct bt_queue bt_queue_t;
+
+/*
+ * A producer queue to the consumer at the other end of ch, acknowledging
+ * through shm's slot.  On success the queue owns ch (bt_queue_destroy closes
+ * it); on failure the caller still does.  0 or -errno (-EINVAL, -ENOMEM).
+ */
+BT_API int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
+			   bt_fdpass_t *ch, bt_queue_shm_t *shm, unsigned slot);
+
+/* Close the channel and every descriptor the queue still holds: call
+ * bt_queue_take first to keep them. */
+BT_API void bt_queue_destroy(bt_queue_t *q);
+
+/*
+ * Add one item to the pending batch.  The payload (if any) is copied; the
+ * descriptor (if BT_WIRE_ITEM_FD) now belongs to the queue.  Returns 1 if
+ * the batch is full (flush it now), 0 otherwise, or -EAGAIN (the queue has
+ * max_inflight items it has not seen acknowledged: the item was not taken,
+ * the caller still owns its fd), -EINVAL (bad item: reserved flags, fd < 0
+ * with BT_WIRE_ITEM_FD, an address family the wire cannot carry).
+ */
+BT_API int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it);
+
+/*
+ * Build the next message for IORING_OP_SENDMSG (flags MSG_NOSIGNAL |
+ * MSG_DONTWAIT).  Returns the number of items in it (moved from pending to
+ * the unacknowledged list), 0 if nothing is pending, -EBUSY if a send is
+ * already in flight.  *msg stays valid until bt_queue_flush_complete.
+ */
+BT_API int bt_queue_flush_prepare(bt_queue_t *q, struct msghdr **msg);
+
+/*
+ * The result of that send (bytes or -errno).  Returns 0 (sent; in
+ * fire-and-forget mode the descriptors are closed now), -EAGAIN (the
+ * channel is full: the items are pending again, in order), -ETOOMANYREFS
+ * (too many descriptors in flight for this producer: pending again, retry
+ * after acknowledgements), or another -errno (the consumer is gone: take
+ * its items back).
+ */
+BT_API int bt_queue_flush_complete(bt_queue_t *q, long res);
+
+/* prepare + sendmsg(MSG_DONTWAIT) + complete, for loops without io_uring.
+ * Returns the items sent (0: nothing pending) or the errors above. */
+BT_API int bt_queue_flush(bt_queue_t *q);
+
+/* Items waiting in the pending batch. */
+BT_API unsigned bt_queue_pending(const bt_queue_t *q);
+
+/* Items pending or sent and not yet acknowledged. */
+BT_API unsigned bt_queue_inflight(const bt_queue_t *q);
+
+/* Nanoseconds (CLOCK_MONOTONIC) when the oldest pending item was pushed,
+ * 0 if none: for the delay flush. */
+BT_API uint64_t bt_queue_pending_since(const bt_queue_t *q);
+
+/* Called with each item given back to the caller, who owns its fd from
+ * then on; payload points into the queue and is valid during the call. */
+typedef void (*bt_queue_give_fn)(void *ctx, const struct bt_wire_item *it);
+
+/*
+ * Read the consumer's acknowledgement: close the producer's copies of
+ * every acknowledged descriptor, and hand each item the consumer reported
+ * lost to give() for redelivery.  Returns the number of items released
+ * (closed or given).  No syscall unless something was acknowledged.
+ */
+BT_API unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
+
+/*
+ * The consumer is gone (or being replaced): hand every item not yet
+ * acknowledged, sent or pending, to give(), oldest first.  A send in flight
+ * must have completed first.  Returns the number of items given.
+ */
+BT_API unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
+
+/* The consumer's published load. */
+BT_API uint32_t bt_queue_load(const bt_queue_t *q);
+
+/* The channel (for its fd, or to receive the consumer's messages). */
+BT_API bt_fdpass_t *bt_queue_channel(bt_queue_t *q);
+
+struct bt_queue_stats {
+	uint64_t pushed;      /* items accepted by push */
+	uint64_t batches;     /* messages sent */
+	uint64_t items_sent;  /* items in those messages */
+	uint64_t acked;       /* items acknowledged and closed */
+	uint64_t lost;        /* items the consumer reported lost, given back */
+	uint64_t taken;       /* items given back by bt_queue_take */
+	uint64_t full;        /* sends refused with EAGAIN */
+	uint64_t toomanyrefs; /* sends refused with ETOOMANYREFS */
+};
+BT_API void bt_queue_get_stats(const bt_queue_t *q, struct bt_queue_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

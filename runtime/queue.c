@@ -1,0 +1,557 @@
+/*
+ * The work queue, process transport (baton/queue.h).
+ *
+ * Producer state is one FIFO ring of records, in three consecutive runs:
+ *
+ *     head ........ sent ........ tail
+ *     | unacknowledged | pending   |
+ *
+ * Records before `sent` went out in batches with increasing sequence
+ * numbers; the producer still holds their descriptors.  Reaping pops from
+ * head while the consumer's acknowledged sequence covers them.  A send
+ * refused with EAGAIN moves `sent` back over its batch, which is pending
+ * again, in order.
+ *
+ * Shared slot, one per consumer (written by the consumer, read by the
+ * producer; the producer also writes lost_tail):
+ *
+ *     acked_seq   last batch whose descriptors all arrived or were reported
+ *     lost_head   entries (seq, id) written to lost[] so far
+ *
+ * Memory order: the consumer writes a batch's lost entries, then publishes
+ * lost_head (release), then acked_seq (release).  The producer reads
+ * acked_seq (acquire) and then lost_head (acquire): every lost entry of a
+ * batch it sees acknowledged is visible.  It may also see entries of a
+ * later batch; it consumes entries only up to the acknowledged sequence, in
+ * order, so none is skipped.  The lost ring cannot overflow: each entry
+ * stands for a record the producer has not reaped yet, and the producer
+ * holds at most max_inflight records, the ring's capacity.
+ */
+#include <baton/queue.h>
+
+#include "internal.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CACHELINE 64
+
+struct lost_entry {
+	uint64_t seq;
+	uint64_t id;
+};
+
+struct slot {
+	_Alignas(CACHELINE) _Atomic uint64_t acked_seq;
+	_Atomic uint64_t fds_received;
+	_Atomic uint64_t lost_head;
+	_Atomic uint32_t load;
+	_Alignas(CACHELINE) _Atomic uint64_t lost_tail;
+	_Alignas(CACHELINE) struct lost_entry lost[];
+};
+
+struct bt_queue_shm {
+	unsigned slots;
+	unsigned cap; /* lost entries per slot */
+	size_t slot_size;
+	size_t map_size;
+	unsigned char *base;
+};
+
+static struct slot *slot_at(const bt_queue_shm_t *shm, unsigned i)
+{
+	return (struct slot *)(shm->base + (size_t)i * shm->slot_size);
+}
+
+void bt_queue_config_init(struct bt_queue_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->batch = 32;
+	cfg->flush = BT_FLUSH_ADAPTIVE;
+	cfg->delay_us = 200;
+	cfg->max_inflight = 4096;
+}
+
+int bt_queue_parse_flush(const char *s, struct bt_queue_config *cfg)
+{
+	if (!s || !cfg)
+		return -EINVAL;
+	if (strcmp(s, "adaptive") == 0) {
+		cfg->flush = BT_FLUSH_ADAPTIVE;
+		return 0;
+	}
+	if (strcmp(s, "size") == 0) {
+		cfg->flush = BT_FLUSH_SIZE;
+		return 0;
+	}
+	if (strncmp(s, "delay:", 6) == 0) {
+		char *end;
+		errno = 0;
+		unsigned long us = strtoul(s + 6, &end, 10);
+		if (errno || end == s + 6 || *end || us < 1 || us > 1000000)
+			return -EINVAL;
+		cfg->flush = BT_FLUSH_DELAY;
+		cfg->delay_us = (unsigned)us;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+const char *bt_queue_flush_name(const struct bt_queue_config *cfg, char *buf,
+				size_t cap)
+{
+	switch (cfg->flush) {
+	case BT_FLUSH_SIZE:
+		snprintf(buf, cap, "size");
+		break;
+	case BT_FLUSH_DELAY:
+		snprintf(buf, cap, "delay:%u", cfg->delay_us);
+		break;
+	default:
+		snprintf(buf, cap, "adaptive");
+		break;
+	}
+	return buf;
+}
+
+int bt_queue_shm_create(bt_queue_shm_t **out, unsigned slots, unsigned max_inflight)
+{
+	if (!out || slots == 0 || slots > 4096 || max_inflight == 0 ||
+	    max_inflight > (1u << 20))
+		return -EINVAL;
+	bt_queue_shm_t *shm = calloc(1, sizeof(*shm));
+	if (!shm)
+		return -ENOMEM;
+	size_t sz = sizeof(struct slot) + (size_t)max_inflight * sizeof(struct lost_entry);
+	sz = (sz + CACHELINE - 1) & ~(size_t)(CACHELINE - 1);
+	shm->slots = slots;
+	shm->cap = max_inflight;
+	shm->slot_size = sz;
+	shm->map_size = sz * slots;
+	void *p = mmap(NULL, shm->map_size, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		int err = -errno;
+		free(shm);
+		return bt__log_errno(BT_LOG_ERROR, err, "mmap(shared ack memory, %zu bytes)",
+				     (size_t)sz * slots);
+	}
+	shm->base = p; /* zero-filled */
+	*out = shm;
+	return 0;
+}
+
+void bt_queue_shm_destroy(bt_queue_shm_t *shm)
+{
+	if (!shm)
+		return;
+	munmap(shm->base, shm->map_size);
+	free(shm);
+}
+
+void bt_queue_shm_reset(bt_queue_shm_t *shm, unsigned slot)
+{
+	if (!shm || slot >= shm->slots)
+		return;
+	struct slot *s = slot_at(shm, slot);
+	atomic_store_explicit(&s->acked_seq, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->fds_received, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->lost_head, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->lost_tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->load, 0, memory_order_release);
+}
+
+void bt_queue_ack_batch(bt_queue_shm_t *shm, unsigned slot, const struct bt_wire_batch *b)
+{
+	if (!shm || slot >= shm->slots || !b)
+		return;
+	struct slot *s = slot_at(shm, slot);
+	if (b->n_lost) {
+		uint64_t head = atomic_load_explicit(&s->lost_head, memory_order_relaxed);
+		for (unsigned i = 0; i < b->n_items; i++) {
+			if (!(b->items[i].flags & BT_WIRE_ITEM_LOST))
+				continue;
+			struct lost_entry *e = &s->lost[head % shm->cap];
+			e->seq = b->seq;
+			e->id = b->items[i].id;
+			head++;
+		}
+		atomic_store_explicit(&s->lost_head, head, memory_order_release);
+	}
+	atomic_fetch_add_explicit(&s->fds_received, (uint64_t)(b->n_fds - b->n_lost),
+				  memory_order_relaxed);
+	atomic_store_explicit(&s->acked_seq, b->seq, memory_order_release);
+}
+
+void bt_queue_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load)
+{
+	if (shm && slot < shm->slots)
+		atomic_store_explicit(&slot_at(shm, slot)->load, load, memory_order_relaxed);
+}
+
+uint32_t bt_queue_shm_load(const bt_queue_shm_t *shm, unsigned slot)
+{
+	if (!shm || slot >= shm->slots)
+		return 0;
+	return atomic_load_explicit(&slot_at(shm, slot)->load, memory_order_relaxed);
+}
+
+/* --- producer ----------------------------------------------------------- */
+
+struct rec {
+	uint64_t seq; /* 0 while pending */
+	uint64_t id;
+	uint64_t accept_ns;
+	int fd;
+	uint32_t flags;
+	uint32_t payload_len;
+	socklen_t peer_len;
+	unsigned char *ext; /* peer_len bytes of address, then the payload */
+	uint64_t pushed_ns;
+};
+
+struct bt_queue {
+	struct bt_queue_config cfg;
+	bt_fdpass_t *ch;
+	bt_queue_shm_t *shm;
+	unsigned slot_idx;
+	struct slot *slot;
+
+	struct rec *ring;
+	unsigned cap;
+	uint64_t head, sent, tail; /* ever-increasing; index = n % cap */
+	uint64_t next_seq;
+	uint64_t lost_tail; /* producer's copy of slot->lost_tail */
+	int busy;           /* a send is in flight */
+	unsigned busy_n;    /* items in it */
+
+	struct bt_queue_stats st;
+	struct bt_wire_item witems[BT_WIRE_MAX_ITEMS];
+	int fds[BT_WIRE_MAX_FDS];
+	_Alignas(8) unsigned char buf[BT_WIRE_MAX_MSG];
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
+		    bt_fdpass_t *ch, bt_queue_shm_t *shm, unsigned slot)
+{
+	if (!out || !cfg || !ch || !shm || slot >= shm->slots)
+		return -EINVAL;
+	if (cfg->batch < 1 || cfg->batch > BT_WIRE_MAX_ITEMS ||
+	    cfg->flush < BT_FLUSH_ADAPTIVE || cfg->flush > BT_FLUSH_DELAY ||
+	    cfg->max_inflight < cfg->batch || cfg->max_inflight > shm->cap)
+		return -EINVAL;
+	bt_queue_t *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->ring = calloc(cfg->max_inflight, sizeof(*q->ring));
+	if (!q->ring) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->cfg = *cfg;
+	q->cap = cfg->max_inflight;
+	q->ch = ch;
+	q->shm = shm;
+	q->slot_idx = slot;
+	q->slot = slot_at(shm, slot);
+	/* Sequence numbers continue from what the slot last acknowledged, so
+	 * a slot that was not reset cannot acknowledge our new batches. */
+	q->next_seq = atomic_load_explicit(&q->slot->acked_seq, memory_order_acquire) + 1;
+	q->lost_tail = atomic_load_explicit(&q->slot->lost_head, memory_order_acquire);
+	*out = q;
+	return 0;
+}
+
+static struct rec *at(const bt_queue_t *q, uint64_t n)
+{
+	return &q->ring[n % q->cap];
+}
+
+static void rec_free(struct rec *r)
+{
+	free(r->ext);
+	r->ext = NULL;
+}
+
+void bt_queue_destroy(bt_queue_t *q)
+{
+	if (!q)
+		return;
+	for (uint64_t n = q->head; n != q->tail; n++) {
+		struct rec *r = at(q, n);
+		if (r->flags & BT_WIRE_ITEM_FD)
+			bt__close(r->fd);
+		rec_free(r);
+	}
+	bt_fdpass_close(q->ch);
+	free(q->ring);
+	free(q);
+}
+
+int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it)
+{
+	if (!q || !it)
+		return -EINVAL;
+	if ((it->flags & ~BT_WIRE_ITEM_WIRE_MASK) ||
+	    ((it->flags & BT_WIRE_ITEM_FD) && it->fd < 0))
+		return -EINVAL;
+	if (it->peer_len && it->peer.ss_family != AF_INET &&
+	    it->peer.ss_family != AF_INET6 && it->peer.ss_family != AF_UNIX)
+		return -EINVAL;
+	if (it->peer_len > sizeof(struct sockaddr_storage) ||
+	    (it->payload_len && !it->payload) ||
+	    it->payload_len > BT_WIRE_MAX_MSG - BT_WIRE_HDR_SIZE - BT_WIRE_ITEM_SIZE)
+		return -EINVAL;
+	if (q->tail - q->head >= q->cap)
+		return -EAGAIN;
+
+	struct rec *r = at(q, q->tail);
+	memset(r, 0, sizeof(*r));
+	if (it->peer_len || it->payload_len) {
+		r->ext = malloc((size_t)it->peer_len + it->payload_len);
+		if (!r->ext)
+			return -ENOMEM;
+		memcpy(r->ext, &it->peer, it->peer_len);
+		if (it->payload_len)
+			memcpy(r->ext + it->peer_len, it->payload, it->payload_len);
+	}
+	r->id = it->id;
+	r->accept_ns = it->accept_ns;
+	r->fd = (it->flags & BT_WIRE_ITEM_FD) ? it->fd : -1;
+	r->flags = it->flags;
+	r->payload_len = it->payload_len;
+	r->peer_len = it->peer_len;
+	if (q->cfg.flush == BT_FLUSH_DELAY)
+		r->pushed_ns = now_ns();
+	q->tail++;
+	q->st.pushed++;
+	return bt_queue_pending(q) >= q->cfg.batch ? 1 : 0;
+}
+
+unsigned bt_queue_pending(const bt_queue_t *q)
+{
+	return (unsigned)(q->tail - q->sent);
+}
+
+unsigned bt_queue_inflight(const bt_queue_t *q)
+{
+	return (unsigned)(q->tail - q->head);
+}
+
+uint64_t bt_queue_pending_since(const bt_queue_t *q)
+{
+	if (q->tail == q->sent)
+		return 0;
+	return at(q, q->sent)->pushed_ns;
+}
+
+/* Fill the wire view of a record. */
+static void to_item(const struct rec *r, struct bt_wire_item *it)
+{
+	it->id = r->id;
+	it->accept_ns = r->accept_ns;
+	it->flags = r->flags;
+	it->fd = r->fd;
+	it->peer_len = r->peer_len;
+	if (r->peer_len)
+		memcpy(&it->peer, r->ext, r->peer_len);
+	it->payload_len = r->payload_len;
+	it->payload = r->payload_len ? r->ext + r->peer_len : NULL;
+}
+
+int bt_queue_flush_prepare(bt_queue_t *q, struct msghdr **msg)
+{
+	if (!q || !msg)
+		return -EINVAL;
+	if (q->busy)
+		return -EBUSY;
+	unsigned n = bt_queue_pending(q);
+	if (n == 0)
+		return 0;
+	if (n > q->cfg.batch)
+		n = q->cfg.batch;
+
+	/* Payloads can make n items too large for one message: send fewer. */
+	size_t nfds = 0, bytes = BT_WIRE_HDR_SIZE;
+	unsigned k = 0;
+	for (; k < n; k++) {
+		const struct rec *r = at(q, q->sent + k);
+		size_t add = BT_WIRE_ITEM_SIZE + r->payload_len;
+		if (r->peer_len && ((const struct sockaddr *)r->ext)->sa_family == AF_UNIX)
+			add += r->peer_len - sizeof(sa_family_t);
+		if (bytes + add > BT_WIRE_MAX_MSG)
+			break;
+		bytes += add;
+		to_item(r, &q->witems[k]);
+		if (r->flags & BT_WIRE_ITEM_FD)
+			q->fds[nfds++] = r->fd;
+	}
+	n = k;
+	uint64_t seq = q->next_seq;
+	long len = bt_wire_encode_batch(q->buf, sizeof(q->buf), seq, q->witems, n);
+	if (len < 0)
+		return bt__log_errno(BT_LOG_ERROR, (int)len, "encoding a batch of %u items", n);
+	int rc = bt_fdpass_tx_prepare(q->ch, q->buf, (size_t)len, q->fds, nfds, msg);
+	if (rc < 0)
+		return rc;
+	for (unsigned i = 0; i < n; i++)
+		at(q, q->sent + i)->seq = seq;
+	q->next_seq++;
+	q->sent += n;
+	q->busy = 1;
+	q->busy_n = n;
+	return (int)n;
+}
+
+/* Put the batch in flight back at the front of the pending run. */
+static void unsend(bt_queue_t *q)
+{
+	q->sent -= q->busy_n;
+	for (uint64_t n = q->sent; n != q->sent + q->busy_n; n++)
+		at(q, n)->seq = 0;
+	q->next_seq--;
+}
+
+int bt_queue_flush_complete(bt_queue_t *q, long res)
+{
+	if (!q || !q->busy)
+		return -EINVAL;
+	int rc = bt_fdpass_tx_complete(q->ch, res);
+	unsigned n = q->busy_n;
+	if (rc == 0) {
+		q->st.batches++;
+		q->st.items_sent += n;
+		if (q->cfg.fire_and_forget) {
+			/* Nothing is held in this mode, so the batch is at head. */
+			for (unsigned i = 0; i < n; i++) {
+				struct rec *r = at(q, q->head);
+				if (r->flags & BT_WIRE_ITEM_FD)
+					bt__close(r->fd);
+				rec_free(r);
+				q->head++;
+			}
+		}
+	} else if (rc == -EAGAIN || rc == -ETOOMANYREFS || rc == -ENOBUFS || rc == -EINTR) {
+		unsend(q);
+		if (rc == -ETOOMANYREFS)
+			q->st.toomanyrefs++;
+		else
+			q->st.full++;
+		if (rc != -ETOOMANYREFS)
+			rc = -EAGAIN;
+	} else {
+		/* The consumer is gone or the channel broken: the batch counts
+		 * as unacknowledged, for bt_queue_take. */
+	}
+	q->busy = 0;
+	q->busy_n = 0;
+	return rc;
+}
+
+int bt_queue_flush(bt_queue_t *q)
+{
+	struct msghdr *msg;
+	int n = bt_queue_flush_prepare(q, &msg);
+	if (n <= 0)
+		return n;
+	ssize_t r;
+	do
+		r = sendmsg(bt_fdpass_fd(q->ch), msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	int rc = bt_queue_flush_complete(q, r < 0 ? -errno : (long)r);
+	return rc < 0 ? rc : n;
+}
+
+unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+{
+	if (!q || q->head == q->sent)
+		return 0;
+	uint64_t acked = atomic_load_explicit(&q->slot->acked_seq, memory_order_acquire);
+	if (at(q, q->head)->seq > acked)
+		return 0;
+	uint64_t lost_head = atomic_load_explicit(&q->slot->lost_head, memory_order_acquire);
+	unsigned released = 0;
+	while (q->head != q->sent) {
+		/* The batch in flight has no acknowledgement yet, whatever a
+		 * stale slot says. */
+		if (q->busy && q->head >= q->sent - q->busy_n)
+			break;
+		struct rec *r = at(q, q->head);
+		if (r->seq > acked)
+			break;
+		int lost = 0;
+		if (q->lost_tail != lost_head) {
+			const struct lost_entry *e = &q->slot->lost[q->lost_tail % q->shm->cap];
+			if (e->seq == r->seq && e->id == r->id) {
+				lost = 1;
+				q->lost_tail++;
+			}
+		}
+		if (lost && give) {
+			struct bt_wire_item it;
+			memset(&it, 0, sizeof(it));
+			to_item(r, &it);
+			give(ctx, &it);
+			q->st.lost++;
+		} else {
+			if (r->flags & BT_WIRE_ITEM_FD)
+				bt__close(r->fd);
+			q->st.acked++;
+		}
+		rec_free(r);
+		q->head++;
+		released++;
+	}
+	atomic_store_explicit(&q->slot->lost_tail, q->lost_tail, memory_order_release);
+	return released;
+}
+
+unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+{
+	/* A send in flight still refers to these descriptors. */
+	if (!q || !give || q->busy)
+		return 0;
+	unsigned n = 0;
+	while (q->head != q->tail) {
+		struct rec *r = at(q, q->head);
+		struct bt_wire_item it;
+		memset(&it, 0, sizeof(it));
+		to_item(r, &it);
+		give(ctx, &it);
+		rec_free(r);
+		q->head++;
+		n++;
+	}
+	q->sent = q->tail;
+	q->st.taken += n;
+	return n;
+}
+
+uint32_t bt_queue_load(const bt_queue_t *q)
+{
+	return atomic_load_explicit(&q->slot->load, memory_order_relaxed);
+}
+
+bt_fdpass_t *bt_queue_channel(bt_queue_t *q)
+{
+	return q ? q->ch : NULL;
+}
+
+void bt_queue_get_stats(const bt_queue_t *q, struct bt_queue_stats *out)
+{
+	*out = q->st;
+}
