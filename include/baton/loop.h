@@ -1,0 +1,152 @@
+/*
+ * The worker loop and the connection API: what a server built on baton
+ * writes against.  One loop per worker (process, or thread in thread mode),
+ * driven by io_uring (or epoll where io_uring cannot be used).  The loop
+ * receives batches of accepted connections from the acceptor, acknowledges
+ * them, and calls the handler's callbacks on the loop's own thread:
+ *
+ *   on_open   a connection arrived (its id, accept time and peer are
+ *             readable with the bt_conn_* calls);
+ *   on_data   bytes arrived: data is valid only during the call;
+ *   on_close  the connection is finished: the peer closed it (reason 0),
+ *             an error (-errno), bt_conn_close (0), or the drain deadline
+ *             (-ETIMEDOUT).  The conn pointer is invalid after it returns.
+ *
+ * Writes are queued and sent in order (partial writes handled); a close
+ * waits for queued writes, then sends FIN (shutdown) before close, so the
+ * client sees EOF at once even while the acceptor still holds its copy of
+ * the socket.
+ *
+ * Calls return 0 or a negative errno; none of them blocks.
+ */
+#ifndef BATON_LOOP_H
+#define BATON_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <baton/fdpass.h>
+#include <baton/queue.h>
+#include <baton/version.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bt_loop bt_loop_t;
+typedef struct bt_conn bt_conn_t;
+
+struct bt_handler {
+	void (*on_open)(bt_conn_t *c);
+	void (*on_data)(bt_conn_t *c, const void *data, size_t len);
+	void (*on_close)(bt_conn_t *c, int reason);
+	/* Optional: the timer of bt_conn_set_timeout expired.  The default
+	 * (NULL) closes the connection with -ETIMEDOUT. */
+	void (*on_timeout)(bt_conn_t *c);
+	/* Optional: the worker is draining (SIGTERM to the server): finish
+	 * what is in progress and close.  Called once per open connection.
+	 * The default (NULL) closes idle-looking connections at the deadline
+	 * only. */
+	void (*on_drain)(bt_conn_t *c);
+	/* Optional: called once in the worker before the first connection,
+	 * and once after the last; a non-zero return from on_start stops the
+	 * worker. */
+	int (*on_start)(bt_loop_t *loop);
+	void (*on_stop)(bt_loop_t *loop);
+};
+
+enum bt_backend {
+	BT_BACKEND_AUTO = 0, /* io_uring, else epoll; BATON_BACKEND=epoll|io_uring overrides */
+	BT_BACKEND_URING = 1,
+	BT_BACKEND_EPOLL = 2,
+};
+
+struct bt_loop_config {
+	int worker_id;              /* shown in logs and bt_loop_worker_id */
+	bt_fdpass_t *channel;       /* batches arrive here; the loop owns it */
+	bt_queue_shm_t *shm;        /* acknowledgements go here */
+	unsigned slot;
+	const struct bt_handler *handler;
+	void *user;                 /* bt_loop_user() */
+	int backend;                /* enum bt_backend */
+	unsigned buf_size;          /* receive buffer size (default 16 KiB) */
+	unsigned buf_count;         /* receive buffers, a power of 2 (default 512) */
+	unsigned drain_timeout_ms;  /* default deadline for a DRAIN without one
+				       and for a vanished acceptor (default 10000) */
+};
+
+/* Defaults for everything but channel, shm and handler. */
+BT_API void bt_loop_config_init(struct bt_loop_config *cfg);
+
+/*
+ * Create a loop.  On success it owns cfg->channel.  Returns 0 or -errno
+ * (-EINVAL, -ENOMEM, the ring's set-up errors when io_uring was asked for
+ * explicitly).
+ */
+BT_API int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg);
+
+/*
+ * Run until drained: the acceptor sent DRAIN (or went away) and every
+ * connection has closed or the deadline has passed (those left are closed
+ * with -ETIMEDOUT).  Returns 0, or -errno of a failure that stopped it.
+ */
+BT_API int bt_loop_run(bt_loop_t *loop);
+
+/* Free the loop; closes whatever is still open, with on_close. */
+BT_API void bt_loop_destroy(bt_loop_t *loop);
+
+/* Begin draining now, as if DRAIN had arrived (deadline_ms 0: default). */
+BT_API void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms);
+
+BT_API void *bt_loop_user(const bt_loop_t *loop);
+BT_API int bt_loop_worker_id(const bt_loop_t *loop);
+BT_API int bt_loop_draining(const bt_loop_t *loop);
+/* "io_uring" or "epoll". */
+BT_API const char *bt_loop_backend(const bt_loop_t *loop);
+/* Connections open now. */
+BT_API unsigned bt_loop_conns(const bt_loop_t *loop);
+
+struct bt_loop_stats {
+	uint64_t batches;    /* batches received */
+	uint64_t conns;      /* connections opened */
+	uint64_t lost;       /* items reported lost (MSG_CTRUNC) */
+	uint64_t bytes_in, bytes_out;
+	uint64_t wakeups;    /* times the loop woke up with work */
+};
+BT_API void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out);
+
+/*
+ * Queue len bytes for sending (copied).  0, or -EPIPE (the connection is
+ * closing or closed), -ENOMEM.
+ */
+BT_API int bt_conn_write(bt_conn_t *c, const void *data, size_t len);
+
+/* Close after the queued writes are sent: FIN, then close.  on_close
+ * follows (reason 0).  Idempotent. */
+BT_API void bt_conn_close(bt_conn_t *c);
+
+/* Close now, discarding queued writes (RST if the peer sent unread data). */
+BT_API void bt_conn_abort(bt_conn_t *c);
+
+/* Call on_timeout (or close with -ETIMEDOUT) if ms pass before the next
+ * call of bt_conn_set_timeout; 0 cancels.  Resolution ~100 ms. */
+BT_API void bt_conn_set_timeout(bt_conn_t *c, unsigned ms);
+
+BT_API uint64_t bt_conn_id(const bt_conn_t *c);
+/* CLOCK_MONOTONIC nanoseconds at which the acceptor accepted it. */
+BT_API uint64_t bt_conn_accept_ns(const bt_conn_t *c);
+/* The peer address (getpeername, or what the acceptor sent).  0 or -errno. */
+BT_API int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len);
+BT_API int bt_conn_fd(const bt_conn_t *c);
+BT_API void bt_conn_set_data(bt_conn_t *c, void *data);
+BT_API void *bt_conn_data(const bt_conn_t *c);
+BT_API bt_loop_t *bt_conn_loop(const bt_conn_t *c);
+/* Bytes queued and not yet sent. */
+BT_API size_t bt_conn_pending(const bt_conn_t *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,555 @@
+/*
+ * The worker loop, backend-independent part: batches in, connections,
+ * the connection API, drain and timers.  The backends (loop_uring.c,
+ * loop_epoll.c) do the I/O and call back in here.
+ *
+ * Ownership: a descriptor that arrives in a batch belongs to the loop from
+ * the moment bt_fdpass_rx_complete returns it; the loop acknowledges the
+ * batch at once (shared memory, no syscall), so the acceptor may close its
+ * copy.  The connection's fd is closed by the backend's conn_finish and by
+ * nothing else.
+ *
+ * A connection is freed only when it is DONE and no operation in flight
+ * names it; and then only at the end of the wake-up, so that an iteration
+ * over the list that calls back into the application never follows a
+ * freed node.
+ */
+#include "loop_internal.h"
+
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_BUF_SIZE (16 * 1024)
+#define DEFAULT_BUF_COUNT 512
+
+uint64_t bt__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void bt_loop_config_init(struct bt_loop_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->backend = BT_BACKEND_AUTO;
+	cfg->buf_size = DEFAULT_BUF_SIZE;
+	cfg->buf_count = DEFAULT_BUF_COUNT;
+	cfg->drain_timeout_ms = 10000;
+}
+
+/* BATON_BACKEND=epoll|io_uring overrides AUTO. */
+static int backend_from_env(int want)
+{
+	if (want != BT_BACKEND_AUTO)
+		return want;
+	const char *env = getenv("BATON_BACKEND");
+	if (!env || !*env)
+		return BT_BACKEND_AUTO;
+	if (!strcmp(env, "epoll"))
+		return BT_BACKEND_EPOLL;
+	if (!strcmp(env, "io_uring") || !strcmp(env, "uring"))
+		return BT_BACKEND_URING;
+	bt__log(BT_LOG_WARN, "BATON_BACKEND=%s: unknown (io_uring or epoll); choosing automatically", env);
+	return BT_BACKEND_AUTO;
+}
+
+int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
+{
+	if (!out || !cfg || !cfg->channel || !cfg->handler || !cfg->handler->on_data)
+		return -EINVAL;
+	if (cfg->buf_size < 512 || cfg->buf_size > (1u << 20) || cfg->buf_count == 0 ||
+	    cfg->buf_count > 32768 || (cfg->buf_count & (cfg->buf_count - 1)))
+		return -EINVAL;
+	bt_loop_t *loop = calloc(1, sizeof(*loop));
+	if (!loop)
+		return -ENOMEM;
+	loop->cfg = *cfg;
+	loop->h = cfg->handler;
+	int want = backend_from_env(cfg->backend);
+	int rc = -ENOSYS;
+	if (want != BT_BACKEND_EPOLL) {
+		loop->ops = &bt__loop_uring_ops;
+		rc = loop->ops->init(loop);
+		if (rc < 0 && want == BT_BACKEND_URING) {
+			free(loop);
+			return rc;
+		}
+		if (rc < 0)
+			bt__log_errno(BT_LOG_WARN, rc,
+				      "worker %d: io_uring unavailable, using epoll", cfg->worker_id);
+	}
+	if (rc < 0) {
+		loop->ops = &bt__loop_epoll_ops;
+		rc = loop->ops->init(loop);
+		if (rc < 0) {
+			free(loop);
+			return rc;
+		}
+	}
+	if (cfg->shm)
+		bt_queue_set_load(cfg->shm, cfg->slot, 0);
+	*out = loop;
+	return 0;
+}
+
+const char *bt_loop_backend(const bt_loop_t *loop)
+{
+	return loop->ops->name;
+}
+
+void *bt_loop_user(const bt_loop_t *loop)
+{
+	return loop->cfg.user;
+}
+
+int bt_loop_worker_id(const bt_loop_t *loop)
+{
+	return loop->cfg.worker_id;
+}
+
+int bt_loop_draining(const bt_loop_t *loop)
+{
+	return loop->draining;
+}
+
+unsigned bt_loop_conns(const bt_loop_t *loop)
+{
+	return loop->nconns;
+}
+
+void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out)
+{
+	*out = loop->st;
+}
+
+static void publish_load(bt_loop_t *loop)
+{
+	if (loop->cfg.shm)
+		bt_queue_set_load(loop->cfg.shm, loop->cfg.slot, loop->nconns);
+}
+
+/* --- connections ---------------------------------------------------------- */
+
+static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
+{
+	bt_conn_t *c = calloc(1, sizeof(*c));
+	if (!c) {
+		/* Nothing can serve it: close, so the client sees it at once. */
+		bt__log(BT_LOG_ERROR, "worker %d: out of memory for connection %llu: closing it",
+			loop->cfg.worker_id, (unsigned long long)it->id);
+		bt__close(it->fd);
+		return;
+	}
+	c->loop = loop;
+	c->fd = it->fd;
+	c->fd_open = 1;
+	c->id = it->id;
+	c->accept_ns = it->accept_ns;
+	if (it->peer_len) {
+		c->peer = malloc(sizeof(*c->peer));
+		if (c->peer) {
+			memcpy(c->peer, &it->peer, it->peer_len);
+			c->peer_len = it->peer_len;
+		}
+	}
+	c->next = loop->conns;
+	if (loop->conns)
+		loop->conns->prev = c;
+	loop->conns = c;
+	loop->nconns++;
+	loop->st.conns++;
+	publish_load(loop);
+
+	if (loop->h->on_open)
+		loop->h->on_open(c);
+	if (c->state != CONN_OPEN)
+		return;
+	int rc = loop->ops->conn_start(loop, c);
+	if (rc < 0)
+		bt__conn_ended(c, rc);
+	if (loop->draining && !c->drained && c->state == CONN_OPEN && loop->h->on_drain) {
+		c->drained = 1;
+		loop->h->on_drain(c);
+	}
+}
+
+static void finish(bt_conn_t *c, int abort)
+{
+	bt_loop_t *loop = c->loop;
+	c->state = CONN_DONE;
+	loop->nconns--;
+	publish_load(loop);
+	if (loop->h->on_close)
+		loop->h->on_close(c, c->close_reason);
+	loop->ops->conn_finish(loop, c, abort);
+}
+
+void bt__conn_maybe_free(bt_conn_t *c)
+{
+	if (c->state != CONN_DONE || c->ops != 0 || c->zombie_next || c->loop->zombies == c)
+		return;
+	bt_loop_t *loop = c->loop;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		loop->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	/* prev/next stay as they were: an iteration standing on c can go on. */
+	c->zombie_next = loop->zombies;
+	loop->zombies = c;
+}
+
+static void free_zombies(bt_loop_t *loop)
+{
+	while (loop->zombies) {
+		bt_conn_t *c = loop->zombies;
+		loop->zombies = c->zombie_next;
+		free(c->out);
+		free(c->pend);
+		free(c->peer);
+		free(c);
+	}
+}
+
+void bt__conn_ended(bt_conn_t *c, int reason)
+{
+	if (c->state == CONN_DONE)
+		return;
+	if (reason == 0) {
+		/* The peer finished sending: what we queued (a reply to its
+		 * last request) still goes out, then FIN. */
+		bt_conn_close(c);
+		return;
+	}
+	c->close_reason = reason;
+	finish(c, 1);
+}
+
+static int grow(char **buf, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? *cap : 512;
+	while (n < need)
+		n *= 2;
+	char *p = realloc(*buf, n);
+	if (!p)
+		return -ENOMEM;
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+int bt_conn_write(bt_conn_t *c, const void *data, size_t len)
+{
+	if (!c || c->state != CONN_OPEN)
+		return -EPIPE;
+	if (len == 0)
+		return 0;
+	if (!data)
+		return -EINVAL;
+	if (grow(&c->pend, &c->pcap, c->plen + len) < 0)
+		return -ENOMEM;
+	memcpy(c->pend + c->plen, data, len);
+	c->plen += len;
+	c->loop->st.bytes_out += len;
+	if (!c->flush_queued) {
+		c->flush_queued = 1;
+		c->flush_next = c->loop->flushq;
+		c->loop->flushq = c;
+	}
+	return 0;
+}
+
+/* Move pend into out (which is empty) for the backend to send. */
+static int swap_out(bt_conn_t *c)
+{
+	if (c->off < c->olen || c->plen == 0)
+		return 0;
+	char *b = c->out;
+	size_t cap = c->ocap;
+	c->out = c->pend;
+	c->ocap = c->pcap;
+	c->olen = c->plen;
+	c->off = 0;
+	c->pend = b;
+	c->pcap = cap;
+	c->plen = 0;
+	return 1;
+}
+
+void bt__loop_flush(bt_loop_t *loop)
+{
+	while (loop->flushq) {
+		bt_conn_t *c = loop->flushq;
+		loop->flushq = c->flush_next;
+		c->flush_queued = 0;
+		c->flush_next = NULL;
+		if (c->state == CONN_DONE || c->writing)
+			continue;
+		if (c->off == c->olen)
+			swap_out(c);
+		if (c->off < c->olen)
+			loop->ops->conn_flush(loop, c);
+	}
+}
+
+void bt__conn_sent(bt_conn_t *c, size_t n)
+{
+	c->off += n;
+	if (c->off >= c->olen) {
+		c->off = c->olen = 0;
+		/* Keep small buffers for the next reply; give big ones back. */
+		if (c->ocap > 64 * 1024) {
+			free(c->out);
+			c->out = NULL;
+			c->ocap = 0;
+		}
+		swap_out(c);
+	}
+	if (c->state == CONN_DONE)
+		return;
+	if (c->off < c->olen) {
+		c->loop->ops->conn_flush(c->loop, c);
+		return;
+	}
+	if (c->state == CONN_CLOSING)
+		finish(c, 0);
+}
+
+void bt_conn_close(bt_conn_t *c)
+{
+	if (!c || c->state != CONN_OPEN)
+		return;
+	c->state = CONN_CLOSING;
+	if (c->writing || c->off < c->olen || c->plen) {
+		/* finish() follows the last send (bt__conn_sent). */
+		if (!c->writing && !c->flush_queued) {
+			c->flush_queued = 1;
+			c->flush_next = c->loop->flushq;
+			c->loop->flushq = c;
+		}
+		return;
+	}
+	finish(c, 0);
+}
+
+void bt_conn_abort(bt_conn_t *c)
+{
+	if (!c || c->state == CONN_DONE)
+		return;
+	c->plen = 0;
+	c->close_reason = -ECONNABORTED;
+	finish(c, 1);
+}
+
+void bt_conn_set_timeout(bt_conn_t *c, unsigned ms)
+{
+	if (!c)
+		return;
+	c->deadline_ns = ms ? bt__now_ns() + (uint64_t)ms * 1000000ull : 0;
+}
+
+uint64_t bt_conn_id(const bt_conn_t *c)
+{
+	return c->id;
+}
+
+uint64_t bt_conn_accept_ns(const bt_conn_t *c)
+{
+	return c->accept_ns;
+}
+
+int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+	if (!c || !ss || !len)
+		return -EINVAL;
+	if (c->peer) {
+		memcpy(ss, c->peer, c->peer_len);
+		*len = c->peer_len;
+		return 0;
+	}
+	if (c->state == CONN_DONE)
+		return -EBADF;
+	socklen_t l = sizeof(*ss);
+	if (getpeername(c->fd, (struct sockaddr *)ss, &l) < 0)
+		return -errno;
+	*len = l;
+	return 0;
+}
+
+int bt_conn_fd(const bt_conn_t *c)
+{
+	return c->state == CONN_DONE ? -1 : c->fd;
+}
+
+void bt_conn_set_data(bt_conn_t *c, void *data)
+{
+	c->data = data;
+}
+
+void *bt_conn_data(const bt_conn_t *c)
+{
+	return c->data;
+}
+
+bt_loop_t *bt_conn_loop(const bt_conn_t *c)
+{
+	return c->loop;
+}
+
+size_t bt_conn_pending(const bt_conn_t *c)
+{
+	return (c->olen - c->off) + c->plen;
+}
+
+/* --- batches, drain, timers ------------------------------------------------ */
+
+void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms)
+{
+	if (loop->draining)
+		return;
+	if (!deadline_ms)
+		deadline_ms = loop->cfg.drain_timeout_ms;
+	loop->draining = 1;
+	loop->drain_deadline_ns = bt__now_ns() + (uint64_t)deadline_ms * 1000000ull;
+	bt__log(BT_LOG_DEBUG, "worker %d: draining %u connections, deadline %u ms",
+		loop->cfg.worker_id, loop->nconns, deadline_ms);
+	if (!loop->h->on_drain)
+		return;
+	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->state == CONN_OPEN && !c->drained) {
+			c->drained = 1;
+			loop->h->on_drain(c);
+		}
+	}
+}
+
+int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
+{
+	if (rc == -EAGAIN || rc == -EINTR)
+		return 0;
+	if (rc <= 0) {
+		/* The acceptor is gone (or spoke nonsense): serve what we
+		 * have, then stop. */
+		if (rc < 0)
+			bt__log_errno(BT_LOG_ERROR, rc, "worker %d: channel failed", loop->cfg.worker_id);
+		loop->channel_eof = 1;
+		bt_loop_drain(loop, 0);
+		return 1;
+	}
+	switch (msg->type) {
+	case BT_WIRE_BATCH: {
+		struct bt_wire_batch *b = &msg->u.batch;
+		loop->st.batches++;
+		loop->st.lost += b->n_lost;
+		/* Acknowledge first: from here on the loop owns these fds and
+		 * the acceptor may close its copies. */
+		if (loop->cfg.shm)
+			bt_queue_ack_batch(loop->cfg.shm, loop->cfg.slot, b);
+		for (unsigned i = 0; i < b->n_items; i++) {
+			const struct bt_wire_item *it = &b->items[i];
+			if (it->fd >= 0)
+				open_conn(loop, it);
+			else if (!(it->flags & BT_WIRE_ITEM_LOST))
+				bt__log(BT_LOG_WARN, "worker %d: item %llu carries no connection: ignored",
+					loop->cfg.worker_id, (unsigned long long)it->id);
+		}
+		return 0;
+	}
+	case BT_WIRE_DRAIN:
+		bt_loop_drain(loop, msg->u.drain.deadline_ms);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+int bt__loop_tick(bt_loop_t *loop)
+{
+	bt__loop_flush(loop);
+	uint64_t now = loop->now_ns;
+	if (loop->draining && now >= loop->drain_deadline_ns) {
+		for (bt_conn_t *c = loop->conns, *next; c; c = next) {
+			next = c->next;
+			if (c->state != CONN_DONE) {
+				c->close_reason = -ETIMEDOUT;
+				c->plen = 0;
+				finish(c, 1);
+			}
+		}
+	}
+	static const uint64_t scan_every = 100000000ull; /* 100 ms */
+	if (now - loop->last_scan_ns >= scan_every) {
+		loop->last_scan_ns = now;
+		for (bt_conn_t *c = loop->conns, *next; c; c = next) {
+			next = c->next;
+			if (c->state == CONN_DONE || !c->deadline_ns || c->deadline_ns > now)
+				continue;
+			c->deadline_ns = 0;
+			if (loop->h->on_timeout) {
+				loop->h->on_timeout(c);
+			} else {
+				c->close_reason = -ETIMEDOUT;
+				c->plen = 0;
+				finish(c, 1);
+			}
+		}
+	}
+	bt__loop_flush(loop);
+	free_zombies(loop);
+	if (loop->stopping)
+		return 1;
+	return loop->draining && loop->nconns == 0 && loop->conns == NULL;
+}
+
+int bt_loop_run(bt_loop_t *loop)
+{
+	if (!loop)
+		return -EINVAL;
+	if (!loop->started) {
+		loop->started = 1;
+		if (loop->h->on_start && loop->h->on_start(loop) != 0)
+			return -ECANCELED;
+	}
+	int rc = loop->ops->run(loop);
+	free_zombies(loop);
+	if (loop->h->on_stop)
+		loop->h->on_stop(loop);
+	return rc;
+}
+
+void bt_loop_destroy(bt_loop_t *loop)
+{
+	if (!loop)
+		return;
+	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->state != CONN_DONE) {
+			c->close_reason = -ECANCELED;
+			c->plen = 0;
+			finish(c, 1);
+		}
+	}
+	loop->ops->fini(loop); /* drops what is in flight */
+	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->fd_open) {
+			bt__close(c->fd);
+			c->fd_open = 0;
+		}
+		c->ops = 0;
+		bt__conn_maybe_free(c);
+	}
+	free_zombies(loop);
+	bt_fdpass_close(loop->cfg.channel);
+	free(loop);
+}

@@ -1,0 +1,364 @@
+/*
+ * The worker loop on io_uring.
+ *
+ * One ring per worker: set up with SINGLE_ISSUER|DEFER_TASKRUN where the
+ * kernel has them (6.1+), else COOP_TASKRUN (5.19+), else plain.  The loop
+ * sleeps only in io_uring_submit_and_wait: every submission of a wake-up
+ * goes in the same syscall as the next wait.
+ *
+ *  - the channel: one RECVMSG at a time on the fdpass channel's msghdr;
+ *  - each connection: a multishot RECV selecting buffers from a provided
+ *    buffer ring (buffers go back to the ring as soon as on_data returns);
+ *  - sends: one SEND per connection in flight, from its `out` buffer;
+ *  - close: SHUTDOWN(SHUT_RDWR) hard-linked to CLOSE.  SHUT_RD ends the
+ *    multishot receive (it completes with 0); SHUT_WR sends FIN now, even
+ *    though the acceptor may still hold a reference to the socket.  A hard
+ *    link, so the CLOSE runs even if the SHUTDOWN fails (peer reset).
+ *  - a 100 ms tick while connections are open or draining, for timers.
+ *
+ * user_data: the conn pointer with the operation in its low 3 bits (conns
+ * come from calloc, 16-byte aligned); the channel and the tick use tags
+ * with the loop pointer.
+ */
+#include "loop_internal.h"
+
+#include "internal.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+enum {
+	OP_RECV = 1,
+	OP_SEND = 2,
+	OP_SHUT = 3,
+	OP_CLOSE = 4,
+	OP_CHANNEL = 5,
+	OP_TICK = 6,
+};
+#define TAG_MASK 7ull
+#define BGID 0
+
+struct uring {
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	size_t br_size;
+	unsigned char *bufs;
+	unsigned nbufs, bufsize;
+	int chan_armed;
+	int tick_armed;
+	struct __kernel_timespec tick_ts;
+};
+
+static inline uint64_t ud(void *p, unsigned op)
+{
+	return (uint64_t)(uintptr_t)p | op;
+}
+
+/* An SQE, submitting what is queued if the SQ is full. */
+static struct io_uring_sqe *get_sqe(struct uring *u)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+	if (!sqe) {
+		io_uring_submit(&u->ring);
+		sqe = io_uring_get_sqe(&u->ring);
+	}
+	return sqe;
+}
+
+static int ring_setup(struct io_uring *ring)
+{
+	struct io_uring_params p;
+	static const unsigned flag_sets[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_COOP_TASKRUN,
+		0,
+	};
+	int rc = -EINVAL;
+	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+		memset(&p, 0, sizeof(p));
+		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = 8192;
+		rc = io_uring_queue_init_params(512, ring, &p);
+		if (rc != -EINVAL)
+			return rc;
+	}
+	return rc;
+}
+
+static int uring_init(bt_loop_t *loop)
+{
+	struct uring *u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	int rc = ring_setup(&u->ring);
+	if (rc < 0) {
+		free(u);
+		return rc;
+	}
+	u->nbufs = loop->cfg.buf_count;
+	u->bufsize = loop->cfg.buf_size;
+	u->br_size = u->nbufs * sizeof(struct io_uring_buf);
+	u->br = mmap(NULL, u->br_size, PROT_READ | PROT_WRITE,
+		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	u->bufs = malloc((size_t)u->nbufs * u->bufsize);
+	if (u->br == MAP_FAILED || !u->bufs) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (unsigned long)u->br,
+		.ring_entries = u->nbufs,
+		.bgid = BGID,
+	};
+	rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+	if (rc < 0) {
+		bt__log_errno(BT_LOG_WARN, rc, "io_uring_register_buf_ring");
+		goto fail;
+	}
+	io_uring_buf_ring_init(u->br);
+	unsigned mask = io_uring_buf_ring_mask(u->nbufs);
+	for (unsigned i = 0; i < u->nbufs; i++)
+		io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * u->bufsize, u->bufsize,
+				      (unsigned short)i, mask, (int)i);
+	io_uring_buf_ring_advance(u->br, (int)u->nbufs);
+	u->tick_ts.tv_nsec = 100000000;
+	loop->backend = u;
+	return 0;
+fail:
+	if (u->br != MAP_FAILED && u->br)
+		munmap(u->br, u->br_size);
+	free(u->bufs);
+	io_uring_queue_exit(&u->ring);
+	free(u);
+	return rc;
+}
+
+static void uring_fini(bt_loop_t *loop)
+{
+	struct uring *u = loop->backend;
+	if (!u)
+		return;
+	io_uring_queue_exit(&u->ring);
+	munmap(u->br, u->br_size);
+	free(u->bufs);
+	free(u);
+	loop->backend = NULL;
+}
+
+static void recycle(struct uring *u, unsigned bid)
+{
+	io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->bufsize, u->bufsize,
+			      (unsigned short)bid, io_uring_buf_ring_mask(u->nbufs), 0);
+	io_uring_buf_ring_advance(u->br, 1);
+}
+
+static int arm_recv(struct uring *u, bt_conn_t *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(u);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BGID;
+	io_uring_sqe_set_data64(sqe, ud(c, OP_RECV));
+	c->reading = 1;
+	c->ops++;
+	return 0;
+}
+
+static int uring_conn_start(bt_loop_t *loop, bt_conn_t *c)
+{
+	return arm_recv(loop->backend, c);
+}
+
+static void uring_conn_flush(bt_loop_t *loop, bt_conn_t *c)
+{
+	struct uring *u = loop->backend;
+	if (c->writing || c->off >= c->olen)
+		return;
+	struct io_uring_sqe *sqe = get_sqe(u);
+	if (!sqe) {
+		bt__conn_ended(c, -EBUSY);
+		return;
+	}
+	io_uring_prep_send(sqe, c->fd, c->out + c->off, c->olen - c->off, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud(c, OP_SEND));
+	c->writing = 1;
+	c->ops++;
+}
+
+static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
+{
+	struct uring *u = loop->backend;
+	if (c->closing_op || !c->fd_open)
+		return;
+	c->closing_op = 1;
+	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe2 = sqe ? get_sqe(u) : NULL;
+	if (!sqe || !sqe2) {
+		/* No room even after a submit: do it the slow way. */
+		shutdown(c->fd, SHUT_RDWR);
+		bt__close(c->fd);
+		c->fd_open = 0;
+		return;
+	}
+	(void)abort;
+	io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
+	sqe->flags |= IOSQE_IO_HARDLINK;
+	io_uring_sqe_set_data64(sqe, ud(c, OP_SHUT));
+	io_uring_prep_close(sqe2, c->fd);
+	io_uring_sqe_set_data64(sqe2, ud(c, OP_CLOSE));
+	c->ops += 2;
+}
+
+static void on_recv(struct uring *u, bt_conn_t *c, struct io_uring_cqe *cqe)
+{
+	bt_loop_t *loop = c->loop;
+	int res = cqe->res;
+	int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+	if (!more) {
+		c->ops--;
+		c->reading = 0;
+	}
+	if (res > 0) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		if (c->state == CONN_OPEN && loop->h->on_data) {
+			loop->st.bytes_in += (uint64_t)res;
+			loop->h->on_data(c, u->bufs + (size_t)bid * u->bufsize, (size_t)res);
+		}
+		recycle(u, bid);
+		if (!more && c->state == CONN_OPEN && arm_recv(u, c) < 0)
+			bt__conn_ended(c, -EBUSY);
+	} else {
+		if (cqe->flags & IORING_CQE_F_BUFFER)
+			recycle(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		if (res == -ENOBUFS && c->state == CONN_OPEN) {
+			/* Every buffer was in use at that moment; they are
+			 * back by now. */
+			if (!c->reading && arm_recv(u, c) < 0)
+				bt__conn_ended(c, -EBUSY);
+		} else if (c->state == CONN_OPEN || (c->state == CONN_CLOSING && res < 0)) {
+			bt__conn_ended(c, res);
+		}
+	}
+	bt__conn_maybe_free(c);
+}
+
+static void on_send(bt_conn_t *c, int res)
+{
+	c->ops--;
+	c->writing = 0;
+	if (res < 0) {
+		if (c->state != CONN_DONE)
+			bt__conn_ended(c, res);
+	} else {
+		bt__conn_sent(c, (size_t)res);
+	}
+	bt__conn_maybe_free(c);
+}
+
+static void arm_channel(bt_loop_t *loop, struct uring *u)
+{
+	struct io_uring_sqe *sqe = get_sqe(u);
+	if (!sqe)
+		return;
+	io_uring_prep_recvmsg(sqe, bt_fdpass_fd(loop->cfg.channel),
+			      bt_fdpass_rx_prepare(loop->cfg.channel), MSG_CMSG_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud(loop, OP_CHANNEL));
+	u->chan_armed = 1;
+}
+
+static void handle_cqe(bt_loop_t *loop, struct uring *u, struct io_uring_cqe *cqe)
+{
+	uint64_t data = io_uring_cqe_get_data64(cqe);
+	unsigned op = (unsigned)(data & TAG_MASK);
+	void *p = (void *)(uintptr_t)(data & ~TAG_MASK);
+	switch (op) {
+	case OP_CHANNEL: {
+		u->chan_armed = 0;
+		struct bt_wire_msg msg;
+		int rc = bt_fdpass_rx_complete(loop->cfg.channel, cqe->res, &msg);
+		if (bt__loop_on_channel(loop, rc, &msg) == 0 && !loop->channel_eof)
+			arm_channel(loop, u);
+		break;
+	}
+	case OP_TICK:
+		u->tick_armed = 0;
+		break;
+	case OP_RECV:
+		on_recv(u, p, cqe);
+		break;
+	case OP_SEND:
+		on_send(p, cqe->res);
+		break;
+	case OP_SHUT: {
+		bt_conn_t *c = p;
+		c->ops--;
+		bt__conn_maybe_free(c);
+		break;
+	}
+	case OP_CLOSE: {
+		bt_conn_t *c = p;
+		c->ops--;
+		c->fd_open = 0;
+		if (cqe->res < 0)
+			bt__log_errno(BT_LOG_ERROR, cqe->res, "close(connection %llu)",
+				      (unsigned long long)c->id);
+		bt__conn_maybe_free(c);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static int uring_run(bt_loop_t *loop)
+{
+	struct uring *u = loop->backend;
+	for (;;) {
+		if (!u->chan_armed && !loop->channel_eof)
+			arm_channel(loop, u);
+		if (!u->tick_armed && (loop->conns || loop->draining)) {
+			struct io_uring_sqe *sqe = get_sqe(u);
+			if (sqe) {
+				io_uring_prep_timeout(sqe, &u->tick_ts, 0, 0);
+				io_uring_sqe_set_data64(sqe, ud(loop, OP_TICK));
+				u->tick_armed = 1;
+			}
+		}
+		int rc = io_uring_submit_and_wait(&u->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
+			return bt__log_errno(BT_LOG_ERROR, rc, "worker %d: io_uring_submit_and_wait",
+					     loop->cfg.worker_id);
+		loop->now_ns = bt__now_ns();
+		loop->st.wakeups++;
+		/* Callbacks may queue SQEs; they go out with the next wait. */
+		for (;;) {
+			struct io_uring_cqe *cqe;
+			unsigned head, n = 0;
+			io_uring_for_each_cqe(&u->ring, head, cqe) {
+				handle_cqe(loop, u, cqe);
+				n++;
+			}
+			if (!n)
+				break;
+			io_uring_cq_advance(&u->ring, n);
+		}
+		if (bt__loop_tick(loop))
+			return 0;
+	}
+}
+
+const struct loop_ops bt__loop_uring_ops = {
+	.name = "io_uring",
+	.init = uring_init,
+	.fini = uring_fini,
+	.run = uring_run,
+	.conn_start = uring_conn_start,
+	.conn_flush = uring_conn_flush,
+	.conn_finish = uring_conn_finish,
+};
