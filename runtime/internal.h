@@ -4,6 +4,8 @@
 
 #include <baton/log.h>
 
+#include <stdint.h>
+
 #define BT__PRINTF(a, b) __attribute__((format(printf, a, b)))
 
 /* Log one line at level (see baton/log.h). */
@@ -14,5 +16,10 @@ int bt__log_errno(int level, int err, const char *fmt, ...) BT__PRINTF(3, 4);
 
 /* close(2) that keeps errno and ignores EINTR (Linux always frees the fd). */
 void bt__close(int fd);
+
+struct bt_queue;
+/* The queue's flush policy and delay, for the acceptor's scheduling. */
+int bt__queue_flush_policy(const struct bt_queue *q);
+uint64_t bt__queue_delay_ns(const struct bt_queue *q);
 
 #endif

@@ -541,9 +541,38 @@ unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 	return n;
 }
 
+unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+{
+	if (!q || !give || q->busy)
+		return 0;
+	unsigned n = 0;
+	for (uint64_t i = q->sent; i != q->tail; i++) {
+		struct rec *r = at(q, i);
+		struct bt_wire_item it;
+		memset(&it, 0, sizeof(it));
+		to_item(r, &it);
+		give(ctx, &it);
+		rec_free(r);
+		n++;
+	}
+	q->tail = q->sent;
+	q->st.taken += n;
+	return n;
+}
+
 uint32_t bt_queue_load(const bt_queue_t *q)
 {
 	return atomic_load_explicit(&q->slot->load, memory_order_relaxed);
+}
+
+int bt__queue_flush_policy(const struct bt_queue *q)
+{
+	return q->cfg.flush;
+}
+
+uint64_t bt__queue_delay_ns(const struct bt_queue *q)
+{
+	return (uint64_t)q->cfg.delay_us * 1000ull;
 }
 
 bt_fdpass_t *bt_queue_channel(bt_queue_t *q)

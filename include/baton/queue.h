@@ -175,6 +175,14 @@ BT_API unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
  */
 BT_API unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
 
+/*
+ * Hand the pending items (not yet sent) to give(), oldest first: for a
+ * consumer whose channel is full, so that they go elsewhere instead of
+ * waiting.  Not while a send is in flight (returns 0).  Returns the number
+ * given.
+ */
+BT_API unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
+
 /* The consumer's published load. */
 BT_API uint32_t bt_queue_load(const bt_queue_t *q);
 

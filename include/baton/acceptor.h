@@ -1,0 +1,123 @@
+/*
+ * The acceptor: one ring that accepts on every listener (io_uring
+ * multishot accept; epoll where io_uring cannot be used) and dispatches each
+ * connection to a worker's queue (baton/queue.h), flushing batches by the
+ * queues' policy with io_uring SENDMSG, so that it never blocks.
+ *
+ * It keeps every connection it accepted until a worker has acknowledged it:
+ * a worker that dies, whose channel is full, or that loses descriptors
+ * (MSG_CTRUNC) has its unacknowledged connections given to another worker.
+ * When no worker can take one, it waits in the acceptor's backlog (and
+ * accepting pauses once that holds max_backlog), never dropped.
+ *
+ * The acceptor also runs the supervisor's small needs on the same loop: a
+ * readable-fd watch (a signalfd) and one timer.
+ *
+ * Single-threaded: every call from the thread that runs it (callbacks
+ * included).
+ */
+#ifndef BATON_ACCEPTOR_H
+#define BATON_ACCEPTOR_H
+
+#include <stdint.h>
+
+#include <baton/loop.h>
+#include <baton/queue.h>
+#include <baton/version.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bt_acceptor bt_acceptor_t;
+
+enum bt_dispatch {
+	BT_DISPATCH_RR = 0,    /* round-robin over workers that can take it */
+	BT_DISPATCH_LEAST = 1, /* fewest open + unacknowledged connections */
+	BT_DISPATCH_HASH = 2,  /* hash of the peer's IP address: sticky */
+};
+
+struct bt_acceptor_config {
+	int dispatch;              /* enum bt_dispatch */
+	int backend;               /* enum bt_backend (AUTO, URING, EPOLL) */
+	unsigned max_backlog;      /* connections waiting for a worker before
+				      accepting pauses (default 4096) */
+	unsigned emfile_pause_ms;  /* pause after EMFILE/ENFILE (default 100) */
+	/* A worker's channel closed (it exited or crashed); its connections
+	 * are already being redelivered.  Optional. */
+	void (*on_worker_gone)(void *ctx, unsigned worker);
+	void *ctx;
+};
+
+BT_API void bt_acceptor_config_init(struct bt_acceptor_config *cfg);
+/* "rr", "least" or "hash".  0 or -EINVAL. */
+BT_API int bt_acceptor_parse_dispatch(const char *s, int *out);
+BT_API const char *bt_acceptor_dispatch_name(int dispatch);
+
+/* An acceptor for up to max_workers workers.  0 or -errno; with backend
+ * AUTO, io_uring set-up failures fall back to epoll (logged once). */
+BT_API int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg,
+			      unsigned max_workers);
+
+/* Close listeners, queues and every connection still held. */
+BT_API void bt_acceptor_destroy(bt_acceptor_t *acc);
+
+/* "io_uring" or "epoll". */
+BT_API const char *bt_acceptor_backend(const bt_acceptor_t *acc);
+
+/* Accept on a listening socket; the acceptor owns it from now on (made
+ * non-blocking).  0 or -errno (-E2BIG past 64 listeners). */
+BT_API int bt_acceptor_add_listener(bt_acceptor_t *acc, int fd);
+
+/* Worker idx is up, fed through q; the acceptor owns q from now on. */
+BT_API int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q);
+
+/* Worker idx is gone: every connection it had not acknowledged goes to
+ * the others; its queue is destroyed.  Idempotent. */
+BT_API void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx);
+
+/* Workers attached now. */
+BT_API unsigned bt_acceptor_workers(const bt_acceptor_t *acc);
+
+/* Call cb when fd is readable (until the acceptor is destroyed).  0 or -errno. */
+BT_API int bt_acceptor_watch(bt_acceptor_t *acc, int fd, void (*cb)(void *ctx), void *ctx);
+
+/* Call cb once, ms milliseconds from now (replaces an earlier one). */
+BT_API void bt_acceptor_timer(bt_acceptor_t *acc, unsigned ms, void (*cb)(void *ctx), void *ctx);
+
+/* Run until bt_acceptor_stop.  0 or -errno. */
+BT_API int bt_acceptor_run(bt_acceptor_t *acc);
+BT_API void bt_acceptor_stop(bt_acceptor_t *acc);
+
+/*
+ * Drain: stop accepting (listeners closed), send every held connection to
+ * a worker, then DRAIN with deadline_ms to every worker.  Connections left
+ * in the backlog with no worker to take them are closed and counted as
+ * dropped.
+ */
+BT_API void bt_acceptor_drain(bt_acceptor_t *acc, unsigned deadline_ms);
+
+/* Connections accepted and not yet acknowledged by a worker (backlog,
+ * pending and in flight). */
+BT_API unsigned bt_acceptor_held(const bt_acceptor_t *acc);
+
+struct bt_acceptor_stats {
+	uint64_t accepted;
+	uint64_t batches;      /* messages sent to workers */
+	uint64_t items_sent;   /* connections in those (fds per batch = items_sent / batches) */
+	uint64_t redelivered;  /* connections given to another worker */
+	uint64_t dropped;      /* closed without a worker (drain) */
+	uint64_t full;         /* sends refused by a full channel */
+	uint64_t emfile;       /* accept pauses for EMFILE/ENFILE */
+	uint64_t errors;       /* other accept errors */
+	uint64_t wakeups;
+};
+BT_API void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *out);
+/* The queue of worker idx (NULL if none), for its own counters. */
+BT_API bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

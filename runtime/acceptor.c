@@ -1,0 +1,700 @@
+/*
+ * The acceptor, backend-independent part: dispatch, flush policy, the
+ * backlog, redelivery, drain, timers.  The backends (acceptor_uring.c,
+ * acceptor_epoll.c) wait for events and call bt__acc_on_* here.
+ *
+ * One wake-up: the backend handles every ready event (accepts are pushed
+ * to a worker's pending batch, full batches are sent at once), then
+ * end_of_wakeup(): reap acknowledgements, move the backlog to workers,
+ * flush by policy (adaptive: everything pending, since the completion
+ * queue is drained), fire timers.
+ *
+ * Descriptor ownership: an accepted fd belongs to the acceptor until a
+ * worker acknowledges it.  It is always in exactly one place: the backlog,
+ * or one worker's queue (pending, in flight, or sent and unacknowledged).
+ * Redelivery moves it from a queue to the backlog, then to another queue.
+ */
+#include "acceptor_internal.h"
+
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define REAP_TICK_NS 50000000ull  /* reap at least this often while holding */
+#define SIZE_BACKSTOP_NS 50000000ull /* size policy: never strand a batch longer */
+
+void bt_acceptor_config_init(struct bt_acceptor_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->dispatch = BT_DISPATCH_RR;
+	cfg->backend = BT_BACKEND_AUTO;
+	cfg->max_backlog = 4096;
+	cfg->emfile_pause_ms = 100;
+}
+
+int bt_acceptor_parse_dispatch(const char *s, int *out)
+{
+	if (!s || !out)
+		return -EINVAL;
+	if (!strcmp(s, "rr"))
+		*out = BT_DISPATCH_RR;
+	else if (!strcmp(s, "least"))
+		*out = BT_DISPATCH_LEAST;
+	else if (!strcmp(s, "hash"))
+		*out = BT_DISPATCH_HASH;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *bt_acceptor_dispatch_name(int d)
+{
+	return d == BT_DISPATCH_LEAST ? "least" : d == BT_DISPATCH_HASH ? "hash" : "rr";
+}
+
+static int backend_choice(int want)
+{
+	if (want != BT_BACKEND_AUTO)
+		return want;
+	const char *env = getenv("BATON_BACKEND");
+	if (env && !strcmp(env, "epoll"))
+		return BT_BACKEND_EPOLL;
+	if (env && (!strcmp(env, "io_uring") || !strcmp(env, "uring")))
+		return BT_BACKEND_URING;
+	return BT_BACKEND_AUTO;
+}
+
+int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg,
+		       unsigned max_workers)
+{
+	if (!out || !cfg || max_workers == 0 || max_workers > 4096 ||
+	    cfg->dispatch < BT_DISPATCH_RR || cfg->dispatch > BT_DISPATCH_HASH ||
+	    cfg->max_backlog == 0)
+		return -EINVAL;
+	bt_acceptor_t *acc = calloc(1, sizeof(*acc));
+	if (!acc)
+		return -ENOMEM;
+	acc->cfg = *cfg;
+	acc->nw = max_workers;
+	acc->w = calloc(max_workers, sizeof(*acc->w));
+	acc->bcap = 1024;
+	acc->backlog = malloc(acc->bcap * sizeof(*acc->backlog));
+	if (!acc->w || !acc->backlog) {
+		free(acc->w);
+		free(acc->backlog);
+		free(acc);
+		return -ENOMEM;
+	}
+	acc->emfile_ms = cfg->emfile_pause_ms ? cfg->emfile_pause_ms : 100;
+	int want = backend_choice(cfg->backend);
+	int rc = -ENOSYS;
+	if (want != BT_BACKEND_EPOLL) {
+		acc->ops = &bt__acc_uring_ops;
+		rc = acc->ops->init(acc);
+		if (rc < 0 && want == BT_BACKEND_URING)
+			goto fail;
+		if (rc < 0)
+			bt__log_errno(BT_LOG_WARN, rc, "acceptor: io_uring unavailable, using epoll");
+	}
+	if (rc < 0) {
+		acc->ops = &bt__acc_epoll_ops;
+		rc = acc->ops->init(acc);
+		if (rc < 0)
+			goto fail;
+	}
+	*out = acc;
+	return 0;
+fail:
+	free(acc->w);
+	free(acc->backlog);
+	free(acc);
+	return rc;
+}
+
+const char *bt_acceptor_backend(const bt_acceptor_t *acc)
+{
+	return acc->ops->name;
+}
+
+/* --- backlog ------------------------------------------------------------- */
+
+static size_t backlog_len(const bt_acceptor_t *acc)
+{
+	return acc->btail - acc->bhead;
+}
+
+static int backlog_push(bt_acceptor_t *acc, int fd, uint64_t id, uint64_t accept_ns)
+{
+	if (backlog_len(acc) == acc->bcap) {
+		size_t ncap = acc->bcap * 2;
+		struct held *nb = malloc(ncap * sizeof(*nb));
+		if (!nb)
+			return -ENOMEM;
+		for (size_t i = 0; i < acc->bcap; i++)
+			nb[i] = acc->backlog[(acc->bhead + i) % acc->bcap];
+		free(acc->backlog);
+		acc->backlog = nb;
+		acc->btail = acc->bcap;
+		acc->bhead = 0;
+		acc->bcap = ncap;
+	}
+	struct held *h = &acc->backlog[acc->btail++ % acc->bcap];
+	h->fd = fd;
+	h->id = id;
+	h->accept_ns = accept_ns;
+	return 0;
+}
+
+/* Given back by a queue (dead worker, full channel, lost descriptor). */
+static void give_back(void *ctx, const struct bt_wire_item *it)
+{
+	bt_acceptor_t *acc = ctx;
+	if (!(it->flags & BT_WIRE_ITEM_FD) || it->fd < 0)
+		return;
+	if (backlog_push(acc, it->fd, it->id, it->accept_ns) < 0) {
+		/* Out of memory with a connection in hand: closing it is the
+		 * only honest thing left; count it. */
+		bt__log(BT_LOG_ERROR, "acceptor: out of memory: closing connection %llu",
+			(unsigned long long)it->id);
+		bt__close(it->fd);
+		acc->st.dropped++;
+		return;
+	}
+	acc->st.redelivered++;
+}
+
+/* --- dispatch --------------------------------------------------------------- */
+
+static int usable(const struct worker *w)
+{
+	return w->q && !w->dead && !w->full;
+}
+
+static uint32_t hash_peer(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return 0;
+	const unsigned char *p;
+	size_t n;
+	if (ss.ss_family == AF_INET) {
+		p = (const unsigned char *)&((struct sockaddr_in *)&ss)->sin_addr;
+		n = 4;
+	} else if (ss.ss_family == AF_INET6) {
+		p = (const unsigned char *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+		n = 16;
+	} else {
+		p = (const unsigned char *)&ss;
+		n = len;
+	}
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
+static int pick(bt_acceptor_t *acc, int fd)
+{
+	if (acc->alive == 0)
+		return -1;
+	switch (acc->cfg.dispatch) {
+	case BT_DISPATCH_LEAST: {
+		int best = -1;
+		uint64_t best_load = UINT64_MAX;
+		for (unsigned i = 0; i < acc->nw; i++) {
+			struct worker *w = &acc->w[i];
+			if (!usable(w))
+				continue;
+			uint64_t load = (uint64_t)bt_queue_load(w->q) + bt_queue_inflight(w->q);
+			if (load < best_load) {
+				best_load = load;
+				best = (int)i;
+			}
+		}
+		return best;
+	}
+	case BT_DISPATCH_HASH: {
+		uint32_t h = hash_peer(fd);
+		/* Stable over the worker slots, not over those alive, so a
+		 * client keeps its worker while others come and go. */
+		for (unsigned k = 0; k < acc->nw; k++) {
+			unsigned i = (h + k) % acc->nw;
+			if (usable(&acc->w[i]))
+				return (int)i;
+		}
+		return -1;
+	}
+	default:
+		for (unsigned k = 0; k < acc->nw; k++) {
+			unsigned i = acc->rr++ % acc->nw;
+			if (usable(&acc->w[i]))
+				return (int)i;
+		}
+		return -1;
+	}
+}
+
+static void flush_worker(bt_acceptor_t *acc, unsigned idx)
+{
+	struct worker *w = &acc->w[idx];
+	if (!w->q || w->sending || w->dead)
+		return;
+	struct msghdr *msg;
+	int n = bt_queue_flush_prepare(w->q, &msg);
+	if (n <= 0) {
+		if (n < 0)
+			bt__log_errno(BT_LOG_ERROR, n, "acceptor: preparing a batch for worker %u", idx);
+		return;
+	}
+	w->sending = 1;
+	acc->ops->send(acc, idx, msg);
+}
+
+/* Hand one connection to a worker, or to the backlog.  Returns 0 if a
+ * worker took it, 1 if it went to the backlog. */
+static int dispatch(bt_acceptor_t *acc, int fd, uint64_t id, uint64_t accept_ns)
+{
+	struct bt_wire_item it;
+	it.id = id;
+	it.accept_ns = accept_ns;
+	it.flags = BT_WIRE_ITEM_FD;
+	it.fd = fd;
+	it.peer_len = 0;
+	it.payload = NULL;
+	it.payload_len = 0;
+	for (unsigned tries = 0; tries < acc->nw; tries++) {
+		int idx = pick(acc, fd);
+		if (idx < 0)
+			break;
+		struct worker *w = &acc->w[idx];
+		int rc = bt_queue_push(w->q, &it);
+		if (rc == -EAGAIN) {
+			w->full = 1; /* max_inflight unacknowledged: skip it */
+			continue;
+		}
+		if (rc < 0)
+			break;
+		if (rc == 1)
+			flush_worker(acc, (unsigned)idx);
+		return 0;
+	}
+	if (backlog_push(acc, fd, id, accept_ns) < 0) {
+		bt__log(BT_LOG_ERROR, "acceptor: out of memory: closing connection %llu",
+			(unsigned long long)id);
+		bt__close(fd);
+		acc->st.dropped++;
+	}
+	return 1;
+}
+
+/* Move the backlog to workers, oldest first, while they take it. */
+static void drain_backlog(bt_acceptor_t *acc)
+{
+	while (backlog_len(acc)) {
+		struct held h = acc->backlog[acc->bhead % acc->bcap];
+		acc->bhead++;
+		if (dispatch(acc, h.fd, h.id, h.accept_ns) == 1) {
+			/* Went straight back (at the tail): nobody can take
+			 * more now.  Put it back at the head, in order. */
+			acc->btail--;
+			acc->bhead--;
+			acc->backlog[acc->bhead % acc->bcap] = h;
+			break;
+		}
+	}
+}
+
+/* --- events from the backends ---------------------------------------------- */
+
+static void arm_all_listeners(bt_acceptor_t *acc)
+{
+	for (unsigned i = 0; i < acc->nl; i++) {
+		struct listener *l = &acc->l[i];
+		if (l->fd >= 0 && !l->armed && !l->closing && acc->ops->arm_listener(acc, l) < 0)
+			bt__log(BT_LOG_ERROR, "acceptor: cannot accept on fd %d", l->fd);
+	}
+}
+
+static int accepting(const bt_acceptor_t *acc)
+{
+	return !acc->draining && !acc->paused && acc->emfile_until_ns == 0;
+}
+
+void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more)
+{
+	if (!more)
+		l->armed = 0;
+	if (res >= 0) {
+		acc->st.accepted++;
+		if (acc->draining) {
+			/* Raced with the drain: still ours to hand over. */
+			dispatch(acc, res, ++acc->next_id, acc->now_ns);
+			return;
+		}
+		dispatch(acc, res, ++acc->next_id, acc->now_ns);
+		if (backlog_len(acc) >= acc->cfg.max_backlog && !acc->paused) {
+			acc->paused = 1;
+			bt__log(BT_LOG_WARN,
+				"acceptor: %zu connections wait for a worker: pausing accept",
+				backlog_len(acc));
+		}
+		return;
+	}
+	if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+		/* Out of descriptors (or memory): pause, let acknowledgements
+		 * close our copies, and retry on a timer.  Never spin. */
+		if (acc->emfile_until_ns == 0) {
+			acc->st.emfile++;
+			bt__log_errno(BT_LOG_WARN, res,
+				      "accept4: pausing accepts for %u ms (holding %u connections)",
+				      acc->emfile_ms, bt_acceptor_held(acc));
+		}
+		acc->emfile_until_ns = acc->now_ns + (uint64_t)acc->emfile_ms * 1000000ull;
+		if (acc->emfile_ms < 1000)
+			acc->emfile_ms *= 2;
+		return;
+	}
+	if (res == -ECANCELED || res == -EBADF)
+		return; /* drain closed the listener */
+	if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
+		acc->st.errors++;
+		bt__log_errno(BT_LOG_ERROR, res, "accept4(fd %d)", l->fd);
+	}
+}
+
+void bt__acc_send_done(bt_acceptor_t *acc, unsigned idx, long res)
+{
+	struct worker *w = &acc->w[idx];
+	w->sending = 0;
+	if (!w->q)
+		return;
+	int rc = bt_queue_flush_complete(w->q, res);
+	if (rc == 0)
+		return;
+	if (rc == -EAGAIN || rc == -ETOOMANYREFS) {
+		/* Never wait on a worker: what it cannot take goes to
+		 * others; it is skipped until it acknowledges something. */
+		acc->st.full++;
+		w->full = 1;
+		if (!w->dead)
+			bt_queue_take_pending(w->q, give_back, acc);
+		return;
+	}
+	if (!w->dead) {
+		bt__log_errno(BT_LOG_WARN, rc, "acceptor: worker %u's channel failed", idx);
+		bt_acceptor_detach(acc, idx);
+		if (acc->cfg.on_worker_gone)
+			acc->cfg.on_worker_gone(acc->cfg.ctx, idx);
+	}
+}
+
+int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_msg *msg)
+{
+	struct worker *w = &acc->w[idx];
+	w->chan_armed = 0;
+	if (rc == 1) {
+		(void)msg; /* HELLO, ACK: acknowledgements travel in shared memory */
+		return !w->dead;
+	}
+	if (rc == -EAGAIN || rc == -EINTR)
+		return !w->dead;
+	if (!w->dead) {
+		bt__log(rc == 0 ? BT_LOG_DEBUG : BT_LOG_WARN,
+			"acceptor: worker %u's channel closed (%s)", idx,
+			rc == 0 ? "EOF" : strerror(-rc));
+		bt_acceptor_detach(acc, idx);
+		if (acc->cfg.on_worker_gone)
+			acc->cfg.on_worker_gone(acc->cfg.ctx, idx);
+	}
+	return 0;
+}
+
+/* --- workers ------------------------------------------------------------------ */
+
+int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
+{
+	if (!acc || !q || idx >= acc->nw)
+		return -EINVAL;
+	if (acc->w[idx].q)
+		return -EBUSY; /* the previous one is still being reclaimed */
+	memset(&acc->w[idx], 0, sizeof(acc->w[idx]));
+	acc->w[idx].q = q;
+	acc->alive++;
+	acc->ops->arm_channel(acc, idx);
+	return 0;
+}
+
+void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
+{
+	if (!acc || idx >= acc->nw)
+		return;
+	struct worker *w = &acc->w[idx];
+	if (!w->q || w->dead)
+		return;
+	w->dead = 1;
+	acc->alive--;
+	/* End the channel's receive in flight (it completes with EOF), so
+	 * the queue can be reclaimed. */
+	shutdown(bt_fdpass_fd(bt_queue_channel(w->q)), SHUT_RDWR);
+}
+
+/* A dead worker with nothing in flight: what it acknowledged is closed,
+ * everything else goes back to the backlog, the queue is freed. */
+static void reclaim(bt_acceptor_t *acc, unsigned idx)
+{
+	struct worker *w = &acc->w[idx];
+	if (!w->q || !w->dead || w->sending || w->chan_armed)
+		return;
+	acc->ops->forget_channel(acc, idx);
+	bt_queue_reap(w->q, give_back, acc);
+	unsigned n = bt_queue_take(w->q, give_back, acc);
+	if (n)
+		bt__log(BT_LOG_INFO, "acceptor: worker %u gone: redelivering %u connections", idx, n);
+	struct bt_queue_stats qs;
+	bt_queue_get_stats(w->q, &qs);
+	acc->batches_gone += qs.batches;
+	acc->items_gone += qs.items_sent;
+	bt_queue_destroy(w->q);
+	memset(w, 0, sizeof(*w));
+}
+
+unsigned bt_acceptor_workers(const bt_acceptor_t *acc)
+{
+	return acc->alive;
+}
+
+bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx)
+{
+	return acc && idx < acc->nw ? acc->w[idx].q : NULL;
+}
+
+unsigned bt_acceptor_held(const bt_acceptor_t *acc)
+{
+	size_t n = backlog_len(acc);
+	for (unsigned i = 0; i < acc->nw; i++)
+		if (acc->w[i].q)
+			n += bt_queue_inflight(acc->w[i].q);
+	return (unsigned)n;
+}
+
+/* --- listeners, watches, timers --------------------------------------------- */
+
+int bt_acceptor_add_listener(bt_acceptor_t *acc, int fd)
+{
+	if (!acc || fd < 0)
+		return -EINVAL;
+	if (acc->nl == BT_MAX_LISTENERS)
+		return -E2BIG;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return bt__log_errno(BT_LOG_ERROR, -errno, "fcntl(listener %d, O_NONBLOCK)", fd);
+	struct listener *l = &acc->l[acc->nl++];
+	l->fd = fd;
+	l->armed = 0;
+	l->closing = 0;
+	return 0;
+}
+
+int bt_acceptor_watch(bt_acceptor_t *acc, int fd, void (*cb)(void *ctx), void *ctx)
+{
+	if (!acc || fd < 0 || !cb)
+		return -EINVAL;
+	if (acc->nwatches == BT_MAX_WATCHES)
+		return -E2BIG;
+	struct watch *w = &acc->watches[acc->nwatches++];
+	w->fd = fd;
+	w->cb = cb;
+	w->ctx = ctx;
+	return acc->ops->add_watch(acc, w);
+}
+
+void bt_acceptor_timer(bt_acceptor_t *acc, unsigned ms, void (*cb)(void *ctx), void *ctx)
+{
+	acc->timer_ns = bt__now_ns() + (uint64_t)ms * 1000000ull;
+	acc->timer_cb = cb;
+	acc->timer_ctx = ctx;
+}
+
+/* --- the loop ------------------------------------------------------------------ */
+
+static void send_drains(bt_acceptor_t *acc)
+{
+	unsigned char buf[64];
+	struct bt_wire_drain d = {.deadline_ms = acc->drain_ms};
+	long len = bt_wire_encode_drain(buf, sizeof(buf), 0, &d);
+	for (unsigned i = 0; i < acc->nw; i++) {
+		struct worker *w = &acc->w[i];
+		if (!w->q || w->dead || w->drain_sent || w->sending || bt_queue_pending(w->q))
+			continue;
+		/* The channel is non-blocking for us: a full one is retried
+		 * at the next wake-up. */
+		int fd = bt_fdpass_fd(bt_queue_channel(w->q));
+		ssize_t n = send(fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n == len)
+			w->drain_sent = 1;
+	}
+}
+
+static void end_of_wakeup(bt_acceptor_t *acc)
+{
+	int released = 0;
+	for (unsigned i = 0; i < acc->nw; i++) {
+		struct worker *w = &acc->w[i];
+		if (!w->q)
+			continue;
+		if (w->dead) {
+			reclaim(acc, i);
+			continue;
+		}
+		if (bt_queue_reap(w->q, give_back, acc) > 0) {
+			w->full = 0;
+			released = 1;
+		}
+	}
+	if (released && acc->emfile_until_ns)
+		acc->emfile_until_ns = acc->now_ns; /* descriptors freed: retry now */
+	drain_backlog(acc);
+	if (acc->paused && backlog_len(acc) < acc->cfg.max_backlog / 2) {
+		acc->paused = 0;
+		bt__log(BT_LOG_INFO, "acceptor: resuming accept");
+	}
+	if (acc->emfile_until_ns && acc->now_ns >= acc->emfile_until_ns)
+		acc->emfile_until_ns = 0;
+	if (acc->emfile_until_ns == 0 && acc->emfile_ms > acc->cfg.emfile_pause_ms && released)
+		acc->emfile_ms = acc->cfg.emfile_pause_ms ? acc->cfg.emfile_pause_ms : 100;
+
+	for (unsigned i = 0; i < acc->nw; i++) {
+		struct worker *w = &acc->w[i];
+		if (!w->q || w->dead || w->sending || !bt_queue_pending(w->q))
+			continue;
+		/* The queue's own flush policy. */
+		const int flush = bt__queue_flush_policy(w->q);
+		uint64_t since = bt_queue_pending_since(w->q);
+		if (acc->draining || flush == BT_FLUSH_ADAPTIVE ||
+		    (flush == BT_FLUSH_DELAY && acc->now_ns >= since + bt__queue_delay_ns(w->q)) ||
+		    (flush == BT_FLUSH_SIZE && acc->now_ns >= since + SIZE_BACKSTOP_NS))
+			flush_worker(acc, i);
+	}
+	if (accepting(acc))
+		arm_all_listeners(acc);
+	if (acc->draining)
+		send_drains(acc);
+	if (acc->timer_cb && acc->now_ns >= acc->timer_ns) {
+		void (*cb)(void *) = acc->timer_cb;
+		acc->timer_cb = NULL;
+		cb(acc->timer_ctx);
+	}
+}
+
+static uint64_t next_deadline(bt_acceptor_t *acc)
+{
+	uint64_t d = 0;
+#define AT(t) do { uint64_t t_ = (t); if (t_ && (!d || t_ < d)) d = t_; } while (0)
+	if (acc->timer_cb)
+		AT(acc->timer_ns);
+	AT(acc->emfile_until_ns);
+	int holding = backlog_len(acc) > 0;
+	for (unsigned i = 0; i < acc->nw; i++) {
+		struct worker *w = &acc->w[i];
+		if (!w->q)
+			continue;
+		if (bt_queue_inflight(w->q))
+			holding = 1;
+		uint64_t since = bt_queue_pending_since(w->q);
+		if (since && !w->sending) {
+			int flush = bt__queue_flush_policy(w->q);
+			if (flush == BT_FLUSH_DELAY)
+				AT(since + bt__queue_delay_ns(w->q));
+			else if (flush == BT_FLUSH_SIZE)
+				AT(since + SIZE_BACKSTOP_NS);
+		}
+	}
+	if (holding || acc->draining)
+		AT(acc->now_ns + REAP_TICK_NS);
+#undef AT
+	return d;
+}
+
+int bt_acceptor_run(bt_acceptor_t *acc)
+{
+	if (!acc)
+		return -EINVAL;
+	acc->stop = 0;
+	acc->now_ns = bt__now_ns();
+	arm_all_listeners(acc);
+	while (!acc->stop) {
+		int rc = acc->ops->wait(acc, next_deadline(acc));
+		if (rc < 0)
+			return rc;
+		acc->st.wakeups++;
+		acc->now_ns = bt__now_ns();
+		end_of_wakeup(acc);
+	}
+	return 0;
+}
+
+void bt_acceptor_stop(bt_acceptor_t *acc)
+{
+	acc->stop = 1;
+}
+
+void bt_acceptor_drain(bt_acceptor_t *acc, unsigned deadline_ms)
+{
+	if (acc->draining)
+		return;
+	acc->draining = 1;
+	acc->drain_ms = deadline_ms;
+	for (unsigned i = 0; i < acc->nl; i++) {
+		struct listener *l = &acc->l[i];
+		if (l->fd >= 0 && !l->closing) {
+			l->closing = 1;
+			acc->ops->close_listener(acc, l);
+		}
+	}
+}
+
+void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *out)
+{
+	*out = acc->st;
+	out->items_sent = 0;
+	out->batches = 0;
+	for (unsigned i = 0; i < acc->nw; i++) {
+		if (!acc->w[i].q)
+			continue;
+		struct bt_queue_stats qs;
+		bt_queue_get_stats(acc->w[i].q, &qs);
+		out->items_sent += qs.items_sent;
+		out->batches += qs.batches;
+	}
+	out->batches += acc->batches_gone;
+	out->items_sent += acc->items_gone;
+}
+
+void bt_acceptor_destroy(bt_acceptor_t *acc)
+{
+	if (!acc)
+		return;
+	for (unsigned i = 0; i < acc->nl; i++)
+		if (acc->l[i].fd >= 0 && !acc->l[i].closing)
+			bt__close(acc->l[i].fd);
+	acc->ops->fini(acc); /* nothing is in flight after this */
+	for (unsigned i = 0; i < acc->nw; i++)
+		if (acc->w[i].q)
+			bt_queue_destroy(acc->w[i].q); /* closes what it holds */
+	size_t dropped = backlog_len(acc);
+	while (backlog_len(acc))
+		bt__close(acc->backlog[acc->bhead++ % acc->bcap].fd);
+	if (dropped)
+		bt__log(BT_LOG_WARN, "acceptor: closed %zu connections no worker took", dropped);
+	free(acc->backlog);
+	free(acc->w);
+	free(acc);
+}

@@ -1,0 +1,104 @@
+/* The acceptor's state, shared by acceptor.c and its backends
+ * (acceptor_uring.c, acceptor_epoll.c).  Not part of the public API. */
+#ifndef BATON_ACCEPTOR_INTERNAL_H
+#define BATON_ACCEPTOR_INTERNAL_H
+
+#include <baton/acceptor.h>
+
+#include <stdint.h>
+
+#define BT_MAX_LISTENERS 64
+#define BT_MAX_WATCHES 8
+
+struct listener {
+	int fd;
+	uint8_t armed;   /* an accept is armed / registered */
+	uint8_t closing; /* drain: being cancelled and closed */
+};
+
+struct worker {
+	bt_queue_t *q;    /* NULL: no worker at this index */
+	uint8_t dead;     /* detached: reclaim once nothing is in flight */
+	uint8_t full;     /* skip in dispatch until something is reaped */
+	uint8_t sending;  /* a SENDMSG is in flight */
+	uint8_t chan_armed; /* a RECVMSG on the channel is in flight */
+	uint8_t drain_sent;
+};
+
+struct watch {
+	int fd;
+	void (*cb)(void *ctx);
+	void *ctx;
+};
+
+struct held { /* a connection in the acceptor's backlog */
+	int fd;
+	uint64_t id;
+	uint64_t accept_ns;
+};
+
+struct acc_ops {
+	const char *name;
+	int (*init)(bt_acceptor_t *acc);
+	void (*fini)(bt_acceptor_t *acc);
+	/* Begin accepting on l. */
+	int (*arm_listener)(bt_acceptor_t *acc, struct listener *l);
+	/* Stop accepting on l and close it. */
+	void (*close_listener)(bt_acceptor_t *acc, struct listener *l);
+	/* Send what bt_queue_flush_prepare built for worker idx; the result
+	 * comes back through bt__acc_send_done. */
+	void (*send)(bt_acceptor_t *acc, unsigned idx, struct msghdr *msg);
+	/* Watch worker idx's channel for messages and EOF. */
+	void (*arm_channel)(bt_acceptor_t *acc, unsigned idx);
+	void (*forget_channel)(bt_acceptor_t *acc, unsigned idx);
+	int (*add_watch)(bt_acceptor_t *acc, struct watch *w);
+	/* Wait for events until deadline_ns (0: none) and handle them. */
+	int (*wait)(bt_acceptor_t *acc, uint64_t deadline_ns);
+};
+
+extern const struct acc_ops bt__acc_uring_ops;
+extern const struct acc_ops bt__acc_epoll_ops;
+
+struct bt_acceptor {
+	struct bt_acceptor_config cfg;
+	const struct acc_ops *ops;
+	void *backend;
+
+	struct listener l[BT_MAX_LISTENERS];
+	unsigned nl;
+	struct worker *w;
+	unsigned nw;      /* capacity */
+	unsigned alive;   /* attached and not dead */
+	unsigned rr;
+
+	struct held *backlog; /* FIFO: [bhead, btail) of a ring of bcap */
+	size_t bhead, btail, bcap;
+	int paused;          /* accepting paused: backlog full */
+	uint64_t emfile_until_ns; /* accepting paused: EMFILE/ENFILE */
+	unsigned emfile_ms;
+
+	struct watch watches[BT_MAX_WATCHES];
+	unsigned nwatches;
+	uint64_t timer_ns;
+	void (*timer_cb)(void *ctx);
+	void *timer_ctx;
+
+	int stop;
+	int draining;
+	unsigned drain_ms;
+	uint64_t next_id;
+	uint64_t now_ns;
+	struct bt_acceptor_stats st;
+	uint64_t batches_gone, items_gone; /* of queues since destroyed */
+};
+
+uint64_t bt__now_ns(void);
+
+/* Events, from the backends. */
+void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more);
+void bt__acc_send_done(bt_acceptor_t *acc, unsigned idx, long res);
+/* A message or EOF arrived on worker idx's channel: rc as from
+ * bt_fdpass_rx_complete.  Returns 1 to keep watching, 0 to stop. */
+int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_msg *msg);
+
+#endif
