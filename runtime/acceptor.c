@@ -425,7 +425,9 @@ int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 		return -EINVAL;
 	if (acc->w[idx].q)
 		return -EBUSY; /* the previous one is still being reclaimed */
+	struct bt_queue_stats gone = acc->w[idx].gone;
 	memset(&acc->w[idx], 0, sizeof(acc->w[idx]));
+	acc->w[idx].gone = gone;
 	acc->w[idx].q = q;
 	acc->alive++;
 	acc->ops->arm_channel(acc, idx);
@@ -458,12 +460,41 @@ static void reclaim(bt_acceptor_t *acc, unsigned idx)
 	unsigned n = bt_queue_take(w->q, give_back, acc);
 	if (n)
 		bt__log(BT_LOG_INFO, "acceptor: worker %u gone: redelivering %u connections", idx, n);
-	struct bt_queue_stats qs;
+	struct bt_queue_stats qs, gone = w->gone;
 	bt_queue_get_stats(w->q, &qs);
 	acc->batches_gone += qs.batches;
 	acc->items_gone += qs.items_sent;
+	gone.pushed += qs.pushed;
+	gone.batches += qs.batches;
+	gone.items_sent += qs.items_sent;
+	gone.acked += qs.acked;
+	gone.lost += qs.lost;
+	gone.taken += qs.taken;
+	gone.full += qs.full;
+	gone.toomanyrefs += qs.toomanyrefs;
 	bt_queue_destroy(w->q);
 	memset(w, 0, sizeof(*w));
+	w->gone = gone;
+}
+
+void bt_acceptor_worker_stats(const bt_acceptor_t *acc, unsigned idx, struct bt_queue_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!acc || idx >= acc->nw)
+		return;
+	*out = acc->w[idx].gone;
+	if (acc->w[idx].q) {
+		struct bt_queue_stats qs;
+		bt_queue_get_stats(acc->w[idx].q, &qs);
+		out->pushed += qs.pushed;
+		out->batches += qs.batches;
+		out->items_sent += qs.items_sent;
+		out->acked += qs.acked;
+		out->lost += qs.lost;
+		out->taken += qs.taken;
+		out->full += qs.full;
+		out->toomanyrefs += qs.toomanyrefs;
+	}
 }
 
 unsigned bt_acceptor_workers(const bt_acceptor_t *acc)

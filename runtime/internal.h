@@ -17,6 +17,9 @@ int bt__log_errno(int level, int err, const char *fmt, ...) BT__PRINTF(3, 4);
 /* close(2) that keeps errno and ignores EINTR (Linux always frees the fd). */
 void bt__close(int fd);
 
+/* CLOCK_MONOTONIC nanoseconds. */
+uint64_t bt__now_ns(void);
+
 struct bt_queue;
 /* The queue's flush policy and delay, for the acceptor's scheduling. */
 int bt__queue_flush_policy(const struct bt_queue *q);

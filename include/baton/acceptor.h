@@ -113,6 +113,10 @@ struct bt_acceptor_stats {
 	uint64_t wakeups;
 };
 BT_API void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *out);
+/* Counters of worker slot idx since the acceptor started, over every
+ * worker that has run in it. */
+BT_API void bt_acceptor_worker_stats(const bt_acceptor_t *acc, unsigned idx,
+				     struct bt_queue_stats *out);
 /* The queue of worker idx (NULL if none), for its own counters. */
 BT_API bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx);
 

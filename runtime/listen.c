@@ -1,0 +1,174 @@
+/*
+ * Listening sockets: from a --listen spec, or inherited the systemd way
+ * (LISTEN_FDS sockets from fd 3 on, for LISTEN_PID = us).
+ */
+#include "runtime_internal.h"
+
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int open_unix(const char *path, int backlog, char *desc, size_t dlen)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		bt__log(BT_LOG_ERROR, "listen %s: path too long (at most %zu bytes)", path,
+			sizeof(sun.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sun.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return bt__log_errno(BT_LOG_ERROR, -errno, "socket(AF_UNIX) for %s", path);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 && errno == EADDRINUSE) {
+		/* A socket file nobody listens on is left from an earlier run. */
+		struct stat st;
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int stale = lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && probe >= 0 &&
+			    connect(probe, (struct sockaddr *)&sun, sizeof(sun)) < 0 &&
+			    errno == ECONNREFUSED;
+		bt__close(probe);
+		if (stale && unlink(path) == 0 &&
+		    bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+			goto bound;
+		errno = EADDRINUSE;
+	} else {
+		goto bound;
+	}
+	{
+		int err = -errno;
+		bt__close(fd);
+		return bt__log_errno(BT_LOG_ERROR, err, "bind(%s)", path);
+	}
+bound:
+	if (listen(fd, backlog) < 0) {
+		int err = -errno;
+		bt__close(fd);
+		return bt__log_errno(BT_LOG_ERROR, err, "listen(%s)", path);
+	}
+	snprintf(desc, dlen, "unix:%s", path);
+	return fd;
+}
+
+int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
+{
+	if (!spec || !*spec)
+		return -EINVAL;
+	if (spec[0] == '/' || spec[0] == '.')
+		return open_unix(spec, backlog, desc, dlen);
+
+	char host[256];
+	const char *port;
+	if (spec[0] == '[') {
+		const char *close = strchr(spec, ']');
+		if (!close || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host)) {
+			bt__log(BT_LOG_ERROR, "listen %s: expected [IPV6]:PORT", spec);
+			return -EINVAL;
+		}
+		memcpy(host, spec + 1, (size_t)(close - spec - 1));
+		host[close - spec - 1] = 0;
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(spec, ':');
+		if (!colon || (size_t)(colon - spec) >= sizeof(host) || strchr(spec, ':') != colon) {
+			bt__log(BT_LOG_ERROR, "listen %s: expected HOST:PORT, [IPV6]:PORT or a path", spec);
+			return -EINVAL;
+		}
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = 0;
+		port = colon + 1;
+	}
+	char *end;
+	long p = strtol(port, &end, 10);
+	if (!*port || *end || p < 0 || p > 65535) {
+		bt__log(BT_LOG_ERROR, "listen %s: '%s' is not a port (0..65535)", spec, port);
+		return -EINVAL;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	int gai = getaddrinfo(*host && strcmp(host, "*") ? host : NULL, port, &hints, &res);
+	if (gai != 0) {
+		bt__log(BT_LOG_ERROR, "listen %s: getaddrinfo: %s", spec, gai_strerror(gai));
+		return -EINVAL;
+	}
+	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		int err = -errno;
+		freeaddrinfo(res);
+		return bt__log_errno(BT_LOG_ERROR, err, "socket() for %s", spec);
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (res->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
+		int err = -errno;
+		freeaddrinfo(res);
+		bt__close(fd);
+		return bt__log_errno(BT_LOG_ERROR, err, "bind/listen(%s)", spec);
+	}
+	freeaddrinfo(res);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+	bt__describe_addr((struct sockaddr *)&ss, sl, desc, dlen);
+	return fd;
+}
+
+int bt__listen_inherited(int *fds, int max)
+{
+	const char *pid = getenv("LISTEN_PID");
+	const char *n = getenv("LISTEN_FDS");
+	if (!pid || !n)
+		return 0;
+	char *end;
+	long lp = strtol(pid, &end, 10);
+	if (*end || lp != (long)getpid())
+		return 0; /* meant for another process */
+	long cnt = strtol(n, &end, 10);
+	if (*end || cnt < 0 || cnt > max) {
+		bt__log(BT_LOG_ERROR, "LISTEN_FDS=%s: expected 0..%d", n, max);
+		return -EINVAL;
+	}
+	for (int i = 0; i < cnt; i++) {
+		int fd = 3 + i; /* SD_LISTEN_FDS_START */
+		int acc = 0;
+		socklen_t l = sizeof(acc);
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l) < 0 || !acc) {
+			bt__log(BT_LOG_ERROR, "LISTEN_FDS: fd %d is not a listening socket", fd);
+			return -ENOTSOCK;
+		}
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		fds[i] = fd;
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return (int)cnt;
+}
+
+void bt__describe_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN + 2] = "?", serv[16] = "?";
+	if (sa->sa_family == AF_UNIX) {
+		const struct sockaddr_un *sun = (const void *)sa;
+		snprintf(buf, cap, "unix:%s", len > sizeof(sa_family_t) ? sun->sun_path : "(unnamed)");
+		return;
+	}
+	getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
+	if (sa->sa_family == AF_INET6)
+		snprintf(buf, cap, "[%s]:%s", host, serv);
+	else
+		snprintf(buf, cap, "%s:%s", host, serv);
+}

@@ -1,0 +1,468 @@
+/*
+ * The supervisor (baton/runtime.h): listeners, worker processes, signals,
+ * respawn, drain, counters.  It runs the acceptor ring in its own process.
+ *
+ * Signals are blocked and read from a signalfd on the acceptor's loop, so
+ * no handler ever runs in the middle of the acceptor's work.
+ *
+ * A worker is forked (not exec'd): it starts with a copy of the
+ * supervisor, so it first closes every descriptor but its channel and
+ * stdio (close_range), among them the listeners and the client connections
+ * the acceptor holds; then it unblocks signals and runs its loop.
+ */
+#include "runtime_internal.h"
+
+#include "internal.h"
+
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RESPAWN_MIN_MS 100
+#define RESPAWN_MAX_MS 5000
+#define STABLE_NS 10000000000ull /* a worker that lived 10 s resets back-off */
+
+struct wslot {
+	pid_t pid;         /* 0: not running */
+	uint64_t started_ns;
+	uint64_t respawn_at_ns; /* 0: none due */
+	unsigned backoff_ms;
+	unsigned restarts;
+};
+
+struct sup {
+	const struct bt_runtime_config *cfg;
+	const struct bt_handler *h;
+	void *user;
+	bt_acceptor_t *acc;
+	bt_queue_shm_t *shm;
+	struct wslot *w;
+	unsigned nw;
+	int sigfd;
+	int lfds[BT_RUNTIME_MAX_LISTEN + 64];
+	int nl;
+	int draining;
+	uint64_t drain_deadline_ns;
+	int killed;
+	uint64_t start_ns;
+};
+
+static void print_counters(struct sup *s, const char *why)
+{
+	struct bt_acceptor_stats st;
+	bt_acceptor_get_stats(s->acc, &st);
+	char flush[32];
+	double up = (double)(bt__now_ns() - s->start_ns) / 1e9;
+	fprintf(stderr,
+		"%s: counters (%s): uptime %.1f s, backend %s, dispatch %s, flush %s, batch %u%s\n"
+		"  acceptor: accepted %llu, batches %llu, fds/batch %.2f, redelivered %llu, "
+		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu\n",
+		s->cfg->name, why, up, bt_acceptor_backend(s->acc),
+		bt_acceptor_dispatch_name(s->cfg->dispatch),
+		bt_queue_flush_name(&s->cfg->queue, flush, sizeof(flush)), s->cfg->queue.batch,
+		s->cfg->queue.fire_and_forget ? ", fire-and-forget" : "",
+		(unsigned long long)st.accepted, (unsigned long long)st.batches,
+		st.batches ? (double)st.items_sent / (double)st.batches : 0.0,
+		(unsigned long long)st.redelivered, (unsigned long long)st.dropped,
+		(unsigned long long)st.full, (unsigned long long)st.emfile,
+		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
+		(unsigned long long)st.wakeups);
+	for (unsigned i = 0; i < s->nw; i++) {
+		struct bt_queue_stats qs;
+		bt_acceptor_worker_stats(s->acc, i, &qs);
+		fprintf(stderr,
+			"  worker %u: pid %ld, restarts %u, batches %llu, items %llu, acked %llu, "
+			"lost %llu, redelivered %llu, full %llu, open %u\n",
+			i, (long)s->w[i].pid, s->w[i].restarts, (unsigned long long)qs.batches,
+			(unsigned long long)qs.items_sent, (unsigned long long)qs.acked,
+			(unsigned long long)qs.lost, (unsigned long long)qs.taken,
+			(unsigned long long)qs.full,
+			bt_queue_shm_load(s->shm, i));
+	}
+}
+
+/* --- workers -------------------------------------------------------------- */
+
+static void worker_main(struct sup *s, unsigned idx, int chfd) __attribute__((noreturn));
+static void worker_main(struct sup *s, unsigned idx, int chfd)
+{
+	/* Keep stdio and the channel; close the rest (listeners, held client
+	 * connections, the acceptor's ring, other workers' channels). */
+	int target = 3;
+	if (chfd != target) {
+		if (dup3(chfd, target, O_CLOEXEC) < 0)
+			_exit(70);
+		chfd = target;
+	}
+	if (syscall(SYS_close_range, 4u, ~0u, 0) < 0) {
+		for (int fd = 4; fd < 65536; fd++)
+			close(fd);
+	}
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	signal(SIGTERM, SIG_IGN); /* the acceptor's DRAIN decides */
+	signal(SIGINT, SIG_IGN);  /* a terminal's ^C goes to the group */
+	signal(SIGUSR1, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+
+	char title[32];
+	snprintf(title, sizeof(title), "baton: worker %u", idx);
+	bt__proctitle_set(title);
+	if (s->cfg->pin) {
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET((int)(idx % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
+		if (sched_setaffinity(0, sizeof(set), &set) < 0)
+			bt__log_errno(BT_LOG_WARN, -errno, "worker %u: sched_setaffinity", idx);
+	}
+
+	bt_fdpass_t *ch;
+	int rc = bt_fdpass_open(&ch, chfd);
+	if (rc < 0)
+		_exit(71);
+	struct bt_loop_config lc;
+	bt_loop_config_init(&lc);
+	lc.worker_id = (int)idx;
+	lc.channel = ch;
+	lc.shm = s->shm;
+	lc.slot = idx;
+	lc.handler = s->h;
+	lc.user = s->user;
+	lc.backend = s->cfg->backend;
+	lc.drain_timeout_ms = s->cfg->drain_timeout_ms;
+	bt_loop_t *loop;
+	rc = bt_loop_create(&loop, &lc);
+	if (rc < 0) {
+		bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", idx);
+		_exit(72);
+	}
+	rc = bt_loop_run(loop);
+	bt_loop_destroy(loop);
+	_exit(rc == 0 ? 0 : 73);
+}
+
+static int spawn(struct sup *s, unsigned idx)
+{
+	int sv[2];
+	int rc = bt_fdpass_pair(sv, 0);
+	if (rc < 0)
+		return rc;
+	bt_queue_shm_reset(s->shm, idx);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		int err = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		return bt__log_errno(BT_LOG_ERROR, err, "fork(worker %u)", idx);
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		worker_main(s, idx, sv[1]);
+	}
+	close(sv[1]);
+	bt_fdpass_t *ch;
+	bt_queue_t *q;
+	rc = bt_fdpass_open(&ch, sv[0]);
+	if (rc < 0) {
+		close(sv[0]);
+		kill(pid, SIGKILL);
+		return rc;
+	}
+	rc = bt_queue_create(&q, &s->cfg->queue, ch, s->shm, idx);
+	if (rc < 0) {
+		bt_fdpass_close(ch);
+		kill(pid, SIGKILL);
+		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create", idx);
+	}
+	rc = bt_acceptor_attach(s->acc, idx, q);
+	if (rc < 0) {
+		bt_queue_destroy(q);
+		kill(pid, SIGKILL);
+		return rc;
+	}
+	s->w[idx].pid = pid;
+	s->w[idx].started_ns = bt__now_ns();
+	s->w[idx].respawn_at_ns = 0;
+	bt__log(BT_LOG_DEBUG, "worker %u: pid %ld", idx, (long)pid);
+	return 0;
+}
+
+static void schedule(struct sup *s);
+
+static void on_timer(void *ctx)
+{
+	struct sup *s = ctx;
+	uint64_t now = bt__now_ns();
+	for (unsigned i = 0; i < s->nw && !s->draining; i++) {
+		struct wslot *w = &s->w[i];
+		if (w->pid || !w->respawn_at_ns || w->respawn_at_ns > now)
+			continue;
+		if (bt_acceptor_queue(s->acc, i)) {
+			/* Its connections are still being handed back. */
+			w->respawn_at_ns = now + 10000000ull;
+			continue;
+		}
+		w->restarts++;
+		if (spawn(s, i) == 0) {
+			bt__log(BT_LOG_INFO, "worker %u: respawned as pid %ld", i, (long)w->pid);
+		} else {
+			w->respawn_at_ns = now + (uint64_t)w->backoff_ms * 1000000ull;
+			if (w->backoff_ms < RESPAWN_MAX_MS)
+				w->backoff_ms *= 2;
+		}
+	}
+	if (s->draining && !s->killed && now >= s->drain_deadline_ns) {
+		/* Workers got their deadline and a grace second: stop waiting. */
+		for (unsigned i = 0; i < s->nw; i++)
+			if (s->w[i].pid) {
+				bt__log(BT_LOG_WARN, "worker %u (pid %ld) still running after the drain deadline: SIGKILL",
+					i, (long)s->w[i].pid);
+				kill(s->w[i].pid, SIGKILL);
+			}
+		s->killed = 1;
+	}
+	schedule(s);
+}
+
+/* Arm the acceptor's timer for the next thing due. */
+static void schedule(struct sup *s)
+{
+	uint64_t next = 0, now = bt__now_ns();
+	for (unsigned i = 0; i < s->nw; i++)
+		if (!s->w[i].pid && s->w[i].respawn_at_ns && !s->draining &&
+		    (!next || s->w[i].respawn_at_ns < next))
+			next = s->w[i].respawn_at_ns;
+	if (s->draining && !s->killed && (!next || s->drain_deadline_ns < next))
+		next = s->drain_deadline_ns;
+	if (next)
+		bt_acceptor_timer(s->acc, next > now ? (unsigned)((next - now) / 1000000ull) + 1 : 0,
+				  on_timer, s);
+}
+
+static int running_workers(const struct sup *s)
+{
+	int n = 0;
+	for (unsigned i = 0; i < s->nw; i++)
+		n += s->w[i].pid != 0;
+	return n;
+}
+
+static void reap_children(struct sup *s)
+{
+	int st;
+	pid_t pid;
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		unsigned i;
+		for (i = 0; i < s->nw; i++)
+			if (s->w[i].pid == pid)
+				break;
+		if (i == s->nw)
+			continue;
+		struct wslot *w = &s->w[i];
+		uint64_t lived = bt__now_ns() - w->started_ns;
+		w->pid = 0;
+		bt_acceptor_detach(s->acc, i);
+		int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		if (s->draining) {
+			bt__log(clean ? BT_LOG_DEBUG : BT_LOG_WARN, "worker %u (pid %ld) exited: %s %d", i,
+				(long)pid, WIFEXITED(st) ? "status" : "signal",
+				WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+			continue;
+		}
+		if (lived > STABLE_NS || !w->backoff_ms)
+			w->backoff_ms = RESPAWN_MIN_MS;
+		bt__log(BT_LOG_WARN, "worker %u (pid %ld) %s %d after %.1f s: respawning in %u ms", i,
+			(long)pid, WIFEXITED(st) ? "exited with status" : "killed by signal",
+			WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), (double)lived / 1e9,
+			w->backoff_ms);
+		w->respawn_at_ns = bt__now_ns() + (uint64_t)w->backoff_ms * 1000000ull;
+		if (w->backoff_ms < RESPAWN_MAX_MS)
+			w->backoff_ms *= 2;
+	}
+	schedule(s);
+	if (s->draining && running_workers(s) == 0)
+		bt_acceptor_stop(s->acc);
+}
+
+static void start_drain(struct sup *s, const char *why)
+{
+	if (s->draining)
+		return;
+	s->draining = 1;
+	bt__log(BT_LOG_INFO, "%s: draining (%u ms for open connections)", why,
+		s->cfg->drain_timeout_ms);
+	bt_acceptor_drain(s->acc, s->cfg->drain_timeout_ms);
+	s->drain_deadline_ns = bt__now_ns() + (uint64_t)s->cfg->drain_timeout_ms * 1000000ull +
+			       1000000000ull;
+	for (unsigned i = 0; i < s->nw; i++)
+		s->w[i].respawn_at_ns = 0;
+	schedule(s);
+	if (running_workers(s) == 0)
+		bt_acceptor_stop(s->acc);
+}
+
+static void on_signal(void *ctx)
+{
+	struct sup *s = ctx;
+	struct signalfd_siginfo si;
+	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			reap_children(s);
+			break;
+		case SIGTERM:
+			start_drain(s, "SIGTERM");
+			break;
+		case SIGINT:
+			start_drain(s, "SIGINT");
+			break;
+		case SIGUSR1:
+			print_counters(s, "SIGUSR1");
+			break;
+		case SIGHUP:
+			bt__log(BT_LOG_INFO, "SIGHUP ignored: no reload; restart to change the configuration");
+			break;
+		}
+	}
+}
+
+static void on_worker_gone(void *ctx, unsigned idx)
+{
+	(void)ctx;
+	(void)idx; /* SIGCHLD follows and does the rest */
+}
+
+int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler *h, void *user)
+{
+	if (!cfg || !h || !h->on_data)
+		return 1;
+	struct sup sup, *s = &sup;
+	memset(s, 0, sizeof(*s));
+	s->cfg = cfg;
+	s->h = h;
+	s->user = user;
+	s->start_ns = bt__now_ns();
+	s->sigfd = -1;
+	signal(SIGPIPE, SIG_IGN);
+
+	/* Listeners. */
+	char desc[160];
+	int n = bt__listen_inherited(s->lfds, 64);
+	if (n < 0)
+		return 1;
+	if (n > 0) {
+		s->nl = n;
+		for (int i = 0; i < n; i++) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			getsockname(s->lfds[i], (struct sockaddr *)&ss, &sl);
+			bt__describe_addr((struct sockaddr *)&ss, sl, desc, sizeof(desc));
+			bt__log(BT_LOG_INFO, "listening on %s (fd %d from systemd)", desc, s->lfds[i]);
+		}
+	} else {
+		if (cfg->nlisten == 0) {
+			bt__log(BT_LOG_ERROR, "nothing to listen on: give --listen HOST:PORT (or socket activation)");
+			return 1;
+		}
+		for (unsigned i = 0; i < cfg->nlisten; i++) {
+			int fd = bt__listen_open(cfg->listen[i], cfg->backlog, desc, sizeof(desc));
+			if (fd < 0) {
+				for (int k = 0; k < s->nl; k++)
+					close(s->lfds[k]);
+				return 1;
+			}
+			s->lfds[s->nl++] = fd;
+			bt__log(BT_LOG_INFO, "listening on %s", desc);
+		}
+	}
+
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	s->nw = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+	s->w = calloc(s->nw, sizeof(*s->w));
+	int status = 1;
+	int rc = s->w ? bt_queue_shm_create(&s->shm, s->nw, cfg->queue.max_inflight) : -ENOMEM;
+	if (rc < 0)
+		goto out;
+
+	struct bt_acceptor_config ac;
+	bt_acceptor_config_init(&ac);
+	ac.dispatch = cfg->dispatch;
+	ac.backend = cfg->backend;
+	ac.on_worker_gone = on_worker_gone;
+	ac.ctx = s;
+	rc = bt_acceptor_create(&s->acc, &ac, s->nw);
+	if (rc < 0) {
+		bt__log_errno(BT_LOG_ERROR, rc, "cannot create the acceptor");
+		goto out;
+	}
+	for (int i = 0; i < s->nl; i++) {
+		if (bt_acceptor_add_listener(s->acc, s->lfds[i]) < 0)
+			goto out;
+		s->lfds[i] = -1; /* the acceptor's now */
+	}
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (s->sigfd < 0) {
+		bt__log_errno(BT_LOG_ERROR, -errno, "signalfd");
+		goto out;
+	}
+	if (bt_acceptor_watch(s->acc, s->sigfd, on_signal, s) < 0)
+		goto out;
+
+	for (unsigned i = 0; i < s->nw; i++) {
+		s->w[i].backoff_ms = RESPAWN_MIN_MS;
+		if (spawn(s, i) < 0) {
+			bt__log(BT_LOG_ERROR, "cannot start worker %u", i);
+			start_drain(s, "start-up failure");
+			break;
+		}
+	}
+	bt__proctitle_set("baton: acceptor");
+	char flush[32];
+	bt__log(BT_LOG_INFO, "%s: %u worker processes, %s backend, batch %u, flush %s, dispatch %s",
+		cfg->name, s->nw, bt_acceptor_backend(s->acc), cfg->queue.batch,
+		bt_queue_flush_name(&cfg->queue, flush, sizeof(flush)),
+		bt_acceptor_dispatch_name(cfg->dispatch));
+
+	rc = bt_acceptor_run(s->acc);
+	print_counters(s, "exit");
+	status = rc == 0 && s->draining ? 0 : 1;
+out:
+	if (s->acc) {
+		for (unsigned i = 0; i < s->nw; i++)
+			if (s->w && s->w[i].pid) {
+				kill(s->w[i].pid, SIGKILL);
+				waitpid(s->w[i].pid, NULL, 0);
+			}
+		bt_acceptor_destroy(s->acc);
+	}
+	for (int k = 0; k < s->nl; k++)
+		if (s->lfds[k] >= 0)
+			close(s->lfds[k]);
+	if (s->sigfd >= 0)
+		close(s->sigfd);
+	bt_queue_shm_destroy(s->shm);
+	free(s->w);
+	return status;
+}
