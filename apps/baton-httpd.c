@@ -375,11 +375,14 @@ static int handle_request(bt_conn_t *c, const char *buf, size_t len, uint64_t *b
 	return keep ? 0 : -1;
 }
 
-/* Find the end of a request head (CRLFCRLF); returns its length or 0. */
+/* Find the end of a request head (CRLFCRLF); returns its length or 0.
+ * A bare LFLF also ends it, so that such a request gets its 400 now
+ * rather than a 408 later. */
 static size_t head_end(const char *p, size_t len)
 {
-	for (size_t i = 3; i < len; i++)
-		if (p[i] == '\n' && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')
+	for (size_t i = 1; i < len; i++)
+		if (p[i] == '\n' && (p[i - 1] == '\n' ||
+				     (i >= 3 && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')))
 			return i + 1;
 	return 0;
 }

@@ -29,6 +29,7 @@
 
 #define REAP_TICK_NS 50000000ull  /* reap at least this often while holding */
 #define SIZE_BACKSTOP_NS 50000000ull /* size policy: never strand a batch longer */
+#define REST_NS 100000000ull /* a worker that lost descriptors rests this long */
 
 void bt_acceptor_config_init(struct bt_acceptor_config *cfg)
 {
@@ -174,7 +175,7 @@ static void give_back(void *ctx, const struct bt_wire_item *it)
 
 static int usable(const struct worker *w)
 {
-	return w->q && !w->dead && !w->full;
+	return w->q && !w->dead && !w->full && !w->rest_until_ns;
 }
 
 static uint32_t hash_peer(int fd)
@@ -585,9 +586,18 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 			reclaim(acc, i);
 			continue;
 		}
+		uint64_t lost_before = acc->st.redelivered;
 		if (bt_queue_reap(w->q, give_back, acc) > 0) {
 			w->full = 0;
 			released = 1;
+		}
+		if (acc->st.redelivered != lost_before) {
+			/* It could not take descriptors (RLIMIT_NOFILE): sending
+			 * them straight back would spin.  Rest it a while; the
+			 * others, or it later, get them. */
+			w->rest_until_ns = acc->now_ns + REST_NS;
+		} else if (w->rest_until_ns && acc->now_ns >= w->rest_until_ns) {
+			w->rest_until_ns = 0;
 		}
 	}
 	if (released && acc->emfile_until_ns)
@@ -639,6 +649,7 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 			continue;
 		if (bt_queue_inflight(w->q))
 			holding = 1;
+		AT(w->rest_until_ns);
 		uint64_t since = bt_queue_pending_since(w->q);
 		if (since && !w->sending) {
 			int flush = bt__queue_flush_policy(w->q);

@@ -23,6 +23,7 @@ struct worker {
 	uint8_t sending;  /* a SENDMSG is in flight */
 	uint8_t chan_armed; /* a RECVMSG on the channel is in flight */
 	uint8_t drain_sent;
+	uint64_t rest_until_ns; /* it lost descriptors (at its RLIMIT_NOFILE): let it be */
 	struct bt_queue_stats gone; /* of earlier queues in this slot */
 };
 

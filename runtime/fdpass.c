@@ -52,6 +52,7 @@ struct bt_fdpass {
 	} rctl;
 	struct bt_wire_item items[BT_WIRE_MAX_ITEMS];
 	uint64_t recv_msgs, recv_fds, malformed, closed_fds, truncated, lost;
+	uint64_t ctrunc_logged_ns;
 	_Alignas(8) unsigned char rbuf[BT_WIRE_MAX_MSG];
 
 	/* Send side: only the sending thread touches these. */
@@ -330,10 +331,17 @@ int bt_fdpass_rx_complete(bt_fdpass_t *ch, long res, struct bt_wire_msg *msg)
 		if (truncated) {
 			ch->truncated++;
 			ch->lost += b->n_lost;
-			bt__log(BT_LOG_WARN,
-				"recvmsg(channel fd %d): MSG_CTRUNC: %zu of %u descriptors of batch %llu arrived (RLIMIT_NOFILE?); %u items to redeliver",
-				ch->sock, ch->rfds_n, (unsigned)b->n_fds,
-				(unsigned long long)b->seq, (unsigned)b->n_lost);
+			/* At most one line a second: a worker at its limit sees
+			 * this for every batch until connections close. */
+			uint64_t now = bt__now_ns();
+			if (now - ch->ctrunc_logged_ns >= 1000000000ull || !ch->ctrunc_logged_ns) {
+				bt__log(BT_LOG_WARN,
+					"recvmsg(channel fd %d): MSG_CTRUNC: %zu of %u descriptors of batch %llu arrived (RLIMIT_NOFILE?); %u items to redeliver; %llu batches cut short so far",
+					ch->sock, ch->rfds_n, (unsigned)b->n_fds,
+					(unsigned long long)b->seq, (unsigned)b->n_lost,
+					(unsigned long long)ch->truncated);
+				ch->ctrunc_logged_ns = now;
+			}
 		}
 	} else if (truncated) {
 		/* Only a BATCH may carry descriptors at all. */

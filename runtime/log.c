@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 static bt_log_fn log_fn;
@@ -103,6 +104,13 @@ int bt__log_errno(int level, int err, const char *fmt, ...)
 	vlog(level, strerror(err < 0 ? -err : err), fmt, ap);
 	va_end(ap);
 	return err;
+}
+
+uint64_t bt__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 void bt__close(int fd)

@@ -27,13 +27,6 @@
 #define DEFAULT_BUF_SIZE (16 * 1024)
 #define DEFAULT_BUF_COUNT 512
 
-uint64_t bt__now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void bt_loop_config_init(struct bt_loop_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));

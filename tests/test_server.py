@@ -1,0 +1,657 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the servers built on baton (baton-echo, baton-httpd)
+with real clients on 127.0.0.1: our own (this file) and curl.
+
+Usage: test_server.py BUILD_DIR [case ...]
+The backend is BATON_BACKEND (io_uring or epoll) from the environment, the
+mode BATON_TEST_MODE (process).  Every server a case starts is stopped by
+pid; every load is bounded in count and time.  Prints one line per case
+and "N passed, N failed, N skipped"; exit 0 only if none failed.
+"""
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+BUILD = os.path.abspath(sys.argv[1])
+ECHO = os.path.join(BUILD, "apps", "baton-echo")
+HTTPD = os.path.join(BUILD, "apps", "baton-httpd")
+MODE = os.environ.get("BATON_TEST_MODE", "process")
+
+
+class Skip(Exception):
+    pass
+
+
+class Server:
+    """A server process with its stderr collected; the listening address is
+    read from its log ('listening on HOST:PORT')."""
+
+    def __init__(self, prog, *args, env=None, pass_fds=(), preexec=None,
+                 expect_listen=True, cmd=None):
+        self.log = []
+        self.lock = threading.Lock()
+        e = dict(os.environ)
+        e.setdefault("BATON_LOG", "info")
+        if env:
+            e.update(env)
+        argv = cmd or [prog, "--mode", MODE] + list(args)
+        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, env=e, pass_fds=pass_fds,
+                                     preexec_fn=preexec)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.addrs = []
+        if expect_listen:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                with self.lock:
+                    text = "".join(self.log)
+                if "worker processes" in text or "worker threads" in text:
+                    break
+                if self.proc.poll() is not None:
+                    raise AssertionError("server exited at start: %s" % text)
+                time.sleep(0.02)
+            with self.lock:
+                text = "".join(self.log)
+            for m in re.finditer(r"listening on (\S+)", text):
+                self.addrs.append(m.group(1))
+            assert self.addrs, "no listening address in: %s" % text
+            want = os.environ.get("BATON_BACKEND")
+            if want:
+                assert "%s backend" % want in text, "asked for %s: %s" % (want, text)
+
+    def _read(self):
+        for line in iter(self.proc.stderr.readline, b""):
+            with self.lock:
+                self.log.append(line.decode(errors="replace"))
+
+    def text(self):
+        with self.lock:
+            return "".join(self.log)
+
+    @property
+    def port(self):
+        return int(self.addrs[0].rsplit(":", 1)[1])
+
+    def workers(self):
+        """pids of the worker processes (children)."""
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    st = f.read()
+                ppid = int(st.rsplit(")", 1)[1].split()[1])
+                if ppid == self.proc.pid:
+                    out.append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+        return sorted(out)
+
+    def fds(self):
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def counters(self):
+        before = self.text().count("counters (SIGUSR1)")
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            t = self.text()
+            if t.count("counters (SIGUSR1)") > before:
+                block = t[t.rfind("counters (SIGUSR1)"):]
+                time.sleep(0.05)
+                block = self.text()[self.text().rfind("counters (SIGUSR1)"):]
+                line = [ln for ln in block.splitlines() if "acceptor:" in ln][0]
+                return dict((k, int(v)) for k, v in
+                            re.findall(r"(accepted|redelivered|dropped|held) (\d+)", line))
+            time.sleep(0.02)
+        raise AssertionError("no counters after SIGUSR1")
+
+    def stop(self, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("server did not exit within %ds of SIGTERM" % timeout)
+        self.reader.join(2)
+        return rc
+
+
+def connect(port, host="127.0.0.1", timeout=10):
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.settimeout(timeout)
+    return s
+
+
+def recv_until(s, n, timeout=10):
+    data = b""
+    deadline = time.time() + timeout
+    while len(data) < n:
+        s.settimeout(max(0.01, deadline - time.time()))
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_all(s, timeout=10):
+    data = b""
+    deadline = time.time() + timeout
+    while True:
+        s.settimeout(max(0.01, deadline - time.time()))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            raise AssertionError("no EOF after %d bytes" % len(data))
+        if not chunk:
+            return data
+        data += chunk
+
+
+def read_response(s, timeout=10):
+    """One HTTP response with a Content-Length: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise AssertionError("EOF inside a response head: %r" % data)
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    m = re.search(rb"Content-Length: (\d+)", head)
+    n = int(m.group(1))
+    while len(rest) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise AssertionError("EOF inside a body")
+        rest += chunk
+    assert len(rest) == n, "extra bytes after a response: %r" % rest[n:]
+    return head, rest
+
+
+def http_get(port, path="/", extra=b"", host="127.0.0.1"):
+    s = connect(port, host)
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" +
+              extra + b"\r\n")
+    data = recv_all(s)
+    s.close()
+    return data
+
+
+def echo_once(port, token, timeout=10):
+    s = connect(port, timeout=timeout)
+    s.sendall(token)
+    got = recv_until(s, len(token), timeout)
+    s.close()
+    return got
+
+
+def run_parallel(n, fn, threads=32):
+    """fn(i) for i in range(n) on a pool; returns the list of exceptions."""
+    errors = []
+    lock = threading.Lock()
+    idx = [0]
+
+    def worker():
+        while True:
+            with lock:
+                i = idx[0]
+                idx[0] += 1
+            if i >= n:
+                return
+            try:
+                fn(i)
+            except Exception as e:  # noqa: BLE001 - collected and reported
+                with lock:
+                    errors.append("%d: %r" % (i, e))
+
+    ts = [threading.Thread(target=worker) for _ in range(min(threads, n))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return errors
+
+
+# --- cases ---------------------------------------------------------------------
+
+def test_help_and_bad_flags():
+    for prog in (ECHO, HTTPD):
+        r = subprocess.run([prog, "--help"], capture_output=True, timeout=10)
+        assert r.returncode == 0, r
+        for flag in (b"--listen", b"--workers", b"--batch", b"--flush", b"--dispatch", b"--mode"):
+            assert flag in r.stdout, flag
+        for bad, why in ((["--workers", "0"], b"--workers"), (["--batch", "254"], b"--batch"),
+                         (["--flush", "sometimes"], b"--flush"), (["--dispatch", "x"], b"--dispatch"),
+                         (["--bogus"], b"unknown option"), (["--workers"], b"needs a value"),
+                         (["stray"], b"unexpected argument"), (["--mode", "fiber"], b"--mode")):
+            r = subprocess.run([prog] + bad, capture_output=True, timeout=10)
+            assert r.returncode == 2, (bad, r)
+            assert why in r.stderr, (bad, r.stderr)
+    r = subprocess.run([HTTPD, "--root", "/nonexistent-dir"], capture_output=True, timeout=10)
+    assert r.returncode == 2 and b"cannot open directory" in r.stderr, r
+    # A listen address that cannot be bound: exit 1, the syscall named.
+    r = subprocess.run([ECHO, "--listen", "127.0.0.1:99999"], capture_output=True, timeout=10)
+    assert r.returncode == 1 and b"not a port" in r.stderr, r
+
+
+def test_echo_many_concurrent():
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2")
+    try:
+        n = 600
+        seen = {}
+        lock = threading.Lock()
+
+        def one(i):
+            token = b"token-%06d\n" % i
+            got = echo_once(srv.port, token)
+            assert got == token, (got, token)
+            with lock:
+                seen[i] = seen.get(i, 0) + 1
+
+        errors = run_parallel(n, one, threads=48)
+        assert not errors, errors[:5]
+        assert len(seen) == n and all(v == 1 for v in seen.values())
+        c = srv.counters()
+        assert c["accepted"] == n, c
+        assert c["dropped"] == 0, c
+    finally:
+        assert srv.stop() == 0
+
+
+def test_http_curl():
+    if not shutil.which("curl"):
+        raise Skip("curl not installed")
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--body", "curl-ok")
+    try:
+        urls = ["http://127.0.0.1:%d/%d" % (srv.port, i) for i in range(60)]
+        # One connection per URL (-: separates), and keep-alive reuse.
+        args = []
+        for u in urls:
+            args += ["-o", "/dev/null", u]
+        r = subprocess.run(["curl", "-sS", "-m", "20", "-w", "%{http_code}\n",
+                            "-H", "Connection: close"] + args, capture_output=True, timeout=60)
+        codes = r.stdout.decode().split()
+        assert codes == ["200"] * 60, (codes, r.stderr)
+        r = subprocess.run(["curl", "-sS", "-m", "20"] + urls[:10], capture_output=True, timeout=60)
+        assert r.stdout == b"curl-ok" * 10, r
+        r = subprocess.run(["curl", "-sS", "-m", "10", "--http1.0", urls[0]], capture_output=True,
+                           timeout=30)
+        assert r.stdout == b"curl-ok", r
+        r = subprocess.run(["curl", "-sS", "-m", "10", "-I", urls[0]], capture_output=True, timeout=30)
+        assert b"200 OK" in r.stdout and b"Content-Length: 7" in r.stdout, r
+    finally:
+        assert srv.stop() == 0
+
+
+def test_http_pipelined_and_keepalive():
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--body", "p")
+    try:
+        s = connect(srv.port)
+        reqs = b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(5))
+        reqs += b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        s.sendall(reqs)
+        data = recv_all(s)
+        assert data.count(b"HTTP/1.1 200 OK") == 6, data
+        assert data.endswith(b"\r\n\r\np"), data[-40:]
+        s.close()
+        # Keep-alive: many requests on one connection, one at a time, and
+        # a request split across writes.
+        s = connect(srv.port)
+        for i in range(50):
+            s.sendall(b"GET /k HTTP/1.1\r\nHost: t\r\n\r\n")
+            head, body = read_response(s)
+            assert head.startswith(b"HTTP/1.1 200 OK") and body == b"p", (head, body)
+        s.close()
+        s = connect(srv.port)
+        for piece in (b"GE", b"T / HTTP/1.1\r", b"\nHost: t\r\nConnec", b"tion: close\r\n\r\n"):
+            s.sendall(piece)
+            time.sleep(0.02)
+        data = recv_all(s)
+        assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"p"), data
+        s.close()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_http_malformed_and_oversized():
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--header-timeout", "500")
+    try:
+        bad = [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n",  # no Host
+               b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", b"GET /x HTTP/1.1\r\nHost t\r\n\r\n",
+               b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: -3\r\n\r\n",
+               b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", b"GET / HTTP/1.1\nHost: t\n\n"]
+        for req in bad:
+            s = connect(srv.port)
+            s.sendall(req)
+            data = recv_all(s)
+            assert data.startswith(b"HTTP/1.1 400") or data.startswith(b"HTTP/1.1 505"), (req, data)
+            s.close()
+        s = connect(srv.port)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        data = recv_all(s)
+        assert data.startswith(b"HTTP/1.1 431"), data[:60]
+        s.close()
+        s = connect(srv.port)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        assert recv_all(s).startswith(b"HTTP/1.1 405")
+        s.close()
+        s = connect(srv.port)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert recv_all(s).startswith(b"HTTP/1.1 501")
+        s.close()
+        # A slow client: half a request head, then nothing.
+        s = connect(srv.port)
+        s.sendall(b"GET / HTTP/1.1\r\nHo")
+        t0 = time.time()
+        data = recv_all(s, timeout=5)
+        assert data.startswith(b"HTTP/1.1 408"), data
+        assert time.time() - t0 < 3
+        s.close()
+        # And the server still serves.
+        assert http_get(srv.port).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        assert srv.stop() == 0
+
+
+def test_http_root_files():
+    d = tempfile.mkdtemp(prefix="baton-www-")
+    try:
+        os.makedirs(os.path.join(d, "sub"))
+        with open(os.path.join(d, "index.html"), "w") as f:
+            f.write("<h1>index</h1>")
+        with open(os.path.join(d, "sub", "a.txt"), "w") as f:
+            f.write("A" * 100000)
+        secret = os.path.join(os.path.dirname(d), "baton-secret-%d" % os.getpid())
+        with open(secret, "w") as f:
+            f.write("secret")
+        os.symlink(secret, os.path.join(d, "escape"))
+        srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--root", d)
+        try:
+            assert http_get(srv.port, "/").endswith(b"<h1>index</h1>")
+            data = http_get(srv.port, "/sub/a.txt")
+            assert data.endswith(b"A" * 100000) and b"Content-Length: 100000" in data
+            assert http_get(srv.port, "/sub/%61.txt").endswith(b"A" * 100000)
+            for path in ("/../" + os.path.basename(secret), "/sub/../../etc/passwd",
+                         "/%2e%2e/etc/passwd", "/escape"):
+                data = http_get(srv.port, path)
+                assert not data.endswith(b"secret") and b"root:" not in data, (path, data)
+                assert data.startswith(b"HTTP/1.1 4"), (path, data[:40])
+            assert http_get(srv.port, "/nope").startswith(b"HTTP/1.1 404")
+        finally:
+            assert srv.stop() == 0
+            os.unlink(secret)
+    finally:
+        shutil.rmtree(d)
+
+
+def test_sigkill_worker_redelivers():
+    """A worker that stops reading and then dies: every connection the
+    acceptor had sent it and not seen acknowledged goes to the other."""
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--dispatch", "rr")
+    try:
+        pids = srv.workers()
+        assert len(pids) == 2, pids
+        victim = pids[0]
+        os.kill(victim, signal.SIGSTOP)
+        n = 60
+        results = {}
+        lock = threading.Lock()
+
+        def one(i):
+            token = b"kill-%04d\n" % i
+            got = echo_once(srv.port, token, timeout=20)
+            with lock:
+                results[i] = got == token
+            assert got == token, (got, token)
+
+        t = threading.Thread(target=lambda: results.setdefault("errors", run_parallel(n, one, 60)))
+        t.start()
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        t.join(60)
+        errors = results.pop("errors", ["thread did not finish"])
+        assert not errors, errors[:5]
+        assert sum(1 for v in results.values() if v) == n
+        c = srv.counters()
+        assert c["redelivered"] > 0, c
+        # Respawned, and serving.
+        deadline = time.time() + 10
+        while time.time() < deadline and len(srv.workers()) < 2:
+            time.sleep(0.05)
+        pids2 = srv.workers()
+        assert len(pids2) == 2 and victim not in pids2, (pids, pids2)
+        errors = run_parallel(100, lambda i: echo_once(srv.port, b"after-%d\n" % i) == b"after-%d\n" % i
+                              or (_ for _ in ()).throw(AssertionError("bad echo")))
+        assert not errors, errors[:5]
+        assert "respawned" in srv.text()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sigkill_under_load():
+    """SIGKILL a worker while clients keep coming: the server keeps serving;
+    only connections the dead worker had already taken may fail."""
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2")
+    try:
+        stop = [False]
+        ok = [0]
+        failed = [0]
+
+        def load():
+            while not stop[0]:
+                try:
+                    if echo_once(srv.port, b"load\n", timeout=5) == b"load\n":
+                        ok[0] += 1
+                    else:
+                        failed[0] += 1
+                except OSError:
+                    failed[0] += 1
+
+        ts = [threading.Thread(target=load) for _ in range(8)]
+        for t in ts:
+            t.start()
+        time.sleep(0.5)
+        os.kill(srv.workers()[0], signal.SIGKILL)
+        time.sleep(1.5)
+        stop[0] = True
+        for t in ts:
+            t.join(30)
+        assert ok[0] > 100, (ok, failed)
+        # At most the connections the victim was serving at that moment.
+        assert failed[0] <= 8, (ok, failed)
+        after = ok[0]
+        assert echo_once(srv.port, b"still\n") == b"still\n"
+        assert after > 0
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sigterm_drains():
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--drain-timeout", "1500")
+    try:
+        idle = connect(srv.port)
+        idle.sendall(b"x")
+        assert recv_until(idle, 1) == b"x"
+        t0 = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        # Not accepting any more.
+        try:
+            s = connect(srv.port, timeout=2)
+            s.sendall(b"y")
+            got = s.recv(10)
+            assert got == b"", got
+        except OSError:
+            pass
+        # The open connection is served until the deadline, then closed.
+        idle.sendall(b"z")
+        assert recv_until(idle, 1) == b"z"
+        assert recv_all(idle, timeout=10) == b""
+        rc = srv.proc.wait(15)
+        assert rc == 0, srv.text()
+        assert 1.2 < time.time() - t0 < 8, time.time() - t0
+        assert "counters (exit)" in srv.text()
+    finally:
+        srv.stop()
+
+
+def test_emfile_recovers():
+    """With a low RLIMIT_NOFILE the acceptor runs out of descriptors, pauses
+    (never spins), and serves every client once descriptors free up."""
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "1",
+                 preexec=lambda: __import__("resource").setrlimit(
+                     __import__("resource").RLIMIT_NOFILE, (48, 48)))
+    try:
+        holders = [connect(srv.port) for _ in range(100)]
+        time.sleep(0.5)
+        # Every one of them is eventually served, as others close.
+        def one(i):
+            s = holders[i]
+            s.sendall(b"e%d\n" % i)
+            assert recv_until(s, len(b"e%d\n" % i), timeout=30) == b"e%d\n" % i
+            s.close()
+        errors = run_parallel(100, one, threads=100)
+        assert not errors, errors[:3]
+        errors = run_parallel(100, lambda i: echo_once(srv.port, b"m\n", timeout=20) == b"m\n"
+                              or (_ for _ in ()).throw(AssertionError("bad echo")), threads=16)
+        assert not errors, errors[:3]
+        assert "accept4: pausing accepts" in srv.text(), srv.text()[-2000:]
+        cpu = open("/proc/%d/stat" % srv.proc.pid).read().rsplit(")", 1)[1].split()
+        assert int(cpu[11]) + int(cpu[12]) < 500, cpu[11:13]  # ticks: no spinning
+    finally:
+        assert srv.stop() == 0
+
+
+def test_socket_activation():
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(128)
+    port = ls.getsockname()[1]
+    fd = ls.fileno()
+
+    def preexec():
+        os.dup2(fd, 3)
+        os.set_inheritable(3, True)
+
+    env = {"LISTEN_FDS": "1"}
+    cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" --mode "$1" --workers 2', ECHO, MODE]
+    srv = Server(None, env=env, cmd=cmd, preexec=preexec, pass_fds=(fd,))
+    ls.close()
+    try:
+        assert "from systemd" in srv.text(), srv.text()
+        errors = run_parallel(50, lambda i: echo_once(port, b"sa\n") == b"sa\n"
+                              or (_ for _ in ()).throw(AssertionError("bad echo")))
+        assert not errors, errors[:3]
+    finally:
+        assert srv.stop() == 0
+
+
+def test_fd_count_stable():
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2")
+    try:
+        for i in range(200):
+            assert echo_once(srv.port, b"w\n") == b"w\n"
+        time.sleep(0.3)
+        before = srv.fds()
+        errors = run_parallel(3000, lambda i: echo_once(srv.port, b"f\n") == b"f\n"
+                              or (_ for _ in ()).throw(AssertionError("bad echo")), threads=16)
+        assert not errors, errors[:3]
+        time.sleep(0.5)
+        after = srv.fds()
+        assert after == before, (before, after)
+        c = srv.counters()
+        assert c["held"] == 0, c
+    finally:
+        assert srv.stop() == 0
+
+
+def test_ipv6_and_unix_listeners():
+    d = tempfile.mkdtemp(prefix="baton-unix-")
+    path = os.path.join(d, "echo.sock")
+    try:
+        has6 = socket.has_ipv6
+        args = ["--listen", "127.0.0.1:0", "--listen", path, "--workers", "2"]
+        if has6:
+            args += ["--listen", "[::1]:0"]
+        try:
+            srv = Server(ECHO, *args)
+        except AssertionError as e:
+            if has6 and "Cannot assign requested address" in str(e):
+                raise Skip("no ::1 on this machine")
+            raise
+        try:
+            assert echo_once(srv.port, b"v4\n") == b"v4\n"
+            u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            u.settimeout(10)
+            u.connect(path)
+            u.sendall(b"unix\n")
+            assert recv_until(u, 5) == b"unix\n"
+            u.close()
+            if has6:
+                a6 = [a for a in srv.addrs if a.startswith("[")][0]
+                port6 = int(a6.rsplit(":", 1)[1])
+                s = socket.create_connection(("::1", port6), timeout=10)
+                s.sendall(b"v6\n")
+                assert recv_until(s, 3) == b"v6\n"
+                s.close()
+        finally:
+            assert srv.stop() == 0
+    finally:
+        shutil.rmtree(d)
+
+
+def test_dispatch_and_flush_policies():
+    for extra in (["--dispatch", "least"], ["--dispatch", "hash"], ["--flush", "size", "--batch", "4"],
+                  ["--flush", "delay:300", "--batch", "8"], ["--batch", "1"], ["--fire-and-forget"]):
+        srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", *extra)
+        try:
+            errors = run_parallel(200, lambda i: echo_once(srv.port, b"p%d\n" % i) == b"p%d\n" % i
+                                  or (_ for _ in ()).throw(AssertionError("bad echo")), threads=16)
+            assert not errors, (extra, errors[:3])
+        finally:
+            assert srv.stop() == 0, extra
+
+
+CASES = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+
+
+def main():
+    want = sys.argv[2:]
+    passed = failed = skipped = 0
+    print("backend: %s, mode: %s" % (os.environ.get("BATON_BACKEND", "auto"), MODE))
+    for case in CASES:
+        name = case.__name__[5:]
+        if want and name not in want:
+            continue
+        t0 = time.time()
+        try:
+            case()
+            passed += 1
+            print("ok   %-36s %7.2f s" % (name, time.time() - t0), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("skip %-36s %s" % (name, e), flush=True)
+        except Exception:  # noqa: BLE001 - every failure is reported
+            failed += 1
+            print("FAIL %-36s\n%s" % (name, traceback.format_exc()), flush=True)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
