@@ -543,14 +543,20 @@ def test_socket_activation():
     ls.listen(128)
     port = ls.getsockname()[1]
     fd = ls.fileno()
-
-    def preexec():
-        os.dup2(fd, 3)
-        os.set_inheritable(3, True)
-
-    env = {"LISTEN_FDS": "1"}
-    cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" --mode "$1" --workers 2', ECHO, MODE]
-    srv = Server(None, env=env, cmd=cmd, preexec=preexec, pass_fds=(fd,))
+    # The way systemd does it: the socket at fd 3, LISTEN_FDS=1 and
+    # LISTEN_PID = the server's own pid (known only in the child: set
+    # right before exec by a tiny launcher).
+    launcher = ("import os, sys\n"
+                "fd = int(sys.argv[1])\n"
+                "if fd != 3:\n"
+                "    os.dup2(fd, 3)\n"
+                "    os.close(fd)\n"
+                "os.set_inheritable(3, True)\n"
+                "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+                "os.environ['LISTEN_FDS'] = '1'\n"
+                "os.execv(sys.argv[2], sys.argv[2:])\n")
+    cmd = [sys.executable, "-c", launcher, str(fd), ECHO, "--mode", MODE, "--workers", "2"]
+    srv = Server(None, cmd=cmd, pass_fds=(fd,))
     ls.close()
     try:
         assert "from systemd" in srv.text(), srv.text()
