@@ -81,11 +81,11 @@ static void do_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	/* The multishot receive holds the socket: shut it down (a plain
+	 * syscall; IORING_OP_SHUTDOWN goes through an io-wq thread) so the
+	 * receive ends and FIN goes out, then close through the ring. */
+	shutdown(c->fd, SHUT_RDWR);
 	struct io_uring_sqe *s = sqe_get();
-	io_uring_prep_shutdown(s, c->fd, SHUT_RDWR);
-	s->flags |= IOSQE_IO_HARDLINK;
-	io_uring_sqe_set_data64(s, 0);
-	s = sqe_get();
 	io_uring_prep_close(s, c->fd);
 	io_uring_sqe_set_data64(s, (uint64_t)(uintptr_t)c | OP_CLOSE);
 	c->ops++;

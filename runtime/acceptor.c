@@ -335,6 +335,13 @@ void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more
 		l->armed = 0;
 	if (res >= 0) {
 		acc->st.accepted++;
+		/* Smoothed gap between accepts (1/8 weight): tells the adaptive
+		 * flush whether more connections are on their way. */
+		uint64_t gap = acc->now_ns - acc->last_accept_ns;
+		if (gap > 1000000000ull)
+			gap = 1000000000ull;
+		acc->gap_ewma_ns = acc->gap_ewma_ns - (acc->gap_ewma_ns >> 3) + (gap >> 3);
+		acc->last_accept_ns = acc->now_ns;
 		if (acc->draining) {
 			/* Raced with the drain: still ours to hand over. */
 			dispatch(acc, res, ++acc->next_id, acc->now_ns);
@@ -575,6 +582,21 @@ static void send_drains(bt_acceptor_t *acc)
 	}
 }
 
+/*
+ * Adaptive flush: nothing more to add right now, so send... unless
+ * connections are arriving faster than the hold time, in which case wait
+ * for more, up to that hold (the queue's delay, default 200 us), so that one
+ * message and one worker wake-up carry several connections.  An idle server
+ * (gaps longer than the hold) sends at once: no added latency.
+ */
+static int adaptive_due(const bt_acceptor_t *acc, const bt_queue_t *q, uint64_t since)
+{
+	uint64_t hold = bt__queue_delay_ns(q);
+	if (acc->gap_ewma_ns >= hold / 2)
+		return 1;
+	return acc->now_ns >= since + hold;
+}
+
 static void end_of_wakeup(bt_acceptor_t *acc)
 {
 	int released = 0;
@@ -619,7 +641,8 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 		/* The queue's own flush policy. */
 		const int flush = bt__queue_flush_policy(w->q);
 		uint64_t since = bt_queue_pending_since(w->q);
-		if (acc->draining || flush == BT_FLUSH_ADAPTIVE ||
+		if (acc->draining ||
+		    (flush == BT_FLUSH_ADAPTIVE && adaptive_due(acc, w->q, since)) ||
 		    (flush == BT_FLUSH_DELAY && acc->now_ns >= since + bt__queue_delay_ns(w->q)) ||
 		    (flush == BT_FLUSH_SIZE && acc->now_ns >= since + SIZE_BACKSTOP_NS))
 			flush_worker(acc, i);
@@ -653,7 +676,7 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 		uint64_t since = bt_queue_pending_since(w->q);
 		if (since && !w->sending) {
 			int flush = bt__queue_flush_policy(w->q);
-			if (flush == BT_FLUSH_DELAY)
+			if (flush == BT_FLUSH_DELAY || flush == BT_FLUSH_ADAPTIVE)
 				AT(since + bt__queue_delay_ns(w->q));
 			else if (flush == BT_FLUSH_SIZE)
 				AT(since + SIZE_BACKSTOP_NS);

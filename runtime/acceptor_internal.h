@@ -89,6 +89,8 @@ struct bt_acceptor {
 	int draining;
 	unsigned drain_ms;
 	uint64_t next_id;
+	uint64_t last_accept_ns;
+	uint64_t gap_ewma_ns; /* smoothed time between accepts */
 	uint64_t now_ns;
 	struct bt_acceptor_stats st;
 	uint64_t batches_gone, items_gone; /* of queues since destroyed */

@@ -39,10 +39,13 @@ enum {
 
 struct accu {
 	struct io_uring ring;
-	struct __kernel_timespec ts;
-	uint64_t armed_deadline;
-	unsigned timeouts;
+	struct __kernel_timespec ts, uts;
+	uint64_t armed_deadline; /* the one TIMEOUT in flight, absolute */
+	int armed;
 };
+
+#define TIMER_IDLE_NS 10000000000ull /* nothing due: park the timer 10 s out */
+#define TIMER_SLACK_NS 20000ull       /* close enough: leave it */
 
 static struct io_uring_sqe *get_sqe(struct accu *u)
 {
@@ -210,12 +213,50 @@ static void handle(bt_acceptor_t *acc, struct accu *u, struct io_uring_cqe *cqe)
 		break;
 	}
 	case T_TIMEOUT:
-		if (u->timeouts && --u->timeouts == 0)
-			u->armed_deadline = 0;
+		/* -ETIME: it fired.  An update does not end it (no CQE). */
+		if (cqe->res != -ECANCELED)
+			u->armed = 0;
 		break;
 	default:
 		break;
 	}
+}
+
+/*
+ * One TIMEOUT at a time, on CLOCK_MONOTONIC absolute time, moved with
+ * TIMEOUT_UPDATE when the next deadline changes: a timer armed per batch
+ * and left to fire after the batch went out anyway would cost the acceptor
+ * one useless wake-up per batch.  Updates skip their own completion.
+ */
+static void set_timer(struct accu *u, uint64_t deadline_ns, uint64_t now)
+{
+	uint64_t want = deadline_ns ? deadline_ns : now + TIMER_IDLE_NS;
+	if (u->armed) {
+		uint64_t d = want > u->armed_deadline ? want - u->armed_deadline : u->armed_deadline - want;
+		if (d <= TIMER_SLACK_NS || (!deadline_ns && u->armed_deadline > now))
+			return;
+		struct io_uring_sqe *sqe = get_sqe(u);
+		if (!sqe)
+			return;
+		u->uts.tv_sec = (long long)(want / 1000000000ull);
+		u->uts.tv_nsec = (long long)(want % 1000000000ull);
+		io_uring_prep_timeout_update(sqe, &u->uts, T_TIMEOUT, IORING_TIMEOUT_ABS);
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_sqe_set_data64(sqe, T_IGNORE);
+		u->armed_deadline = want;
+		return;
+	}
+	if (!deadline_ns)
+		return;
+	struct io_uring_sqe *sqe = get_sqe(u);
+	if (!sqe)
+		return;
+	u->ts.tv_sec = (long long)(want / 1000000000ull);
+	u->ts.tv_nsec = (long long)(want % 1000000000ull);
+	io_uring_prep_timeout(sqe, &u->ts, 0, IORING_TIMEOUT_ABS);
+	io_uring_sqe_set_data64(sqe, T_TIMEOUT);
+	u->armed = 1;
+	u->armed_deadline = want;
 }
 
 static int au_wait(bt_acceptor_t *acc, uint64_t deadline_ns)
@@ -226,18 +267,7 @@ static int au_wait(bt_acceptor_t *acc, uint64_t deadline_ns)
 	if (deadline_ns && deadline_ns <= now) {
 		rc = io_uring_submit(&u->ring); /* due now: do not sleep */
 	} else {
-		if (deadline_ns && (!u->armed_deadline || u->armed_deadline > deadline_ns)) {
-			struct io_uring_sqe *sqe = get_sqe(u);
-			if (sqe) {
-				uint64_t d = deadline_ns - now;
-				u->ts.tv_sec = (long long)(d / 1000000000ull);
-				u->ts.tv_nsec = (long long)(d % 1000000000ull);
-				io_uring_prep_timeout(sqe, &u->ts, 0, 0);
-				io_uring_sqe_set_data64(sqe, T_TIMEOUT);
-				u->armed_deadline = deadline_ns;
-				u->timeouts++;
-			}
-		}
+		set_timer(u, deadline_ns, now);
 		rc = io_uring_submit_and_wait(&u->ring, 1);
 	}
 	if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)

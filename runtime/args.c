@@ -58,7 +58,7 @@ static const struct rt_flag rt_flags[] = {
 	{"listen", "ADDR", "listen on HOST:PORT, [IPV6]:PORT or a unix socket path (repeatable)"},
 	{"workers", "N", "worker processes (default: one per online CPU)"},
 	{"batch", "N", "connections per hand-off message, 1..253 (default 32)"},
-	{"flush", "POLICY", "adaptive | size | delay:US (default adaptive)"},
+	{"flush", "POLICY", "adaptive[:HOLD_US] | size | delay:US (default adaptive:200)"},
 	{"dispatch", "POLICY", "rr | least | hash (default rr)"},
 	{"mode", "MODE", "process (default; workers are processes)"},
 	{"pin", NULL, "pin worker i to CPU i (off by default)"},
@@ -155,7 +155,7 @@ static const char *expected(const char *name)
 	if (!strcmp(name, "batch"))
 		return "a number from 1 to 253";
 	if (!strcmp(name, "flush"))
-		return "adaptive, size or delay:US (US from 1 to 1000000)";
+		return "adaptive, adaptive:US, size or delay:US (US from 1 to 1000000)";
 	if (!strcmp(name, "dispatch"))
 		return "rr, least or hash";
 	if (!strcmp(name, "mode"))

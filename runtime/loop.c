@@ -515,6 +515,10 @@ int bt_loop_run(bt_loop_t *loop)
 	}
 	int rc = loop->ops->run(loop);
 	free_zombies(loop);
+	bt__log(BT_LOG_DEBUG, "worker %d (%s): %llu connections in %llu batches, %llu lost, %llu wake-ups",
+		loop->cfg.worker_id, loop->ops->name, (unsigned long long)loop->st.conns,
+		(unsigned long long)loop->st.batches, (unsigned long long)loop->st.lost,
+		(unsigned long long)loop->st.wakeups);
 	if (loop->h->on_stop)
 		loop->h->on_stop(loop);
 	return rc;

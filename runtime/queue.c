@@ -87,6 +87,16 @@ int bt_queue_parse_flush(const char *s, struct bt_queue_config *cfg)
 		cfg->flush = BT_FLUSH_ADAPTIVE;
 		return 0;
 	}
+	if (strncmp(s, "adaptive:", 9) == 0) {
+		char *end;
+		errno = 0;
+		unsigned long us = strtoul(s + 9, &end, 10);
+		if (errno || end == s + 9 || *end || us > 1000000)
+			return -EINVAL;
+		cfg->flush = BT_FLUSH_ADAPTIVE;
+		cfg->delay_us = (unsigned)us;
+		return 0;
+	}
 	if (strcmp(s, "size") == 0) {
 		cfg->flush = BT_FLUSH_SIZE;
 		return 0;
@@ -115,7 +125,7 @@ const char *bt_queue_flush_name(const struct bt_queue_config *cfg, char *buf,
 		snprintf(buf, cap, "delay:%u", cfg->delay_us);
 		break;
 	default:
-		snprintf(buf, cap, "adaptive");
+		snprintf(buf, cap, "adaptive:%u", cfg->delay_us);
 		break;
 	}
 	return buf;
@@ -335,7 +345,7 @@ int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it)
 	r->flags = it->flags;
 	r->payload_len = it->payload_len;
 	r->peer_len = it->peer_len;
-	if (q->cfg.flush == BT_FLUSH_DELAY)
+	if (q->cfg.flush != BT_FLUSH_SIZE || q->tail == q->sent)
 		r->pushed_ns = now_ns();
 	q->tail++;
 	q->st.pushed++;

@@ -127,6 +127,10 @@ static void test_config(void)
 	CHECK(strcmp(bt_queue_flush_name(&c, buf, sizeof(buf)), "delay:150") == 0);
 	CHECK_ERR(bt_queue_parse_flush("adaptive", &c), 0);
 	CHECK_EQ(c.flush, BT_FLUSH_ADAPTIVE);
+	CHECK_ERR(bt_queue_parse_flush("adaptive:0", &c), 0);
+	CHECK_EQ(c.delay_us, 0);
+	CHECK(strcmp(bt_queue_flush_name(&c, buf, sizeof(buf)), "adaptive:0") == 0);
+	CHECK_ERR(bt_queue_parse_flush("adaptive:x", &c), -EINVAL);
 	const char *bad[] = {"", "delay", "delay:", "delay:0", "delay:-5", "delay:1x",
 			     "delay:2000000", "Adaptive", "sizes", NULL};
 	for (int i = 0; bad[i]; i++)

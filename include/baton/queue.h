@@ -17,7 +17,10 @@
  * when a batch is full):
  *   size      send when the batch holds `batch` items;
  *   adaptive  send when it is full, or as soon as the producer has nothing
- *             more to add right now (its completion queue is drained);
+ *             more to add right now (its completion queue is drained) -
+ *             except while connections arrive faster than a hold time
+ *             (delay_us, default 200; "adaptive:US" sets it, 0 never
+ *             holds): then wait for more, at most that long;
  *   delay:US  send when it is full, or US microseconds after its first item.
  *
  * Threading: a producer queue belongs to one thread.  The shared slot is
@@ -62,7 +65,7 @@ struct bt_queue_config {
 /* Defaults: batch 32, adaptive, delay 200 us, keep until acked, 4096. */
 BT_API void bt_queue_config_init(struct bt_queue_config *cfg);
 
-/* Parse "adaptive", "size" or "delay:US" (US 1..1000000) into cfg.
+/* Parse "adaptive", "adaptive:US", "size" or "delay:US" (US 1..1000000) into cfg.
  * 0 or -EINVAL. */
 BT_API int bt_queue_parse_flush(const char *s, struct bt_queue_config *cfg);
 
