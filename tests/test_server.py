@@ -633,6 +633,29 @@ def test_dispatch_and_flush_policies():
             assert srv.stop() == 0, extra
 
 
+def test_pin_and_titles():
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--pin")
+    try:
+        ncpu = os.cpu_count() or 1
+        pids = srv.workers()
+        assert len(pids) == 2, pids
+        titles = {}
+        for pid in pids:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                title = f.read().split(b"\0")[0].decode()
+            with open("/proc/%d/status" % pid) as f:
+                allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
+            titles[title] = allowed
+        assert set(titles) == {"baton: worker 0", "baton: worker 1"}, titles
+        assert titles["baton: worker 0"] == "0", titles
+        assert titles["baton: worker 1"] == str(1 % ncpu), titles
+        with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+            assert f.read().startswith(b"baton: acceptor")
+        assert echo_once(srv.port, b"pinned\n") == b"pinned\n"
+    finally:
+        assert srv.stop() == 0
+
+
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
