@@ -33,6 +33,7 @@ enum {
 	T_WATCH = 4,
 	T_TIMEOUT = 5,
 	T_IGNORE = 6,
+	T_CLOSE = 7,
 };
 #define TAG_BITS 3
 #define TAG_MASK 7ull
@@ -152,6 +153,21 @@ static void au_send(bt_acceptor_t *acc, unsigned idx, struct msghdr *msg)
 	io_uring_sqe_set_data64(sqe, ((uint64_t)idx << TAG_BITS) | T_SEND);
 }
 
+/* Acknowledged copies close through the ring: no syscall of their own,
+ * they go with the next submission.  Only a failure posts a completion. */
+static void ring_close(void *ctx, int fd)
+{
+	struct accu *u = ctx;
+	struct io_uring_sqe *sqe = get_sqe(u);
+	if (!sqe) {
+		bt__close(fd);
+		return;
+	}
+	io_uring_prep_close(sqe, fd);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, T_CLOSE);
+}
+
 static void au_arm_channel(bt_acceptor_t *acc, unsigned idx)
 {
 	struct accu *u = acc->backend;
@@ -160,6 +176,7 @@ static void au_arm_channel(bt_acceptor_t *acc, unsigned idx)
 	if (!sqe)
 		return;
 	bt_fdpass_t *ch = bt_queue_channel(w->q);
+	bt__queue_set_closer(w->q, ring_close, u);
 	io_uring_prep_recvmsg(sqe, bt_fdpass_fd(ch), bt_fdpass_rx_prepare(ch), MSG_CMSG_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, ((uint64_t)idx << TAG_BITS) | T_CHANNEL);
 	w->chan_armed = 1;
@@ -216,6 +233,9 @@ static void handle(bt_acceptor_t *acc, struct accu *u, struct io_uring_cqe *cqe)
 		/* -ETIME: it fired.  An update does not end it (no CQE). */
 		if (cqe->res != -ECANCELED)
 			u->armed = 0;
+		break;
+	case T_CLOSE:
+		bt__log_errno(BT_LOG_ERROR, cqe->res, "acceptor: close(held connection)");
 		break;
 	default:
 		break;

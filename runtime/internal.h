@@ -24,5 +24,8 @@ struct bt_queue;
 /* The queue's flush policy and delay, for the acceptor's scheduling. */
 int bt__queue_flush_policy(const struct bt_queue *q);
 uint64_t bt__queue_delay_ns(const struct bt_queue *q);
+/* Close the producer's acknowledged copies with fn instead of close(2)
+ * (the io_uring acceptor batches them into its ring). */
+void bt__queue_set_closer(struct bt_queue *q, void (*fn)(void *ctx, int fd), void *ctx);
 
 #endif

@@ -243,6 +243,8 @@ struct bt_queue {
 	unsigned busy_n;    /* items in it */
 
 	struct bt_queue_stats st;
+	void (*closer)(void *ctx, int fd); /* how acknowledged copies close */
+	void *closer_ctx;
 	struct bt_wire_item witems[BT_WIRE_MAX_ITEMS];
 	int fds[BT_WIRE_MAX_FDS];
 	_Alignas(8) unsigned char buf[BT_WIRE_MAX_MSG];
@@ -284,6 +286,20 @@ int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
 	q->lost_tail = atomic_load_explicit(&q->slot->lost_head, memory_order_acquire);
 	*out = q;
 	return 0;
+}
+
+void bt__queue_set_closer(struct bt_queue *q, void (*fn)(void *ctx, int fd), void *ctx)
+{
+	q->closer = fn;
+	q->closer_ctx = ctx;
+}
+
+static void close_copy(bt_queue_t *q, int fd)
+{
+	if (q->closer)
+		q->closer(q->closer_ctx, fd);
+	else
+		bt__close(fd);
 }
 
 static struct rec *at(const bt_queue_t *q, uint64_t n)
@@ -450,7 +466,7 @@ int bt_queue_flush_complete(bt_queue_t *q, long res)
 			for (unsigned i = 0; i < n; i++) {
 				struct rec *r = at(q, q->head);
 				if (r->flags & BT_WIRE_ITEM_FD)
-					bt__close(r->fd);
+					close_copy(q, r->fd);
 				rec_free(r);
 				q->head++;
 			}
@@ -519,7 +535,7 @@ unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 			q->st.lost++;
 		} else {
 			if (r->flags & BT_WIRE_ITEM_FD)
-				bt__close(r->fd);
+				close_copy(q, r->fd);
 			q->st.acked++;
 		}
 		rec_free(r);
