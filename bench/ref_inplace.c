@@ -96,7 +96,10 @@ static void flush(struct conn *c)
 	if (c->sending || c->off >= c->olen)
 		return;
 	struct io_uring_sqe *s = sqe_get();
-	io_uring_prep_send(s, c->fd, c->out + c->off, c->olen - c->off, MSG_NOSIGNAL);
+	/* The last reply before a close: MSG_MORE keeps it for the FIN that
+	 * shutdown sends next, one segment for both (as baton does). */
+	io_uring_prep_send(s, c->fd, c->out + c->off, c->olen - c->off,
+			   MSG_NOSIGNAL | (c->close_after ? MSG_MORE : 0));
 	io_uring_sqe_set_data64(s, (uint64_t)(uintptr_t)c | OP_SEND);
 	c->sending = 1;
 	c->ops++;

@@ -95,7 +95,7 @@ static void ep_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 	int blocked = 0;
 	while (c->state != CONN_DONE && c->off < c->olen) {
 		ssize_t n = send(c->fd, c->out + c->off, c->olen - c->off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+				 MSG_NOSIGNAL | MSG_DONTWAIT | bt__conn_last_send_flags(c));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

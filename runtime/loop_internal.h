@@ -6,6 +6,7 @@
 #include <baton/loop.h>
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* Connection states, in order. */
 enum conn_state {
@@ -99,6 +100,18 @@ void bt__conn_sent(bt_conn_t *c, size_t n);
  * with nothing in flight is unlinked now and freed at the end of the
  * wake-up (iterations in progress may still hold it). */
 void bt__conn_maybe_free(bt_conn_t *c);
+
+/*
+ * Flags for a send: MSG_MORE when it carries the last bytes of a
+ * connection that is closing.  The data then waits in the socket for the
+ * shutdown(SHUT_WR) that follows the send's completion, and goes out in
+ * one segment with the FIN: one packet (and one trip through the
+ * receiving side's stack) fewer per connection than data, then FIN.
+ */
+static inline int bt__conn_last_send_flags(const bt_conn_t *c)
+{
+	return c->state == CONN_CLOSING && c->plen == 0 ? MSG_MORE : 0;
+}
 
 /* Start the sends queued during this wake-up (one send per connection
  * for everything its callbacks wrote). */

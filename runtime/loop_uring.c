@@ -184,7 +184,8 @@ static void uring_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 		bt__conn_ended(c, -EBUSY);
 		return;
 	}
-	io_uring_prep_send(sqe, c->fd, c->out + c->off, c->olen - c->off, MSG_NOSIGNAL);
+	io_uring_prep_send(sqe, c->fd, c->out + c->off, c->olen - c->off,
+			   MSG_NOSIGNAL | bt__conn_last_send_flags(c));
 	io_uring_sqe_set_data64(sqe, ud(c, OP_SEND));
 	c->writing = 1;
 	c->ops++;
