@@ -48,6 +48,7 @@ static size_t resp_keep_len, resp_close_len;
 static char *body;
 static size_t body_len;
 static int lfd;
+static int fin_merge = 1; /* --no-fin-merge: data, then FIN, as most servers do */
 
 static struct io_uring_sqe *sqe_get(void)
 {
@@ -99,7 +100,7 @@ static void flush(struct conn *c)
 	/* The last reply before a close: MSG_MORE keeps it for the FIN that
 	 * shutdown sends next, one segment for both (as baton does). */
 	io_uring_prep_send(s, c->fd, c->out + c->off, c->olen - c->off,
-			   MSG_NOSIGNAL | (c->close_after ? MSG_MORE : 0));
+			   MSG_NOSIGNAL | (c->close_after && fin_merge ? MSG_MORE : 0));
 	io_uring_sqe_set_data64(s, (uint64_t)(uintptr_t)c | OP_SEND);
 	c->sending = 1;
 	c->ops++;
@@ -168,8 +169,10 @@ int main(int argc, char **argv)
 			body_len = strtoul(argv[++i], NULL, 10);
 			body = malloc(body_len + 1);
 			memset(body, 'x', body_len);
+		} else if (!strcmp(argv[i], "--no-fin-merge")) {
+			fin_merge = 0;
 		} else if (!strcmp(argv[i], "--help")) {
-			printf("usage: bench-inplace [--listen HOST:PORT] [--body-size N]\n");
+			printf("usage: bench-inplace [--listen HOST:PORT] [--body-size N] [--no-fin-merge]\n");
 			return 0;
 		} else {
 			fprintf(stderr, "bench-inplace: unknown argument '%s'\n", argv[i]);

@@ -146,6 +146,9 @@ def designs(build, workers, batch, flush):
                                                                "--mode", "process"] + common),
         "inplace": Design("inplace", lambda p, t: [os.path.join(build, "bench", "bench-inplace"),
                                                    "--listen", "127.0.0.1:%d" % p]),
+        "inplace-plain": Design("inplace-plain", lambda p, t: [
+            os.path.join(build, "bench", "bench-inplace"), "--listen", "127.0.0.1:%d" % p,
+            "--no-fin-merge"]),
         "fork": Design("fork", lambda p, t: [os.path.join(build, "bench", "bench-fork"),
                                              "--listen", "127.0.0.1:%d" % p]),
     }

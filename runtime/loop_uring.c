@@ -7,13 +7,11 @@
  * goes in the same syscall as the next wait.
  *
  *  - the channel: one RECVMSG at a time on the fdpass channel's msghdr;
- *  - each connection: a multishot RECV selecting buffers from a provided
- *    buffer ring (buffers go back to the ring as soon as on_data returns);
+ *  - each connection: one RECV at a time selecting a buffer from a
+ *    provided buffer ring (the buffer goes back as soon as on_data returns);
  *  - sends: one SEND per connection in flight, from its `out` buffer;
- *  - close: shutdown(SHUT_RDWR), a plain syscall (see uring_conn_finish),
- *    then a CLOSE operation.  SHUT_RD ends the multishot receive (it
- *    completes with 0); SHUT_WR sends FIN now, even though the acceptor may
- *    still hold a reference to the socket.
+ *  - close: shutdown(2), a plain syscall (see uring_conn_finish), then a
+ *    CLOSE operation that completes only if it fails.
  *  - a 100 ms tick while connections are open or draining, for timers.
  *
  * user_data: the conn pointer with the operation in its low 3 bits (conns
@@ -155,12 +153,20 @@ static void recycle(struct uring *u, unsigned bid)
 	io_uring_buf_ring_advance(u->br, 1);
 }
 
+/*
+ * One receive at a time, single-shot, re-armed after each completion while
+ * the connection is open.  Single-shot rather than multishot: a connection
+ * that closes (after its reply, the common case of connect-per-request)
+ * then has no receive left to end, so its close needs no completion of its
+ * own and the conn is freed a loop turn sooner; keep-alive pays one SQE per
+ * read, which costs no syscall.
+ */
 static int arm_recv(struct uring *u, bt_conn_t *c)
 {
 	struct io_uring_sqe *sqe = get_sqe(u);
 	if (!sqe)
 		return -EBUSY;
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	io_uring_prep_recv(sqe, c->fd, NULL, u->bufsize, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
 	io_uring_sqe_set_data64(sqe, ud(c, OP_RECV));
@@ -201,29 +207,30 @@ static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 	/* shutdown(2) directly: IORING_OP_SHUTDOWN is always punted to an
 	 * io-wq thread (it may block), which costs a thread wake-up and two
 	 * context switches per connection; for a TCP socket the syscall does
-	 * not block.  SHUT_RD ends the multishot receive, SHUT_WR sends FIN
-	 * whoever else holds the socket. */
-	shutdown(c->fd, SHUT_RDWR);
+	 * not block.  SHUT_WR sends FIN now (with the last reply, see
+	 * bt__conn_last_send_flags) whoever else holds the socket; SHUT_RD
+	 * ends a receive still armed. */
+	shutdown(c->fd, c->reading ? SHUT_RDWR : SHUT_WR);
 	struct io_uring_sqe *sqe = get_sqe(u);
 	if (!sqe) {
 		bt__close(c->fd);
 		c->fd_open = 0;
 		return;
 	}
+	/* The CLOSE names only the fd: the conn can go before it runs (at the
+	 * next submission); only a failure posts a completion. */
 	io_uring_prep_close(sqe, c->fd);
-	io_uring_sqe_set_data64(sqe, ud(c, OP_CLOSE));
-	c->ops++;
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ud(loop, OP_CLOSE));
+	c->fd_open = 0;
 }
 
 static void on_recv(struct uring *u, bt_conn_t *c, struct io_uring_cqe *cqe)
 {
 	bt_loop_t *loop = c->loop;
 	int res = cqe->res;
-	int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-	if (!more) {
-		c->ops--;
-		c->reading = 0;
-	}
+	c->ops--;
+	c->reading = 0;
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		if (c->state == CONN_OPEN && loop->h->on_data) {
@@ -231,7 +238,7 @@ static void on_recv(struct uring *u, bt_conn_t *c, struct io_uring_cqe *cqe)
 			loop->h->on_data(c, u->bufs + (size_t)bid * u->bufsize, (size_t)res);
 		}
 		recycle(u, bid);
-		if (!more && c->state == CONN_OPEN && arm_recv(u, c) < 0)
+		if (c->state == CONN_OPEN && arm_recv(u, c) < 0)
 			bt__conn_ended(c, -EBUSY);
 	} else {
 		if (cqe->flags & IORING_CQE_F_BUFFER)
@@ -239,7 +246,7 @@ static void on_recv(struct uring *u, bt_conn_t *c, struct io_uring_cqe *cqe)
 		if (res == -ENOBUFS && c->state == CONN_OPEN) {
 			/* Every buffer was in use at that moment; they are
 			 * back by now. */
-			if (!c->reading && arm_recv(u, c) < 0)
+			if (arm_recv(u, c) < 0)
 				bt__conn_ended(c, -EBUSY);
 		} else if (c->state == CONN_OPEN || (c->state == CONN_CLOSING && res < 0)) {
 			bt__conn_ended(c, res);
@@ -295,16 +302,10 @@ static void handle_cqe(bt_loop_t *loop, struct uring *u, struct io_uring_cqe *cq
 	case OP_SEND:
 		on_send(p, cqe->res);
 		break;
-	case OP_CLOSE: {
-		bt_conn_t *c = p;
-		c->ops--;
-		c->fd_open = 0;
-		if (cqe->res < 0)
-			bt__log_errno(BT_LOG_ERROR, cqe->res, "close(connection %llu)",
-				      (unsigned long long)c->id);
-		bt__conn_maybe_free(c);
+	case OP_CLOSE:
+		/* Only failures complete (IOSQE_CQE_SKIP_SUCCESS). */
+		bt__log_errno(BT_LOG_ERROR, cqe->res, "close(connection)");
 		break;
-	}
 	default:
 		break;
 	}
