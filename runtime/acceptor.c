@@ -248,6 +248,11 @@ static void flush_worker(bt_acceptor_t *acc, unsigned idx)
 	struct worker *w = &acc->w[idx];
 	if (!w->q || w->sending || w->dead)
 		return;
+	if (bt_queue_is_thread(w->q)) {
+		/* In-process consumer: publishing is the send. */
+		bt_queue_flush(w->q);
+		return;
+	}
 	struct msghdr *msg;
 	int n = bt_queue_flush_prepare(w->q, &msg);
 	if (n <= 0) {
@@ -438,7 +443,8 @@ int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 	acc->w[idx].gone = gone;
 	acc->w[idx].q = q;
 	acc->alive++;
-	acc->ops->arm_channel(acc, idx);
+	if (!bt_queue_is_thread(q))
+		acc->ops->arm_channel(acc, idx);
 	return 0;
 }
 
@@ -453,7 +459,8 @@ void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
 	acc->alive--;
 	/* End the channel's receive in flight (it completes with EOF), so
 	 * the queue can be reclaimed. */
-	shutdown(bt_fdpass_fd(bt_queue_channel(w->q)), SHUT_RDWR);
+	if (!bt_queue_is_thread(w->q))
+		shutdown(bt_fdpass_fd(bt_queue_channel(w->q)), SHUT_RDWR);
 }
 
 /* A dead worker with nothing in flight: what it acknowledged is closed,
@@ -463,7 +470,8 @@ static void reclaim(bt_acceptor_t *acc, unsigned idx)
 	struct worker *w = &acc->w[idx];
 	if (!w->q || !w->dead || w->sending || w->chan_armed)
 		return;
-	acc->ops->forget_channel(acc, idx);
+	if (!bt_queue_is_thread(w->q))
+		acc->ops->forget_channel(acc, idx);
 	bt_queue_reap(w->q, give_back, acc);
 	unsigned n = bt_queue_take(w->q, give_back, acc);
 	if (n)
@@ -566,18 +574,12 @@ void bt_acceptor_timer(bt_acceptor_t *acc, unsigned ms, void (*cb)(void *ctx), v
 
 static void send_drains(bt_acceptor_t *acc)
 {
-	unsigned char buf[64];
-	struct bt_wire_drain d = {.deadline_ms = acc->drain_ms};
-	long len = bt_wire_encode_drain(buf, sizeof(buf), 0, &d);
 	for (unsigned i = 0; i < acc->nw; i++) {
 		struct worker *w = &acc->w[i];
 		if (!w->q || w->dead || w->drain_sent || w->sending || bt_queue_pending(w->q))
 			continue;
-		/* The channel is non-blocking for us: a full one is retried
-		 * at the next wake-up. */
-		int fd = bt_fdpass_fd(bt_queue_channel(w->q));
-		ssize_t n = send(fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n == len)
+		/* Non-blocking: a full channel is retried at the next wake-up. */
+		if (bt_queue_send_drain(w->q, acc->drain_ms) == 0)
 			w->drain_sent = 1;
 	}
 }

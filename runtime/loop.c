@@ -54,7 +54,8 @@ static int backend_from_env(int want)
 
 int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 {
-	if (!out || !cfg || !cfg->channel || !cfg->handler || !cfg->handler->on_data)
+	if (!out || !cfg || !cfg->handler || !cfg->handler->on_data ||
+	    !cfg->channel == !cfg->queue || (cfg->queue && !bt_queue_is_thread(cfg->queue)))
 		return -EINVAL;
 	if (cfg->buf_size < 512 || cfg->buf_size > (1u << 20) || cfg->buf_count == 0 ||
 	    cfg->buf_count > 32768 || (cfg->buf_count & (cfg->buf_count - 1)))
@@ -123,7 +124,9 @@ void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out)
 
 static void publish_load(bt_loop_t *loop)
 {
-	if (loop->cfg.shm)
+	if (loop->cfg.queue)
+		bt_queue_set_consumer_load(loop->cfg.queue, loop->nconns);
+	else if (loop->cfg.shm)
 		bt_queue_set_load(loop->cfg.shm, loop->cfg.slot, loop->nconns);
 }
 
@@ -466,6 +469,23 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 	}
 }
 
+void bt__loop_consume(bt_loop_t *loop)
+{
+	bt_queue_t *q = loop->cfg.queue;
+	struct bt_wire_item items[64];
+	int n;
+	while ((n = bt_queue_consume(q, items, 64)) > 0) {
+		loop->st.batches++;
+		for (int i = 0; i < n; i++) {
+			if (items[i].fd >= 0)
+				open_conn(loop, &items[i]);
+		}
+	}
+	unsigned ms;
+	if (bt_queue_drain_requested(q, &ms))
+		bt_loop_drain(loop, ms);
+}
+
 int bt__loop_tick(bt_loop_t *loop)
 {
 	bt__loop_flush(loop);
@@ -547,6 +567,7 @@ void bt_loop_destroy(bt_loop_t *loop)
 		bt__conn_maybe_free(c);
 	}
 	free_zombies(loop);
-	bt_fdpass_close(loop->cfg.channel);
+	if (loop->cfg.channel)
+		bt_fdpass_close(loop->cfg.channel);
 	free(loop);
 }

@@ -41,9 +41,9 @@ static int ep_init(bt_loop_t *loop)
 		free(e);
 		return bt__log_errno(BT_LOG_ERROR, err, "epoll_create1");
 	}
-	int chfd = bt_fdpass_fd(loop->cfg.channel);
+	int chfd = loop->cfg.queue ? bt_queue_wake_fd(loop->cfg.queue) : bt_fdpass_fd(loop->cfg.channel);
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = loop};
-	if (bt_fdpass_set_nonblock(loop->cfg.channel, 1) < 0 ||
+	if ((!loop->cfg.queue && bt_fdpass_set_nonblock(loop->cfg.channel, 1) < 0) ||
 	    epoll_ctl(e->epfd, EPOLL_CTL_ADD, chfd, &ev) < 0) {
 		int err = -errno;
 		close(e->epfd);
@@ -163,6 +163,10 @@ static int ep_run(bt_loop_t *loop)
 	struct ep *e = loop->backend;
 	struct epoll_event evs[256];
 	for (;;) {
+		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {
+			bt__loop_consume(loop);
+			bt__loop_flush(loop);
+		}
 		int timeout = (loop->conns || loop->draining) ? 100 : -1;
 		int n = epoll_wait(e->epfd, evs, 256, timeout);
 		if (n < 0) {
@@ -172,9 +176,15 @@ static int ep_run(bt_loop_t *loop)
 				return bt__log_errno(BT_LOG_ERROR, -errno, "worker %d: epoll_wait",
 						     loop->cfg.worker_id);
 		}
+		if (loop->cfg.queue)
+			bt_queue_awake(loop->cfg.queue);
 		loop->now_ns = bt__now_ns();
 		loop->st.wakeups++;
 		for (int i = 0; i < n; i++) {
+			if (evs[i].data.ptr == loop && loop->cfg.queue) {
+				bt__loop_consume(loop);
+				continue;
+			}
 			if (evs[i].data.ptr == loop) {
 				for (;;) {
 					struct bt_wire_msg msg;

@@ -85,6 +85,10 @@ uint64_t bt__now_ns(void);
  * finished (EOF or error). */
 int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg);
 
+/* Thread mode: take what the queue holds, open those connections, notice
+ * a drain request. */
+void bt__loop_consume(bt_loop_t *loop);
+
 /* Once per wake-up, after the events: timers, drain progress.  Returns 1
  * when the loop should return from run(). */
 int bt__loop_tick(bt_loop_t *loop);

@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -273,6 +274,13 @@ static void arm_channel(bt_loop_t *loop, struct uring *u)
 	struct io_uring_sqe *sqe = get_sqe(u);
 	if (!sqe)
 		return;
+	if (loop->cfg.queue) {
+		/* Thread mode: a multishot poll on the queue's eventfd. */
+		io_uring_prep_poll_multishot(sqe, bt_queue_wake_fd(loop->cfg.queue), POLLIN);
+		io_uring_sqe_set_data64(sqe, ud(loop, OP_CHANNEL));
+		u->chan_armed = 1;
+		return;
+	}
 	io_uring_prep_recvmsg(sqe, bt_fdpass_fd(loop->cfg.channel),
 			      bt_fdpass_rx_prepare(loop->cfg.channel), MSG_CMSG_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, ud(loop, OP_CHANNEL));
@@ -286,6 +294,12 @@ static void handle_cqe(bt_loop_t *loop, struct uring *u, struct io_uring_cqe *cq
 	void *p = (void *)(uintptr_t)(data & ~TAG_MASK);
 	switch (op) {
 	case OP_CHANNEL: {
+		if (loop->cfg.queue) {
+			if (!(cqe->flags & IORING_CQE_F_MORE))
+				u->chan_armed = 0;
+			bt__loop_consume(loop);
+			break;
+		}
 		u->chan_armed = 0;
 		struct bt_wire_msg msg;
 		int rc = bt_fdpass_rx_complete(loop->cfg.channel, cqe->res, &msg);
@@ -317,6 +331,12 @@ static int uring_run(bt_loop_t *loop)
 	for (;;) {
 		if (!u->chan_armed && !loop->channel_eof)
 			arm_channel(loop, u);
+		/* Thread mode: never sleep on published items (see
+		 * bt_queue_idle for the handshake with the producer). */
+		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {
+			bt__loop_consume(loop);
+			bt__loop_flush(loop);
+		}
 		if (!u->tick_armed && (loop->conns || loop->draining)) {
 			struct io_uring_sqe *sqe = get_sqe(u);
 			if (sqe) {
@@ -329,6 +349,8 @@ static int uring_run(bt_loop_t *loop)
 		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
 			return bt__log_errno(BT_LOG_ERROR, rc, "worker %d: io_uring_submit_and_wait",
 					     loop->cfg.worker_id);
+		if (loop->cfg.queue)
+			bt_queue_awake(loop->cfg.queue);
 		loop->now_ns = bt__now_ns();
 		loop->st.wakeups++;
 		/* Callbacks may queue SQEs; they go out with the next wait. */

@@ -30,6 +30,7 @@
 #include <baton/queue.h>
 
 #include "internal.h"
+#include "queue_internal.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -215,41 +216,6 @@ uint32_t bt_queue_shm_load(const bt_queue_shm_t *shm, unsigned slot)
 
 /* --- producer ----------------------------------------------------------- */
 
-struct rec {
-	uint64_t seq; /* 0 while pending */
-	uint64_t id;
-	uint64_t accept_ns;
-	int fd;
-	uint32_t flags;
-	uint32_t payload_len;
-	socklen_t peer_len;
-	unsigned char *ext; /* peer_len bytes of address, then the payload */
-	uint64_t pushed_ns;
-};
-
-struct bt_queue {
-	struct bt_queue_config cfg;
-	bt_fdpass_t *ch;
-	bt_queue_shm_t *shm;
-	unsigned slot_idx;
-	struct slot *slot;
-
-	struct rec *ring;
-	unsigned cap;
-	uint64_t head, sent, tail; /* ever-increasing; index = n % cap */
-	uint64_t next_seq;
-	uint64_t lost_tail; /* producer's copy of slot->lost_tail */
-	int busy;           /* a send is in flight */
-	unsigned busy_n;    /* items in it */
-
-	struct bt_queue_stats st;
-	void (*closer)(void *ctx, int fd); /* how acknowledged copies close */
-	void *closer_ctx;
-	struct bt_wire_item witems[BT_WIRE_MAX_ITEMS];
-	int fds[BT_WIRE_MAX_FDS];
-	_Alignas(8) unsigned char buf[BT_WIRE_MAX_MSG];
-};
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -315,6 +281,10 @@ static void rec_free(struct rec *r)
 
 void bt_queue_destroy(bt_queue_t *q)
 {
+	if (q && q->tq) {
+		bt__tq_destroy(q);
+		return;
+	}
 	if (!q)
 		return;
 	for (uint64_t n = q->head; n != q->tail; n++) {
@@ -330,6 +300,8 @@ void bt_queue_destroy(bt_queue_t *q)
 
 int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it)
 {
+	if (q && it && q->tq)
+		return bt__tq_push(q, it);
 	if (!q || !it)
 		return -EINVAL;
 	if ((it->flags & ~BT_WIRE_ITEM_WIRE_MASK) ||
@@ -370,16 +342,22 @@ int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it)
 
 unsigned bt_queue_pending(const bt_queue_t *q)
 {
+	if (q->tq)
+		return bt__tq_pending(q);
 	return (unsigned)(q->tail - q->sent);
 }
 
 unsigned bt_queue_inflight(const bt_queue_t *q)
 {
+	if (q->tq)
+		return bt__tq_inflight(q);
 	return (unsigned)(q->tail - q->head);
 }
 
 uint64_t bt_queue_pending_since(const bt_queue_t *q)
 {
+	if (q->tq)
+		return bt__tq_pending_since(q);
 	if (q->tail == q->sent)
 		return 0;
 	return at(q, q->sent)->pushed_ns;
@@ -401,6 +379,8 @@ static void to_item(const struct rec *r, struct bt_wire_item *it)
 
 int bt_queue_flush_prepare(bt_queue_t *q, struct msghdr **msg)
 {
+	if (q && q->tq)
+		return -EOPNOTSUPP; /* threads: bt_queue_flush */
 	if (!q || !msg)
 		return -EINVAL;
 	if (q->busy)
@@ -454,6 +434,8 @@ static void unsend(bt_queue_t *q)
 
 int bt_queue_flush_complete(bt_queue_t *q, long res)
 {
+	if (q && q->tq)
+		return -EINVAL;
 	if (!q || !q->busy)
 		return -EINVAL;
 	int rc = bt_fdpass_tx_complete(q->ch, res);
@@ -490,6 +472,8 @@ int bt_queue_flush_complete(bt_queue_t *q, long res)
 
 int bt_queue_flush(bt_queue_t *q)
 {
+	if (q && q->tq)
+		return bt__tq_flush(q);
 	struct msghdr *msg;
 	int n = bt_queue_flush_prepare(q, &msg);
 	if (n <= 0)
@@ -504,6 +488,8 @@ int bt_queue_flush(bt_queue_t *q)
 
 unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 {
+	if (q && q->tq)
+		return bt__tq_reap(q);
 	if (!q || q->head == q->sent)
 		return 0;
 	uint64_t acked = atomic_load_explicit(&q->slot->acked_seq, memory_order_acquire);
@@ -548,6 +534,8 @@ unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 
 unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 {
+	if (q && give && q->tq)
+		return bt__tq_take(q, give, ctx, 0);
 	/* A send in flight still refers to these descriptors. */
 	if (!q || !give || q->busy)
 		return 0;
@@ -569,6 +557,8 @@ unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 
 unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 {
+	if (q && give && q->tq)
+		return bt__tq_take(q, give, ctx, 1);
 	if (!q || !give || q->busy)
 		return 0;
 	unsigned n = 0;
@@ -588,6 +578,8 @@ unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 
 uint32_t bt_queue_load(const bt_queue_t *q)
 {
+	if (q->tq)
+		return bt__tq_load(q);
 	return atomic_load_explicit(&q->slot->load, memory_order_relaxed);
 }
 
@@ -603,7 +595,30 @@ uint64_t bt__queue_delay_ns(const struct bt_queue *q)
 
 bt_fdpass_t *bt_queue_channel(bt_queue_t *q)
 {
+	if (q && q->tq)
+		return NULL;
 	return q ? q->ch : NULL;
+}
+
+int bt_queue_send_drain(bt_queue_t *q, unsigned deadline_ms)
+{
+	if (!q)
+		return -EINVAL;
+	if (q->tq)
+		return bt__tq_send_drain(q, deadline_ms);
+	unsigned char buf[64];
+	struct bt_wire_drain d = {.deadline_ms = deadline_ms};
+	long len = bt_wire_encode_drain(buf, sizeof(buf), 0, &d);
+	if (len < 0)
+		return (int)len;
+	/* Non-blocking whatever the socket: a full channel is retried. */
+	ssize_t n;
+	do
+		n = send(bt_fdpass_fd(q->ch), buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return n == len ? 0 : -EIO;
 }
 
 void bt_queue_get_stats(const bt_queue_t *q, struct bt_queue_stats *out)

@@ -64,9 +64,11 @@ enum bt_backend {
 
 struct bt_loop_config {
 	int worker_id;              /* shown in logs and bt_loop_worker_id */
-	bt_fdpass_t *channel;       /* batches arrive here; the loop owns it */
-	bt_queue_shm_t *shm;        /* acknowledgements go here */
+	bt_fdpass_t *channel;       /* process mode: batches arrive here; the loop owns it */
+	bt_queue_shm_t *shm;        /* process mode: acknowledgements go here */
 	unsigned slot;
+	bt_queue_t *queue;          /* thread mode instead: the consumer side of a
+				       thread-transport queue (the producer owns it) */
 	const struct bt_handler *handler;
 	void *user;                 /* bt_loop_user() */
 	int backend;                /* enum bt_backend */

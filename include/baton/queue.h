@@ -192,6 +192,43 @@ BT_API uint32_t bt_queue_load(const bt_queue_t *q);
 /* The channel (for its fd, or to receive the consumer's messages). */
 BT_API bt_fdpass_t *bt_queue_channel(bt_queue_t *q);
 
+/*
+ * Ask the consumer to drain: finish what it has within deadline_ms, then
+ * stop (process transport: a DRAIN message, non-blocking; thread
+ * transport: a flag and a wake-up).  0, -EAGAIN (channel full: retry), or
+ * another -errno.
+ */
+BT_API int bt_queue_send_drain(bt_queue_t *q, unsigned deadline_ms);
+
+/* --- thread transport ------------------------------------------------------- */
+
+/*
+ * A queue whose consumer is a thread of this process: a bounded ring of
+ * max_inflight (rounded up to a power of two) items, no descriptor passing,
+ * nothing held back.  The producer calls are the ones above (push, flush,
+ * pending, inflight, reap, take, load, send_drain; flush_prepare and
+ * flush_complete are for the process transport only); items may not carry
+ * a payload or peer address yet (-EINVAL).  0 or -errno.
+ */
+BT_API int bt_queue_create_thread(bt_queue_t **out, const struct bt_queue_config *cfg);
+BT_API int bt_queue_is_thread(const bt_queue_t *q);
+
+/* Consumer side, from the one consumer thread: */
+
+/* An eventfd that becomes readable when the consumer should look again. */
+BT_API int bt_queue_wake_fd(const bt_queue_t *q);
+/* Take up to max published items into out: their fds are the caller's. */
+BT_API int bt_queue_consume(bt_queue_t *q, struct bt_wire_item *out, size_t max);
+/* Before sleeping: returns 1 if the consumer may sleep (a producer will
+ * write the eventfd for what it publishes next), 0 if there is work. */
+BT_API int bt_queue_idle(bt_queue_t *q);
+/* After waking up: the consumer is busy, producers need not wake it. */
+BT_API void bt_queue_awake(bt_queue_t *q);
+/* Has a drain been asked for (once: it returns 1 the first time)? */
+BT_API int bt_queue_drain_requested(bt_queue_t *q, unsigned *deadline_ms);
+/* Publish the consumer's load for the least-loaded dispatch. */
+BT_API void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load);
+
 struct bt_queue_stats {
 	uint64_t pushed;      /* items accepted by push */
 	uint64_t batches;     /* messages sent */

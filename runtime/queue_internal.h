@@ -1,0 +1,63 @@
+/* The queue's producer state, shared by queue.c (process transport) and
+ * queue_thread.c (thread transport).  Not part of the public API. */
+#ifndef BATON_QUEUE_INTERNAL_H
+#define BATON_QUEUE_INTERNAL_H
+
+#include <baton/queue.h>
+
+#include <stdint.h>
+
+struct tq;
+
+struct rec {
+	uint64_t seq; /* 0 while pending */
+	uint64_t id;
+	uint64_t accept_ns;
+	int fd;
+	uint32_t flags;
+	uint32_t payload_len;
+	socklen_t peer_len;
+	unsigned char *ext; /* peer_len bytes of address, then the payload */
+	uint64_t pushed_ns;
+};
+
+struct bt_queue {
+	struct bt_queue_config cfg;
+	bt_fdpass_t *ch;
+	bt_queue_shm_t *shm;
+	unsigned slot_idx;
+	struct slot *slot;
+
+	struct rec *ring;
+	unsigned cap;
+	uint64_t head, sent, tail; /* ever-increasing; index = n % cap */
+	uint64_t next_seq;
+	uint64_t lost_tail; /* producer's copy of slot->lost_tail */
+	int busy;           /* a send is in flight */
+	unsigned busy_n;    /* items in it */
+
+	struct tq *tq; /* thread transport (queue_thread.c), else NULL */
+
+	struct bt_queue_stats st;
+	void (*closer)(void *ctx, int fd); /* how acknowledged copies close */
+	void *closer_ctx;
+	struct bt_wire_item witems[BT_WIRE_MAX_ITEMS];
+	int fds[BT_WIRE_MAX_FDS];
+	_Alignas(8) unsigned char buf[BT_WIRE_MAX_MSG];
+};
+
+
+/* Thread transport: the same calls, on the in-memory ring. */
+void bt__tq_destroy(bt_queue_t *q);
+int bt__tq_push(bt_queue_t *q, const struct bt_wire_item *it);
+int bt__tq_flush(bt_queue_t *q);
+unsigned bt__tq_pending(const bt_queue_t *q);
+unsigned bt__tq_inflight(const bt_queue_t *q);
+uint64_t bt__tq_pending_since(const bt_queue_t *q);
+unsigned bt__tq_reap(bt_queue_t *q);
+unsigned bt__tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pending_only);
+uint32_t bt__tq_load(const bt_queue_t *q);
+int bt__tq_send_drain(bt_queue_t *q, unsigned deadline_ms);
+uint64_t bt__tq_wakes(const bt_queue_t *q);
+
+#endif

@@ -1,0 +1,322 @@
+/*
+ * The work queue, thread transport: the consumer is a thread of this
+ * process, so no descriptor is passed and none is held back: an item's fd
+ * simply changes hands through a bounded single-producer single-consumer
+ * ring of item slots.
+ *
+ *     head ............ tail ............ ptail
+ *     | taken by consumer | published      | pending (producer only)
+ *
+ * Memory order:
+ *  - The producer writes slots [tail, ptail) with plain stores, then
+ *    publishes them with a release store of tail (the flush); the consumer
+ *    reads tail with acquire before reading those slots.
+ *  - The consumer copies slots out, then releases them with a release store
+ *    of head; the producer reads head with acquire before reusing a slot.
+ *  - Sleeping (Dekker's pattern, both sides sequentially consistent): the
+ *    consumer stores sleeping = 1 and then loads tail; the producer stores
+ *    tail and then exchanges sleeping with 0.  At least one of them sees
+ *    the other's store: either the consumer finds the items and does not
+ *    sleep, or the producer sees it asleep and writes the eventfd.  A wake
+ *    costs a syscall only when the consumer really is about to sleep.
+ *
+ * Back-pressure: a full ring refuses the push (-EAGAIN); the acceptor then
+ * gives the connection to another worker.
+ */
+#include "queue_internal.h"
+
+#include "internal.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define CACHELINE 64
+
+struct tslot {
+	uint64_t id;
+	uint64_t accept_ns;
+	uint64_t pushed_ns;
+	int fd;
+	uint32_t flags;
+};
+
+struct tq {
+	unsigned cap; /* a power of two */
+	struct tslot *slots;
+	int efd;
+	uint64_t ptail;     /* producer only */
+	uint64_t last_head; /* producer only: for reap's count */
+	_Alignas(CACHELINE) _Atomic uint64_t tail;
+	_Alignas(CACHELINE) _Atomic uint64_t head;
+	_Alignas(CACHELINE) _Atomic int sleeping;
+	_Atomic uint32_t load;
+	_Atomic uint32_t drain_ms;
+	_Atomic int drain;
+	_Atomic uint64_t wakes; /* eventfd writes, for the counters */
+};
+
+int bt_queue_create_thread(bt_queue_t **out, const struct bt_queue_config *cfg)
+{
+	if (!out || !cfg)
+		return -EINVAL;
+	if (cfg->batch < 1 || cfg->batch > BT_WIRE_MAX_ITEMS ||
+	    cfg->flush < BT_FLUSH_ADAPTIVE || cfg->flush > BT_FLUSH_DELAY ||
+	    cfg->max_inflight < cfg->batch || cfg->max_inflight > (1u << 20))
+		return -EINVAL;
+	bt_queue_t *q = calloc(1, sizeof(*q));
+	struct tq *t = calloc(1, sizeof(*t));
+	unsigned cap = 1;
+	while (cap < cfg->max_inflight)
+		cap <<= 1;
+	if (t)
+		t->slots = calloc(cap, sizeof(*t->slots));
+	if (!q || !t || !t->slots) {
+		if (t)
+			free(t->slots);
+		free(t);
+		free(q);
+		return -ENOMEM;
+	}
+	t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (t->efd < 0) {
+		int err = -errno;
+		free(t->slots);
+		free(t);
+		free(q);
+		return bt__log_errno(BT_LOG_ERROR, err, "eventfd");
+	}
+	t->cap = cap;
+	q->cfg = *cfg;
+	q->tq = t;
+	*out = q;
+	return 0;
+}
+
+int bt_queue_is_thread(const bt_queue_t *q)
+{
+	return q && q->tq;
+}
+
+void bt__tq_destroy(bt_queue_t *q)
+{
+	struct tq *t = q->tq;
+	uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
+	for (uint64_t n = head; n != t->ptail; n++) {
+		struct tslot *s = &t->slots[n & (t->cap - 1)];
+		if (s->flags & BT_WIRE_ITEM_FD)
+			bt__close(s->fd);
+	}
+	close(t->efd);
+	free(t->slots);
+	free(t);
+	free(q);
+}
+
+int bt__tq_push(bt_queue_t *q, const struct bt_wire_item *it)
+{
+	struct tq *t = q->tq;
+	if ((it->flags & ~BT_WIRE_ITEM_WIRE_MASK) ||
+	    ((it->flags & BT_WIRE_ITEM_FD) && it->fd < 0))
+		return -EINVAL;
+	/* Payloads and addresses do not travel through this ring yet. */
+	if (it->payload_len || it->peer_len)
+		return -EINVAL;
+	uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
+	if (t->ptail - head >= t->cap || t->ptail - head >= q->cfg.max_inflight)
+		return -EAGAIN;
+	struct tslot *s = &t->slots[t->ptail & (t->cap - 1)];
+	s->id = it->id;
+	s->accept_ns = it->accept_ns;
+	s->fd = (it->flags & BT_WIRE_ITEM_FD) ? it->fd : -1;
+	s->flags = it->flags;
+	s->pushed_ns = (q->cfg.flush != BT_FLUSH_SIZE ||
+			t->ptail == atomic_load_explicit(&t->tail, memory_order_relaxed))
+			       ? bt__now_ns()
+			       : 0;
+	t->ptail++;
+	q->st.pushed++;
+	return bt__tq_pending(q) >= q->cfg.batch ? 1 : 0;
+}
+
+static void wake(struct tq *t)
+{
+	/* Pairs with the consumer's store of sleeping and load of tail in
+	 * bt_queue_idle: see the header comment. */
+	if (atomic_exchange_explicit(&t->sleeping, 0, memory_order_seq_cst)) {
+		uint64_t one = 1;
+		ssize_t n = write(t->efd, &one, sizeof(one));
+		(void)n; /* EAGAIN: the counter is already non-zero, it will wake */
+		atomic_fetch_add_explicit(&t->wakes, 1, memory_order_relaxed);
+	}
+}
+
+int bt__tq_flush(bt_queue_t *q)
+{
+	struct tq *t = q->tq;
+	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
+	unsigned n = (unsigned)(t->ptail - tail);
+	if (n == 0)
+		return 0;
+	atomic_store_explicit(&t->tail, t->ptail, memory_order_seq_cst);
+	wake(t);
+	q->st.batches++;
+	q->st.items_sent += n;
+	return (int)n;
+}
+
+unsigned bt__tq_pending(const bt_queue_t *q)
+{
+	return (unsigned)(q->tq->ptail - atomic_load_explicit(&q->tq->tail, memory_order_relaxed));
+}
+
+unsigned bt__tq_inflight(const bt_queue_t *q)
+{
+	return (unsigned)(q->tq->ptail - atomic_load_explicit(&q->tq->head, memory_order_acquire));
+}
+
+uint64_t bt__tq_pending_since(const bt_queue_t *q)
+{
+	struct tq *t = q->tq;
+	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
+	if (tail == t->ptail)
+		return 0;
+	return t->slots[tail & (t->cap - 1)].pushed_ns;
+}
+
+/* Items the consumer took since the last call: counted as acknowledged. */
+unsigned bt__tq_reap(bt_queue_t *q)
+{
+	struct tq *t = q->tq;
+	uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
+	unsigned n = (unsigned)(head - t->last_head);
+	t->last_head = head;
+	q->st.acked += n;
+	return n;
+}
+
+/* Give back what the consumer has not taken (all, or only the pending
+ * items).  With pending_only 0 the consumer must have stopped. */
+unsigned bt__tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pending_only)
+{
+	struct tq *t = q->tq;
+	uint64_t from = pending_only ? atomic_load_explicit(&t->tail, memory_order_relaxed)
+				     : atomic_load_explicit(&t->head, memory_order_acquire);
+	unsigned n = 0;
+	for (uint64_t i = from; i != t->ptail; i++) {
+		struct tslot *s = &t->slots[i & (t->cap - 1)];
+		struct bt_wire_item it;
+		memset(&it, 0, sizeof(it));
+		it.id = s->id;
+		it.accept_ns = s->accept_ns;
+		it.flags = s->flags;
+		it.fd = s->fd;
+		give(ctx, &it);
+		n++;
+	}
+	t->ptail = from;
+	if (!pending_only) {
+		atomic_store_explicit(&t->tail, from, memory_order_release);
+		atomic_store_explicit(&t->head, from, memory_order_release);
+		t->last_head = from;
+	}
+	q->st.taken += n;
+	return n;
+}
+
+uint32_t bt__tq_load(const bt_queue_t *q)
+{
+	return atomic_load_explicit(&q->tq->load, memory_order_relaxed);
+}
+
+/* --- consumer side ----------------------------------------------------------- */
+
+int bt_queue_wake_fd(const bt_queue_t *q)
+{
+	return q && q->tq ? q->tq->efd : -EINVAL;
+}
+
+int bt_queue_consume(bt_queue_t *q, struct bt_wire_item *out, size_t max)
+{
+	if (!q || !q->tq || !out)
+		return -EINVAL;
+	struct tq *t = q->tq;
+	uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
+	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
+	size_t n = (size_t)(tail - head);
+	if (n > max)
+		n = max;
+	for (size_t i = 0; i < n; i++) {
+		const struct tslot *s = &t->slots[(head + i) & (t->cap - 1)];
+		memset(&out[i], 0, offsetof(struct bt_wire_item, peer));
+		out[i].id = s->id;
+		out[i].accept_ns = s->accept_ns;
+		out[i].flags = s->flags;
+		out[i].fd = s->fd;
+		out[i].peer_len = 0;
+		out[i].payload = NULL;
+		out[i].payload_len = 0;
+	}
+	/* The slots are free for the producer from here on. */
+	atomic_store_explicit(&t->head, head + n, memory_order_release);
+	return (int)n;
+}
+
+int bt_queue_idle(bt_queue_t *q)
+{
+	struct tq *t = q->tq;
+	uint64_t one;
+	while (read(t->efd, &one, sizeof(one)) == sizeof(one))
+		; /* reset the eventfd before deciding */
+	atomic_store_explicit(&t->sleeping, 1, memory_order_seq_cst);
+	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_seq_cst);
+	uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
+	if (tail != head || atomic_load_explicit(&t->drain, memory_order_acquire) == 1) {
+		atomic_store_explicit(&t->sleeping, 0, memory_order_relaxed);
+		return 0;
+	}
+	return 1;
+}
+
+void bt_queue_awake(bt_queue_t *q)
+{
+	if (q && q->tq)
+		atomic_store_explicit(&q->tq->sleeping, 0, memory_order_relaxed);
+}
+
+int bt_queue_drain_requested(bt_queue_t *q, unsigned *deadline_ms)
+{
+	if (!q || !q->tq)
+		return 0;
+	int d = atomic_load_explicit(&q->tq->drain, memory_order_acquire);
+	if (d == 1) {
+		if (deadline_ms)
+			*deadline_ms = atomic_load_explicit(&q->tq->drain_ms, memory_order_relaxed);
+		atomic_store_explicit(&q->tq->drain, 2, memory_order_relaxed); /* seen */
+		return 1;
+	}
+	return 0;
+}
+
+void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load)
+{
+	if (q && q->tq)
+		atomic_store_explicit(&q->tq->load, load, memory_order_relaxed);
+}
+
+int bt__tq_send_drain(bt_queue_t *q, unsigned deadline_ms)
+{
+	struct tq *t = q->tq;
+	atomic_store_explicit(&t->drain_ms, deadline_ms, memory_order_relaxed);
+	atomic_store_explicit(&t->drain, 1, memory_order_seq_cst);
+	wake(t);
+	return 0;
+}
+
+uint64_t bt__tq_wakes(const bt_queue_t *q)
+{
+	return atomic_load_explicit(&q->tq->wakes, memory_order_relaxed);
+}
