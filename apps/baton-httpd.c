@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -546,17 +547,24 @@ static int set_root(void *ctx, const char *v, char *err, size_t n)
 	return 0;
 }
 
+/* Per worker: each worker process opens --root for itself; worker threads
+ * share one descriptor, opened by the first of them. */
 static int on_start(bt_loop_t *loop)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	if (!opt.root)
 		return 0;
-	opt.rootfd = open(opt.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+	pthread_mutex_lock(&lock);
+	if (opt.rootfd < 0)
+		opt.rootfd = open(opt.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (opt.rootfd < 0) {
 		fprintf(stderr, "baton-httpd: worker %d: cannot open --root %s: %s\n",
 			bt_loop_worker_id(loop), opt.root, strerror(errno));
-		return -1;
+		rc = -1;
 	}
-	return 0;
+	pthread_mutex_unlock(&lock);
+	return rc;
 }
 
 static int set_ms(unsigned *dst, const char *v, char *err, size_t n)

@@ -56,11 +56,11 @@ struct rt_flag {
 
 static const struct rt_flag rt_flags[] = {
 	{"listen", "ADDR", "listen on HOST:PORT, [IPV6]:PORT or a unix socket path (repeatable)"},
-	{"workers", "N", "worker processes (default: one per online CPU)"},
+	{"workers", "N", "workers (default: one per online CPU)"},
 	{"batch", "N", "connections per hand-off message, 1..253 (default 32)"},
 	{"flush", "POLICY", "adaptive[:HOLD_US] | size | delay:US (default adaptive:200)"},
 	{"dispatch", "POLICY", "rr | least | hash (default rr)"},
-	{"mode", "MODE", "process (default; workers are processes)"},
+	{"mode", "MODE", "process | thread (default process)"},
 	{"pin", NULL, "pin worker i to CPU i (off by default)"},
 	{"drain-timeout", "MS", "on SIGTERM, time workers get to finish (default 10000)"},
 	{"fire-and-forget", NULL, "close the acceptor's copy right after sending (no redelivery)"},
@@ -128,9 +128,12 @@ static int set_runtime(struct bt_runtime_config *cfg, const char *name, const ch
 	} else if (!strcmp(name, "dispatch")) {
 		return bt_acceptor_parse_dispatch(v, &cfg->dispatch) < 0 ? -1 : 0;
 	} else if (!strcmp(name, "mode")) {
-		if (strcmp(v, "process"))
+		if (!strcmp(v, "process"))
+			cfg->mode = BT_MODE_PROCESS;
+		else if (!strcmp(v, "thread"))
+			cfg->mode = BT_MODE_THREAD;
+		else
 			return -1;
-		cfg->mode = BT_MODE_PROCESS;
 	} else if (!strcmp(name, "drain-timeout")) {
 		if (parse_uint(v, 0, 3600000, &n) < 0)
 			return -1;
@@ -159,7 +162,7 @@ static const char *expected(const char *name)
 	if (!strcmp(name, "dispatch"))
 		return "rr, least or hash";
 	if (!strcmp(name, "mode"))
-		return "process";
+		return "process or thread";
 	if (!strcmp(name, "drain-timeout"))
 		return "milliseconds, 0 to 3600000";
 	if (!strcmp(name, "backend"))

@@ -17,6 +17,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,7 +35,18 @@
 #define RESPAWN_MAX_MS 5000
 #define STABLE_NS 10000000000ull /* a worker that lived 10 s resets back-off */
 
+struct sup;
+
 struct wslot {
+	/* thread mode */
+	pthread_t tid;
+	int running;          /* the thread exists and has not been joined */
+	_Atomic int finished; /* set by the thread as it ends */
+	int rc;
+	bt_queue_t *q;
+	struct sup *sup;
+	unsigned idx;
+	/* process mode */
 	pid_t pid;         /* 0: not running */
 	uint64_t started_ns;
 	uint64_t respawn_at_ns; /* 0: none due */
@@ -55,6 +69,7 @@ struct sup {
 	uint64_t drain_deadline_ns;
 	int killed;
 	uint64_t start_ns;
+	int donefd; /* thread mode: worker threads say they ended */
 };
 
 static void print_counters(struct sup *s, const char *why)
@@ -80,14 +95,21 @@ static void print_counters(struct sup *s, const char *why)
 	for (unsigned i = 0; i < s->nw; i++) {
 		struct bt_queue_stats qs;
 		bt_acceptor_worker_stats(s->acc, i, &qs);
+		char who[32];
+		if (s->cfg->mode == BT_MODE_THREAD)
+			snprintf(who, sizeof(who), "thread%s", s->w[i].running ? "" : " (ended)");
+		else
+			snprintf(who, sizeof(who), "pid %ld", (long)s->w[i].pid);
+		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
+		unsigned open = s->cfg->mode == BT_MODE_THREAD ? (q ? bt_queue_load(q) : 0)
+							    : bt_queue_shm_load(s->shm, i);
 		fprintf(stderr,
-			"  worker %u: pid %ld, restarts %u, batches %llu, items %llu, acked %llu, "
+			"  worker %u: %s, restarts %u, batches %llu, items %llu, acked %llu, "
 			"lost %llu, redelivered %llu, full %llu, open %u\n",
-			i, (long)s->w[i].pid, s->w[i].restarts, (unsigned long long)qs.batches,
+			i, who, s->w[i].restarts, (unsigned long long)qs.batches,
 			(unsigned long long)qs.items_sent, (unsigned long long)qs.acked,
 			(unsigned long long)qs.lost, (unsigned long long)qs.taken,
-			(unsigned long long)qs.full,
-			bt_queue_shm_load(s->shm, i));
+			(unsigned long long)qs.full, open);
 	}
 }
 
@@ -151,6 +173,101 @@ static void worker_main(struct sup *s, unsigned idx, int chfd)
 	rc = bt_loop_run(loop);
 	bt_loop_destroy(loop);
 	_exit(rc == 0 ? 0 : 73);
+}
+
+/* --- thread mode ---------------------------------------------------------- */
+
+static void *worker_thread(void *arg)
+{
+	struct wslot *w = arg;
+	struct sup *s = w->sup;
+	struct bt_loop_config lc;
+	bt_loop_config_init(&lc);
+	lc.worker_id = (int)w->idx;
+	lc.queue = w->q;
+	lc.handler = s->h;
+	lc.user = s->user;
+	lc.backend = s->cfg->backend;
+	lc.drain_timeout_ms = s->cfg->drain_timeout_ms;
+	bt_loop_t *loop;
+	int rc = bt_loop_create(&loop, &lc);
+	if (rc < 0) {
+		bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", w->idx);
+	} else {
+		rc = bt_loop_run(loop);
+		bt_loop_destroy(loop);
+	}
+	w->rc = rc;
+	atomic_store_explicit(&w->finished, 1, memory_order_release);
+	uint64_t one = 1;
+	ssize_t n = write(s->donefd, &one, sizeof(one));
+	(void)n;
+	return NULL;
+}
+
+static int spawn_thread(struct sup *s, unsigned idx)
+{
+	struct wslot *w = &s->w[idx];
+	bt_queue_t *q;
+	int rc = bt_queue_create_thread(&q, &s->cfg->queue);
+	if (rc < 0)
+		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create_thread", idx);
+	rc = bt_acceptor_attach(s->acc, idx, q);
+	if (rc < 0) {
+		bt_queue_destroy(q);
+		return rc;
+	}
+	w->q = q;
+	w->sup = s;
+	w->idx = idx;
+	atomic_store(&w->finished, 0);
+	rc = pthread_create(&w->tid, NULL, worker_thread, w);
+	if (rc != 0) {
+		bt_acceptor_detach(s->acc, idx);
+		return bt__log_errno(BT_LOG_ERROR, -rc, "pthread_create(worker %u)", idx);
+	}
+	w->running = 1;
+	w->started_ns = bt__now_ns();
+	char name[32]; /* a thread name holds 15 characters */
+	snprintf(name, sizeof(name), idx < 10 ? "baton: worker %u" : "baton: wrk %u", idx);
+	name[15] = 0;
+	pthread_setname_np(w->tid, name);
+	if (s->cfg->pin) {
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET((int)(idx % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
+		int e = pthread_setaffinity_np(w->tid, sizeof(set), &set);
+		if (e)
+			bt__log_errno(BT_LOG_WARN, -e, "worker %u: pthread_setaffinity_np", idx);
+	}
+	return 0;
+}
+
+static int running_workers(const struct sup *s);
+
+/* Worker threads that ended: join them; their queues go (anything left in
+ * them is redelivered to the others). */
+static void on_thread_done(void *ctx)
+{
+	struct sup *s = ctx;
+	uint64_t v;
+	while (read(s->donefd, &v, sizeof(v)) == sizeof(v))
+		;
+	for (unsigned i = 0; i < s->nw; i++) {
+		struct wslot *w = &s->w[i];
+		if (!w->running || !atomic_load_explicit(&w->finished, memory_order_acquire))
+			continue;
+		pthread_join(w->tid, NULL);
+		w->running = 0;
+		bt_acceptor_detach(s->acc, i);
+		if (w->rc != 0 || !s->draining)
+			bt__log(BT_LOG_ERROR, "worker %u (thread) ended%s: %s", i,
+				s->draining ? "" : " while the server runs",
+				w->rc ? strerror(-w->rc) : "no error");
+	}
+	if (s->draining && running_workers(s) == 0)
+		bt_acceptor_stop(s->acc);
 }
 
 static int spawn(struct sup *s, unsigned idx)
@@ -224,7 +341,7 @@ static void on_timer(void *ctx)
 				w->backoff_ms *= 2;
 		}
 	}
-	if (s->draining && !s->killed && now >= s->drain_deadline_ns) {
+	if (s->draining && !s->killed && now >= s->drain_deadline_ns && s->cfg->mode == BT_MODE_PROCESS) {
 		/* Workers got their deadline and a grace second: stop waiting. */
 		for (unsigned i = 0; i < s->nw; i++)
 			if (s->w[i].pid) {
@@ -256,7 +373,7 @@ static int running_workers(const struct sup *s)
 {
 	int n = 0;
 	for (unsigned i = 0; i < s->nw; i++)
-		n += s->w[i].pid != 0;
+		n += s->w[i].pid != 0 || s->w[i].running;
 	return n;
 }
 
@@ -356,6 +473,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	s->user = user;
 	s->start_ns = bt__now_ns();
 	s->sigfd = -1;
+	s->donefd = -1;
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Listeners. */
@@ -393,7 +511,9 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	s->nw = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	s->w = calloc(s->nw, sizeof(*s->w));
 	int status = 1;
-	int rc = s->w ? bt_queue_shm_create(&s->shm, s->nw, cfg->queue.max_inflight) : -ENOMEM;
+	int rc = !s->w ? -ENOMEM
+		 : cfg->mode == BT_MODE_THREAD ? 0
+		 : bt_queue_shm_create(&s->shm, s->nw, cfg->queue.max_inflight);
 	if (rc < 0)
 		goto out;
 
@@ -429,10 +549,19 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	}
 	if (bt_acceptor_watch(s->acc, s->sigfd, on_signal, s) < 0)
 		goto out;
+	if (cfg->mode == BT_MODE_THREAD) {
+		s->donefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (s->donefd < 0) {
+			bt__log_errno(BT_LOG_ERROR, -errno, "eventfd");
+			goto out;
+		}
+		if (bt_acceptor_watch(s->acc, s->donefd, on_thread_done, s) < 0)
+			goto out;
+	}
 
 	for (unsigned i = 0; i < s->nw; i++) {
 		s->w[i].backoff_ms = RESPAWN_MIN_MS;
-		if (spawn(s, i) < 0) {
+		if ((cfg->mode == BT_MODE_THREAD ? spawn_thread(s, i) : spawn(s, i)) < 0) {
 			bt__log(BT_LOG_ERROR, "cannot start worker %u", i);
 			start_drain(s, "start-up failure");
 			break;
@@ -440,8 +569,9 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	}
 	bt__proctitle_set("baton: acceptor");
 	char flush[32];
-	bt__log(BT_LOG_INFO, "%s: %u worker processes, %s backend, batch %u, flush %s, dispatch %s",
-		cfg->name, s->nw, bt_acceptor_backend(s->acc), cfg->queue.batch,
+	bt__log(BT_LOG_INFO, "%s: %u worker %s, %s backend, batch %u, flush %s, dispatch %s",
+		cfg->name, s->nw, cfg->mode == BT_MODE_THREAD ? "threads" : "processes",
+		bt_acceptor_backend(s->acc), cfg->queue.batch,
 		bt_queue_flush_name(&cfg->queue, flush, sizeof(flush)),
 		bt_acceptor_dispatch_name(cfg->dispatch));
 
@@ -450,13 +580,22 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	status = rc == 0 && s->draining ? 0 : 1;
 out:
 	if (s->acc) {
-		for (unsigned i = 0; i < s->nw; i++)
+		for (unsigned i = 0; i < s->nw; i++) {
 			if (s->w && s->w[i].pid) {
 				kill(s->w[i].pid, SIGKILL);
 				waitpid(s->w[i].pid, NULL, 0);
 			}
+			if (s->w && s->w[i].running) {
+				/* Still running (a failed start): drain it now. */
+				bt_queue_send_drain(s->w[i].q, 1);
+				pthread_join(s->w[i].tid, NULL);
+				s->w[i].running = 0;
+			}
+		}
 		bt_acceptor_destroy(s->acc);
 	}
+	if (s->donefd > 0)
+		close(s->donefd);
 	for (int k = 0; k < s->nl; k++)
 		if (s->lfds[k] >= 0)
 			close(s->lfds[k]);

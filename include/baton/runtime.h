@@ -14,7 +14,10 @@
  *
  * The process that calls bt_runtime_run is the supervisor and runs the
  * acceptor ring; process titles read "baton: acceptor" and
- * "baton: worker N".
+ * "baton: worker N".  With --mode thread the workers are threads of that
+ * process instead (same callbacks, each thread with its own ring; named
+ * "baton: worker N"); a crash then ends the whole server, so there is no
+ * respawn.
  */
 #ifndef BATON_RUNTIME_H
 #define BATON_RUNTIME_H
@@ -34,6 +37,7 @@ extern "C" {
 
 enum bt_mode {
 	BT_MODE_PROCESS = 0, /* workers are processes (fd passing) */
+	BT_MODE_THREAD = 1,  /* workers are threads of the acceptor's process */
 };
 
 struct bt_runtime_config {
