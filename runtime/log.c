@@ -7,6 +7,7 @@
 #include <baton/version.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,8 @@
 
 static bt_log_fn log_fn;
 static void *log_ctx;
-static int log_level = -1; /* -1: not read from BATON_LOG yet */
+/* -1: not read from BATON_LOG yet.  Atomic: worker threads log too. */
+static _Atomic int log_level = -1;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
