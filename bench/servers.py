@@ -144,6 +144,8 @@ def designs(build, workers, batch, flush):
     d = {
         "baton-process": Design("baton-process", lambda p, t: [httpd, "--listen", "127.0.0.1:%d" % p,
                                                                "--mode", "process"] + common),
+        "baton-thread": Design("baton-thread", lambda p, t: [httpd, "--listen", "127.0.0.1:%d" % p,
+                                                             "--mode", "thread"] + common),
         "inplace": Design("inplace", lambda p, t: [os.path.join(build, "bench", "bench-inplace"),
                                                    "--listen", "127.0.0.1:%d" % p]),
         "inplace-plain": Design("inplace-plain", lambda p, t: [

@@ -28,4 +28,8 @@ uint64_t bt__queue_delay_ns(const struct bt_queue *q);
  * (the io_uring acceptor batches them into its ring). */
 void bt__queue_set_closer(struct bt_queue *q, void (*fn)(void *ctx, int fd), void *ctx);
 
+/* Register the pool's fork handler (once); end the process's job pool. */
+void bt__pool_atfork_register(void);
+void bt__pool_shutdown_global(void);
+
 #endif

@@ -19,6 +19,8 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -86,10 +88,82 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 			return rc;
 		}
 	}
+	rc = bt_pool_sink_create(&loop->sink);
+	if (rc < 0) {
+		loop->ops->fini(loop);
+		free(loop);
+		return rc;
+	}
 	if (cfg->shm)
 		bt_queue_set_load(cfg->shm, cfg->slot, 0);
 	*out = loop;
 	return 0;
+}
+
+/* --- job offload --------------------------------------------------------------- */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static bt_pool_t *pool_global;
+
+/* A forked child has none of its parent's pool threads: start afresh. */
+static void pool_atfork_child(void)
+{
+	pool_global = NULL;
+	pthread_mutex_init(&pool_lock, NULL);
+}
+
+bt_pool_t *bt__pool_global(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, bt__pool_atfork_register);
+	pthread_mutex_lock(&pool_lock);
+	if (!pool_global) {
+		struct bt_pool_config pc;
+		bt_pool_config_init(&pc);
+		int rc = bt_pool_create(&pool_global, &pc);
+		if (rc < 0)
+			pool_global = NULL;
+	}
+	bt_pool_t *p = pool_global;
+	pthread_mutex_unlock(&pool_lock);
+	return p;
+}
+
+void bt__pool_atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, pool_atfork_child);
+}
+
+void bt__pool_shutdown_global(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	bt_pool_t *p = pool_global;
+	pool_global = NULL;
+	pthread_mutex_unlock(&pool_lock);
+	bt_pool_destroy(p);
+}
+
+int bt_loop_submit(bt_loop_t *loop, bt_job_t **job, bt_work_fn work, bt_done_fn done, void *arg)
+{
+	if (!loop)
+		return -EINVAL;
+	bt_pool_t *p = bt__pool_global();
+	if (!p)
+		return -ENOMEM;
+	return bt_pool_submit(p, loop->sink, job, work, done, arg);
+}
+
+int bt_loop_cancel(bt_loop_t *loop, bt_job_t *job)
+{
+	bt_pool_t *p = loop ? bt__pool_global() : NULL;
+	if (!p)
+		return -EINVAL;
+	return bt_pool_cancel(p, job);
+}
+
+unsigned bt_loop_jobs(const bt_loop_t *loop)
+{
+	return bt_pool_sink_pending(loop->sink);
 }
 
 const char *bt_loop_backend(const bt_loop_t *loop)
@@ -521,7 +595,8 @@ int bt__loop_tick(bt_loop_t *loop)
 	free_zombies(loop);
 	if (loop->stopping)
 		return 1;
-	return loop->draining && loop->nconns == 0 && loop->conns == NULL;
+	return loop->draining && loop->nconns == 0 && loop->conns == NULL &&
+	       bt_pool_sink_pending(loop->sink) == 0;
 }
 
 int bt_loop_run(bt_loop_t *loop)
@@ -567,6 +642,14 @@ void bt_loop_destroy(bt_loop_t *loop)
 		bt__conn_maybe_free(c);
 	}
 	free_zombies(loop);
+	/* Jobs still out: wait for them, so no done() is lost and no thread
+	 * runs work for a loop that is gone. */
+	while (bt_pool_sink_pending(loop->sink)) {
+		struct pollfd pfd = {.fd = bt_pool_sink_fd(loop->sink), .events = POLLIN};
+		poll(&pfd, 1, 100);
+		bt_pool_sink_run(loop->sink);
+	}
+	bt_pool_sink_destroy(loop->sink);
 	if (loop->cfg.channel)
 		bt_fdpass_close(loop->cfg.channel);
 	free(loop);

@@ -162,6 +162,9 @@ static int ep_run(bt_loop_t *loop)
 {
 	struct ep *e = loop->backend;
 	struct epoll_event evs[256];
+	struct epoll_event pev = {.events = EPOLLIN, .data.ptr = &loop->sink};
+	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, bt_pool_sink_fd(loop->sink), &pev) < 0)
+		return bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(ADD job completions)");
 	for (;;) {
 		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {
 			bt__loop_consume(loop);
@@ -181,6 +184,10 @@ static int ep_run(bt_loop_t *loop)
 		loop->now_ns = bt__now_ns();
 		loop->st.wakeups++;
 		for (int i = 0; i < n; i++) {
+			if (evs[i].data.ptr == (void *)&loop->sink) {
+				bt_pool_sink_run(loop->sink);
+				continue;
+			}
 			if (evs[i].data.ptr == loop && loop->cfg.queue) {
 				bt__loop_consume(loop);
 				continue;

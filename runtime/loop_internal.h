@@ -76,6 +76,7 @@ struct bt_loop {
 	struct bt_loop_stats st;
 	uint64_t now_ns; /* refreshed once per wake-up */
 	uint64_t last_scan_ns;
+	bt_pool_sink_t *sink; /* completions of offloaded jobs */
 };
 
 uint64_t bt__now_ns(void);
@@ -84,6 +85,9 @@ uint64_t bt__now_ns(void);
  * returned rc).  Returns 0 to go on receiving, or 1 when the channel is
  * finished (EOF or error). */
 int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg);
+
+/* The process's job pool, created at first use. */
+bt_pool_t *bt__pool_global(void);
 
 /* Thread mode: take what the queue holds, open those connections, notice
  * a drain request. */

@@ -33,6 +33,7 @@
 enum {
 	OP_RECV = 1,
 	OP_SEND = 2,
+	OP_POOL = 3,
 	OP_CLOSE = 4,
 	OP_CHANNEL = 5,
 	OP_TICK = 6,
@@ -48,6 +49,7 @@ struct uring {
 	unsigned nbufs, bufsize;
 	int chan_armed;
 	int tick_armed;
+	int pool_armed;
 	struct __kernel_timespec tick_ts;
 };
 
@@ -310,6 +312,11 @@ static void handle_cqe(bt_loop_t *loop, struct uring *u, struct io_uring_cqe *cq
 	case OP_TICK:
 		u->tick_armed = 0;
 		break;
+	case OP_POOL:
+		if (!(cqe->flags & IORING_CQE_F_MORE))
+			u->pool_armed = 0;
+		bt_pool_sink_run(loop->sink); /* offloaded jobs' done() */
+		break;
 	case OP_RECV:
 		on_recv(u, p, cqe);
 		break;
@@ -331,6 +338,14 @@ static int uring_run(bt_loop_t *loop)
 	for (;;) {
 		if (!u->chan_armed && !loop->channel_eof)
 			arm_channel(loop, u);
+		if (!u->pool_armed) {
+			struct io_uring_sqe *sqe = get_sqe(u);
+			if (sqe) {
+				io_uring_prep_poll_multishot(sqe, bt_pool_sink_fd(loop->sink), POLLIN);
+				io_uring_sqe_set_data64(sqe, ud(loop, OP_POOL));
+				u->pool_armed = 1;
+			}
+		}
 		/* Thread mode: never sleep on published items (see
 		 * bt_queue_idle for the handshake with the producer). */
 		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {

@@ -596,6 +596,7 @@ out:
 	}
 	if (s->donefd > 0)
 		close(s->donefd);
+	bt__pool_shutdown_global(); /* thread mode: the workers' job pool */
 	for (int k = 0; k < s->nl; k++)
 		if (s->lfds[k] >= 0)
 			close(s->lfds[k]);

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include <baton/fdpass.h>
+#include <baton/pool.h>
 #include <baton/queue.h>
 #include <baton/version.h>
 
@@ -117,6 +118,22 @@ struct bt_loop_stats {
 	uint64_t wakeups;    /* times the loop woke up with work */
 };
 BT_API void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out);
+
+/*
+ * Offload blocking work: work(arg) runs on the process's thread pool
+ * (created at first use: one thread per online CPU, at least 2; 4096 jobs
+ * queued at most), then done(arg, status) runs on this loop's thread: status
+ * 0, or -ECANCELED if bt_loop_cancel got it first.  *job (optional) names
+ * it for bt_loop_cancel until done() has run.  0, or -EAGAIN (the pool's
+ * queue is full), -ESHUTDOWN, -ENOMEM.  A draining loop waits for its jobs'
+ * done() before it returns.
+ */
+BT_API int bt_loop_submit(bt_loop_t *loop, bt_job_t **job, bt_work_fn work, bt_done_fn done,
+			  void *arg);
+/* Cancel a job not yet started: 0 (done() sees -ECANCELED) or -EBUSY. */
+BT_API int bt_loop_cancel(bt_loop_t *loop, bt_job_t *job);
+/* Jobs submitted from this loop whose done() has not run. */
+BT_API unsigned bt_loop_jobs(const bt_loop_t *loop);
 
 /*
  * Queue len bytes for sending (copied).  0, or -EPIPE (the connection is
