@@ -67,10 +67,13 @@ static void complete(bt_job_t *j, int status)
 	else
 		s->head = j;
 	s->tail = j;
-	pthread_mutex_unlock(&s->mu);
+	/* Signal under the lock: once the owner has run this job it may
+	 * destroy the sink, and the eventfd must not be closed (and its number
+	 * reused) under a write still to come. */
 	uint64_t one = 1;
 	ssize_t n = write(s->efd, &one, sizeof(one));
 	(void)n; /* EAGAIN: already signalled */
+	pthread_mutex_unlock(&s->mu);
 }
 
 static void unlink_job(bt_pool_t *p, bt_job_t *j)
@@ -239,6 +242,10 @@ int bt_pool_sink_destroy(bt_pool_sink_t *s)
 		return 0;
 	if (atomic_load_explicit(&s->pending, memory_order_acquire))
 		return -EBUSY;
+	/* A pool thread that completed our last job may still hold the lock
+	 * (see complete()): wait for it. */
+	pthread_mutex_lock(&s->mu);
+	pthread_mutex_unlock(&s->mu);
 	close(s->efd);
 	pthread_mutex_destroy(&s->mu);
 	free(s);

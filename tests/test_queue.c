@@ -8,6 +8,8 @@
 
 #include <netinet/in.h>
 #include <sys/mman.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 static void quiet(void *ctx, int level, const char *line)
@@ -433,7 +435,207 @@ static void test_cross_process_ack(void)
 	teardown(&f);
 }
 
+/* --- thread transport ----------------------------------------------------- */
+
+static bt_queue_t *thread_queue(unsigned batch, unsigned max_inflight)
+{
+	struct bt_queue_config cfg;
+	bt_queue_config_init(&cfg);
+	cfg.batch = batch;
+	cfg.max_inflight = max_inflight;
+	bt_queue_t *q;
+	CHECK_ERR(bt_queue_create_thread(&q, &cfg), 0);
+	CHECK(bt_queue_is_thread(q));
+	CHECK(bt_queue_channel(q) == NULL);
+	return q;
+}
+
+static int push_plain(bt_queue_t *q, uint64_t id, int fd)
+{
+	struct bt_wire_item it;
+	memset(&it, 0, sizeof(it));
+	it.id = id;
+	it.flags = fd >= 0 ? BT_WIRE_ITEM_FD : 0;
+	it.fd = fd;
+	return bt_queue_push(q, &it);
+}
+
+/* Items wrap around a small ring many times, in order; a full ring
+ * refuses the push; nothing is visible before the flush. */
+static void test_thread_wrap_and_full(void)
+{
+	bt_queue_t *q = thread_queue(4, 8);
+	struct bt_wire_item out[16];
+	CHECK_EQ(bt_queue_consume(q, out, 16), 0);
+	uint64_t next_in = 1, next_out = 1;
+	for (int round = 0; round < 2000; round++) {
+		int k = 1 + round % 8;
+		for (int i = 0; i < k; i++) {
+			int rc = push_plain(q, next_in, -1);
+			if (rc == -EAGAIN)
+				break;
+			CHECK_OP(rc, >=, 0);
+			next_in++;
+		}
+		CHECK_EQ(bt_queue_consume(q, out, 16), 0); /* not flushed yet */
+		bt_queue_flush(q);
+		int n = bt_queue_consume(q, out, 16);
+		for (int i = 0; i < n; i++)
+			CHECK_EQ(out[i].id, next_out++);
+		bt_queue_reap(q, NULL, NULL);
+	}
+	CHECK_EQ(next_in, next_out);
+	/* Full: 8 items in flight, the 9th refused until one is consumed. */
+	for (int i = 0; i < 8; i++)
+		CHECK_OP(push_plain(q, 100 + (uint64_t)i, -1), >=, 0);
+	CHECK_ERR(push_plain(q, 200, -1), -EAGAIN);
+	CHECK_EQ(bt_queue_inflight(q), 8);
+	bt_queue_flush(q);
+	CHECK_EQ(bt_queue_consume(q, out, 1), 1);
+	CHECK_OP(push_plain(q, 201, -1), >=, 0);
+	/* Bad items. */
+	struct bt_wire_item it;
+	memset(&it, 0, sizeof(it));
+	it.payload = "x";
+	it.payload_len = 1;
+	CHECK_ERR(bt_queue_push(q, &it), -EINVAL);
+	bt_queue_destroy(q);
+}
+
+/* Descriptors change hands; what the consumer never took is closed by
+ * destroy (or given back by take). */
+static void give_close(void *ctx, const struct bt_wire_item *it)
+{
+	(*(int *)ctx)++;
+	close(it->fd);
+}
+
+static void test_thread_fds(void)
+{
+	int base = check_count_fds();
+	bt_queue_t *q = thread_queue(8, 64);
+	for (int i = 0; i < 6; i++)
+		CHECK_OP(push_plain(q, (uint64_t)i + 1, new_file((uint64_t)i + 1)), >=, 0);
+	bt_queue_flush(q);
+	struct bt_wire_item out[4];
+	CHECK_EQ(bt_queue_consume(q, out, 4), 4);
+	for (int i = 0; i < 4; i++) {
+		CHECK_EQ(file_id(out[i].fd), out[i].id);
+		close(out[i].fd);
+	}
+	for (int i = 6; i < 9; i++)
+		CHECK_OP(push_plain(q, (uint64_t)i + 1, new_file((uint64_t)i + 1)), >=, 0);
+	int given = 0;
+	CHECK_EQ(bt_queue_take_pending(q, give_close, &given), 3);
+	CHECK_EQ(given, 3);
+	bt_queue_destroy(q); /* closes the 2 published, unconsumed */
+	CHECK_EQ(check_count_fds(), base);
+}
+
+/* A consumer thread that sleeps on the eventfd: no wake-up is lost, and
+ * while it is awake the producer does not need to write the eventfd. */
+struct consumer {
+	bt_queue_t *q;
+	uint64_t want;
+	uint64_t got;
+	int in_order;
+	int drained;
+};
+
+static void *consumer_thread(void *arg)
+{
+	struct consumer *c = arg;
+	struct bt_wire_item out[64];
+	uint64_t next = 1;
+	c->in_order = 1;
+	double t0 = check_now();
+	while (c->got < c->want && check_now() - t0 < 30) {
+		int n = bt_queue_consume(c->q, out, 64);
+		for (int i = 0; i < n; i++) {
+			c->in_order &= out[i].id == next++;
+			if (out[i].fd >= 0)
+				close(out[i].fd);
+		}
+		c->got += (uint64_t)n;
+		if (n == 0 && bt_queue_idle(c->q)) {
+			struct pollfd p = {.fd = bt_queue_wake_fd(c->q), .events = POLLIN};
+			poll(&p, 1, 1000);
+			bt_queue_awake(c->q);
+		}
+	}
+	/* Then the drain request. */
+	while (!c->drained && check_now() - t0 < 30) {
+		unsigned ms = 0;
+		if (bt_queue_drain_requested(c->q, &ms)) {
+			c->drained = ms == 777;
+			break;
+		}
+		if (bt_queue_idle(c->q)) {
+			struct pollfd p = {.fd = bt_queue_wake_fd(c->q), .events = POLLIN};
+			poll(&p, 1, 1000);
+			bt_queue_awake(c->q);
+		}
+	}
+	return NULL;
+}
+
+static void thread_pairs(int pairs, uint64_t items)
+{
+	struct consumer *c = calloc((size_t)pairs, sizeof(*c));
+	pthread_t *th = calloc((size_t)pairs, sizeof(*th));
+	for (int k = 0; k < pairs; k++) {
+		c[k].q = thread_queue(16, 256);
+		c[k].want = items;
+		CHECK_EQ(pthread_create(&th[k], NULL, consumer_thread, &c[k]), 0);
+	}
+	/* One producer thread (this one) per queue, round-robin, with bursts
+	 * and pauses so the consumers sleep and wake. */
+	uint64_t *next = calloc((size_t)pairs, sizeof(*next));
+	for (int k = 0; k < pairs; k++)
+		next[k] = 1;
+	int busy = 1;
+	double t0 = check_now();
+	while (busy && check_now() - t0 < 30) {
+		busy = 0;
+		for (int k = 0; k < pairs; k++) {
+			for (int i = 0; i < 37 && next[k] <= items; i++) {
+				int rc = push_plain(c[k].q, next[k], -1);
+				if (rc == -EAGAIN)
+					break;
+				next[k]++;
+			}
+			bt_queue_flush(c[k].q);
+			bt_queue_reap(c[k].q, NULL, NULL);
+			busy |= next[k] <= items;
+		}
+		if ((next[0] & 1023) < 37)
+			usleep(200);
+	}
+	for (int k = 0; k < pairs; k++)
+		CHECK_ERR(bt_queue_send_drain(c[k].q, 777), 0);
+	for (int k = 0; k < pairs; k++) {
+		pthread_join(th[k], NULL);
+		CHECK_EQ(c[k].got, items);
+		CHECK(c[k].in_order);
+		CHECK(c[k].drained);
+		struct bt_queue_stats st;
+		bt_queue_get_stats(c[k].q, &st);
+		CHECK_EQ(st.items_sent, items);
+		bt_queue_destroy(c[k].q);
+	}
+	free(next);
+	free(th);
+	free(c);
+}
+
+static void test_thread_one_pair(void) { thread_pairs(1, 200000); }
+static void test_thread_many_pairs(void) { thread_pairs(6, 50000); }
+
 static const struct check_case cases[] = {
+	{"thread_wrap_and_full", test_thread_wrap_and_full},
+	{"thread_fds", test_thread_fds},
+	{"thread_one_pair", test_thread_one_pair},
+	{"thread_many_pairs", test_thread_many_pairs},
 	{"config", test_config},
 	{"batch_1", test_batch_1},
 	{"batch_16", test_batch_16},
