@@ -56,7 +56,8 @@ static int backend_from_env(int want)
 
 int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 {
-	if (!out || !cfg || !cfg->handler || !cfg->handler->on_data ||
+	if (!out || !cfg || !cfg->handler ||
+	    (!cfg->handler->on_data && !cfg->handler->on_item) ||
 	    !cfg->channel == !cfg->queue || (cfg->queue && !bt_queue_is_thread(cfg->queue)))
 		return -EINVAL;
 	if (cfg->buf_size < 512 || cfg->buf_size > (1u << 20) || cfg->buf_count == 0 ||
@@ -527,7 +528,10 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 			bt_queue_ack_batch(loop->cfg.shm, loop->cfg.slot, b);
 		for (unsigned i = 0; i < b->n_items; i++) {
 			const struct bt_wire_item *it = &b->items[i];
-			if (it->fd >= 0)
+			if (loop->h->on_item) {
+				if (!(it->flags & BT_WIRE_ITEM_LOST))
+					loop->h->on_item(loop, it);
+			} else if (it->fd >= 0)
 				open_conn(loop, it);
 			else if (!(it->flags & BT_WIRE_ITEM_LOST))
 				bt__log(BT_LOG_WARN, "worker %d: item %llu carries no connection: ignored",
@@ -551,7 +555,9 @@ void bt__loop_consume(bt_loop_t *loop)
 	while ((n = bt_queue_consume(q, items, 64)) > 0) {
 		loop->st.batches++;
 		for (int i = 0; i < n; i++) {
-			if (items[i].fd >= 0)
+			if (loop->h->on_item)
+				loop->h->on_item(loop, &items[i]);
+			else if (items[i].fd >= 0)
 				open_conn(loop, &items[i]);
 		}
 	}

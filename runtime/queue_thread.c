@@ -42,6 +42,8 @@ struct tslot {
 	uint64_t pushed_ns;
 	int fd;
 	uint32_t flags;
+	uint32_t payload_len;
+	char *payload; /* a copy, freed by the consumer's next consume */
 };
 
 struct tq {
@@ -57,6 +59,9 @@ struct tq {
 	_Atomic uint32_t drain_ms;
 	_Atomic int drain;
 	_Atomic uint64_t wakes; /* eventfd writes, for the counters */
+	/* consumer only: payloads handed out by the last consume */
+	char **given;
+	size_t ngiven, capgiven;
 };
 
 int bt_queue_create_thread(bt_queue_t **out, const struct bt_queue_config *cfg)
@@ -109,7 +114,11 @@ void bt__tq_destroy(bt_queue_t *q)
 		struct tslot *s = &t->slots[n & (t->cap - 1)];
 		if (s->flags & BT_WIRE_ITEM_FD)
 			bt__close(s->fd);
+		free(s->payload);
 	}
+	for (size_t i = 0; i < t->ngiven; i++)
+		free(t->given[i]);
+	free(t->given);
 	close(t->efd);
 	free(t->slots);
 	free(t);
@@ -122,13 +131,23 @@ int bt__tq_push(bt_queue_t *q, const struct bt_wire_item *it)
 	if ((it->flags & ~BT_WIRE_ITEM_WIRE_MASK) ||
 	    ((it->flags & BT_WIRE_ITEM_FD) && it->fd < 0))
 		return -EINVAL;
-	/* Payloads and addresses do not travel through this ring yet. */
-	if (it->payload_len || it->peer_len)
+	/* Peer addresses do not travel through this ring (yet). */
+	if (it->peer_len || (it->payload_len && !it->payload) ||
+	    it->payload_len > BT_WIRE_MAX_MSG)
 		return -EINVAL;
 	uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
 	if (t->ptail - head >= t->cap || t->ptail - head >= q->cfg.max_inflight)
 		return -EAGAIN;
 	struct tslot *s = &t->slots[t->ptail & (t->cap - 1)];
+	s->payload = NULL;
+	s->payload_len = 0;
+	if (it->payload_len) {
+		s->payload = malloc(it->payload_len);
+		if (!s->payload)
+			return -ENOMEM;
+		memcpy(s->payload, it->payload, it->payload_len);
+		s->payload_len = it->payload_len;
+	}
 	s->id = it->id;
 	s->accept_ns = it->accept_ns;
 	s->fd = (it->flags & BT_WIRE_ITEM_FD) ? it->fd : -1;
@@ -214,7 +233,11 @@ unsigned bt__tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pendin
 		it.accept_ns = s->accept_ns;
 		it.flags = s->flags;
 		it.fd = s->fd;
+		it.payload = s->payload;
+		it.payload_len = s->payload_len;
 		give(ctx, &it);
+		free(s->payload);
+		s->payload = NULL;
 		n++;
 	}
 	t->ptail = from;
@@ -244,11 +267,22 @@ int bt_queue_consume(bt_queue_t *q, struct bt_wire_item *out, size_t max)
 	if (!q || !q->tq || !out)
 		return -EINVAL;
 	struct tq *t = q->tq;
+	/* The payloads of the previous call were the caller's until now. */
+	for (size_t i = 0; i < t->ngiven; i++)
+		free(t->given[i]);
+	t->ngiven = 0;
 	uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
 	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
 	size_t n = (size_t)(tail - head);
 	if (n > max)
 		n = max;
+	if (n > t->capgiven) {
+		char **g = realloc(t->given, n * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		t->given = g;
+		t->capgiven = n;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const struct tslot *s = &t->slots[(head + i) & (t->cap - 1)];
 		memset(&out[i], 0, offsetof(struct bt_wire_item, peer));
@@ -257,8 +291,10 @@ int bt_queue_consume(bt_queue_t *q, struct bt_wire_item *out, size_t max)
 		out[i].flags = s->flags;
 		out[i].fd = s->fd;
 		out[i].peer_len = 0;
-		out[i].payload = NULL;
-		out[i].payload_len = 0;
+		out[i].payload = s->payload;
+		out[i].payload_len = s->payload_len;
+		if (s->payload)
+			t->given[t->ngiven++] = s->payload;
 	}
 	/* The slots are free for the producer from here on. */
 	atomic_store_explicit(&t->head, head + n, memory_order_release);

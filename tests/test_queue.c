@@ -450,6 +450,35 @@ static bt_queue_t *thread_queue(unsigned batch, unsigned max_inflight)
 	return q;
 }
 
+/* Payloads are copied through the ring and stay valid until the next
+ * consume. */
+static void test_thread_payloads(void)
+{
+	bt_queue_t *q = thread_queue(4, 16);
+	char text[32];
+	for (int i = 0; i < 10; i++) {
+		struct bt_wire_item it;
+		memset(&it, 0, sizeof(it));
+		it.id = (uint64_t)i;
+		int n = snprintf(text, sizeof(text), "job-%d", i);
+		it.payload = text;
+		it.payload_len = (uint32_t)n;
+		CHECK_OP(bt_queue_push(q, &it), >=, 0);
+		memset(text, 'x', sizeof(text));
+	}
+	bt_queue_flush(q);
+	struct bt_wire_item out[6];
+	CHECK_EQ(bt_queue_consume(q, out, 6), 6);
+	for (int i = 0; i < 6; i++) {
+		snprintf(text, sizeof(text), "job-%d", i);
+		CHECK_EQ(out[i].payload_len, strlen(text));
+		CHECK(memcmp(out[i].payload, text, out[i].payload_len) == 0);
+	}
+	CHECK_EQ(bt_queue_consume(q, out, 6), 4);
+	CHECK(memcmp(out[3].payload, "job-9", 5) == 0);
+	bt_queue_destroy(q); /* frees what the last consume handed out */
+}
+
 static int push_plain(bt_queue_t *q, uint64_t id, int fd)
 {
 	struct bt_wire_item it;
@@ -493,11 +522,14 @@ static void test_thread_wrap_and_full(void)
 	bt_queue_flush(q);
 	CHECK_EQ(bt_queue_consume(q, out, 1), 1);
 	CHECK_OP(push_plain(q, 201, -1), >=, 0);
-	/* Bad items. */
+	/* Bad items: no peer addresses through this ring, no NULL payload. */
 	struct bt_wire_item it;
 	memset(&it, 0, sizeof(it));
-	it.payload = "x";
-	it.payload_len = 1;
+	it.peer.ss_family = AF_INET;
+	it.peer_len = sizeof(struct sockaddr_in);
+	CHECK_ERR(bt_queue_push(q, &it), -EINVAL);
+	it.peer_len = 0;
+	it.payload_len = 3;
 	CHECK_ERR(bt_queue_push(q, &it), -EINVAL);
 	bt_queue_destroy(q);
 }
@@ -634,6 +666,7 @@ static void test_thread_many_pairs(void) { thread_pairs(6, 50000); }
 static const struct check_case cases[] = {
 	{"thread_wrap_and_full", test_thread_wrap_and_full},
 	{"thread_fds", test_thread_fds},
+	{"thread_payloads", test_thread_payloads},
 	{"thread_one_pair", test_thread_one_pair},
 	{"thread_many_pairs", test_thread_many_pairs},
 	{"config", test_config},

@@ -55,6 +55,12 @@ struct bt_handler {
 	 * worker. */
 	int (*on_start)(bt_loop_t *loop);
 	void (*on_stop)(bt_loop_t *loop);
+	/* Optional: generic work items instead of connections.  When set,
+	 * every item that arrives is handed to it as it is, with its
+	 * descriptor (-1 if none; the handler owns it now) and its payload
+	 * (valid during the call): the work-queue use of the runtime, e.g. a
+	 * file to process with a job description. */
+	void (*on_item)(bt_loop_t *loop, const struct bt_wire_item *it);
 };
 
 enum bt_backend {

@@ -207,8 +207,8 @@ BT_API int bt_queue_send_drain(bt_queue_t *q, unsigned deadline_ms);
  * max_inflight (rounded up to a power of two) items, no descriptor passing,
  * nothing held back.  The producer calls are the ones above (push, flush,
  * pending, inflight, reap, take, load, send_drain; flush_prepare and
- * flush_complete are for the process transport only); items may not carry
- * a payload or peer address yet (-EINVAL).  0 or -errno.
+ * flush_complete are for the process transport only); payloads are copied,
+ * peer addresses are not carried (-EINVAL).  0 or -errno.
  */
 BT_API int bt_queue_create_thread(bt_queue_t **out, const struct bt_queue_config *cfg);
 BT_API int bt_queue_is_thread(const bt_queue_t *q);
@@ -217,7 +217,8 @@ BT_API int bt_queue_is_thread(const bt_queue_t *q);
 
 /* An eventfd that becomes readable when the consumer should look again. */
 BT_API int bt_queue_wake_fd(const bt_queue_t *q);
-/* Take up to max published items into out: their fds are the caller's. */
+/* Take up to max published items into out: their fds are the caller's;
+ * their payloads stay valid until the next call. */
 BT_API int bt_queue_consume(bt_queue_t *q, struct bt_wire_item *out, size_t max);
 /* Before sleeping: returns 1 if the consumer may sleep (a producer will
  * write the eventfd for what it publishes next), 0 if there is work. */
