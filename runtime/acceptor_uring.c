@@ -12,8 +12,7 @@
  * Everything queued during a wake-up is submitted by the next
  * io_uring_submit_and_wait: one syscall per wake-up.
  *
- * Ring set-up tries SINGLE_ISSUER|DEFER_TASKRUN (6.1+), then COOP_TASKRUN
- * (5.19+), then no flags.
+ * Ring set-up: bt__uring_init (uring.c).
  */
 #include "acceptor_internal.h"
 
@@ -63,21 +62,7 @@ static int au_init(bt_acceptor_t *acc)
 	struct accu *u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
-	static const unsigned flag_sets[] = {
-		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-		IORING_SETUP_COOP_TASKRUN,
-		0,
-	};
-	int rc = -EINVAL;
-	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
-		struct io_uring_params p;
-		memset(&p, 0, sizeof(p));
-		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
-		p.cq_entries = 16384;
-		rc = io_uring_queue_init_params(1024, &u->ring, &p);
-		if (rc != -EINVAL)
-			break;
-	}
+	int rc = bt__uring_init(&u->ring, 1024, 16384);
 	if (rc < 0) {
 		free(u);
 		return rc;

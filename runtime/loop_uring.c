@@ -1,8 +1,8 @@
 /*
  * The worker loop on io_uring.
  *
- * One ring per worker: set up with SINGLE_ISSUER|DEFER_TASKRUN where the
- * kernel has them (6.1+), else COOP_TASKRUN (5.19+), else plain.  The loop
+ * One ring per worker (bt__uring_init: SINGLE_ISSUER|DEFER_TASKRUN where
+ * the kernel has them, else COOP_TASKRUN, else plain).  The loop
  * sleeps only in io_uring_submit_and_wait: every submission of a wake-up
  * goes in the same syscall as the next wait.
  *
@@ -69,32 +69,12 @@ static struct io_uring_sqe *get_sqe(struct uring *u)
 	return sqe;
 }
 
-static int ring_setup(struct io_uring *ring)
-{
-	struct io_uring_params p;
-	static const unsigned flag_sets[] = {
-		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-		IORING_SETUP_COOP_TASKRUN,
-		0,
-	};
-	int rc = -EINVAL;
-	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
-		memset(&p, 0, sizeof(p));
-		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
-		p.cq_entries = 8192;
-		rc = io_uring_queue_init_params(512, ring, &p);
-		if (rc != -EINVAL)
-			return rc;
-	}
-	return rc;
-}
-
 static int uring_init(bt_loop_t *loop)
 {
 	struct uring *u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
-	int rc = ring_setup(&u->ring);
+	int rc = bt__uring_init(&u->ring, 512, 8192);
 	if (rc < 0) {
 		free(u);
 		return rc;
