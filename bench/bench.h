@@ -23,5 +23,6 @@ void bench_usage_error(void (*usage)(FILE *), const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 2, 3)));
 
 int bench_fdpass(int argc, char **argv);
+int bench_load(int argc, char **argv);
 
 #endif

@@ -105,6 +105,7 @@ static const struct {
 	const char *what;
 } commands[] = {
 	{"fdpass", bench_fdpass, "descriptors/s through SCM_RIGHTS by batch size, against dup()+close()"},
+	{"load", bench_load, "HTTP load generator: connections/s, latency histogram, errors by kind"},
 };
 
 static void usage(FILE *f)
