@@ -24,5 +24,32 @@ void bench_usage_error(void (*usage)(FILE *), const char *fmt, ...)
 
 int bench_fdpass(int argc, char **argv);
 int bench_load(int argc, char **argv);
+int bench_conns(int argc, char **argv);
+
+/* The load generator (bench_load.c) as a function, for the harness. */
+#include <netinet/in.h>
+#include <stdint.h>
+
+enum { BENCH_ERR_REFUSED, BENCH_ERR_RESET, BENCH_ERR_TIMEOUT, BENCH_ERR_SHORT,
+       BENCH_ERR_STATUS, BENCH_ERR_OTHER, BENCH_ERR_KINDS };
+
+struct load_cfg {
+	struct sockaddr_in addr;
+	int clients, threads, keepalive;
+	double seconds, timeout;
+	const char *path;
+	char req[256]; /* filled by bench_load_run */
+	size_t reqlen;
+};
+
+struct load_result {
+	uint64_t requests, errors;
+	uint64_t err[BENCH_ERR_KINDS];
+	double seconds, rps;
+	uint64_t p50_us, p99_us, p999_us, max_us;
+};
+
+int bench_load_run(struct load_cfg *cfg, struct load_result *res);
+const char *bench_load_error_name(int kind);
 
 #endif

@@ -31,8 +31,7 @@
 #define HBITS 4                    /* sub-buckets per power of two: 16 */
 #define HBUCKETS (64 << HBITS)
 
-enum err_kind { E_REFUSED, E_RESET, E_TIMEOUT, E_SHORT, E_STATUS, E_OTHER, E_KINDS };
-static const char *const err_name[E_KINDS] = {"refused", "reset", "timeout", "short", "status", "other"};
+static const char *const err_name[BENCH_ERR_KINDS] = {"refused", "reset", "timeout", "short", "status", "other"};
 
 struct hist {
 	uint64_t b[HBUCKETS];
@@ -79,13 +78,6 @@ static uint64_t hpct(const struct hist *h, double pct)
 	return hvalue(HBUCKETS - 1);
 }
 
-struct cfg {
-	struct sockaddr_in addr;
-	int clients, threads, keepalive;
-	double seconds, timeout;
-	char req[256];
-	size_t reqlen;
-};
 
 struct slot {
 	int fd;
@@ -99,11 +91,11 @@ struct slot {
 
 struct worker {
 	pthread_t tid;
-	const struct cfg *cfg;
+	const struct load_cfg *cfg;
 	int nslots;
 	struct hist hist;
 	uint64_t ok;
-	uint64_t err[E_KINDS];
+	uint64_t err[BENCH_ERR_KINDS];
 };
 
 static uint64_t now_ns(void)
@@ -145,7 +137,7 @@ static void slot_close(struct slot *s)
 
 static int slot_start(struct worker *w, int ep, struct slot *s, uint64_t now)
 {
-	const struct cfg *c = w->cfg;
+	const struct load_cfg *c = w->cfg;
 	s->got = 0;
 	s->sent = 0;
 	s->t_done = 0;
@@ -183,17 +175,17 @@ static void fail(struct worker *w, struct slot *s, int kind)
 static int errno_kind(int e)
 {
 	if (e == ECONNREFUSED)
-		return E_REFUSED;
+		return BENCH_ERR_REFUSED;
 	if (e == ECONNRESET || e == EPIPE)
-		return E_RESET;
+		return BENCH_ERR_RESET;
 	if (e == ETIMEDOUT)
-		return E_TIMEOUT;
-	return E_OTHER;
+		return BENCH_ERR_TIMEOUT;
+	return BENCH_ERR_OTHER;
 }
 
 static void on_event(struct worker *w, int ep, struct slot *s, uint32_t events, uint64_t now)
 {
-	const struct cfg *c = w->cfg;
+	const struct load_cfg *c = w->cfg;
 	if (s->state == 1) {
 		int err = 0;
 		socklen_t l = sizeof(err);
@@ -222,7 +214,7 @@ static void on_event(struct worker *w, int ep, struct slot *s, uint32_t events, 
 	if (s->state == 3) {
 		for (;;) {
 			if (s->got == sizeof(s->buf)) {
-				fail(w, s, E_OTHER); /* response larger than we expect */
+				fail(w, s, BENCH_ERR_OTHER); /* response larger than we expect */
 				return;
 			}
 			ssize_t n = recv(s->fd, s->buf + s->got, sizeof(s->buf) - s->got, 0);
@@ -237,18 +229,18 @@ static void on_event(struct worker *w, int ep, struct slot *s, uint32_t events, 
 			int status = 0;
 			int done = complete_response(s->buf, s->got, eof, &status);
 			if (done < 0) {
-				fail(w, s, E_SHORT);
+				fail(w, s, BENCH_ERR_SHORT);
 				return;
 			}
 			if (done == 0) {
 				if (eof) {
-					fail(w, s, E_SHORT);
+					fail(w, s, BENCH_ERR_SHORT);
 					return;
 				}
 				continue;
 			}
 			if (status != 200) {
-				fail(w, s, E_STATUS);
+				fail(w, s, BENCH_ERR_STATUS);
 				return;
 			}
 			if (!s->t_done)
@@ -262,7 +254,7 @@ static void on_event(struct worker *w, int ep, struct slot *s, uint32_t events, 
 			if (!c->keepalive)
 				slot_close(s);
 			if (slot_start(w, ep, s, now) < 0)
-				fail(w, s, E_OTHER);
+				fail(w, s, BENCH_ERR_OTHER);
 			return;
 		}
 	}
@@ -271,7 +263,7 @@ static void on_event(struct worker *w, int ep, struct slot *s, uint32_t events, 
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
-	const struct cfg *c = w->cfg;
+	const struct load_cfg *c = w->cfg;
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	struct slot *slots = calloc((size_t)w->nslots, sizeof(*slots));
 	uint64_t start = now_ns(), end = start + (uint64_t)(c->seconds * 1e9);
@@ -279,7 +271,7 @@ static void *worker_main(void *arg)
 	for (int i = 0; i < w->nslots; i++) {
 		slots[i].fd = -1;
 		if (slot_start(w, ep, &slots[i], start) < 0)
-			w->err[E_OTHER]++;
+			w->err[BENCH_ERR_OTHER]++;
 	}
 	struct epoll_event evs[256];
 	uint64_t last_sweep = start;
@@ -296,10 +288,10 @@ static void *worker_main(void *arg)
 			for (int i = 0; i < w->nslots; i++) {
 				struct slot *s = &slots[i];
 				if (s->state && now - s->t0 > tmo) {
-					fail(w, s, E_TIMEOUT);
+					fail(w, s, BENCH_ERR_TIMEOUT);
 				}
 				if (s->state == 0 && now < end && slot_start(w, ep, s, now) < 0)
-					w->err[E_OTHER]++;
+					w->err[BENCH_ERR_OTHER]++;
 			}
 		}
 	}
@@ -324,9 +316,60 @@ static void usage(FILE *f)
 		"  RESULT requests=N seconds=S rps=R p50_us= p99_us= p999_us= errors=E\n");
 }
 
+int bench_load_run(struct load_cfg *c, struct load_result *res)
+{
+	if (c->threads > c->clients)
+		c->threads = c->clients;
+	char host[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, &c->addr.sin_addr, host, sizeof(host));
+	c->reqlen = (size_t)snprintf(c->req, sizeof(c->req), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+				     c->path ? c->path : "/", host,
+				     c->keepalive ? "" : "Connection: close\r\n");
+	signal(SIGPIPE, SIG_IGN);
+	struct worker *ws = calloc((size_t)c->threads, sizeof(*ws));
+	struct hist *h = calloc(1, sizeof(*h));
+	if (!ws || !h) {
+		free(ws);
+		free(h);
+		return -ENOMEM;
+	}
+	uint64_t t0 = now_ns();
+	for (int i = 0; i < c->threads; i++) {
+		ws[i].cfg = c;
+		ws[i].nslots = c->clients / c->threads + (i < c->clients % c->threads);
+		pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]);
+	}
+	memset(res, 0, sizeof(*res));
+	for (int i = 0; i < c->threads; i++) {
+		pthread_join(ws[i].tid, NULL);
+		for (unsigned b = 0; b < HBUCKETS; b++)
+			h->b[b] += ws[i].hist.b[b];
+		h->n += ws[i].hist.n;
+		res->requests += ws[i].ok;
+		for (int k = 0; k < BENCH_ERR_KINDS; k++) {
+			res->err[k] += ws[i].err[k];
+			res->errors += ws[i].err[k];
+		}
+	}
+	res->seconds = (double)(now_ns() - t0) / 1e9;
+	res->rps = (double)res->requests / res->seconds;
+	res->p50_us = hpct(h, 50);
+	res->p99_us = hpct(h, 99);
+	res->p999_us = hpct(h, 99.9);
+	res->max_us = hpct(h, 100);
+	free(h);
+	free(ws);
+	return 0;
+}
+
+const char *bench_load_error_name(int kind)
+{
+	return kind >= 0 && kind < BENCH_ERR_KINDS ? err_name[kind] : "?";
+}
+
 int bench_load(int argc, char **argv)
 {
-	struct cfg c;
+	struct load_cfg c;
 	memset(&c, 0, sizeof(c));
 	c.clients = 32;
 	c.threads = 1;
@@ -387,46 +430,21 @@ int bench_load(int argc, char **argv)
 	c.addr.sin_port = htons((uint16_t)port);
 	if (inet_pton(AF_INET, host, &c.addr.sin_addr) != 1)
 		bench_usage_error(usage, "--connect: '%s' is not an IPv4 address", host);
-	if (c.threads > c.clients)
-		c.threads = c.clients;
-	c.reqlen = (size_t)snprintf(c.req, sizeof(c.req), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", path,
-				    host, c.keepalive ? "" : "Connection: close\r\n");
-	signal(SIGPIPE, SIG_IGN);
-
-	struct worker *ws = calloc((size_t)c.threads, sizeof(*ws));
-	uint64_t t0 = now_ns();
-	for (int i = 0; i < c.threads; i++) {
-		ws[i].cfg = &c;
-		ws[i].nslots = c.clients / c.threads + (i < c.clients % c.threads);
-		pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]);
-	}
-	struct hist *h = calloc(1, sizeof(*h));
-	uint64_t ok = 0, err[E_KINDS] = {0}, nerr = 0;
-	for (int i = 0; i < c.threads; i++) {
-		pthread_join(ws[i].tid, NULL);
-		for (unsigned b = 0; b < HBUCKETS; b++)
-			h->b[b] += ws[i].hist.b[b];
-		h->n += ws[i].hist.n;
-		ok += ws[i].ok;
-		for (int k = 0; k < E_KINDS; k++) {
-			err[k] += ws[i].err[k];
-			nerr += ws[i].err[k];
-		}
-	}
-	double secs = (double)(now_ns() - t0) / 1e9;
-	printf("%llu requests in %.2f s: %.0f/s, %d clients, %s\n", (unsigned long long)ok, secs,
-	       (double)ok / secs, c.clients, c.keepalive ? "keep-alive" : "one connection per request");
+	c.path = path;
+	struct load_result r;
+	if (bench_load_run(&c, &r) < 0)
+		bench_die("out of memory");
+	printf("%llu requests in %.2f s: %.0f/s, %d clients, %s\n", (unsigned long long)r.requests,
+	       r.seconds, r.rps, c.clients, c.keepalive ? "keep-alive" : "one connection per request");
 	printf("latency (connect to last byte): p50 %llu us, p99 %llu us, p99.9 %llu us, max bucket %llu us\n",
-	       (unsigned long long)hpct(h, 50), (unsigned long long)hpct(h, 99),
-	       (unsigned long long)hpct(h, 99.9), (unsigned long long)hpct(h, 100));
-	printf("errors: %llu", (unsigned long long)nerr);
-	for (int k = 0; k < E_KINDS; k++)
-		if (err[k])
-			printf(", %s %llu", err_name[k], (unsigned long long)err[k]);
+	       (unsigned long long)r.p50_us, (unsigned long long)r.p99_us,
+	       (unsigned long long)r.p999_us, (unsigned long long)r.max_us);
+	printf("errors: %llu", (unsigned long long)r.errors);
+	for (int k = 0; k < BENCH_ERR_KINDS; k++)
+		if (r.err[k])
+			printf(", %s %llu", err_name[k], (unsigned long long)r.err[k]);
 	printf("\nRESULT requests=%llu seconds=%.3f rps=%.0f p50_us=%llu p99_us=%llu p999_us=%llu errors=%llu\n",
-	       (unsigned long long)ok, secs, (double)ok / secs, (unsigned long long)hpct(h, 50),
-	       (unsigned long long)hpct(h, 99), (unsigned long long)hpct(h, 99.9), (unsigned long long)nerr);
-	free(h);
-	free(ws);
+	       (unsigned long long)r.requests, r.seconds, r.rps, (unsigned long long)r.p50_us,
+	       (unsigned long long)r.p99_us, (unsigned long long)r.p999_us, (unsigned long long)r.errors);
 	return 0;
 }

@@ -105,6 +105,7 @@ static const struct {
 	const char *what;
 } commands[] = {
 	{"fdpass", bench_fdpass, "descriptors/s through SCM_RIGHTS by batch size, against dup()+close()"},
+	{"conns", bench_conns, "every server design under the same load, one table (the headline)"},
 	{"load", bench_load, "HTTP load generator: connections/s, latency histogram, errors by kind"},
 };
 

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Build everything (Release) and run the main benchmark, printing its table.
-# For now that is the descriptor-passing benchmark; extra arguments go to
-# `baton-bench fdpass` (try --help).  CSV lands in build/results/.
+# The main job: build everything (Release) and run the headline benchmark,
+# every server design under the same load in one run, and print its table
+# (about 2.5 minutes on 2 cores).  CSV lands in build/results/.
+#
+#   bench/run.sh                 baton-bench conns (the headline table)
+#   bench/run.sh conns ARGS...   with options (try --help)
+#   bench/run.sh fdpass ARGS...  descriptors/s through SCM_RIGHTS by batch size
+#   bench/run.sh load ARGS...    the load generator alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.ci/deps build
+.ci/deps bench
+mkdir -p build/results
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >build/release.configure.log 2>&1 ||
   { cat build/release.configure.log; exit 1; }
 cmake --build build/release -j"$(nproc)" >/dev/null
-mkdir -p build/results
-exec build/release/bench/baton-bench fdpass --csv build/results/fdpass.csv "$@"
+cmd=${1:-conns}
+[ $# -gt 0 ] && shift
+case $cmd in
+  conns) exec build/release/bench/baton-bench conns --csv build/results/conns.csv "$@" ;;
+  fdpass) exec build/release/bench/baton-bench fdpass --csv build/results/fdpass.csv "$@" ;;
+  *) exec build/release/bench/baton-bench "$cmd" "$@" ;;
+esac

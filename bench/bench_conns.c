@@ -1,0 +1,467 @@
+/*
+ * baton-bench conns: every server design under the same load, in one run,
+ * one table.  Each design is started (bound to 127.0.0.1 on a free port),
+ * warmed up for a second, measured for --seconds with our load generator
+ * (bench_load.c), and stopped; designs alternate over --reps repetitions and
+ * the table shows medians (min-max).
+ *
+ * Server CPU per connection: user+sys time of the server's processes (the
+ * root, its live descendants, and children it has reaped), read from /proc
+ * before and after the measured run, divided by the connections served.
+ * It stays honest when the load generator shares the cores.
+ */
+#include "bench.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_REPS 15
+
+struct design {
+	const char *name;
+	const char *prog; /* binary name, found next to baton-bench */
+	int stop_sig;
+	int kind;         /* how to build its argv */
+	char path[PATH_MAX];
+	int available;
+	double cps[MAX_REPS], cpu[MAX_REPS], p50[MAX_REPS], p99[MAX_REPS], p999[MAX_REPS];
+	uint64_t errors[MAX_REPS];
+	uint64_t err_kind[BENCH_ERR_KINDS];
+};
+
+enum { K_BATON_PROC, K_BATON_THREAD, K_LISTEN, K_LISTEN_WORKERS, K_NGINX };
+
+#define DESIGN(n, p, sig, k) {.name = (n), .prog = (p), .stop_sig = (sig), .kind = (k)}
+static struct design designs[] = {
+	DESIGN("baton-proc", "baton-httpd", SIGTERM, K_BATON_PROC),
+	DESIGN("baton-thread", "baton-httpd", SIGTERM, K_BATON_THREAD),
+	DESIGN("fork", "bench-fork", SIGTERM, K_LISTEN),
+	DESIGN("prefork", "bench-prefork", SIGTERM, K_LISTEN_WORKERS),
+	DESIGN("reuseport", "bench-reuseport", SIGTERM, K_LISTEN_WORKERS),
+	DESIGN("inplace", "bench-inplace", SIGTERM, K_LISTEN),
+	DESIGN("nginx", "nginx", SIGQUIT, K_NGINX),
+};
+#define NDESIGNS (sizeof(designs) / sizeof(designs[0]))
+
+static int find_binary(struct design *d)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = 0;
+		const char *tries[] = {"%s/%s", "%s/../apps/%s", "%s/../bench/%s"};
+		for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+			snprintf(d->path, sizeof(d->path), tries[i], exe, d->prog);
+			if (access(d->path, X_OK) == 0)
+				return 1;
+		}
+	}
+	if (d->kind == K_NGINX) {
+		const char *dirs[] = {"/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/nginx/sbin"};
+		for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+			snprintf(d->path, sizeof(d->path), "%s/nginx", dirs[i]);
+			if (access(d->path, X_OK) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
+		bench_die("cannot find a free port: %s", strerror(errno));
+	close(fd);
+	return ntohs(sin.sin_port);
+}
+
+/* CPU seconds of pid (with the children it reaped) and its live descendants. */
+static double tree_cpu(pid_t root)
+{
+	long tck = sysconf(_SC_CLK_TCK);
+	struct { pid_t pid, ppid; unsigned long long ticks; } *all = NULL;
+	size_t n = 0, cap = 0;
+	unsigned long long total = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		char path[300], buf[1024];
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = 0;
+		char *rp = strrchr(buf, ')');
+		if (!rp)
+			continue;
+		/* after ')': state ppid pgrp session tty tpgid flags minflt
+		 * cminflt majflt cmajflt utime stime cutime cstime */
+		char state;
+		int ppid;
+		unsigned long long v[12];
+		if (sscanf(rp + 2, "%c %d %*d %*d %*d %*d %*u %llu %llu %llu %llu %llu %llu %llu %llu",
+			   &state, &ppid, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 10)
+			continue;
+		pid_t pid = atoi(e->d_name);
+		if (pid == root)
+			total += v[4] + v[5] + v[6] + v[7];
+		if (n == cap) {
+			cap = cap ? cap * 2 : 512;
+			all = realloc(all, cap * sizeof(*all));
+		}
+		all[n].pid = pid;
+		all[n].ppid = ppid;
+		all[n].ticks = v[4] + v[5];
+		n++;
+	}
+	if (d)
+		closedir(d);
+	/* Descendants, breadth first over the parent links. */
+	pid_t queue[4096];
+	size_t qh = 0, qt = 0;
+	queue[qt++] = root;
+	while (qh < qt) {
+		pid_t p = queue[qh++];
+		for (size_t i = 0; i < n; i++)
+			if (all[i].ppid == p && qt < 4096) {
+				total += all[i].ticks;
+				queue[qt++] = all[i].pid;
+			}
+	}
+	free(all);
+	return (double)total / (double)tck;
+}
+
+struct running {
+	pid_t pid;
+	char dir[64];
+};
+
+static void write_nginx_conf(const char *dir, int port, int workers)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/nginx.conf", dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		bench_die("cannot write %s: %s", path, strerror(errno));
+	fprintf(f,
+		"worker_processes %d;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\n"
+		"error_log %s/error.log warn;\nevents { worker_connections 4096; }\n"
+		"http {\n  access_log off;\n  client_body_temp_path %s;\n  proxy_temp_path %s;\n"
+		"  fastcgi_temp_path %s;\n  uwsgi_temp_path %s;\n  scgi_temp_path %s;\n"
+		"  server {\n    listen 127.0.0.1:%d backlog=4096;\n"
+		"    location / { default_type text/plain; return 200 \"hello\\n\"; }\n  }\n}\n",
+		workers, dir, dir, dir, dir, dir, dir, dir, port);
+	fclose(f);
+}
+
+static int start(struct design *d, int port, int workers, struct running *r)
+{
+	snprintf(r->dir, sizeof(r->dir), "/tmp/baton-bench-XXXXXX");
+	if (!mkdtemp(r->dir))
+		bench_die("mkdtemp: %s", strerror(errno));
+	char listen_at[64], nw[16], conf[128], err[128];
+	snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%d", port);
+	snprintf(nw, sizeof(nw), "%d", workers);
+	const char *argv[16];
+	int a = 0;
+	argv[a++] = d->path;
+	switch (d->kind) {
+	case K_BATON_PROC:
+	case K_BATON_THREAD:
+		argv[a++] = "--listen";
+		argv[a++] = listen_at;
+		argv[a++] = "--workers";
+		argv[a++] = nw;
+		argv[a++] = "--mode";
+		argv[a++] = d->kind == K_BATON_PROC ? "process" : "thread";
+		break;
+	case K_LISTEN_WORKERS:
+		argv[a++] = "--workers";
+		argv[a++] = nw;
+		/* fall through */
+	case K_LISTEN:
+		argv[a++] = "--listen";
+		argv[a++] = listen_at;
+		break;
+	case K_NGINX:
+		write_nginx_conf(r->dir, port, workers);
+		snprintf(conf, sizeof(conf), "%s/nginx.conf", r->dir);
+		snprintf(err, sizeof(err), "%s/error.log", r->dir);
+		argv[a++] = "-c";
+		argv[a++] = conf;
+		argv[a++] = "-e";
+		argv[a++] = err;
+		break;
+	}
+	argv[a] = NULL;
+	char logp[128];
+	snprintf(logp, sizeof(logp), "%s/stderr", r->dir);
+	fflush(NULL);
+	r->pid = fork();
+	if (r->pid < 0)
+		bench_die("fork: %s", strerror(errno));
+	if (r->pid == 0) {
+		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		dup2(null, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		setenv("BATON_LOG", "warn", 1);
+		execv(d->path, (char *const *)argv);
+		_exit(127);
+	}
+	/* Ready when it accepts a connection (10 s at most). */
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	for (int i = 0; i < 200; i++) {
+		int st;
+		if (waitpid(r->pid, &st, WNOHANG) == r->pid) {
+			fprintf(stderr, "baton-bench: %s exited at start; its output is in %s\n", d->name, logp);
+			return -1;
+		}
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int ok = connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+		close(fd);
+		if (ok)
+			return 0;
+		usleep(50000);
+	}
+	fprintf(stderr, "baton-bench: %s did not listen within 10 s\n", d->name);
+	kill(r->pid, SIGKILL);
+	waitpid(r->pid, NULL, 0);
+	return -1;
+}
+
+static void stop(struct design *d, struct running *r)
+{
+	kill(r->pid, d->stop_sig);
+	int st;
+	for (int i = 0; i < 300; i++) {
+		if (waitpid(r->pid, &st, WNOHANG) == r->pid)
+			goto done;
+		usleep(50000);
+	}
+	fprintf(stderr, "baton-bench: %s did not stop within 15 s: SIGKILL\n", d->name);
+	kill(r->pid, SIGKILL);
+	waitpid(r->pid, &st, 0);
+done:;
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "baton-bench: could not remove %s\n", r->dir);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: baton-bench conns [--designs LIST] [--workers N] [--clients C]\n"
+		"                         [--seconds S] [--reps R] [--keepalive] [--csv FILE]\n"
+		"\n"
+		"Every server design under the same HTTP load on 127.0.0.1, in one run:\n"
+		"baton-proc, baton-thread, fork, prefork, reuseport, inplace, and nginx\n"
+		"when installed.  Designs alternate over R repetitions; the table shows\n"
+		"medians (min-max).\n"
+		"\n"
+		"  --designs LIST  comma-separated subset (default: all available)\n"
+		"  --workers N     workers of the multi-worker designs (default: CPUs)\n"
+		"  --clients C     concurrent clients (default 32)\n"
+		"  --seconds S     measured seconds per design and repetition (default 5)\n"
+		"  --reps R        repetitions, 1..%d (default 3)\n"
+		"  --keepalive     requests over kept-alive connections\n"
+		"  --csv FILE      design,conns_per_s,p50_us,p99_us,p999_us,\n"
+		"                  server_cpu_us_per_conn,errors\n",
+		MAX_REPS);
+}
+
+int bench_conns(int argc, char **argv)
+{
+	const char *only = NULL, *csv = NULL;
+	int workers = (int)sysconf(_SC_NPROCESSORS_ONLN), clients = 32, reps = 3, keepalive = 0;
+	double seconds = 5;
+	static const struct option opts[] = {
+		{"designs", required_argument, NULL, 'd'}, {"workers", required_argument, NULL, 'w'},
+		{"clients", required_argument, NULL, 'c'}, {"seconds", required_argument, NULL, 's'},
+		{"reps", required_argument, NULL, 'r'},    {"keepalive", no_argument, NULL, 'k'},
+		{"csv", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int o;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'd': only = optarg; break;
+		case 'w':
+			if (bench_parse_int(optarg, &workers) < 0 || workers < 1 || workers > 256)
+				bench_usage_error(usage, "--workers wants 1 to 256, not '%s'", optarg);
+			break;
+		case 'c':
+			if (bench_parse_int(optarg, &clients) < 0 || clients < 1 || clients > 10000)
+				bench_usage_error(usage, "--clients wants 1 to 10000, not '%s'", optarg);
+			break;
+		case 's':
+			if (bench_parse_double(optarg, &seconds) < 0 || seconds < 0.2 || seconds > 600)
+				bench_usage_error(usage, "--seconds wants 0.2 to 600, not '%s'", optarg);
+			break;
+		case 'r':
+			if (bench_parse_int(optarg, &reps) < 0 || reps < 1 || reps > MAX_REPS)
+				bench_usage_error(usage, "--reps wants 1 to %d, not '%s'", MAX_REPS, optarg);
+			break;
+		case 'k': keepalive = 1; break;
+		case 'o': csv = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: bench_usage_error(usage, NULL);
+		}
+	}
+	if (optind < argc)
+		bench_usage_error(usage, "unexpected argument '%s'", argv[optind]);
+
+	struct design *list[NDESIGNS];
+	size_t nd = 0;
+	for (size_t i = 0; i < NDESIGNS; i++) {
+		struct design *d = &designs[i];
+		int wanted = !only;
+		if (only) {
+			char *copy = strdup(only), *save = NULL;
+			for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+				wanted |= !strcmp(t, d->name);
+			free(copy);
+		}
+		d->available = find_binary(d);
+		if (wanted && d->available)
+			list[nd++] = d;
+		else if (wanted && only)
+			bench_die("design %s: cannot find %s", d->name, d->prog);
+	}
+	if (only) { /* unknown names */
+		char *copy = strdup(only), *save = NULL;
+		for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+			int known = 0;
+			for (size_t i = 0; i < NDESIGNS; i++)
+				known |= !strcmp(t, designs[i].name);
+			if (!known)
+				bench_usage_error(usage, "unknown design '%s'", t);
+		}
+		free(copy);
+	}
+	if (nd == 0)
+		bench_die("no design to run");
+	FILE *csvf = NULL;
+	if (csv && !(csvf = fopen(csv, "w")))
+		bench_die("cannot write %s: %s", csv, strerror(errno));
+	signal(SIGPIPE, SIG_IGN);
+
+	double total = (double)nd * reps * (seconds + 1.5);
+	printf("baton-bench conns: %zu designs x %d reps x %.1f s, %d clients, %s, %d workers "
+	       "(about %.0f s)\n", nd, reps, seconds, clients,
+	       keepalive ? "keep-alive" : "one connection per request", workers, total);
+	fflush(stdout);
+	double t0 = bench_now();
+	for (int r = 0; r < reps; r++) {
+		for (size_t k = 0; k < nd; k++) {
+			struct design *d = list[r % 2 ? nd - 1 - k : k];
+			fprintf(stderr, "  rep %d/%d  %-13s (%.0f s left)\n", r + 1, reps, d->name,
+				total - (bench_now() - t0) > 0 ? total - (bench_now() - t0) : 0);
+			struct running run;
+			int port = free_port();
+			if (start(d, port, workers, &run) < 0)
+				bench_die("%s did not start", d->name);
+			struct load_cfg lc;
+			memset(&lc, 0, sizeof(lc));
+			lc.addr.sin_family = AF_INET;
+			lc.addr.sin_port = htons((uint16_t)port);
+			lc.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			lc.clients = clients;
+			lc.threads = 1;
+			lc.keepalive = keepalive;
+			lc.timeout = 5;
+			lc.seconds = seconds < 2 ? seconds / 2 : 1; /* warm-up */
+			struct load_result res;
+			bench_load_run(&lc, &res);
+			double c0 = tree_cpu(run.pid);
+			lc.seconds = seconds;
+			bench_load_run(&lc, &res);
+			double c1 = tree_cpu(run.pid);
+			stop(d, &run);
+			d->cps[r] = res.rps;
+			d->cpu[r] = res.requests ? (c1 - c0) * 1e6 / (double)res.requests : 0;
+			d->p50[r] = (double)res.p50_us;
+			d->p99[r] = (double)res.p99_us;
+			d->p999[r] = (double)res.p999_us;
+			d->errors[r] = res.errors;
+			for (int e = 0; e < BENCH_ERR_KINDS; e++)
+				d->err_kind[e] += res.err[e];
+		}
+	}
+
+	double base = 0;
+	for (size_t k = 0; k < nd; k++)
+		if (!strcmp(list[k]->name, "inplace"))
+			base = bench_median(list[k]->cpu, reps);
+	printf("\n%-13s %21s %8s %8s %8s %21s %9s %7s\n", "design", "conns/s (min-max)", "p50 us",
+	       "p99 us", "p99.9 us", "CPU us/conn (min-max)", "x inplace", "errors");
+	if (csvf)
+		fprintf(csvf, "design,conns_per_s,p50_us,p99_us,p999_us,server_cpu_us_per_conn,errors\n");
+	for (size_t k = 0; k < nd; k++) {
+		struct design *d = list[k];
+		double lo = d->cps[0], hi = d->cps[0], clo = d->cpu[0], chi = d->cpu[0];
+		uint64_t errs = 0;
+		for (int r = 0; r < reps; r++) {
+			lo = d->cps[r] < lo ? d->cps[r] : lo;
+			hi = d->cps[r] > hi ? d->cps[r] : hi;
+			clo = d->cpu[r] < clo ? d->cpu[r] : clo;
+			chi = d->cpu[r] > chi ? d->cpu[r] : chi;
+			errs += d->errors[r];
+		}
+		double cps = bench_median(d->cps, reps), cpu = bench_median(d->cpu, reps);
+		char a[48], b[48], ratio[16];
+		snprintf(a, sizeof(a), "%.0f (%.0f-%.0f)", cps, lo, hi);
+		snprintf(b, sizeof(b), "%.1f (%.1f-%.1f)", cpu, clo, chi);
+		snprintf(ratio, sizeof(ratio), base > 0 ? "%.2f" : "-", cpu / base);
+		printf("%-13s %21s %8.0f %8.0f %8.0f %21s %9s %7llu\n", d->name, a,
+		       bench_median(d->p50, reps), bench_median(d->p99, reps), bench_median(d->p999, reps), b,
+		       ratio, (unsigned long long)errs);
+		if (csvf)
+			fprintf(csvf, "%s,%.0f,%.0f,%.0f,%.0f,%.2f,%llu\n", d->name, cps,
+				bench_median(d->p50, reps), bench_median(d->p99, reps),
+				bench_median(d->p999, reps), cpu, (unsigned long long)errs);
+		if (errs) {
+			printf("%13s errors:", "");
+			for (int e = 0; e < BENCH_ERR_KINDS; e++)
+				if (d->err_kind[e])
+					printf(" %s %llu", bench_load_error_name(e), (unsigned long long)d->err_kind[e]);
+			printf("\n");
+		}
+	}
+	printf("\nconns/s and latency (connect to the response's last byte) from our load\n"
+	       "generator; CPU: the server's own user+sys time per connection; medians of\n"
+	       "%d alternating reps.\n", reps);
+	if (csvf) {
+		fclose(csvf);
+		printf("wrote %s\n", csv);
+	}
+	return 0;
+}
