@@ -25,6 +25,7 @@ void bench_usage_error(void (*usage)(FILE *), const char *fmt, ...)
 int bench_fdpass(int argc, char **argv);
 int bench_load(int argc, char **argv);
 int bench_conns(int argc, char **argv);
+int bench_sweep(int argc, char **argv);
 
 /* The load generator (bench_load.c) as a function, for the harness. */
 #include <netinet/in.h>

@@ -178,6 +178,9 @@ static void write_nginx_conf(const char *dir, int port, int workers)
 	fclose(f);
 }
 
+/* Extra flags for the baton designs (the sweep's --batch and --flush). */
+static const char *baton_extra[8];
+
 static int start(struct design *d, int port, int workers, struct running *r)
 {
 	snprintf(r->dir, sizeof(r->dir), "/tmp/baton-bench-XXXXXX");
@@ -198,6 +201,8 @@ static int start(struct design *d, int port, int workers, struct running *r)
 		argv[a++] = nw;
 		argv[a++] = "--mode";
 		argv[a++] = d->kind == K_BATON_PROC ? "process" : "thread";
+		for (int i = 0; baton_extra[i] && a < 14; i++)
+			argv[a++] = baton_extra[i];
 		break;
 	case K_LISTEN_WORKERS:
 		argv[a++] = "--workers";
@@ -463,5 +468,240 @@ int bench_conns(int argc, char **argv)
 		fclose(csvf);
 		printf("wrote %s\n", csv);
 	}
+	return 0;
+}
+
+/* --- baton-bench sweep -------------------------------------------------------- */
+
+struct point {
+	int batch;
+	const char *flush;
+	int clients;
+	double cps, p99, cpu;
+	uint64_t errors;
+};
+
+/* One measured run of design d with the current baton_extra. */
+static int measure(struct design *d, int workers, int clients, double seconds, struct point *pt)
+{
+	struct running run;
+	int port = free_port();
+	if (start(d, port, workers, &run) < 0)
+		return -1;
+	struct load_cfg lc;
+	memset(&lc, 0, sizeof(lc));
+	lc.addr.sin_family = AF_INET;
+	lc.addr.sin_port = htons((uint16_t)port);
+	lc.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lc.clients = clients;
+	lc.threads = clients >= 64 ? 2 : 1;
+	lc.timeout = 5;
+	lc.seconds = 0.5;
+	struct load_result res;
+	bench_load_run(&lc, &res);
+	double c0 = tree_cpu(run.pid);
+	lc.seconds = seconds;
+	bench_load_run(&lc, &res);
+	double c1 = tree_cpu(run.pid);
+	stop(d, &run);
+	pt->cps = res.rps;
+	pt->p99 = (double)res.p99_us;
+	pt->cpu = res.requests ? (c1 - c0) * 1e6 / (double)res.requests : 0;
+	pt->errors = res.errors;
+	return 0;
+}
+
+static void sweep_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: baton-bench sweep [--mode process|thread] [--batches LIST] [--flushes LIST]\n"
+		"                         [--clients LIST] [--seconds S] [--workers N] [--out DIR]\n"
+		"\n"
+		"baton-httpd over batch size x flush policy x client concurrency, one new\n"
+		"connection per request: writes DIR/sweep-MODE.csv and, with gnuplot,\n"
+		"DIR/sweep-MODE.svg (conns/s, p99 latency and server CPU per connection\n"
+		"against batch size), and prints the recommended settings.\n"
+		"\n"
+		"  --batches LIST  default 1,2,4,8,16,32,64,128,253\n"
+		"  --flushes LIST  default size,adaptive,delay:200\n"
+		"  --clients LIST  default 8,64,256\n"
+		"  --seconds S     per point (default 2)\n"
+		"  --out DIR       default build/results\n");
+}
+
+static int split_list(const char *s, const char **out, int max)
+{
+	static char buf[1024];
+	snprintf(buf, sizeof(buf), "%s", s);
+	int n = 0;
+	char *save = NULL;
+	for (char *t = strtok_r(buf, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
+		out[n++] = t;
+	return n;
+}
+
+int bench_sweep(int argc, char **argv)
+{
+	const char *mode = "process", *out = "build/results";
+	const char *blist = "1,2,4,8,16,32,64,128,253", *flist = "size,adaptive,delay:200", *clist = "8,64,256";
+	double seconds = 2;
+	int workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	static const struct option opts[] = {
+		{"mode", required_argument, NULL, 'm'},    {"batches", required_argument, NULL, 'b'},
+		{"flushes", required_argument, NULL, 'f'}, {"clients", required_argument, NULL, 'c'},
+		{"seconds", required_argument, NULL, 's'}, {"workers", required_argument, NULL, 'w'},
+		{"out", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int o;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'm':
+			if (strcmp(optarg, "process") && strcmp(optarg, "thread"))
+				bench_usage_error(sweep_usage, "--mode wants process or thread, not '%s'", optarg);
+			mode = optarg;
+			break;
+		case 'b': blist = optarg; break;
+		case 'f': flist = optarg; break;
+		case 'c': clist = optarg; break;
+		case 's':
+			if (bench_parse_double(optarg, &seconds) < 0 || seconds < 0.2 || seconds > 600)
+				bench_usage_error(sweep_usage, "--seconds wants 0.2 to 600, not '%s'", optarg);
+			break;
+		case 'w':
+			if (bench_parse_int(optarg, &workers) < 0 || workers < 1 || workers > 256)
+				bench_usage_error(sweep_usage, "--workers wants 1 to 256, not '%s'", optarg);
+			break;
+		case 'o': out = optarg; break;
+		case 'h': sweep_usage(stdout); return 0;
+		default: bench_usage_error(sweep_usage, NULL);
+		}
+	}
+	if (optind < argc)
+		bench_usage_error(sweep_usage, "unexpected argument '%s'", argv[optind]);
+
+	static char bbuf[1024], fbuf[1024], cbuf[1024];
+	const char *bs[32], *fs[8], *cs[8];
+	int nb, nf, nc;
+	snprintf(bbuf, sizeof(bbuf), "%s", blist);
+	nb = split_list(bbuf, bs, 32);
+	for (int i = 0; i < nb; i++) bs[i] = strdup(bs[i]);
+	snprintf(fbuf, sizeof(fbuf), "%s", flist);
+	nf = split_list(fbuf, fs, 8);
+	for (int i = 0; i < nf; i++) fs[i] = strdup(fs[i]);
+	snprintf(cbuf, sizeof(cbuf), "%s", clist);
+	nc = split_list(cbuf, cs, 8);
+	for (int i = 0; i < nc; i++) cs[i] = strdup(cs[i]);
+	int batches[32], clients[8];
+	for (int i = 0; i < nb; i++)
+		if (bench_parse_int(bs[i], &batches[i]) < 0 || batches[i] < 1 || batches[i] > 253)
+			bench_usage_error(sweep_usage, "--batches: '%s' is not 1..253", bs[i]);
+	for (int i = 0; i < nc; i++)
+		if (bench_parse_int(cs[i], &clients[i]) < 0 || clients[i] < 1 || clients[i] > 10000)
+			bench_usage_error(sweep_usage, "--clients: '%s' is not 1..10000", cs[i]);
+	for (int i = 0; i < nf; i++)
+		if (strcmp(fs[i], "size") && strcmp(fs[i], "adaptive") && strncmp(fs[i], "adaptive:", 9) &&
+		    strncmp(fs[i], "delay:", 6))
+			bench_usage_error(sweep_usage, "--flushes: '%s' is not size, adaptive[:US] or delay:US", fs[i]);
+
+	struct design *d = &designs[!strcmp(mode, "thread") ? 1 : 0];
+	if (!find_binary(d))
+		bench_die("cannot find %s", d->prog);
+	mkdir(out, 0755);
+	char csvp[512], svgp[512], gp[512];
+	snprintf(csvp, sizeof(csvp), "%s/sweep-%s.csv", out, mode);
+	snprintf(svgp, sizeof(svgp), "%s/sweep-%s.svg", out, mode);
+	snprintf(gp, sizeof(gp), "%s/sweep-%s.gp", out, mode);
+	FILE *csv = fopen(csvp, "w");
+	if (!csv)
+		bench_die("cannot write %s: %s", csvp, strerror(errno));
+	fprintf(csv, "mode,clients,flush,batch,conns_per_s,p99_us,server_cpu_us_per_conn,errors\n");
+	signal(SIGPIPE, SIG_IGN);
+
+	int npts = nb * nf * nc;
+	struct point *pts = calloc((size_t)npts, sizeof(*pts));
+	printf("baton-bench sweep: baton-%s, %d batch sizes x %d flush policies x %d client counts, "
+	       "%.1f s each (about %.0f s)\n", mode, nb, nf, nc, seconds, npts * (seconds + 1.2));
+	fflush(stdout);
+	int k = 0;
+	double t0 = bench_now();
+	char batch_s[16];
+	for (int ci = 0; ci < nc; ci++)
+		for (int fi = 0; fi < nf; fi++)
+			for (int bi = 0; bi < nb; bi++, k++) {
+				struct point *pt = &pts[k];
+				pt->batch = batches[bi];
+				pt->flush = fs[fi];
+				pt->clients = clients[ci];
+				snprintf(batch_s, sizeof(batch_s), "%d", pt->batch);
+				baton_extra[0] = "--batch";
+				baton_extra[1] = batch_s;
+				baton_extra[2] = "--flush";
+				baton_extra[3] = pt->flush;
+				baton_extra[4] = NULL;
+				fprintf(stderr, "  %3d/%d clients %d flush %s batch %d (%.0f s left)\n", k + 1, npts,
+					pt->clients, pt->flush, pt->batch,
+					(npts - k) * (seconds + 1.2) - 0 * (bench_now() - t0));
+				if (measure(d, workers, pt->clients, seconds, pt) < 0)
+					bench_die("baton-%s did not start", mode);
+				fprintf(csv, "%s,%d,%s,%d,%.0f,%.0f,%.2f,%llu\n", mode, pt->clients, pt->flush,
+					pt->batch, pt->cps, pt->p99, pt->cpu, (unsigned long long)pt->errors);
+				fflush(csv);
+			}
+	baton_extra[0] = NULL;
+	fclose(csv);
+
+	/* The recommendation, at each client count: the lowest CPU per
+	 * connection among points with no errors and a p99 within 10% of the
+	 * best p99 at that count. */
+	printf("\n%-8s %-14s %6s %10s %8s %12s\n", "clients", "flush", "batch", "conns/s", "p99 us", "CPU us/conn");
+	for (int ci = 0; ci < nc; ci++) {
+		double best_p99 = 0;
+		for (int i = 0; i < npts; i++)
+			if (pts[i].clients == clients[ci] && !pts[i].errors && (!best_p99 || pts[i].p99 < best_p99))
+				best_p99 = pts[i].p99;
+		int pick = -1;
+		for (int i = 0; i < npts; i++)
+			if (pts[i].clients == clients[ci] && !pts[i].errors && pts[i].p99 <= best_p99 * 1.1 &&
+			    (pick < 0 || pts[i].cpu < pts[pick].cpu))
+				pick = i;
+		if (pick >= 0)
+			printf("%-8d %-14s %6d %10.0f %8.0f %12.1f   <- recommended at %d clients\n",
+			       clients[ci], pts[pick].flush, pts[pick].batch, pts[pick].cps, pts[pick].p99,
+			       pts[pick].cpu, clients[ci]);
+	}
+	printf("wrote %s\n", csvp);
+
+	/* The plot, if gnuplot is there. */
+	FILE *g = fopen(gp, "w");
+	if (g) {
+		int mid = clients[nc / 2];
+		fprintf(g,
+			"set terminal svg size 1200,400 dynamic font 'sans,11'\n"
+			"set output '%s'\n"
+			"set datafile separator ','\n"
+			"set logscale x 2\nset xlabel 'batch size'\nset key bottom right\n"
+			"set multiplot layout 1,3 title 'baton-%s, %d clients, one connection per request'\n",
+			svgp, mode, mid);
+		const char *cols[3][2] = {{"5", "connections/s"}, {"6", "p99 latency (us)"},
+					  {"7", "server CPU per connection (us)"}};
+		for (int c = 0; c < 3; c++) {
+			fprintf(g, "set title '%s'\nplot ", cols[c][1]);
+			for (int fi = 0; fi < nf; fi++)
+				fprintf(g, "%s'%s' using ($2==%d && strcol(3) eq '%s' ? $4 : NaN):%s with linespoints title '%s'",
+					fi ? ", " : "", csvp, mid, fs[fi], cols[c][0], fs[fi]);
+			fprintf(g, "\n");
+		}
+		fprintf(g, "unset multiplot\n");
+		fclose(g);
+		char cmd[1200];
+		snprintf(cmd, sizeof(cmd), "gnuplot '%s' 2>/dev/null", gp);
+		if (system(cmd) == 0)
+			printf("wrote %s\n", svgp);
+		else
+			printf("gnuplot failed or is not installed: %s not drawn (apt-get install gnuplot-nox)\n", svgp);
+	}
+	free(pts);
 	return 0;
 }

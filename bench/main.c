@@ -106,6 +106,7 @@ static const struct {
 } commands[] = {
 	{"fdpass", bench_fdpass, "descriptors/s through SCM_RIGHTS by batch size, against dup()+close()"},
 	{"conns", bench_conns, "every server design under the same load, one table (the headline)"},
+	{"sweep", bench_sweep, "baton over batch size x flush policy x clients: CSV, SVG plots, advice"},
 	{"load", bench_load, "HTTP load generator: connections/s, latency histogram, errors by kind"},
 };
 
