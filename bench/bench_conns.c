@@ -703,5 +703,11 @@ int bench_sweep(int argc, char **argv)
 			printf("gnuplot failed or is not installed: %s not drawn (apt-get install gnuplot-nox)\n", svgp);
 	}
 	free(pts);
+	for (int i = 0; i < nb; i++)
+		free((char *)bs[i]);
+	for (int i = 0; i < nf; i++)
+		free((char *)fs[i]);
+	for (int i = 0; i < nc; i++)
+		free((char *)cs[i]);
 	return 0;
 }
