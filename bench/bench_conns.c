@@ -280,6 +280,35 @@ done:;
 		fprintf(stderr, "baton-bench: could not remove %s\n", r->dir);
 }
 
+/* Start d, warm it up, measure `seconds` of load, stop it: the load's
+ * result and the server's CPU microseconds per connection. */
+static int measure_run(struct design *d, int workers, int clients, int keepalive, double warm,
+		       double seconds, struct load_result *res, double *cpu_us)
+{
+	struct running run;
+	int port = free_port();
+	if (start(d, port, workers, &run) < 0)
+		return -1;
+	struct load_cfg lc;
+	memset(&lc, 0, sizeof(lc));
+	lc.addr.sin_family = AF_INET;
+	lc.addr.sin_port = htons((uint16_t)port);
+	lc.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lc.clients = clients;
+	lc.threads = clients >= 64 ? 2 : 1;
+	lc.keepalive = keepalive;
+	lc.timeout = 5;
+	lc.seconds = warm;
+	bench_load_run(&lc, res);
+	double c0 = tree_cpu(run.pid);
+	lc.seconds = seconds;
+	bench_load_run(&lc, res);
+	double c1 = tree_cpu(run.pid);
+	stop(d, &run);
+	*cpu_us = res->requests ? (c1 - c0) * 1e6 / (double)res->requests : 0;
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -390,29 +419,13 @@ int bench_conns(int argc, char **argv)
 			struct design *d = list[r % 2 ? nd - 1 - k : k];
 			fprintf(stderr, "  rep %d/%d  %-13s (%.0f s left)\n", r + 1, reps, d->name,
 				total - (bench_now() - t0) > 0 ? total - (bench_now() - t0) : 0);
-			struct running run;
-			int port = free_port();
-			if (start(d, port, workers, &run) < 0)
-				bench_die("%s did not start", d->name);
-			struct load_cfg lc;
-			memset(&lc, 0, sizeof(lc));
-			lc.addr.sin_family = AF_INET;
-			lc.addr.sin_port = htons((uint16_t)port);
-			lc.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-			lc.clients = clients;
-			lc.threads = 1;
-			lc.keepalive = keepalive;
-			lc.timeout = 5;
-			lc.seconds = seconds < 2 ? seconds / 2 : 1; /* warm-up */
 			struct load_result res;
-			bench_load_run(&lc, &res);
-			double c0 = tree_cpu(run.pid);
-			lc.seconds = seconds;
-			bench_load_run(&lc, &res);
-			double c1 = tree_cpu(run.pid);
-			stop(d, &run);
+			double cpu;
+			if (measure_run(d, workers, clients, keepalive, seconds < 2 ? seconds / 2 : 1, seconds,
+					&res, &cpu) < 0)
+				bench_die("%s did not start", d->name);
 			d->cps[r] = res.rps;
-			d->cpu[r] = res.requests ? (c1 - c0) * 1e6 / (double)res.requests : 0;
+			d->cpu[r] = cpu;
 			d->p50[r] = (double)res.p50_us;
 			d->p99[r] = (double)res.p99_us;
 			d->p999[r] = (double)res.p999_us;
@@ -484,29 +497,11 @@ struct point {
 /* One measured run of design d with the current baton_extra. */
 static int measure(struct design *d, int workers, int clients, double seconds, struct point *pt)
 {
-	struct running run;
-	int port = free_port();
-	if (start(d, port, workers, &run) < 0)
-		return -1;
-	struct load_cfg lc;
-	memset(&lc, 0, sizeof(lc));
-	lc.addr.sin_family = AF_INET;
-	lc.addr.sin_port = htons((uint16_t)port);
-	lc.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	lc.clients = clients;
-	lc.threads = clients >= 64 ? 2 : 1;
-	lc.timeout = 5;
-	lc.seconds = 0.5;
 	struct load_result res;
-	bench_load_run(&lc, &res);
-	double c0 = tree_cpu(run.pid);
-	lc.seconds = seconds;
-	bench_load_run(&lc, &res);
-	double c1 = tree_cpu(run.pid);
-	stop(d, &run);
+	if (measure_run(d, workers, clients, 0, 0.5, seconds, &res, &pt->cpu) < 0)
+		return -1;
 	pt->cps = res.rps;
 	pt->p99 = (double)res.p99_us;
-	pt->cpu = res.requests ? (c1 - c0) * 1e6 / (double)res.requests : 0;
 	pt->errors = res.errors;
 	return 0;
 }

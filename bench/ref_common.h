@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct ref_opts {
@@ -84,6 +86,27 @@ static inline int ref_listen(const char *prog, const char *spec, int reuseport, 
 		exit(1);
 	}
 	return fd;
+}
+
+/* The parent of the worker processes: wait for SIGTERM or SIGINT, pass it
+ * on to our own children only (never the process group: the benchmark
+ * that started us may share it), reap them. */
+static inline int ref_parent_wait(const pid_t *pids, int n)
+{
+	signal(SIGTERM, SIG_IGN);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int sig;
+	sigwait(&set, &sig);
+	for (int i = 0; i < n; i++)
+		if (pids[i] > 0)
+			kill(pids[i], SIGTERM);
+	while (wait(NULL) > 0)
+		;
+	return 0;
 }
 
 /* End of one request head in buf, or 0; *close set if the client wants

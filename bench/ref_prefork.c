@@ -61,19 +61,5 @@ int main(int argc, char **argv)
 			}
 		}
 	}
-	/* The parent waits; SIGTERM ends the group. */
-	signal(SIGTERM, SIG_IGN);
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	int sig;
-	sigwait(&set, &sig);
-	for (int i = 0; i < o.workers; i++)
-		if (pids[i] > 0)
-			kill(pids[i], SIGTERM); /* ours only, not the process group */
-	while (wait(NULL) > 0)
-		;
-	return 0;
+	return ref_parent_wait(pids, o.workers);
 }
