@@ -74,14 +74,19 @@ int bench_parse_int(const char *s, int *out)
 	return 0;
 }
 
+static void vsay(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "baton-bench: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void bench_die(const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "baton-bench: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	exit(1);
 }
 
@@ -89,11 +94,9 @@ void bench_usage_error(void (*usage)(FILE *), const char *fmt, ...)
 {
 	if (fmt) {
 		va_list ap;
-		fprintf(stderr, "baton-bench: ");
 		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
+		vsay(fmt, ap);
 		va_end(ap);
-		fputc('\n', stderr);
 	}
 	usage(stderr);
 	exit(2);

@@ -17,6 +17,7 @@
 #include "acceptor_internal.h"
 
 #include "internal.h"
+#include "uring.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -46,16 +47,6 @@ struct accu {
 
 #define TIMER_IDLE_NS 10000000000ull /* nothing due: park the timer 10 s out */
 #define TIMER_SLACK_NS 20000ull       /* close enough: leave it */
-
-static struct io_uring_sqe *get_sqe(struct accu *u)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
-	if (!sqe) {
-		io_uring_submit(&u->ring);
-		sqe = io_uring_get_sqe(&u->ring);
-	}
-	return sqe;
-}
 
 static int au_init(bt_acceptor_t *acc)
 {
@@ -102,7 +93,7 @@ static void au_fini(bt_acceptor_t *acc)
 static int au_arm_listener(bt_acceptor_t *acc, struct listener *l)
 {
 	struct accu *u = acc->backend;
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
@@ -115,7 +106,7 @@ static void au_close_listener(bt_acceptor_t *acc, struct listener *l)
 {
 	struct accu *u = acc->backend;
 	if (l->armed) {
-		struct io_uring_sqe *sqe = get_sqe(u);
+		struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 		if (sqe) {
 			io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)l | T_ACCEPT, 0);
 			io_uring_sqe_set_data64(sqe, T_IGNORE);
@@ -128,7 +119,7 @@ static void au_close_listener(bt_acceptor_t *acc, struct listener *l)
 static void au_send(bt_acceptor_t *acc, unsigned idx, struct msghdr *msg)
 {
 	struct accu *u = acc->backend;
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe) {
 		bt__acc_send_done(acc, idx, -EAGAIN);
 		return;
@@ -143,7 +134,7 @@ static void au_send(bt_acceptor_t *acc, unsigned idx, struct msghdr *msg)
 static void ring_close(void *ctx, int fd)
 {
 	struct accu *u = ctx;
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe) {
 		bt__close(fd);
 		return;
@@ -157,7 +148,7 @@ static void au_arm_channel(bt_acceptor_t *acc, unsigned idx)
 {
 	struct accu *u = acc->backend;
 	struct worker *w = &acc->w[idx];
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe)
 		return;
 	bt_fdpass_t *ch = bt_queue_channel(w->q);
@@ -176,7 +167,7 @@ static void au_forget_channel(bt_acceptor_t *acc, unsigned idx)
 static int au_add_watch(bt_acceptor_t *acc, struct watch *w)
 {
 	struct accu *u = acc->backend;
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_poll_multishot(sqe, w->fd, POLLIN);
@@ -240,7 +231,7 @@ static void set_timer(struct accu *u, uint64_t deadline_ns, uint64_t now)
 		uint64_t d = want > u->armed_deadline ? want - u->armed_deadline : u->armed_deadline - want;
 		if (d <= TIMER_SLACK_NS || (!deadline_ns && u->armed_deadline > now))
 			return;
-		struct io_uring_sqe *sqe = get_sqe(u);
+		struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 		if (!sqe)
 			return;
 		u->uts.tv_sec = (long long)(want / 1000000000ull);
@@ -253,7 +244,7 @@ static void set_timer(struct accu *u, uint64_t deadline_ns, uint64_t now)
 	}
 	if (!deadline_ns)
 		return;
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe)
 		return;
 	u->ts.tv_sec = (long long)(want / 1000000000ull);

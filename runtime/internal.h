@@ -20,10 +20,6 @@ void bt__close(int fd);
 /* CLOCK_MONOTONIC nanoseconds. */
 uint64_t bt__now_ns(void);
 
-struct io_uring;
-/* io_uring_queue_init with the best flags this kernel takes (uring.c). */
-int bt__uring_init(struct io_uring *ring, unsigned entries, unsigned cq_entries);
-
 struct bt_queue;
 /* The queue's flush policy and delay, for the acceptor's scheduling. */
 int bt__queue_flush_policy(const struct bt_queue *q);

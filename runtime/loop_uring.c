@@ -21,6 +21,7 @@
 #include "loop_internal.h"
 
 #include "internal.h"
+#include "uring.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -59,16 +60,6 @@ static inline uint64_t ud(void *p, unsigned op)
 }
 
 /* An SQE, submitting what is queued if the SQ is full. */
-static struct io_uring_sqe *get_sqe(struct uring *u)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
-	if (!sqe) {
-		io_uring_submit(&u->ring);
-		sqe = io_uring_get_sqe(&u->ring);
-	}
-	return sqe;
-}
-
 static int uring_init(bt_loop_t *loop)
 {
 	struct uring *u = calloc(1, sizeof(*u));
@@ -146,7 +137,7 @@ static void recycle(struct uring *u, unsigned bid)
  */
 static int arm_recv(struct uring *u, bt_conn_t *c)
 {
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_recv(sqe, c->fd, NULL, u->bufsize, 0);
@@ -168,7 +159,7 @@ static void uring_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 	struct uring *u = loop->backend;
 	if (c->writing || c->off >= c->olen)
 		return;
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe) {
 		bt__conn_ended(c, -EBUSY);
 		return;
@@ -194,7 +185,7 @@ static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 	 * bt__conn_last_send_flags) whoever else holds the socket; SHUT_RD
 	 * ends a receive still armed. */
 	shutdown(c->fd, c->reading ? SHUT_RDWR : SHUT_WR);
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe) {
 		bt__close(c->fd);
 		c->fd_open = 0;
@@ -253,7 +244,7 @@ static void on_send(bt_conn_t *c, int res)
 
 static void arm_channel(bt_loop_t *loop, struct uring *u)
 {
-	struct io_uring_sqe *sqe = get_sqe(u);
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe)
 		return;
 	if (loop->cfg.queue) {
@@ -319,7 +310,7 @@ static int uring_run(bt_loop_t *loop)
 		if (!u->chan_armed && !loop->channel_eof)
 			arm_channel(loop, u);
 		if (!u->pool_armed) {
-			struct io_uring_sqe *sqe = get_sqe(u);
+			struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 			if (sqe) {
 				io_uring_prep_poll_multishot(sqe, bt_pool_sink_fd(loop->sink), POLLIN);
 				io_uring_sqe_set_data64(sqe, ud(loop, OP_POOL));
@@ -333,7 +324,7 @@ static int uring_run(bt_loop_t *loop)
 			bt__loop_flush(loop);
 		}
 		if (!u->tick_armed && (loop->conns || loop->draining)) {
-			struct io_uring_sqe *sqe = get_sqe(u);
+			struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 			if (sqe) {
 				io_uring_prep_timeout(sqe, &u->tick_ts, 0, 0);
 				io_uring_sqe_set_data64(sqe, ud(loop, OP_TICK));

@@ -8,10 +8,9 @@
  * kernel.io_uring_disabled or seccomp, ENOSYS, ENOMEM from memlock limits)
  * is returned, and the caller falls back to epoll.
  */
-#include "internal.h"
+#include "uring.h"
 
 #include <errno.h>
-#include <liburing.h>
 #include <string.h>
 
 int bt__uring_init(struct io_uring *ring, unsigned entries, unsigned cq_entries)
