@@ -6,7 +6,13 @@
  * baton is measured against); same HTTP subset as baton-httpd's fixed
  * response: GET/HEAD, keep-alive unless "Connection: close" or HTTP/1.0.
  *
- *   bench-inplace --listen 127.0.0.1:PORT [--body-size N]
+ *   bench-inplace --listen 127.0.0.1:PORT [--body-size N] [--no-fin-merge] [--paced US]
+ *
+ * --paced US applies baton's paced accept to the ceiling too: under load
+ * (accepts closer than US/4) stop waiting on the listener and sweep it
+ * every US microseconds, back to waiting when sweeps bring fewer than two
+ * connections each.  The same rule as runtime/acceptor.c, so the ceiling
+ * can be measured with the trick baton uses.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -20,13 +26,18 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+#ifndef IORING_ACCEPT_DONTWAIT
+#define IORING_ACCEPT_DONTWAIT (1U << 1)
+#endif
 
 #define NBUF 1024
 #define BUFSZ 4096
 #define BGID 0
 
-enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3, OP_CLOSE = 4 };
+enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3, OP_CLOSE = 4, OP_SWEEP = 5, OP_IGNORE = 6 };
 
 struct conn {
 	int fd;
@@ -49,6 +60,17 @@ static char *body;
 static size_t body_len;
 static int lfd;
 static int fin_merge = 1; /* --no-fin-merge: data, then FIN, as most servers do */
+static uint64_t paced_ns;  /* --paced US: sweep interval; 0: always wait on the listener */
+static int sweeping, sweep_inflight;
+static uint64_t next_sweep_ns, last_accept_ns, gap_ewma_ns = 1000000000ull, accepted;
+static unsigned sweep_got, yield_x8;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static struct io_uring_sqe *sqe_get(void)
 {
@@ -65,6 +87,15 @@ static void arm_accept(void)
 	struct io_uring_sqe *s = sqe_get();
 	io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(s, OP_ACCEPT);
+}
+
+static void sweep(void)
+{
+	struct io_uring_sqe *s = sqe_get();
+	io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
+	s->ioprio |= IORING_ACCEPT_DONTWAIT;
+	io_uring_sqe_set_data64(s, OP_SWEEP);
+	sweep_inflight = 1;
 }
 
 static void arm_recv(struct conn *c)
@@ -171,8 +202,16 @@ int main(int argc, char **argv)
 			memset(body, 'x', body_len);
 		} else if (!strcmp(argv[i], "--no-fin-merge")) {
 			fin_merge = 0;
+		} else if (!strcmp(argv[i], "--paced") && i + 1 < argc) {
+			char *end;
+			unsigned long us = strtoul(argv[++i], &end, 10);
+			if (*end || us == 0 || us > 1000000) {
+				fprintf(stderr, "bench-inplace: --paced wants 1..1000000 microseconds\n");
+				return 2;
+			}
+			paced_ns = us * 1000ull;
 		} else if (!strcmp(argv[i], "--help")) {
-			printf("usage: bench-inplace [--listen HOST:PORT] [--body-size N] [--no-fin-merge]\n");
+			printf("usage: bench-inplace [--listen HOST:PORT] [--body-size N] [--no-fin-merge] [--paced US]\n");
 			return 0;
 		} else {
 			fprintf(stderr, "bench-inplace: unknown argument '%s'\n", argv[i]);
@@ -236,7 +275,25 @@ int main(int argc, char **argv)
 	arm_accept();
 
 	for (;;) {
-		io_uring_submit_and_wait(&ring, 1);
+		uint64_t now = 0;
+		if (sweeping) {
+			now = now_ns();
+			if (now >= next_sweep_ns && !sweep_inflight) {
+				sweep();
+				next_sweep_ns = now + paced_ns;
+			}
+		}
+		if (sweeping && !sweep_inflight) {
+			uint64_t d = next_sweep_ns - now;
+			struct __kernel_timespec ts = {.tv_sec = (long long)(d / 1000000000ull),
+						       .tv_nsec = (long long)(d % 1000000000ull)};
+			struct io_uring_cqe *first;
+			io_uring_submit_and_wait_timeout(&ring, &first, 1, &ts, NULL);
+		} else {
+			io_uring_submit_and_wait(&ring, 1);
+		}
+		if (paced_ns)
+			now = now_ns();
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
 		io_uring_for_each_cqe(&ring, head, cqe) {
@@ -245,11 +302,38 @@ int main(int argc, char **argv)
 			unsigned op = d & 7;
 			struct conn *c = (struct conn *)(uintptr_t)(d & ~7ull);
 			int more = cqe->flags & IORING_CQE_F_MORE;
-			if (op == OP_ACCEPT) {
-				if (!more)
+			if (op == OP_IGNORE)
+				continue;
+			if (op == OP_ACCEPT || op == OP_SWEEP) {
+				if (op == OP_SWEEP && !more) {
+					sweep_inflight = 0;
+					if (cqe->res == -EINVAL) { /* before 6.10 */
+						paced_ns = 0;
+						sweeping = 0;
+						arm_accept();
+					} else {
+						yield_x8 = yield_x8 - (yield_x8 >> 3) + sweep_got;
+						sweep_got = 0;
+						if (yield_x8 < 16) {
+							sweeping = 0;
+							gap_ewma_ns = paced_ns;
+							arm_accept();
+						}
+					}
+				}
+				if (op == OP_ACCEPT && !more && !sweeping)
 					arm_accept();
 				if (cqe->res < 0)
 					continue;
+				accepted++;
+				sweep_got++;
+				if (paced_ns) {
+					uint64_t gap = now - last_accept_ns;
+					if (gap > 1000000000ull)
+						gap = 1000000000ull;
+					gap_ewma_ns = gap_ewma_ns - (gap_ewma_ns >> 3) + (gap >> 3);
+					last_accept_ns = now;
+				}
 				c = calloc(1, sizeof(*c));
 				c->fd = cqe->res;
 				arm_recv(c);
@@ -316,5 +400,13 @@ int main(int argc, char **argv)
 			}
 		}
 		io_uring_cq_advance(&ring, n);
+		if (paced_ns && !sweeping && accepted > 16 && gap_ewma_ns < paced_ns / 4) {
+			sweeping = 1;
+			yield_x8 = 32;
+			next_sweep_ns = now + paced_ns;
+			struct io_uring_sqe *s = sqe_get();
+			io_uring_prep_cancel64(s, OP_ACCEPT, 0);
+			io_uring_sqe_set_data64(s, OP_IGNORE);
+		}
 	}
 }

@@ -151,6 +151,9 @@ def designs(build, workers, batch, flush):
         "inplace-plain": Design("inplace-plain", lambda p, t: [
             os.path.join(build, "bench", "bench-inplace"), "--listen", "127.0.0.1:%d" % p,
             "--no-fin-merge"]),
+        "inplace-paced": Design("inplace-paced", lambda p, t: [
+            os.path.join(build, "bench", "bench-inplace"), "--listen", "127.0.0.1:%d" % p,
+            "--paced", "200"]),
         "prefork": Design("prefork", lambda p, t: [os.path.join(build, "bench", "bench-prefork"),
                                                    "--listen", "127.0.0.1:%d" % p, "--workers", str(workers)]),
         "reuseport": Design("reuseport", lambda p, t: [os.path.join(build, "bench", "bench-reuseport"),

@@ -110,6 +110,7 @@ int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg
 		if (rc < 0)
 			goto fail;
 	}
+	acc->can_sweep = acc->ops->sweep_listener != NULL;
 	*out = acc;
 	return 0;
 fail:
@@ -322,6 +323,19 @@ static void drain_backlog(bt_acceptor_t *acc)
 
 static void arm_all_listeners(bt_acceptor_t *acc)
 {
+	if (acc->sweeping) {
+		if (acc->sweeps_out || acc->now_ns < acc->next_sweep_ns)
+			return;
+		for (unsigned i = 0; i < acc->nl; i++) {
+			struct listener *l = &acc->l[i];
+			if (l->fd >= 0 && !l->armed && !l->closing &&
+			    acc->ops->sweep_listener(acc, l) == 0)
+				acc->sweeps_out++;
+		}
+		acc->st.sweeps += acc->sweeps_out != 0;
+		acc->next_sweep_ns = acc->now_ns + acc->sweep_hold_ns;
+		return;
+	}
 	for (unsigned i = 0; i < acc->nl; i++) {
 		struct listener *l = &acc->l[i];
 		if (l->fd >= 0 && !l->armed && !l->closing && acc->ops->arm_listener(acc, l) < 0)
@@ -340,6 +354,7 @@ void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more
 		l->armed = 0;
 	if (res >= 0) {
 		acc->st.accepted++;
+		acc->sweep_got++;
 		/* Smoothed gap between accepts (1/8 weight): tells the adaptive
 		 * flush whether more connections are on their way. */
 		uint64_t gap = acc->now_ns - acc->last_accept_ns;
@@ -380,6 +395,55 @@ void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more
 	if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
 		acc->st.errors++;
 		bt__log_errno(BT_LOG_ERROR, res, "accept4(fd %d)", l->fd);
+	}
+}
+
+/*
+ * Paced accept.  A connection arriving at an idle acceptor wakes it: one
+ * wake-up per connection, ~6 us here, the largest cost of the hand-off.
+ * Under load (accepts closer than a quarter of the adaptive hold) the
+ * acceptor stops waiting on its listeners and instead sweeps them every
+ * hold: one timer wake-up accepts all that queued meanwhile, and the batch
+ * goes out at once.  A connection waits at most one hold in the kernel's
+ * accept queue instead of in our pending batch.  When sweeps bring in
+ * fewer than two connections each on average, the wait costs more latency
+ * than the wake-ups it saves, and the acceptor waits on its listeners
+ * again.  (A single client can never make it sweep: its next connection
+ * waits for the previous answer.)
+ */
+static void start_sweeping(bt_acceptor_t *acc, uint64_t hold)
+{
+	acc->sweeping = 1;
+	acc->sweep_hold_ns = hold;
+	acc->yield_x8 = 32;
+	acc->next_sweep_ns = acc->now_ns + hold;
+	for (unsigned i = 0; i < acc->nl; i++) {
+		struct listener *l = &acc->l[i];
+		if (l->armed && !l->closing)
+			acc->ops->disarm_listener(acc, l);
+	}
+}
+
+void bt__acc_sweep_done(bt_acceptor_t *acc, struct listener *l, int res)
+{
+	(void)l;
+	if (acc->sweeps_out)
+		acc->sweeps_out--;
+	if (res == -EINVAL && acc->can_sweep) {
+		/* Before 6.10: no IORING_ACCEPT_DONTWAIT.  Wait on the
+		 * listeners, as always. */
+		bt__log(BT_LOG_DEBUG, "acceptor: no accept sweeps on this kernel");
+		acc->can_sweep = 0;
+		acc->sweeping = 0;
+		return;
+	}
+	if (acc->sweeps_out)
+		return;
+	acc->yield_x8 = acc->yield_x8 - (acc->yield_x8 >> 3) + acc->sweep_got;
+	acc->sweep_got = 0;
+	if (acc->yield_x8 < 16) {
+		acc->sweeping = 0;
+		acc->gap_ewma_ns = acc->sweep_hold_ns; /* re-learn from the next accepts */
 	}
 }
 
@@ -594,7 +658,7 @@ static void send_drains(bt_acceptor_t *acc)
 static int adaptive_due(const bt_acceptor_t *acc, const bt_queue_t *q, uint64_t since)
 {
 	uint64_t hold = bt__queue_delay_ns(q);
-	if (acc->gap_ewma_ns >= hold / 2)
+	if (acc->sweeping || acc->gap_ewma_ns >= hold / 2)
 		return 1;
 	return acc->now_ns >= since + hold;
 }
@@ -649,6 +713,25 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 		    (flush == BT_FLUSH_SIZE && acc->now_ns >= since + SIZE_BACKSTOP_NS))
 			flush_worker(acc, i);
 	}
+	if (!acc->sweeping && acc->can_sweep && accepting(acc)) {
+		/* Pace accepts when every queue flushes adaptively and
+		 * accepts come closer than a quarter of its hold. */
+		uint64_t hold = 0;
+		for (unsigned i = 0; i < acc->nw; i++) {
+			struct worker *w = &acc->w[i];
+			if (!w->q || w->dead)
+				continue;
+			if (bt__queue_flush_policy(w->q) != BT_FLUSH_ADAPTIVE) {
+				hold = 0;
+				break;
+			}
+			uint64_t h = bt__queue_delay_ns(w->q);
+			if (!hold || h < hold)
+				hold = h;
+		}
+		if (hold && acc->gap_ewma_ns < hold / 4 && acc->st.accepted > 16)
+			start_sweeping(acc, hold);
+	}
 	if (accepting(acc))
 		arm_all_listeners(acc);
 	if (acc->draining)
@@ -684,6 +767,8 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 				AT(since + SIZE_BACKSTOP_NS);
 		}
 	}
+	if (acc->sweeping && accepting(acc) && !acc->sweeps_out)
+		AT(acc->next_sweep_ns);
 	if (holding || acc->draining)
 		AT(acc->now_ns + REAP_TICK_NS);
 #undef AT

@@ -10,8 +10,8 @@
 #define BT_MAX_LISTENERS 64
 #define BT_MAX_WATCHES 8
 
-struct listener {
-	int fd;
+struct listener { /* 8-aligned: the io_uring backend tags its address */
+	_Alignas(8) int fd;
 	uint8_t armed;   /* an accept is armed / registered */
 	uint8_t closing; /* drain: being cancelled and closed */
 };
@@ -45,6 +45,11 @@ struct acc_ops {
 	void (*fini)(bt_acceptor_t *acc);
 	/* Begin accepting on l. */
 	int (*arm_listener)(bt_acceptor_t *acc, struct listener *l);
+	/* Accept what is queued on l now, without waiting (NULL: the
+	 * backend cannot; the acceptor never paces). */
+	int (*sweep_listener)(bt_acceptor_t *acc, struct listener *l);
+	/* Stop the accept armed on l (its completion says when). */
+	void (*disarm_listener)(bt_acceptor_t *acc, struct listener *l);
 	/* Stop accepting on l and close it. */
 	void (*close_listener)(bt_acceptor_t *acc, struct listener *l);
 	/* Send what bt_queue_flush_prepare built for worker idx; the result
@@ -91,6 +96,15 @@ struct bt_acceptor {
 	uint64_t next_id;
 	uint64_t last_accept_ns;
 	uint64_t gap_ewma_ns; /* smoothed time between accepts */
+	/* Paced accept (adaptive flush under load): sweep the listeners
+	 * every hold instead of waking per connection. */
+	int can_sweep;      /* the backend and kernel support sweeps */
+	int sweeping;
+	uint64_t next_sweep_ns;
+	uint64_t sweep_hold_ns;
+	unsigned sweeps_out;  /* listeners being swept */
+	unsigned sweep_got;   /* accepted by the sweep in progress */
+	unsigned yield_x8;    /* smoothed connections per sweep, x8 */
 	uint64_t now_ns;
 	struct bt_acceptor_stats st;
 	uint64_t batches_gone, items_gone; /* of queues since destroyed */
@@ -100,6 +114,9 @@ uint64_t bt__now_ns(void);
 
 /* Events, from the backends. */
 void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more);
+/* A sweep of l ended (its last completion). res < 0 other than -EAGAIN:
+ * the sweep failed (-EINVAL: the kernel cannot sweep). */
+void bt__acc_sweep_done(bt_acceptor_t *acc, struct listener *l, int res);
 void bt__acc_send_done(bt_acceptor_t *acc, unsigned idx, long res);
 /* A message or EOF arrived on worker idx's channel: rc as from
  * bt_fdpass_rx_complete.  Returns 1 to keep watching, 0 to stop. */

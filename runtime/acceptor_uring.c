@@ -32,11 +32,19 @@ enum {
 	T_CHANNEL = 3,
 	T_WATCH = 4,
 	T_TIMEOUT = 5,
-	T_IGNORE = 6,
-	T_CLOSE = 7,
+	T_MISC = 6,  /* kind in the bits above the tag */
+	T_SWEEP = 7,
 };
+#define T_IGNORE ((0ull << TAG_BITS) | T_MISC)
+#define T_CLOSE ((1ull << TAG_BITS) | T_MISC)
 #define TAG_BITS 3
 #define TAG_MASK 7ull
+
+/* Accept flag of 6.10: accept what is queued, then end with -EAGAIN
+ * instead of waiting (liburing 2.3 predates it). */
+#ifndef IORING_ACCEPT_DONTWAIT
+#define IORING_ACCEPT_DONTWAIT (1U << 1)
+#endif
 
 struct accu {
 	struct io_uring ring;
@@ -100,6 +108,33 @@ static int au_arm_listener(bt_acceptor_t *acc, struct listener *l)
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)l | T_ACCEPT);
 	l->armed = 1;
 	return 0;
+}
+
+/* A sweep: one multishot ACCEPT that takes every connection queued on
+ * the listener and ends with -EAGAIN, never waiting.  It runs during the
+ * submission that carries it. */
+static int au_sweep_listener(bt_acceptor_t *acc, struct listener *l)
+{
+	struct accu *u = acc->backend;
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+	sqe->ioprio |= IORING_ACCEPT_DONTWAIT;
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)l | T_SWEEP);
+	l->armed = 1;
+	return 0;
+}
+
+static void au_disarm_listener(bt_acceptor_t *acc, struct listener *l)
+{
+	struct accu *u = acc->backend;
+	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)l | T_ACCEPT, 0);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, T_IGNORE);
 }
 
 static void au_close_listener(bt_acceptor_t *acc, struct listener *l)
@@ -179,12 +214,27 @@ static void handle(bt_acceptor_t *acc, struct accu *u, struct io_uring_cqe *cqe)
 {
 	uint64_t data = io_uring_cqe_get_data64(cqe);
 	unsigned tag = (unsigned)(data & TAG_MASK);
+	if (tag == T_MISC) {
+		if (data == T_CLOSE)
+			bt__log_errno(BT_LOG_ERROR, cqe->res, "acceptor: close(held connection)");
+		return;
+	}
 	int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
 	switch (tag) {
 	case T_ACCEPT:
 		bt__acc_on_accept(acc, (struct listener *)(uintptr_t)(data & ~TAG_MASK),
 				  cqe->res, more);
 		break;
+	case T_SWEEP: {
+		struct listener *l = (struct listener *)(uintptr_t)(data & ~TAG_MASK);
+		if (cqe->res >= 0 || (cqe->res != -EAGAIN && cqe->res != -EINVAL))
+			bt__acc_on_accept(acc, l, cqe->res, 1);
+		if (!more) {
+			l->armed = 0;
+			bt__acc_sweep_done(acc, l, cqe->res);
+		}
+		break;
+	}
 	case T_SEND:
 		bt__acc_send_done(acc, (unsigned)(data >> TAG_BITS), cqe->res);
 		break;
@@ -209,9 +259,6 @@ static void handle(bt_acceptor_t *acc, struct accu *u, struct io_uring_cqe *cqe)
 		/* -ETIME: it fired.  An update does not end it (no CQE). */
 		if (cqe->res != -ECANCELED)
 			u->armed = 0;
-		break;
-	case T_CLOSE:
-		bt__log_errno(BT_LOG_ERROR, cqe->res, "acceptor: close(held connection)");
 		break;
 	default:
 		break;
@@ -288,6 +335,8 @@ const struct acc_ops bt__acc_uring_ops = {
 	.init = au_init,
 	.fini = au_fini,
 	.arm_listener = au_arm_listener,
+	.sweep_listener = au_sweep_listener,
+	.disarm_listener = au_disarm_listener,
 	.close_listener = au_close_listener,
 	.send = au_send,
 	.arm_channel = au_arm_channel,

@@ -81,7 +81,7 @@ static void print_counters(struct sup *s, const char *why)
 	fprintf(stderr,
 		"%s: counters (%s): uptime %.1f s, backend %s, dispatch %s, flush %s, batch %u%s\n"
 		"  acceptor: accepted %llu, batches %llu, fds/batch %.2f, redelivered %llu, "
-		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu\n",
+		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu, sweeps %llu\n",
 		s->cfg->name, why, up, bt_acceptor_backend(s->acc),
 		bt_acceptor_dispatch_name(s->cfg->dispatch),
 		bt_queue_flush_name(&s->cfg->queue, flush, sizeof(flush)), s->cfg->queue.batch,
@@ -91,7 +91,7 @@ static void print_counters(struct sup *s, const char *why)
 		(unsigned long long)st.redelivered, (unsigned long long)st.dropped,
 		(unsigned long long)st.full, (unsigned long long)st.emfile,
 		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
-		(unsigned long long)st.wakeups);
+		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps);
 	for (unsigned i = 0; i < s->nw; i++) {
 		struct bt_queue_stats qs;
 		bt_acceptor_worker_stats(s->acc, i, &qs);

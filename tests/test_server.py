@@ -124,7 +124,7 @@ class Server:
                 block = self.text()[self.text().rfind("counters (SIGUSR1)"):]
                 line = [ln for ln in block.splitlines() if "acceptor:" in ln][0]
                 return dict((k, int(v)) for k, v in
-                            re.findall(r"(accepted|redelivered|dropped|held) (\d+)", line))
+                            re.findall(r"(accepted|redelivered|dropped|held|sweeps) (\d+)", line))
             time.sleep(0.02)
         raise AssertionError("no counters after SIGUSR1")
 
@@ -457,10 +457,17 @@ def test_sigkill_worker_redelivers():
 
 def test_sigkill_under_load():
     """SIGKILL a worker while clients keep coming: the server keeps serving;
-    only connections the dead worker had already taken may fail."""
+    only connections the dead worker had already taken may fail.  Twice:
+    with the default flush, and with a 10 ms adaptive hold, under which
+    these clients make the acceptor sweep (paced accept)."""
     if MODE == "thread":
         raise Skip("worker threads cannot be killed alone")
-    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2")
+    for flush in ("adaptive", "adaptive:10000"):
+        sigkill_under_load(flush)
+
+
+def sigkill_under_load(flush):
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--flush", flush)
     try:
         stop = [False]
         ok = [0]
@@ -485,12 +492,14 @@ def test_sigkill_under_load():
         stop[0] = True
         for t in ts:
             t.join(30)
-        assert ok[0] > 100, (ok, failed)
+        assert ok[0] > 100, (flush, ok, failed)
         # At most the connections the victim was serving at that moment.
-        assert failed[0] <= 8, (ok, failed)
+        assert failed[0] <= 8, (flush, ok, failed)
         after = ok[0]
         assert echo_once(srv.port, b"still\n") == b"still\n"
         assert after > 0
+        if flush != "adaptive" and "io_uring backend" in srv.text() and kernel_at_least(6, 10):
+            assert srv.counters()["sweeps"] > 0  # the kill landed while it paced
     finally:
         assert srv.stop() == 0
 
@@ -634,6 +643,54 @@ def test_ipv6_and_unix_listeners():
             assert srv.stop() == 0
     finally:
         shutil.rmtree(d)
+
+
+def kernel_at_least(major, minor):
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
+def test_paced_accept():
+    """Under load the io_uring acceptor sweeps its listeners every hold
+    instead of waking per connection (adaptive flush); every connection is
+    still served exactly once; idle again, it stops sweeping.  A 10 ms hold
+    makes even these Python clients (and a sanitizer build) count as load:
+    sweeping starts when accepts come closer than a quarter of the hold."""
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--flush", "adaptive:10000")
+    try:
+        n = 2000
+        seen = {}
+        lock = threading.Lock()
+
+        def one(i):
+            token = b"paced-%06d\n" % i
+            assert echo_once(srv.port, token) == token
+            with lock:
+                seen[i] = seen.get(i, 0) + 1
+
+        errors = run_parallel(n, one, threads=48)
+        assert not errors, errors[:5]
+        assert len(seen) == n and all(v == 1 for v in seen.values())
+        c = srv.counters()
+        assert c["accepted"] == n and c["dropped"] == 0, c
+        if "io_uring backend" not in srv.text():
+            assert c["sweeps"] == 0, c  # epoll waits on its listeners, always
+        elif kernel_at_least(6, 10):
+            assert c["sweeps"] > 0, c   # IORING_ACCEPT_DONTWAIT is there: it paced
+        # Idle: sweeping stops after a few dozen empty sweeps; one that
+        # went on would count ~50 more in this half second.
+        time.sleep(1.0)
+        before = srv.counters()["sweeps"]
+        time.sleep(0.5)
+        after = srv.counters()["sweeps"]
+        assert after - before <= 2, (before, after)
+        # A lone client is answered; nothing is left held.
+        for i in range(20):
+            assert echo_once(srv.port, b"lone-%d\n" % i) == b"lone-%d\n" % i
+        time.sleep(0.2)
+        assert srv.counters()["held"] == 0
+    finally:
+        assert srv.stop() == 0
 
 
 def test_dispatch_and_flush_policies():

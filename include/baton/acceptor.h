@@ -111,6 +111,7 @@ struct bt_acceptor_stats {
 	uint64_t emfile;       /* accept pauses for EMFILE/ENFILE */
 	uint64_t errors;       /* other accept errors */
 	uint64_t wakeups;
+	uint64_t sweeps;       /* paced accept: listener sweeps (adaptive flush under load) */
 };
 BT_API void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *out);
 /* Counters of worker slot idx since the acceptor started, over every
