@@ -235,6 +235,13 @@ static int pick(bt_acceptor_t *acc, int fd)
 		return -1;
 	}
 	default:
+		if (acc->sweeping) {
+			/* Round-robin by sweep: the whole catch goes to one
+			 * worker, one wake-up for all of it. */
+			unsigned i = acc->sweep_rr % acc->nw;
+			if (usable(&acc->w[i]))
+				return (int)i;
+		}
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = acc->rr++ % acc->nw;
 			if (usable(&acc->w[i]))
@@ -333,6 +340,7 @@ static void arm_all_listeners(bt_acceptor_t *acc)
 				acc->sweeps_out++;
 		}
 		acc->st.sweeps += acc->sweeps_out != 0;
+		acc->sweep_rr++;
 		acc->next_sweep_ns = acc->now_ns + acc->sweep_hold_ns;
 		return;
 	}

@@ -104,6 +104,7 @@ struct bt_acceptor {
 	uint64_t sweep_hold_ns;
 	unsigned sweeps_out;  /* listeners being swept */
 	unsigned sweep_got;   /* accepted by the sweep in progress */
+	unsigned sweep_rr;    /* rr dispatch while sweeping: this sweep's worker */
 	unsigned yield_x8;    /* smoothed connections per sweep, x8 */
 	uint64_t now_ns;
 	struct bt_acceptor_stats st;
