@@ -59,6 +59,7 @@ struct tq {
 	_Atomic uint32_t drain_ms;
 	_Atomic int drain;
 	_Atomic uint64_t wakes; /* eventfd writes, for the counters */
+	_Atomic int signaled;   /* the eventfd was written since its last reset */
 	/* consumer only: payloads handed out by the last consume */
 	char **given;
 	size_t ngiven, capgiven;
@@ -169,6 +170,9 @@ static void wake(struct tq *t)
 		uint64_t one = 1;
 		ssize_t n = write(t->efd, &one, sizeof(one));
 		(void)n; /* EAGAIN: the counter is already non-zero, it will wake */
+		/* After the write: a consumer that sees the flag finds the
+		 * counter to reset (a level-triggered waiter must not spin). */
+		atomic_store_explicit(&t->signaled, 1, memory_order_release);
 		atomic_fetch_add_explicit(&t->wakes, 1, memory_order_relaxed);
 	}
 }
@@ -304,9 +308,14 @@ int bt_queue_consume(bt_queue_t *q, struct bt_wire_item *out, size_t max)
 int bt_queue_idle(bt_queue_t *q)
 {
 	struct tq *t = q->tq;
-	uint64_t one;
-	while (read(t->efd, &one, sizeof(one)) == sizeof(one))
-		; /* reset the eventfd before deciding */
+	/* Reset the eventfd before deciding, but only if it was written:
+	 * a read that finds nothing is a syscall per loop iteration. */
+	if (atomic_load_explicit(&t->signaled, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&t->signaled, 0, memory_order_acquire)) {
+		uint64_t one;
+		ssize_t n = read(t->efd, &one, sizeof(one)); /* resets it to 0 */
+		(void)n;
+	}
 	atomic_store_explicit(&t->sleeping, 1, memory_order_seq_cst);
 	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_seq_cst);
 	uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
