@@ -403,6 +403,7 @@ int main(int argc, char **argv)
 		if (paced_ns && !sweeping && accepted > 16 && gap_ewma_ns < paced_ns / 4) {
 			sweeping = 1;
 			yield_x8 = 32;
+			sweep_got = 0;
 			next_sweep_ns = now + paced_ns;
 			struct io_uring_sqe *s = sqe_get();
 			io_uring_prep_cancel64(s, OP_ACCEPT, 0);

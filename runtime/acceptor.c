@@ -424,6 +424,7 @@ static void start_sweeping(bt_acceptor_t *acc, uint64_t hold)
 	acc->sweeping = 1;
 	acc->sweep_hold_ns = hold;
 	acc->yield_x8 = 32;
+	acc->sweep_got = 0;
 	acc->next_sweep_ns = acc->now_ns + hold;
 	for (unsigned i = 0; i < acc->nl; i++) {
 		struct listener *l = &acc->l[i];
