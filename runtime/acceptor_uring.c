@@ -98,32 +98,33 @@ static void au_fini(bt_acceptor_t *acc)
 	}
 }
 
-static int au_arm_listener(bt_acceptor_t *acc, struct listener *l)
+/* A multishot ACCEPT on l.  Waiting (tag T_ACCEPT): it stays armed and
+ * posts a completion per connection.  A sweep (T_SWEEP, with
+ * IORING_ACCEPT_DONTWAIT): it takes every connection queued on the
+ * listener and ends with -EAGAIN, never waiting; it runs during the
+ * submission that carries it. */
+static int prep_accept(bt_acceptor_t *acc, struct listener *l, unsigned tag)
 {
 	struct accu *u = acc->backend;
 	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)l | T_ACCEPT);
+	if (tag == T_SWEEP)
+		sqe->ioprio |= IORING_ACCEPT_DONTWAIT;
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)l | tag);
 	l->armed = 1;
 	return 0;
 }
 
-/* A sweep: one multishot ACCEPT that takes every connection queued on
- * the listener and ends with -EAGAIN, never waiting.  It runs during the
- * submission that carries it. */
+static int au_arm_listener(bt_acceptor_t *acc, struct listener *l)
+{
+	return prep_accept(acc, l, T_ACCEPT);
+}
+
 static int au_sweep_listener(bt_acceptor_t *acc, struct listener *l)
 {
-	struct accu *u = acc->backend;
-	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
-	if (!sqe)
-		return -EBUSY;
-	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
-	sqe->ioprio |= IORING_ACCEPT_DONTWAIT;
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)l | T_SWEEP);
-	l->armed = 1;
-	return 0;
+	return prep_accept(acc, l, T_SWEEP);
 }
 
 static void au_disarm_listener(bt_acceptor_t *acc, struct listener *l)

@@ -259,26 +259,32 @@ def test_help_and_bad_flags():
     assert r.returncode == 1 and b"not a port" in r.stderr, r
 
 
+def echo_each_once(srv, n, tag):
+    """n concurrent clients, each with its own token: every one answered
+    with its own token, exactly once; the acceptor counted n, dropped none.
+    Returns the counters."""
+    seen = {}
+    lock = threading.Lock()
+
+    def one(i):
+        token = b"%s-%06d\n" % (tag, i)
+        got = echo_once(srv.port, token)
+        assert got == token, (got, token)
+        with lock:
+            seen[i] = seen.get(i, 0) + 1
+
+    errors = run_parallel(n, one, threads=48)
+    assert not errors, errors[:5]
+    assert len(seen) == n and all(v == 1 for v in seen.values())
+    c = srv.counters()
+    assert c["accepted"] == n and c["dropped"] == 0, c
+    return c
+
+
 def test_echo_many_concurrent():
     srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2")
     try:
-        n = 600
-        seen = {}
-        lock = threading.Lock()
-
-        def one(i):
-            token = b"token-%06d\n" % i
-            got = echo_once(srv.port, token)
-            assert got == token, (got, token)
-            with lock:
-                seen[i] = seen.get(i, 0) + 1
-
-        errors = run_parallel(n, one, threads=48)
-        assert not errors, errors[:5]
-        assert len(seen) == n and all(v == 1 for v in seen.values())
-        c = srv.counters()
-        assert c["accepted"] == n, c
-        assert c["dropped"] == 0, c
+        echo_each_once(srv, 600, b"token")
     finally:
         assert srv.stop() == 0
 
@@ -702,21 +708,7 @@ def test_paced_accept():
     sweeping starts when accepts come closer than a quarter of the hold."""
     srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--flush", "adaptive:10000")
     try:
-        n = 2000
-        seen = {}
-        lock = threading.Lock()
-
-        def one(i):
-            token = b"paced-%06d\n" % i
-            assert echo_once(srv.port, token) == token
-            with lock:
-                seen[i] = seen.get(i, 0) + 1
-
-        errors = run_parallel(n, one, threads=48)
-        assert not errors, errors[:5]
-        assert len(seen) == n and all(v == 1 for v in seen.values())
-        c = srv.counters()
-        assert c["accepted"] == n and c["dropped"] == 0, c
+        c = echo_each_once(srv, 2000, b"paced")
         if "io_uring backend" not in srv.text():
             assert c["sweeps"] == 0, c  # epoll waits on its listeners, always
         elif kernel_at_least(6, 10):
