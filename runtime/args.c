@@ -20,6 +20,7 @@ void bt_runtime_config_init(struct bt_runtime_config *cfg, const char *name, int
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->mode = BT_MODE_PROCESS;
+	cfg->threads = 1;
 	cfg->drain_timeout_ms = 10000;
 	cfg->backlog = 4096;
 	bt_queue_config_init(&cfg->queue);
@@ -61,6 +62,7 @@ static const struct rt_flag rt_flags[] = {
 	{"flush", "POLICY", "adaptive[:HOLD_US] | size | delay:US (default adaptive:200)"},
 	{"dispatch", "POLICY", "rr | least | hash (default rr)"},
 	{"mode", "MODE", "process | thread (default process)"},
+	{"threads", "T", "process mode: T worker threads in each worker process (default 1)"},
 	{"pin", NULL, "pin worker i to CPU i (off by default)"},
 	{"drain-timeout", "MS", "on SIGTERM, time workers get to finish (default 10000)"},
 	{"fire-and-forget", NULL, "close the acceptor's copy right after sending (no redelivery)"},
@@ -134,6 +136,10 @@ static int set_runtime(struct bt_runtime_config *cfg, const char *name, const ch
 			cfg->mode = BT_MODE_THREAD;
 		else
 			return -1;
+	} else if (!strcmp(name, "threads")) {
+		if (parse_uint(v, 1, 64, &n) < 0)
+			return -1;
+		cfg->threads = (unsigned)n;
 	} else if (!strcmp(name, "drain-timeout")) {
 		if (parse_uint(v, 0, 3600000, &n) < 0)
 			return -1;
@@ -163,6 +169,8 @@ static const char *expected(const char *name)
 		return "rr, least or hash";
 	if (!strcmp(name, "mode"))
 		return "process or thread";
+	if (!strcmp(name, "threads"))
+		return "a number from 1 to 64";
 	if (!strcmp(name, "drain-timeout"))
 		return "milliseconds, 0 to 3600000";
 	if (!strcmp(name, "backend"))
@@ -239,6 +247,18 @@ int bt_runtime_parse_args(struct bt_runtime_config *cfg, int argc, char **argv,
 			usage(stderr, cfg, app, NULL);
 			return 2;
 		}
+	}
+	if (cfg->threads > 1 && cfg->mode == BT_MODE_THREAD) {
+		fprintf(stderr, "%s: --threads is for --mode process (worker processes of T threads "
+				"each); in thread mode --workers sets the number of threads\n",
+			cfg->name);
+		return 2;
+	}
+	unsigned long procs = cfg->workers ? cfg->workers : (unsigned long)sysconf(_SC_NPROCESSORS_ONLN);
+	if (cfg->threads > 1 && procs * cfg->threads > 4096) {
+		fprintf(stderr, "%s: --workers x --threads is %lu: at most 4096 worker loops\n",
+			cfg->name, procs * cfg->threads);
+		return 2;
 	}
 	return 0;
 }

@@ -61,7 +61,10 @@ struct sup {
 	bt_acceptor_t *acc;
 	bt_queue_shm_t *shm;
 	struct wslot *w;
-	unsigned nw;
+	unsigned nw;     /* worker processes (process mode) or threads (thread mode) */
+	unsigned tpp;    /* worker loops per process: --threads (1 in thread mode) */
+	unsigned nslots; /* the acceptor's worker slots: nw x tpp; process p has
+			  * slots p*tpp .. p*tpp+tpp-1 */
 	int sigfd;
 	int lfds[BT_RUNTIME_MAX_LISTEN + 64];
 	int nl;
@@ -92,21 +95,24 @@ static void print_counters(struct sup *s, const char *why)
 		(unsigned long long)st.full, (unsigned long long)st.emfile,
 		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
 		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps);
-	for (unsigned i = 0; i < s->nw; i++) {
+	for (unsigned i = 0; i < s->nslots; i++) {
 		struct bt_queue_stats qs;
 		bt_acceptor_worker_stats(s->acc, i, &qs);
-		char who[32];
+		char who[48];
+		struct wslot *w = &s->w[i / s->tpp];
 		if (s->cfg->mode == BT_MODE_THREAD)
-			snprintf(who, sizeof(who), "thread%s", s->w[i].running ? "" : " (ended)");
+			snprintf(who, sizeof(who), "thread%s", w->running ? "" : " (ended)");
+		else if (s->tpp > 1)
+			snprintf(who, sizeof(who), "pid %ld thread %u", (long)w->pid, i % s->tpp);
 		else
-			snprintf(who, sizeof(who), "pid %ld", (long)s->w[i].pid);
+			snprintf(who, sizeof(who), "pid %ld", (long)w->pid);
 		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
 		unsigned open = s->cfg->mode == BT_MODE_THREAD ? (q ? bt_queue_load(q) : 0)
 							    : bt_queue_shm_load(s->shm, i);
 		fprintf(stderr,
 			"  worker %u: %s, restarts %u, batches %llu, items %llu, acked %llu, "
 			"lost %llu, redelivered %llu, full %llu, open %u\n",
-			i, who, s->w[i].restarts, (unsigned long long)qs.batches,
+			i, who, w->restarts, (unsigned long long)qs.batches,
 			(unsigned long long)qs.items_sent, (unsigned long long)qs.acked,
 			(unsigned long long)qs.lost, (unsigned long long)qs.taken,
 			(unsigned long long)qs.full, open);
@@ -115,21 +121,96 @@ static void print_counters(struct sup *s, const char *why)
 
 /* --- workers -------------------------------------------------------------- */
 
-static void worker_main(struct sup *s, unsigned idx, int chfd) __attribute__((noreturn));
-static void worker_main(struct sup *s, unsigned idx, int chfd)
+static void pin_self(unsigned slot, const char *what)
 {
-	/* Keep stdio and the channel; close the rest (listeners, held client
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET((int)(slot % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
+	if (sched_setaffinity(0, sizeof(set), &set) < 0) /* 0: the calling thread */
+		bt__log_errno(BT_LOG_WARN, -errno, "%s %u: sched_setaffinity", what, slot);
+}
+
+/* One worker loop on its channel, until it drains or fails: 0 or -errno. */
+static int run_slot(struct sup *s, unsigned slot, int chfd)
+{
+	if (s->cfg->pin)
+		pin_self(slot, "worker");
+	bt_fdpass_t *ch;
+	int rc = bt_fdpass_open(&ch, chfd);
+	if (rc < 0)
+		return rc;
+	struct bt_loop_config lc;
+	bt_loop_config_init(&lc);
+	lc.worker_id = (int)slot;
+	lc.channel = ch;
+	lc.shm = s->shm;
+	lc.slot = slot;
+	lc.handler = s->h;
+	lc.user = s->user;
+	lc.backend = s->cfg->backend;
+	lc.drain_timeout_ms = s->cfg->drain_timeout_ms;
+	bt_loop_t *loop;
+	rc = bt_loop_create(&loop, &lc);
+	if (rc < 0)
+		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", slot);
+	rc = bt_loop_run(loop);
+	bt_loop_destroy(loop);
+	return rc;
+}
+
+struct slot_thread {
+	struct sup *s;
+	unsigned slot, t;
+	int fd;
+	int rc;
+	pthread_t tid;
+};
+
+
+static void *slot_thread_main(void *arg)
+{
+	struct slot_thread *st = arg;
+	char name[16]; /* "baton: w 12.3" */
+	snprintf(name, sizeof(name), "baton: w %u.%u", st->slot / st->s->tpp, st->t);
+	pthread_setname_np(pthread_self(), name);
+	st->rc = run_slot(st->s, st->slot, st->fd);
+	if (st->rc < 0)
+		_exit(73); /* a failed loop strands its channel: start over */
+	return NULL;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Close every descriptor but stdio and keep[0..n). */
+static void close_all_but(const int *keep, unsigned n)
+{
+	int sorted[64];
+	memcpy(sorted, keep, n * sizeof(int));
+	qsort(sorted, n, sizeof(int), cmp_int);
+	unsigned lo = 3;
+	for (unsigned i = 0; i <= n; i++) {
+		unsigned hi = i < n ? (unsigned)sorted[i] : ~0u; /* close [lo, hi) */
+		if (hi > lo && syscall(SYS_close_range, lo, hi - 1, 0) < 0)
+			for (unsigned fd = lo; fd < hi && fd < 65536; fd++)
+				close((int)fd);
+		if (i < n)
+			lo = (unsigned)sorted[i] + 1;
+	}
+}
+
+/* A worker process: --threads loops, one per channel in chfd[]; the first
+ * on this thread.  It exits when all of them have drained. */
+static void worker_main(struct sup *s, unsigned p, const int *chfd) __attribute__((noreturn));
+static void worker_main(struct sup *s, unsigned p, const int *chfd)
+{
+	/* Keep stdio and the channels; close the rest (listeners, held client
 	 * connections, the acceptor's ring, other workers' channels). */
-	int target = 3;
-	if (chfd != target) {
-		if (dup3(chfd, target, O_CLOEXEC) < 0)
-			_exit(70);
-		chfd = target;
-	}
-	if (syscall(SYS_close_range, 4u, ~0u, 0) < 0) {
-		for (int fd = 4; fd < 65536; fd++)
-			close(fd);
-	}
+	close_all_but(chfd, s->tpp);
 	sigset_t all;
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
@@ -139,40 +220,24 @@ static void worker_main(struct sup *s, unsigned idx, int chfd)
 	signal(SIGPIPE, SIG_IGN);
 
 	char title[32];
-	snprintf(title, sizeof(title), "baton: worker %u", idx);
+	snprintf(title, sizeof(title), "baton: worker %u", p);
 	bt__proctitle_set(title);
-	if (s->cfg->pin) {
-		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET((int)(idx % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
-		if (sched_setaffinity(0, sizeof(set), &set) < 0)
-			bt__log_errno(BT_LOG_WARN, -errno, "worker %u: sched_setaffinity", idx);
-	}
 
-	bt_fdpass_t *ch;
-	int rc = bt_fdpass_open(&ch, chfd);
-	if (rc < 0)
-		_exit(71);
-	struct bt_loop_config lc;
-	bt_loop_config_init(&lc);
-	lc.worker_id = (int)idx;
-	lc.channel = ch;
-	lc.shm = s->shm;
-	lc.slot = idx;
-	lc.handler = s->h;
-	lc.user = s->user;
-	lc.backend = s->cfg->backend;
-	lc.drain_timeout_ms = s->cfg->drain_timeout_ms;
-	bt_loop_t *loop;
-	rc = bt_loop_create(&loop, &lc);
-	if (rc < 0) {
-		bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", idx);
-		_exit(72);
+	struct slot_thread st[64];
+	for (unsigned t = 1; t < s->tpp; t++) {
+		st[t] = (struct slot_thread){.s = s, .slot = p * s->tpp + t, .t = t, .fd = chfd[t]};
+		int e = pthread_create(&st[t].tid, NULL, slot_thread_main, &st[t]);
+		if (e) {
+			/* A loop missing would strand its channel: start over. */
+			bt__log_errno(BT_LOG_ERROR, -e, "worker %u: pthread_create(thread %u)", p, t);
+			_exit(74);
+		}
 	}
-	rc = bt_loop_run(loop);
-	bt_loop_destroy(loop);
-	_exit(rc == 0 ? 0 : 73);
+	if (run_slot(s, p * s->tpp, chfd[0]) < 0)
+		_exit(73); /* a failed loop strands its channel: start over */
+	for (unsigned t = 1; t < s->tpp; t++)
+		pthread_join(st[t].tid, NULL);
+	_exit(0);
 }
 
 /* --- thread mode ---------------------------------------------------------- */
@@ -270,51 +335,83 @@ static void on_thread_done(void *ctx)
 		bt_acceptor_stop(s->acc);
 }
 
-static int spawn(struct sup *s, unsigned idx)
+/* Fork worker process p with its --threads channels, and attach them to
+ * the acceptor's slots p*tpp.. . */
+static int spawn(struct sup *s, unsigned p)
 {
-	int sv[2];
-	int rc = bt_fdpass_pair(sv, 0);
-	if (rc < 0)
-		return rc;
-	bt_queue_shm_reset(s->shm, idx);
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0) {
-		int err = -errno;
-		close(sv[0]);
-		close(sv[1]);
-		return bt__log_errno(BT_LOG_ERROR, err, "fork(worker %u)", idx);
+	unsigned T = s->tpp, made = 0, attached = 0;
+	int par[64], kid[64];
+	int rc = 0;
+	for (; made < T; made++) {
+		int sv[2];
+		rc = bt_fdpass_pair(sv, 0);
+		if (rc < 0)
+			break;
+		par[made] = sv[0];
+		kid[made] = sv[1];
+		bt_queue_shm_reset(s->shm, p * T + made);
 	}
-	if (pid == 0) {
-		close(sv[0]);
-		worker_main(s, idx, sv[1]);
+	pid_t pid = -1;
+	if (rc == 0) {
+		fflush(NULL);
+		pid = fork();
+		if (pid < 0)
+			rc = bt__log_errno(BT_LOG_ERROR, -errno, "fork(worker %u)", p);
+		else if (pid == 0) {
+			for (unsigned t = 0; t < T; t++)
+				close(par[t]);
+			worker_main(s, p, kid);
+		}
 	}
-	close(sv[1]);
-	bt_fdpass_t *ch;
-	bt_queue_t *q;
-	rc = bt_fdpass_open(&ch, sv[0]);
+	for (unsigned t = 0; t < made; t++)
+		close(kid[t]);
+	for (; rc == 0 && attached < T; attached++) {
+		unsigned slot = p * T + attached;
+		bt_fdpass_t *ch;
+		bt_queue_t *q;
+		rc = bt_fdpass_open(&ch, par[attached]);
+		if (rc < 0)
+			break;
+		par[attached] = -1; /* the channel's now */
+		rc = bt_queue_create(&q, &s->cfg->queue, ch, s->shm, slot);
+		if (rc < 0) {
+			bt_fdpass_close(ch);
+			bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create", slot);
+			break;
+		}
+		rc = bt_acceptor_attach(s->acc, slot, q);
+		if (rc < 0) {
+			bt_queue_destroy(q);
+			break;
+		}
+	}
 	if (rc < 0) {
-		close(sv[0]);
-		kill(pid, SIGKILL);
+		for (unsigned t = attached; t < made; t++)
+			if (par[t] >= 0)
+				close(par[t]);
+		for (unsigned t = 0; t < attached; t++)
+			bt_acceptor_detach(s->acc, p * T + t);
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
 		return rc;
 	}
-	rc = bt_queue_create(&q, &s->cfg->queue, ch, s->shm, idx);
-	if (rc < 0) {
-		bt_fdpass_close(ch);
-		kill(pid, SIGKILL);
-		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create", idx);
-	}
-	rc = bt_acceptor_attach(s->acc, idx, q);
-	if (rc < 0) {
-		bt_queue_destroy(q);
-		kill(pid, SIGKILL);
-		return rc;
-	}
-	s->w[idx].pid = pid;
-	s->w[idx].started_ns = bt__now_ns();
-	s->w[idx].respawn_at_ns = 0;
-	bt__log(BT_LOG_DEBUG, "worker %u: pid %ld", idx, (long)pid);
+	s->w[p].pid = pid;
+	s->w[p].started_ns = bt__now_ns();
+	s->w[p].respawn_at_ns = 0;
+	bt__log(BT_LOG_DEBUG, "worker %u: pid %ld", p, (long)pid);
 	return 0;
+}
+
+/* Every slot of process p reclaimed by the acceptor (its connections
+ * handed back): it may be started again. */
+static int slots_free(struct sup *s, unsigned p)
+{
+	for (unsigned t = 0; t < s->tpp; t++)
+		if (bt_acceptor_queue(s->acc, p * s->tpp + t))
+			return 0;
+	return 1;
 }
 
 static void schedule(struct sup *s);
@@ -327,7 +424,7 @@ static void on_timer(void *ctx)
 		struct wslot *w = &s->w[i];
 		if (w->pid || !w->respawn_at_ns || w->respawn_at_ns > now)
 			continue;
-		if (bt_acceptor_queue(s->acc, i)) {
+		if (!slots_free(s, i)) {
 			/* Its connections are still being handed back. */
 			w->respawn_at_ns = now + 10000000ull;
 			continue;
@@ -391,7 +488,8 @@ static void reap_children(struct sup *s)
 		struct wslot *w = &s->w[i];
 		uint64_t lived = bt__now_ns() - w->started_ns;
 		w->pid = 0;
-		bt_acceptor_detach(s->acc, i);
+		for (unsigned t = 0; t < s->tpp; t++)
+			bt_acceptor_detach(s->acc, i * s->tpp + t);
 		int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
 		if (s->draining) {
 			bt__log(clean ? BT_LOG_DEBUG : BT_LOG_WARN, "worker %u (pid %ld) exited: %s %d", i,
@@ -509,11 +607,14 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->nw = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+	s->tpp = cfg->mode == BT_MODE_PROCESS && cfg->threads > 1 ? cfg->threads : 1;
+	s->nslots = s->nw * s->tpp;
 	s->w = calloc(s->nw, sizeof(*s->w));
 	int status = 1;
 	int rc = !s->w ? -ENOMEM
+		 : s->tpp > 64 || s->nslots > 4096 ? -EINVAL
 		 : cfg->mode == BT_MODE_THREAD ? 0
-		 : bt_queue_shm_create(&s->shm, s->nw, cfg->queue.max_inflight);
+		 : bt_queue_shm_create(&s->shm, s->nslots, cfg->queue.max_inflight);
 	if (rc < 0)
 		goto out;
 
@@ -523,7 +624,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	ac.backend = cfg->backend;
 	ac.on_worker_gone = on_worker_gone;
 	ac.ctx = s;
-	rc = bt_acceptor_create(&s->acc, &ac, s->nw);
+	rc = bt_acceptor_create(&s->acc, &ac, s->nslots);
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_ERROR, rc, "cannot create the acceptor");
 		goto out;
@@ -569,8 +670,11 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	}
 	bt__proctitle_set("baton: acceptor");
 	char flush[32];
-	bt__log(BT_LOG_INFO, "%s: %u worker %s, %s backend, batch %u, flush %s, dispatch %s",
-		cfg->name, s->nw, cfg->mode == BT_MODE_THREAD ? "threads" : "processes",
+	char of[32] = "";
+	if (s->tpp > 1)
+		snprintf(of, sizeof(of), " of %u threads", s->tpp);
+	bt__log(BT_LOG_INFO, "%s: %u worker %s%s, %s backend, batch %u, flush %s, dispatch %s",
+		cfg->name, s->nw, cfg->mode == BT_MODE_THREAD ? "threads" : "processes", of,
 		bt_acceptor_backend(s->acc), cfg->queue.batch,
 		bt_queue_flush_name(&cfg->queue, flush, sizeof(flush)),
 		bt_acceptor_dispatch_name(cfg->dispatch));

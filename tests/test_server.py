@@ -4,7 +4,8 @@ with real clients on 127.0.0.1: our own (this file) and curl.
 
 Usage: test_server.py BUILD_DIR [case ...]
 The backend is BATON_BACKEND (io_uring or epoll) from the environment, the
-mode BATON_TEST_MODE (process).  Every server a case starts is stopped by
+mode BATON_TEST_MODE (process, thread, or hybrid: worker processes of two
+threads each, --threads 2).  Every server a case starts is stopped by
 pid; every load is bounded in count and time.  Prints one line per case
 and "N passed, N failed, N skipped"; exit 0 only if none failed.
 """
@@ -25,6 +26,9 @@ BUILD = os.path.abspath(sys.argv[1])
 ECHO = os.path.join(BUILD, "apps", "baton-echo")
 HTTPD = os.path.join(BUILD, "apps", "baton-httpd")
 MODE = os.environ.get("BATON_TEST_MODE", "process")
+MODE_ARGS = {"process": ["--mode", "process"], "thread": ["--mode", "thread"],
+             "hybrid": ["--mode", "process", "--threads", "2"]}[MODE]
+THREADS = 2 if MODE == "hybrid" else 1  # worker loops per worker process
 
 
 class Skip(Exception):
@@ -43,7 +47,7 @@ class Server:
         e.setdefault("BATON_LOG", "info")
         if env:
             e.update(env)
-        argv = cmd or [prog, "--mode", MODE] + list(args)
+        argv = cmd or [prog] + MODE_ARGS + list(args)
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL, env=e, pass_fds=pass_fds,
                                      preexec_fn=preexec)
@@ -248,7 +252,10 @@ def test_help_and_bad_flags():
         for bad, why in ((["--workers", "0"], b"--workers"), (["--batch", "254"], b"--batch"),
                          (["--flush", "sometimes"], b"--flush"), (["--dispatch", "x"], b"--dispatch"),
                          (["--bogus"], b"unknown option"), (["--workers"], b"needs a value"),
-                         (["stray"], b"unexpected argument"), (["--mode", "fiber"], b"--mode")):
+                         (["stray"], b"unexpected argument"), (["--mode", "fiber"], b"--mode"),
+                         (["--threads", "0"], b"--threads"), (["--threads", "65"], b"--threads"),
+                         (["--mode", "thread", "--threads", "2"], b"is for --mode process"),
+                         (["--workers", "1024", "--threads", "8"], b"at most 4096")):
             r = subprocess.run([prog] + bad, capture_output=True, timeout=10)
             assert r.returncode == 2, (bad, r)
             assert why in r.stderr, (bad, r.stderr)
@@ -629,7 +636,7 @@ def test_socket_activation():
                 "os.environ['LISTEN_PID'] = str(os.getpid())\n"
                 "os.environ['LISTEN_FDS'] = '1'\n"
                 "os.execv(sys.argv[2], sys.argv[2:])\n")
-    cmd = [sys.executable, "-c", launcher, str(fd), ECHO, "--mode", MODE, "--workers", "2"]
+    cmd = [sys.executable, "-c", launcher, str(fd), ECHO] + MODE_ARGS + ["--workers", "2"]
     srv = Server(None, cmd=cmd, pass_fds=(fd,))
     ls.close()
     try:
@@ -760,8 +767,18 @@ def test_pin_and_titles():
                 allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
             titles[title] = allowed
         assert set(titles) == {"baton: worker 0", "baton: worker 1"}, titles
+        # Worker loop i (process i // THREADS, thread i % THREADS) on CPU i.
         assert titles["baton: worker 0"] == "0", titles
-        assert titles["baton: worker 1"] == str(1 % ncpu), titles
+        assert titles["baton: worker 1"] == str(THREADS % ncpu), titles
+        if MODE == "hybrid":
+            for p, pid in enumerate(sorted(pids, key=lambda q: open("/proc/%d/cmdline" % q).read())):
+                names = {}
+                for t in os.listdir("/proc/%d/task" % pid):
+                    with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                        comm = f.read().strip()
+                    with open("/proc/%d/task/%s/status" % (pid, t)) as f:
+                        names[comm] = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
+                assert names.get("baton: w %d.1" % p) == str((p * 2 + 1) % ncpu), names
         with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
             assert f.read().startswith(b"baton: acceptor")
         assert echo_once(srv.port, b"pinned\n") == b"pinned\n"

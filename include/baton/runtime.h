@@ -17,7 +17,11 @@
  * "baton: worker N".  With --mode thread the workers are threads of that
  * process instead (same callbacks, each thread with its own ring; named
  * "baton: worker N"); a crash then ends the whole server, so there is no
- * respawn.
+ * respawn.  The hybrid: --threads T runs T worker loops (threads named
+ * "baton: w P.T", each with its own ring and channel) in each worker
+ * process, so P processes x T threads; a crash takes one process's T
+ * loops, whose unacknowledged connections are redelivered.  Worker loop
+ * i is process i / T, thread i % T, and --pin puts it on CPU i.
  */
 #ifndef BATON_RUNTIME_H
 #define BATON_RUNTIME_H
@@ -54,6 +58,8 @@ struct bt_runtime_config {
 	const char *name;           /* program name, for logs ("baton-httpd") */
 	int argc;                   /* main's, for process titles (optional) */
 	char **argv;
+	unsigned threads;           /* process mode: worker threads per worker process
+	                             * (--threads; 0 or 1: one) */
 };
 
 /* Defaults: no listener (the app adds one), workers = CPUs, no pinning,
