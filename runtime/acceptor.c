@@ -433,9 +433,8 @@ static void start_sweeping(bt_acceptor_t *acc, uint64_t hold)
 	}
 }
 
-void bt__acc_sweep_done(bt_acceptor_t *acc, struct listener *l, int res)
+void bt__acc_sweep_done(bt_acceptor_t *acc, int res)
 {
-	(void)l;
 	if (acc->sweeps_out)
 		acc->sweeps_out--;
 	if (res == -EINVAL && acc->can_sweep) {

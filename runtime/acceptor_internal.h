@@ -115,9 +115,9 @@ uint64_t bt__now_ns(void);
 
 /* Events, from the backends. */
 void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more);
-/* A sweep of l ended (its last completion). res < 0 other than -EAGAIN:
+/* A listener's sweep ended (its last completion). res < 0 other than -EAGAIN:
  * the sweep failed (-EINVAL: the kernel cannot sweep). */
-void bt__acc_sweep_done(bt_acceptor_t *acc, struct listener *l, int res);
+void bt__acc_sweep_done(bt_acceptor_t *acc, int res);
 void bt__acc_send_done(bt_acceptor_t *acc, unsigned idx, long res);
 /* A message or EOF arrived on worker idx's channel: rc as from
  * bt_fdpass_rx_complete.  Returns 1 to keep watching, 0 to stop. */

@@ -232,7 +232,7 @@ static void handle(bt_acceptor_t *acc, struct accu *u, struct io_uring_cqe *cqe)
 			bt__acc_on_accept(acc, l, cqe->res, 1);
 		if (!more) {
 			l->armed = 0;
-			bt__acc_sweep_done(acc, l, cqe->res);
+			bt__acc_sweep_done(acc, cqe->res);
 		}
 		break;
 	}

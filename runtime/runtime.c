@@ -121,21 +121,24 @@ static void print_counters(struct sup *s, const char *why)
 
 /* --- workers -------------------------------------------------------------- */
 
-static void pin_self(unsigned slot, const char *what)
+/* --pin: worker loop i runs on CPU i (modulo the online CPUs). */
+static cpu_set_t cpu_of(unsigned slot)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	cpu_set_t set;
 	CPU_ZERO(&set);
 	CPU_SET((int)(slot % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
-	if (sched_setaffinity(0, sizeof(set), &set) < 0) /* 0: the calling thread */
-		bt__log_errno(BT_LOG_WARN, -errno, "%s %u: sched_setaffinity", what, slot);
+	return set;
 }
 
 /* One worker loop on its channel, until it drains or fails: 0 or -errno. */
 static int run_slot(struct sup *s, unsigned slot, int chfd)
 {
-	if (s->cfg->pin)
-		pin_self(slot, "worker");
+	if (s->cfg->pin) {
+		cpu_set_t set = cpu_of(slot);
+		if (sched_setaffinity(0, sizeof(set), &set) < 0) /* 0: the calling thread */
+			bt__log_errno(BT_LOG_WARN, -errno, "worker %u: sched_setaffinity", slot);
+	}
 	bt_fdpass_t *ch;
 	int rc = bt_fdpass_open(&ch, chfd);
 	if (rc < 0)
@@ -163,10 +166,8 @@ struct slot_thread {
 	struct sup *s;
 	unsigned slot, t;
 	int fd;
-	int rc;
 	pthread_t tid;
 };
-
 
 static void *slot_thread_main(void *arg)
 {
@@ -174,8 +175,7 @@ static void *slot_thread_main(void *arg)
 	char name[16]; /* "baton: w 12.3" */
 	snprintf(name, sizeof(name), "baton: w %u.%u", st->slot / st->s->tpp, st->t);
 	pthread_setname_np(pthread_self(), name);
-	st->rc = run_slot(st->s, st->slot, st->fd);
-	if (st->rc < 0)
+	if (run_slot(st->s, st->slot, st->fd) < 0)
 		_exit(73); /* a failed loop strands its channel: start over */
 	return NULL;
 }
@@ -298,10 +298,7 @@ static int spawn_thread(struct sup *s, unsigned idx)
 	name[15] = 0;
 	pthread_setname_np(w->tid, name);
 	if (s->cfg->pin) {
-		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET((int)(idx % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
+		cpu_set_t set = cpu_of(idx);
 		int e = pthread_setaffinity_np(w->tid, sizeof(set), &set);
 		if (e)
 			bt__log_errno(BT_LOG_WARN, -e, "worker %u: pthread_setaffinity_np", idx);
