@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton-echo: an echo server on baton.  Every byte a client sends comes
  * back; the connection closes when the client closes.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton-httpd: a small HTTP/1.1 server on baton, for benchmarks and demos.
  *

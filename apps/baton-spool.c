@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton-spool: the work queue without any network.  A producer opens files
  * and queues each one, with a job description, to worker processes (the

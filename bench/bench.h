@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared helpers of baton-bench's subcommands. */
 #ifndef BATON_BENCH_H
 #define BATON_BENCH_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton-bench conns: every server design under the same load, in one run,
  * one table.  Each design is started (bound to 127.0.0.1 on a free port),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton-bench fdpass: descriptors per second passed from a parent to a
  * child process over SOCK_SEQPACKET with the fdpass API, by batch size,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton-bench load: our own HTTP load generator.  Multi-threaded (one
  * epoll loop per thread), non-blocking, one new connection per request by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton-bench: the benchmark harness.  One subcommand per benchmark; each
  * measures its points side by side in one run and prints a table.

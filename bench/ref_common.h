@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What the reference servers of the benchmark share: flags, the listening
  * socket and the fixed HTTP response (the same bytes baton-httpd sends,

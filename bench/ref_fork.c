@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench-fork: the classic fork-per-connection server, for the benchmark.
  * The parent accepts; a child per connection reads one request head,

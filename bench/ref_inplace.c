@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench-inplace: the ceiling design for the benchmark.  One process, one
  * io_uring, no hand-off: multishot accept, multishot receive into provided

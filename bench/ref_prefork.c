@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench-prefork: the classic prefork design for the benchmark.  N worker
  * processes block in accept(2) on one shared listener; each serves its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench-reuseport: N independent worker processes, each with its own
  * SO_REUSEPORT listener (the kernel spreads connections over them) and an

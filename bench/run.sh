@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The main job: build everything (Release) and run the headline benchmark,
 # every server design under the same load in one run, and print its table
 # (about 2.5 minutes on 2 cores).  CSV lands in build/results/.

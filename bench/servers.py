@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Server designs side by side under the same wrk load, in one run.
 
 Each design serves the same tiny HTTP response on 127.0.0.1; wrk (an

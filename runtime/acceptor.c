@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The acceptor, backend-independent part: dispatch, flush policy, the
  * backlog, redelivery, drain, timers.  The backends (acceptor_uring.c,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The acceptor on epoll, where io_uring cannot be used (or
  * BATON_BACKEND=epoll): accept4 on readable listeners, sendmsg with

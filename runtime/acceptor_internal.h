@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The acceptor's state, shared by acceptor.c and its backends
  * (acceptor_uring.c, acceptor_epoll.c).  Not part of the public API. */
 #ifndef BATON_ACCEPTOR_INTERNAL_H

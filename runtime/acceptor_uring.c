@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The acceptor on io_uring.
  *

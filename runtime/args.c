@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Command-line flags shared by every program built on the runtime, and
  * the application's own, in one parser: --flag value or --flag=value, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * One batch per SOCK_SEQPACKET message, its descriptors in one SCM_RIGHTS
  * control message.

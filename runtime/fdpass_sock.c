@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Socket helpers for worker channels: pairs, named listeners with a
  * SO_PEERCRED check, and the type check that keeps SOCK_STREAM out.

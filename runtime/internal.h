@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the runtime's files; not part of the public API. */
 #ifndef BATON_INTERNAL_H
 #define BATON_INTERNAL_H

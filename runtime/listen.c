@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Listening sockets: from a --listen spec, or inherited the systemd way
  * (LISTEN_FDS sockets from fd 3 on, for LISTEN_PID = us).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Logging: one formatted line per call, written to stderr in a single
  * write(2) so lines of different processes sharing stderr do not interleave.

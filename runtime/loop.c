@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The worker loop, backend-independent part: batches in, connections,
  * the connection API, drain and timers.  The backends (loop_uring.c,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The worker loop on epoll, for where io_uring cannot be used
  * (kernel.io_uring_disabled, a container's seccomp profile, memlock limits)

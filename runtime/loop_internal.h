@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The worker loop's state, shared by loop.c and its backends (loop_uring.c,
  * loop_epoll.c).  Not part of the public API. */
 #ifndef BATON_LOOP_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Job offload (baton/pool.h): a bounded FIFO of jobs, N threads, and
  * per-thread sinks where finished jobs wait for their done() call.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Process titles: "baton: acceptor", "baton: worker 3".  The comm name
  * (prctl PR_SET_NAME, 15 bytes, what top shows) and the command line (what

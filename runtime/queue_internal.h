@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The queue's producer state, shared by queue.c (process transport) and
  * queue_thread.c (thread transport).  Not part of the public API. */
 #ifndef BATON_QUEUE_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The work queue, thread transport: the consumer is a thread of this
  * process, so no descriptor is passed and none is held back: an item's fd

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The supervisor (baton/runtime.h): listeners, worker processes, signals,
  * respawn, drain, counters.  It runs the acceptor ring in its own process.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Supervisor helpers shared by runtime.c, listen.c and proctitle.c. */
 #ifndef BATON_RUNTIME_INTERNAL_H
 #define BATON_RUNTIME_INTERNAL_H

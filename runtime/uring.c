@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Ring set-up shared by the acceptor and the worker loop.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* io_uring helpers shared by the acceptor and the worker loop (uring.c). */
 #ifndef BATON_URING_H
 #define BATON_URING_H

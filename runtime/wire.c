@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Wire format v1 (docs/wire.md).  Pure functions: no syscalls, no
  * allocation, no reads outside [buf, buf + len).  Integers are written

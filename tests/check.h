@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A small test harness: assertion macros that print the expression and
  * both values, a case table, and a descriptor-leak check around each case

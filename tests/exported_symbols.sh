@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # libbaton.so must export exactly the functions the public headers declare
 # with BT_API: no internal bt__ helper, no stray symbol, none missing.
 set -eu

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Install baton into a temporary prefix, then build a program outside the
 # tree against it twice: with find_package(baton) (shared and static
 # targets) and with pkg-config.  Run as:

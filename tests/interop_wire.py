@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """A worker written from docs/wire.md alone, standard library only.
 
 Run by test_interop with one end of a SOCK_SEQPACKET pair as argv[1].

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build everything and run the whole test suite with ctest, four times over:
 #   build/check   gcc, warnings as errors
 #   build/asan    gcc, AddressSanitizer + UndefinedBehaviorSanitizer

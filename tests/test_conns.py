@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """baton-bench conns, the harness: argument errors, and a short run of every
 design in which each served connections with no errors, with the CSV
 columns present.  Usage: test_conns.py BUILD_DIR"""

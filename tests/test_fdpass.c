@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Batched descriptor passing through baton/fdpass.h: round trips over every
  * kind of channel, and every kernel edge case with its exact errno.  Each
  * case runs in its own process with a descriptor-leak check (check.h). */

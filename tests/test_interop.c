@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* docs/wire.md matches the code: a Python 3 worker written from the
  * document alone (interop_wire.py, standard library only) exchanges batches,
  * descriptors and control messages with the C library. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """baton-bench load, our load generator: it counts only complete 200
 responses, reports refused connections as errors, and agrees with wrk (when
 installed) on requests per second.  Usage: test_load.py BUILD_DIR"""

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The worker loop through baton/loop.h, on both backends: this test plays
  * the acceptor (accepts TCP connections on 127.0.0.1 and queues them to a
  * worker process), the worker runs an echo handler. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Job offload through baton/pool.h: thousands of jobs, a bounded queue,
  * cancellation, shutdown with jobs in flight, many submitting threads.
  * Every job completes exactly once; no pool thread is left behind. */

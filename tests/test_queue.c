@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The work queue's process transport through baton/queue.h: batching,
  * acknowledgement through shared memory, back-pressure, redelivery after a
  * consumer dies or loses descriptors, fire-and-forget. */

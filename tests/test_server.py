@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """End-to-end tests of the servers built on baton (baton-echo, baton-httpd)
 with real clients on 127.0.0.1: our own (this file) and curl.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """baton-spool end to end: files (descriptors plus a job description) go to
 worker processes and to worker threads; every file is reported once with
 the right count.  Usage: test_spool.py BUILD_DIR"""

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Wire format v1 through baton/wire.h: round trips, exact layout, and every
  * decoder refusal with its exact errno. */
 #include "check.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The acceptor: one ring that accepts on every listener (io_uring
  * multishot accept; epoll where io_uring cannot be used) and dispatches each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Batched descriptor passing over AF_UNIX SOCK_SEQPACKET (SCM_RIGHTS).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Logging.  The runtime logs where a syscall fails, naming it, and where it
  * refuses a peer.  By default lines go to stderr as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The worker loop and the connection API: what a server built on baton
  * writes against.  One loop per worker (process, or thread in thread mode),

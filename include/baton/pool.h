@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Job offload: a thread pool for blocking work (a disk read, a compression,
  * a DNS lookup) whose completions come back to the thread that submitted

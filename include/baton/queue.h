@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The work queue, process transport: batches of items (a descriptor plus
  * metadata) from a producer (the acceptor) to one consumer process over its

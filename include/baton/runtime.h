@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The supervisor: a complete server from a handler (baton/loop.h).
  *

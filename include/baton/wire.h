@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baton wire format v1: pure encode/decode of the messages exchanged over a
  * worker channel (AF_UNIX SOCK_SEQPACKET).  No syscalls, no allocation; every

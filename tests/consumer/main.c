@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the baton tree, built against an installed baton with
  * find_package(baton) or pkg-config: passes one descriptor to itself. */
 #define _GNU_SOURCE

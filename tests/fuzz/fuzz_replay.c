@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Replays fuzz inputs through LLVMFuzzerTestOneInput without libFuzzer, so
  * that gcc builds (and every sanitizer build) run the seed corpus as a test.

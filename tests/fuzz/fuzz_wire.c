@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target for the wire decoder.  The first input byte chooses how
  * many descriptors "arrived" (and whether MSG_CTRUNC was set); the rest is
