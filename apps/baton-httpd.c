@@ -605,12 +605,11 @@ int main(int argc, char **argv)
 	};
 	struct bt_runtime_config cfg;
 	bt_runtime_config_init(&cfg, "baton-httpd", argc, argv);
+	cfg.default_listen = "127.0.0.1:8080";
 	int rc = bt_runtime_parse_args(&cfg, argc, argv, flags,
 				       "A small HTTP/1.1 server: a fixed response, or files from --root.");
 	if (rc)
 		return rc == 1 ? 0 : 2;
-	if (cfg.nlisten == 0)
-		cfg.listen[cfg.nlisten++] = "127.0.0.1:8080";
 
 	char head[256];
 	int n = snprintf(head, sizeof(head),
@@ -625,6 +624,7 @@ int main(int argc, char **argv)
 	opt.fixed_head_close_len = (size_t)n;
 
 	static const struct bt_handler h = {
+		.size = sizeof(struct bt_handler),
 		.on_open = on_open,
 		.on_data = on_data,
 		.on_close = on_close,

@@ -7,7 +7,7 @@
  * back one line per file over a pipe.  A small log-processing spool, built
  * from the public headers only.
  *
- *   baton-spool [--workers N] [--mode process|thread] [--job lines|bytes|words] FILE...
+ *   baton-spool [--workers N] [--mode process|thread] [--job lines|bytes|words] [--] FILE...
  *
  * Output: one line per file, "PATH: N JOB (worker W)", in completion order,
  * then a summary; exit 0 if every file was processed, 1 otherwise, 2 for
@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -104,7 +105,7 @@ static void on_item(bt_loop_t *loop, const struct bt_wire_item *it)
 	}
 }
 
-static const struct bt_handler handler = {.on_item = on_item};
+static const struct bt_handler handler = {.size = sizeof(struct bt_handler), .on_item = on_item};
 
 static int run_loop(int id, bt_fdpass_t *ch, bt_queue_t *q, bt_queue_shm_t *shm)
 {
@@ -142,59 +143,80 @@ static void *thread_main(void *arg)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: baton-spool [--workers N] [--mode process|thread] [--job lines|bytes|words] FILE...\n"
-		   "\nQueues each FILE (an open descriptor plus the job) to a worker process or\n"
-		   "thread, which counts its lines, bytes or words and reports back.\n");
+	fprintf(f, "Usage: baton-spool [OPTION]... FILE...\n"
+		   "Queue each FILE (an open descriptor plus the job) to a worker process or\n"
+		   "thread, which counts its lines, bytes or words and reports back.\n"
+		   "\nOptions:\n"
+		   "  -w, --workers N    worker processes or threads, 1..256 (default 2)\n"
+		   "  -m, --mode MODE    process | thread (default process)\n"
+		   "  -j, --job JOB      lines | bytes | words (default lines)\n"
+		   "  -h, --help         show this help and exit\n"
+		   "  -V, --version      show the version and exit\n"
+		   "\n'--' ends the options: a FILE after it may start with '-'.\n"
+		   "\nOutput: one line per file, \"PATH: N JOB (worker W)\", in completion order,\n"
+		   "then a summary.\n"
+		   "\nExit status:\n"
+		   "  0  every file was processed\n"
+		   "  1  a file could not be opened or processed\n"
+		   "  2  bad usage\n");
+}
+
+static int bad_usage(const char *fmt, const char *a)
+{
+	fprintf(stderr, "baton-spool: ");
+	fprintf(stderr, fmt, a);
+	fprintf(stderr, "\nTry 'baton-spool --help' for more information.\n");
+	return 2;
 }
 
 int main(int argc, char **argv)
 {
 	int workers = 2, thread_mode = 0;
 	const char *job = "lines";
-	int first = argc;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+	static const struct option opts[] = {
+		{"workers", required_argument, NULL, 'w'}, {"mode", required_argument, NULL, 'm'},
+		{"job", required_argument, NULL, 'j'},     {"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+	};
+	int o;
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, "+:w:m:j:hV", opts, NULL)) != -1) {
+		char *e;
+		long n;
+		switch (o) {
+		case 'w':
+			n = strtol(optarg, &e, 10);
+			if (!*optarg || *e || n < 1 || n > 256)
+				return bad_usage("--workers wants 1 to 256, not '%s'", optarg);
+			workers = (int)n;
+			break;
+		case 'm':
+			if (strcmp(optarg, "process") && strcmp(optarg, "thread"))
+				return bad_usage("--mode wants process or thread, not '%s'", optarg);
+			thread_mode = !strcmp(optarg, "thread");
+			break;
+		case 'j':
+			job = optarg;
+			if (strcmp(job, "lines") && strcmp(job, "bytes") && strcmp(job, "words"))
+				return bad_usage("--job wants lines, bytes or words, not '%s'", job);
+			break;
+		case 'h':
 			usage(stdout);
 			return 0;
-		} else if (!strcmp(a, "--workers") && i + 1 < argc) {
-			char *e;
-			long n = strtol(argv[++i], &e, 10);
-			if (*e || n < 1 || n > 256) {
-				fprintf(stderr, "baton-spool: --workers wants 1 to 256, not '%s'\n", argv[i]);
-				return 2;
-			}
-			workers = (int)n;
-		} else if (!strcmp(a, "--mode") && i + 1 < argc) {
-			const char *m = argv[++i];
-			if (strcmp(m, "process") && strcmp(m, "thread")) {
-				fprintf(stderr, "baton-spool: --mode wants process or thread, not '%s'\n", m);
-				return 2;
-			}
-			thread_mode = !strcmp(m, "thread");
-		} else if (!strcmp(a, "--job") && i + 1 < argc) {
-			job = argv[++i];
-			if (strcmp(job, "lines") && strcmp(job, "bytes") && strcmp(job, "words")) {
-				fprintf(stderr, "baton-spool: --job wants lines, bytes or words, not '%s'\n", job);
-				return 2;
-			}
-		} else if (!strcmp(a, "--")) {
-			first = i + 1;
-			break;
-		} else if (a[0] == '-') {
-			fprintf(stderr, "baton-spool: unknown option '%s'\n", a);
-			usage(stderr);
-			return 2;
-		} else {
-			first = i;
-			break;
+		case 'V':
+			printf("baton-spool (baton) %s\nCopyright (c) 2026 The baton authors.  MIT License.\n",
+			       BATON_VERSION_STRING);
+			return 0;
+		case ':':
+			return bad_usage("%s needs a value", argv[optind - 1]);
+		default:
+			return bad_usage("unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	int first = optind;
+	if (first >= argc)
+		return bad_usage("no FILE given%s", "");
 	int nfiles = argc - first;
-	if (nfiles <= 0) {
-		usage(stderr);
-		return 2;
-	}
 	signal(SIGPIPE, SIG_IGN);
 	int rp[2];
 	if (pipe2(rp, O_CLOEXEC) < 0) {

@@ -19,9 +19,16 @@ int bench_parse_double(const char *s, double *out);
 int bench_parse_int(const char *s, int *out);
 /* "baton-bench: message" and exit 1. */
 void bench_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-/* The message (if any), the usage text on stderr, exit 2. */
+/* The message (if any) and a hint to --help on stderr, exit 2 (usage
+ * names the command's usage text, for a message-less call: printed whole). */
 void bench_usage_error(void (*usage)(FILE *), const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 2, 3)));
+/* getopt_long returned '?' or ':' (optstring "+:hV"): say which option. */
+void bench_getopt_error(void (*usage)(FILE *), int o, char **argv) __attribute__((noreturn));
+/* "baton-bench (baton) VERSION" and the licence, on stdout. */
+void bench_version(void);
+/* The subcommand being run ("conns"), for messages. */
+extern const char *bench_cmd;
 
 int bench_fdpass(int argc, char **argv);
 int bench_load(int argc, char **argv);

@@ -32,7 +32,7 @@
 
 struct design {
 	const char *name;
-	const char *prog; /* binary name, found next to baton-bench */
+	const char *prog; /* binary name, found next to baton-bench or in libexec/baton */
 	int stop_sig;
 	int kind;         /* how to build its argv */
 	char path[PATH_MAX];
@@ -65,7 +65,9 @@ static int find_binary(struct design *d)
 		char *slash = strrchr(exe, '/');
 		if (slash)
 			*slash = 0;
-		const char *tries[] = {"%s/%s", "%s/../apps/%s", "%s/../bench/%s"};
+		/* Installed: bin/ and libexec/baton/; build tree: apps/ and bench/. */
+		const char *tries[] = {"%s/%s", "%s/" BATON_BENCH_LIBEXEC "/%s", "%s/../apps/%s",
+				       "%s/../bench/%s"};
 		for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
 			snprintf(d->path, sizeof(d->path), tries[i], exe, d->prog);
 			if (access(d->path, X_OK) == 0)
@@ -372,12 +374,13 @@ int bench_conns(int argc, char **argv)
 		{"designs", required_argument, NULL, 'd'}, {"workers", required_argument, NULL, 'w'},
 		{"clients", required_argument, NULL, 'c'}, {"seconds", required_argument, NULL, 's'},
 		{"reps", required_argument, NULL, 'r'},    {"keepalive", no_argument, NULL, 'k'},
-		{"csv", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'},
+		{"csv", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	int o;
-	optind = 1;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	optind = 0; /* glibc: start afresh */
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (o) {
 		case 'd': only = optarg; break;
 		case 'w':
@@ -399,7 +402,8 @@ int bench_conns(int argc, char **argv)
 		case 'k': keepalive = 1; break;
 		case 'o': csv = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: bench_usage_error(usage, NULL);
+		case 'V': bench_version(); return 0;
+		default: bench_getopt_error(usage, o, argv);
 		}
 	}
 	if (optind < argc)
@@ -577,12 +581,13 @@ int bench_sweep(int argc, char **argv)
 		{"mode", required_argument, NULL, 'm'},    {"batches", required_argument, NULL, 'b'},
 		{"flushes", required_argument, NULL, 'f'}, {"clients", required_argument, NULL, 'c'},
 		{"seconds", required_argument, NULL, 's'}, {"workers", required_argument, NULL, 'w'},
-		{"out", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'},
+		{"out", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	int o;
-	optind = 1;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	optind = 0; /* glibc: start afresh */
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (o) {
 		case 'm':
 			if (strcmp(optarg, "process") && strcmp(optarg, "thread"))
@@ -602,7 +607,8 @@ int bench_sweep(int argc, char **argv)
 			break;
 		case 'o': out = optarg; break;
 		case 'h': sweep_usage(stdout); return 0;
-		default: bench_usage_error(sweep_usage, NULL);
+		case 'V': bench_version(); return 0;
+		default: bench_getopt_error(sweep_usage, o, argv);
 		}
 	}
 	if (optind < argc)

@@ -293,12 +293,13 @@ int bench_fdpass(int argc, char **argv)
 		{"csv", required_argument, NULL, 'c'},
 		{"batches", required_argument, NULL, 'b'},
 		{"no-stream", no_argument, NULL, 'n'},
-		{"help", no_argument, NULL, 'h'},
+		{"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	optind = 0; /* glibc: start afresh */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (bench_parse_double(optarg, &secs) < 0 || secs < 0.01 || secs > 600)
@@ -331,8 +332,11 @@ int bench_fdpass(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'V':
+			bench_version();
+			return 0;
 		default:
-			bench_usage_error(usage, NULL);
+			bench_getopt_error(usage, c, argv);
 		}
 	}
 	if (optind < argc)

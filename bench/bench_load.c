@@ -385,12 +385,13 @@ int bench_load(int argc, char **argv)
 		{"keepalive", no_argument, NULL, 'k'},
 		{"path", required_argument, NULL, 'p'},
 		{"timeout", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},
+		{"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	int o;
-	optind = 1;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	optind = 0; /* glibc: start afresh */
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (o) {
 		case 'c': connect_to = optarg; break;
 		case 'n':
@@ -412,7 +413,8 @@ int bench_load(int argc, char **argv)
 		case 'k': c.keepalive = 1; break;
 		case 'p': path = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: bench_usage_error(usage, NULL);
+		case 'V': bench_version(); return 0;
+		default: bench_getopt_error(usage, o, argv);
 		}
 	}
 	if (optind < argc)

@@ -8,6 +8,7 @@
 #include <baton/version.h>
 
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -91,16 +92,37 @@ void bench_die(const char *fmt, ...)
 	exit(1);
 }
 
+const char *bench_cmd;
+
 void bench_usage_error(void (*usage)(FILE *), const char *fmt, ...)
 {
-	if (fmt) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsay(fmt, ap);
-		va_end(ap);
+	if (!fmt) {
+		usage(stderr);
+		exit(2);
 	}
-	usage(stderr);
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "Try 'baton-bench%s%s --help' for more information.\n", bench_cmd ? " " : "",
+		bench_cmd ? bench_cmd : "");
 	exit(2);
+}
+
+void bench_getopt_error(void (*usage)(FILE *), int o, char **argv)
+{
+	const char *opt = argv[optind - 1];
+	if (o == ':')
+		bench_usage_error(usage, "%s needs a value", opt);
+	if (optopt)
+		bench_usage_error(usage, "unknown option '-%c'", optopt);
+	bench_usage_error(usage, "unknown option '%s'", opt);
+}
+
+void bench_version(void)
+{
+	printf("baton-bench (baton) %s\nCopyright (c) 2026 The baton authors.  MIT License.\n",
+	       BATON_VERSION_STRING);
 }
 
 static const struct {
@@ -116,11 +138,19 @@ static const struct {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: baton-bench COMMAND [OPTIONS]   (baton %s)\n\ncommands:\n",
+	fprintf(f, "Usage: baton-bench COMMAND [OPTION]...\n"
+		   "The benchmark harness of baton %s: every design measured side by side.\n"
+		   "\nCommands:\n",
 		BATON_VERSION_STRING);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
-	fprintf(f, "\n'baton-bench COMMAND --help' describes each command's options.\n");
+	fprintf(f, "\n'baton-bench COMMAND --help' describes each command's options.\n"
+		   "\nOptions:\n"
+		   "  -h, --help      show this help and exit\n"
+		   "  -V, --version   show the version and exit\n"
+		   "\nExit status:\n"
+		   "  0  done; 1  a run failed (a server did not start, a socket call failed);\n"
+		   "  2  bad usage\n");
 }
 
 int main(int argc, char **argv)
@@ -131,12 +161,14 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	if (!strcmp(argv[1], "--version")) {
-		printf("baton-bench %s\n", BATON_VERSION_STRING);
+	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+		bench_version();
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[1], commands[i].name))
+		if (!strcmp(argv[1], commands[i].name)) {
+			bench_cmd = commands[i].name;
 			return commands[i].fn(argc - 1, argv + 1);
+		}
 	bench_usage_error(usage, "unknown command '%s'", argv[1]);
 }

@@ -32,13 +32,24 @@
 #define SIZE_BACKSTOP_NS 50000000ull /* size policy: never strand a batch longer */
 #define REST_NS 100000000ull /* a worker that lost descriptors rests this long */
 
-void bt_acceptor_config_init(struct bt_acceptor_config *cfg)
+/* The smallest struct bt_acceptor_config a caller may pass: ABI 1's. */
+#define CONFIG_MIN sizeof(struct bt_acceptor_config)
+
+static void config_defaults(struct bt_acceptor_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->dispatch = BT_DISPATCH_RR;
 	cfg->backend = BT_BACKEND_AUTO;
 	cfg->max_backlog = 4096;
 	cfg->emfile_pause_ms = 100;
+}
+
+int bt_acceptor_config_init_sized(struct bt_acceptor_config *cfg, size_t size)
+{
+	struct bt_acceptor_config d;
+	config_defaults(&d);
+	return bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
 }
 
 int bt_acceptor_parse_dispatch(const char *s, int *out)
@@ -76,14 +87,21 @@ static int backend_choice(int want)
 int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg,
 		       unsigned max_workers)
 {
-	if (!out || !cfg || max_workers == 0 || max_workers > 4096 ||
-	    cfg->dispatch < BT_DISPATCH_RR || cfg->dispatch > BT_DISPATCH_HASH ||
+	if (!out || !cfg || max_workers == 0 || max_workers > 4096)
+		return -EINVAL;
+	struct bt_acceptor_config c;
+	config_defaults(&c);
+	int rc = bt__sized_in(&c, sizeof(c), cfg, CONFIG_MIN, "bt_acceptor_config");
+	if (rc < 0)
+		return rc;
+	cfg = &c;
+	if (cfg->dispatch < BT_DISPATCH_RR || cfg->dispatch > BT_DISPATCH_HASH ||
 	    cfg->max_backlog == 0)
 		return -EINVAL;
 	bt_acceptor_t *acc = calloc(1, sizeof(*acc));
 	if (!acc)
 		return -ENOMEM;
-	acc->cfg = *cfg;
+	acc->cfg = c;
 	acc->nw = max_workers;
 	acc->w = calloc(max_workers, sizeof(*acc->w));
 	acc->bcap = 1024;
@@ -96,7 +114,7 @@ int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg
 	}
 	acc->emfile_ms = cfg->emfile_pause_ms ? cfg->emfile_pause_ms : 100;
 	int want = backend_choice(cfg->backend);
-	int rc = -ENOSYS;
+	rc = -ENOSYS;
 	if (want != BT_BACKEND_EPOLL) {
 		acc->ops = &bt__acc_uring_ops;
 		rc = acc->ops->init(acc);
@@ -566,12 +584,18 @@ static void reclaim(bt_acceptor_t *acc, unsigned idx)
 	w->gone = gone;
 }
 
-void bt_acceptor_worker_stats(const bt_acceptor_t *acc, unsigned idx, struct bt_queue_stats *out)
+void bt_acceptor_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
+				    struct bt_queue_stats *dst, size_t size)
 {
+	struct bt_queue_stats st, *out = &st;
 	memset(out, 0, sizeof(*out));
-	if (!acc || idx >= acc->nw)
+	out->size = sizeof(st);
+	if (!acc || idx >= acc->nw) {
+		bt__sized_out(dst, size, &st, sizeof(st));
 		return;
+	}
 	*out = acc->w[idx].gone;
+	out->size = sizeof(st);
 	if (acc->w[idx].q) {
 		struct bt_queue_stats qs;
 		bt_queue_get_stats(acc->w[idx].q, &qs);
@@ -584,6 +608,7 @@ void bt_acceptor_worker_stats(const bt_acceptor_t *acc, unsigned idx, struct bt_
 		out->full += qs.full;
 		out->toomanyrefs += qs.toomanyrefs;
 	}
+	bt__sized_out(dst, size, &st, sizeof(st));
 }
 
 unsigned bt_acceptor_workers(const bt_acceptor_t *acc)
@@ -822,9 +847,11 @@ void bt_acceptor_drain(bt_acceptor_t *acc, unsigned deadline_ms)
 	}
 }
 
-void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *out)
+void bt_acceptor_get_stats_sized(const bt_acceptor_t *acc, struct bt_acceptor_stats *dst,
+				 size_t size)
 {
-	*out = acc->st;
+	struct bt_acceptor_stats st = acc->st, *out = &st;
+	out->size = sizeof(st);
 	out->items_sent = 0;
 	out->batches = 0;
 	for (unsigned i = 0; i < acc->nw; i++) {
@@ -837,6 +864,7 @@ void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *o
 	}
 	out->batches += acc->batches_gone;
 	out->items_sent += acc->items_gone;
+	bt__sized_out(dst, size, &st, sizeof(st));
 }
 
 void bt_acceptor_destroy(bt_acceptor_t *acc)

@@ -367,8 +367,10 @@ int bt_fdpass_recv(bt_fdpass_t *ch, struct bt_wire_msg *msg)
 	return bt_fdpass_rx_complete(ch, n < 0 ? -errno : (long)n, msg);
 }
 
-void bt_fdpass_get_stats(const bt_fdpass_t *ch, struct bt_fdpass_stats *out)
+void bt_fdpass_get_stats_sized(const bt_fdpass_t *ch, struct bt_fdpass_stats *dst, size_t size)
 {
+	struct bt_fdpass_stats st, *out = &st;
+	out->size = sizeof(st);
 	out->sent_msgs = ch->sent_msgs;
 	out->sent_fds = ch->sent_fds;
 	out->recv_msgs = ch->recv_msgs;
@@ -377,4 +379,5 @@ void bt_fdpass_get_stats(const bt_fdpass_t *ch, struct bt_fdpass_stats *out)
 	out->closed_fds = ch->closed_fds;
 	out->truncated = ch->truncated;
 	out->lost_fds = ch->lost;
+	bt__sized_out(dst, size, &st, sizeof(st));
 }

@@ -5,6 +5,7 @@
 
 #include <baton/log.h>
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define BT__PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -17,6 +18,23 @@ int bt__log_errno(int level, int err, const char *fmt, ...) BT__PRINTF(3, 4);
 
 /* close(2) that keeps errno and ignores EINTR (Linux always frees the fd). */
 void bt__close(int fd);
+
+/* The ABI rule for structs that begin with size_t size (abi.c, docs/abi.md).
+ * init: defaults into the caller's first size bytes; 0 or -EINVAL (size
+ * below min).  in: a caller's struct into the library's copy dst, which
+ * holds the defaults; 0, -EINVAL (size below min), -E2BIG (a field this
+ * library does not know is set); logged.  out: counters into the caller's
+ * first size bytes. */
+int bt__sized_init(void *dst, size_t size, size_t min, const void *def, size_t def_size);
+int bt__sized_in(void *dst, size_t dst_size, const void *src, size_t min, const char *type);
+void bt__sized_out(void *dst, size_t size, const void *src, size_t src_size);
+
+/* Take a caller's bt_handler by its size: 0, -EINVAL, -E2BIG (loop.c). */
+struct bt_handler;
+int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h);
+
+/* The program name log lines start with (default: the executable's). */
+void bt__log_set_ident(const char *name);
 
 /* CLOCK_MONOTONIC nanoseconds. */
 uint64_t bt__now_ns(void);

@@ -2,12 +2,16 @@
 /*
  * Logging: one formatted line per call, written to stderr in a single
  * write(2) so lines of different processes sharing stderr do not interleave.
+ * Each starts with the program's name and pid; when stderr is the journal
+ * (JOURNAL_STREAM holds its device and inode), with a <N> syslog priority
+ * too, which journald strips and stores as the entry's priority.
  */
 #include "internal.h"
 
 #include <baton/version.h>
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +27,39 @@ static void *log_ctx;
 static _Atomic int log_level = -1;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+/* syslog(3) priorities of the levels: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG. */
+static const int level_prio[] = {3, 4, 6, 7};
+
+/* The name lines start with; the runtime sets the program's (set once at
+ * start-up, before threads). */
+static char ident[64];
+/* -1: not checked yet; 0/1: stderr is (not) the journal's stream. */
+static _Atomic int journal = -1;
+
+void bt__log_set_ident(const char *name)
+{
+	snprintf(ident, sizeof(ident), "%s", name && *name ? name : "baton");
+	journal = -1; /* stderr may have been redirected since */
+}
+
+/* JOURNAL_STREAM is "DEV:INODE" of the stream systemd connected stdout and
+ * stderr to; a child whose stderr was redirected keeps the variable, so the
+ * descriptor itself is compared. */
+static int stderr_is_journal(void)
+{
+	int j = journal;
+	if (j >= 0)
+		return j;
+	j = 0;
+	const char *env = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (env && sscanf(env, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+	    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+		j = 1;
+	journal = j;
+	return j;
+}
 
 const char *bt_version(void)
 {
@@ -79,9 +116,12 @@ static void vlog(int level, const char *suffix, const char *fmt, va_list ap)
 	if (log_fn) {
 		log_fn(log_ctx, level, line);
 	} else {
-		char out[1100];
-		int m = snprintf(out, sizeof(out), "baton[%ld]: %s: %s\n",
-				 (long)getpid(), bt_log_level_name(level), line);
+		char out[1200], prio[8] = "";
+		if (stderr_is_journal())
+			snprintf(prio, sizeof(prio), "<%d>", level_prio[level < 0 ? 0 : level > BT_LOG_DEBUG ? BT_LOG_DEBUG : level]);
+		int m = snprintf(out, sizeof(out), "%s%s[%ld]: %s: %s\n", prio,
+				 ident[0] ? ident : program_invocation_short_name, (long)getpid(),
+				 bt_log_level_name(level), line);
 		if (m > 0) {
 			if ((size_t)m >= sizeof(out))
 				m = sizeof(out) - 1, out[m - 1] = '\n';

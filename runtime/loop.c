@@ -30,13 +30,32 @@
 #define DEFAULT_BUF_SIZE (16 * 1024)
 #define DEFAULT_BUF_COUNT 512
 
-void bt_loop_config_init(struct bt_loop_config *cfg)
+/* The smallest structs a caller may pass: ABI 1's. */
+#define CONFIG_MIN sizeof(struct bt_loop_config)
+#define HANDLER_MIN sizeof(struct bt_handler)
+
+static void config_defaults(struct bt_loop_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->backend = BT_BACKEND_AUTO;
 	cfg->buf_size = DEFAULT_BUF_SIZE;
 	cfg->buf_count = DEFAULT_BUF_COUNT;
 	cfg->drain_timeout_ms = 10000;
+}
+
+int bt_loop_config_init_sized(struct bt_loop_config *cfg, size_t size)
+{
+	struct bt_loop_config d;
+	config_defaults(&d);
+	return bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
+}
+
+int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->size = sizeof(*dst);
+	return bt__sized_in(dst, sizeof(*dst), h, HANDLER_MIN, "bt_handler");
 }
 
 /* BATON_BACKEND=epoll|io_uring overrides AUTO. */
@@ -57,8 +76,21 @@ static int backend_from_env(int want)
 
 int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 {
-	if (!out || !cfg || !cfg->handler ||
-	    (!cfg->handler->on_data && !cfg->handler->on_item) ||
+	if (!out || !cfg)
+		return -EINVAL;
+	struct bt_loop_config c;
+	struct bt_handler h;
+	config_defaults(&c);
+	int rc = bt__sized_in(&c, sizeof(c), cfg, CONFIG_MIN, "bt_loop_config");
+	if (rc < 0)
+		return rc;
+	cfg = &c;
+	if (!cfg->handler)
+		return -EINVAL;
+	rc = bt__handler_take(&h, cfg->handler);
+	if (rc < 0)
+		return rc;
+	if ((!h.on_data && !h.on_item) ||
 	    !cfg->channel == !cfg->queue || (cfg->queue && !bt_queue_is_thread(cfg->queue)))
 		return -EINVAL;
 	if (cfg->buf_size < 512 || cfg->buf_size > (1u << 20) || cfg->buf_count == 0 ||
@@ -67,10 +99,12 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	bt_loop_t *loop = calloc(1, sizeof(*loop));
 	if (!loop)
 		return -ENOMEM;
-	loop->cfg = *cfg;
-	loop->h = cfg->handler;
+	loop->cfg = c;
+	loop->handler = h;
+	loop->h = &loop->handler;
+	loop->cfg.handler = loop->h;
 	int want = backend_from_env(cfg->backend);
-	int rc = -ENOSYS;
+	rc = -ENOSYS;
 	if (want != BT_BACKEND_EPOLL) {
 		loop->ops = &bt__loop_uring_ops;
 		rc = loop->ops->init(loop);
@@ -193,9 +227,11 @@ unsigned bt_loop_conns(const bt_loop_t *loop)
 	return loop->nconns;
 }
 
-void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out)
+void bt_loop_get_stats_sized(const bt_loop_t *loop, struct bt_loop_stats *out, size_t size)
 {
-	*out = loop->st;
+	struct bt_loop_stats st = loop->st;
+	st.size = sizeof(st);
+	bt__sized_out(out, size, &st, sizeof(st));
 }
 
 static void publish_load(bt_loop_t *loop)

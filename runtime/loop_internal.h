@@ -61,7 +61,8 @@ extern const struct loop_ops bt__loop_epoll_ops;
 
 struct bt_loop {
 	struct bt_loop_config cfg;
-	const struct bt_handler *h;
+	struct bt_handler handler; /* the caller's, taken by size (docs/abi.md) */
+	const struct bt_handler *h; /* &handler */
 	const struct loop_ops *ops;
 	void *backend; /* the backend's own state */
 

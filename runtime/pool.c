@@ -49,11 +49,23 @@ struct bt_pool_sink {
 	_Atomic unsigned pending;
 };
 
-void bt_pool_config_init(struct bt_pool_config *cfg)
+/* The smallest struct bt_pool_config a caller may pass: ABI 1's. */
+#define CONFIG_MIN sizeof(struct bt_pool_config)
+
+static void config_defaults(struct bt_pool_config *cfg)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->threads = n > 2 ? (unsigned)n : 2;
 	cfg->max_queued = 4096;
+}
+
+int bt_pool_config_init_sized(struct bt_pool_config *cfg, size_t size)
+{
+	struct bt_pool_config d;
+	config_defaults(&d);
+	return bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
 }
 
 /* Hand a finished (or cancelled) job to its sink and wake the owner. */
@@ -116,7 +128,15 @@ static void *pool_thread(void *arg)
 
 int bt_pool_create(bt_pool_t **out, const struct bt_pool_config *cfg)
 {
-	if (!out || !cfg || cfg->threads == 0 || cfg->threads > 1024 || cfg->max_queued == 0)
+	if (!out || !cfg)
+		return -EINVAL;
+	struct bt_pool_config c;
+	config_defaults(&c);
+	int rc = bt__sized_in(&c, sizeof(c), cfg, CONFIG_MIN, "bt_pool_config");
+	if (rc < 0)
+		return rc;
+	cfg = &c;
+	if (cfg->threads == 0 || cfg->threads > 1024 || cfg->max_queued == 0)
 		return -EINVAL;
 	bt_pool_t *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -130,7 +150,7 @@ int bt_pool_create(bt_pool_t **out, const struct bt_pool_config *cfg)
 	pthread_cond_init(&p->cv, NULL);
 	p->max_queued = cfg->max_queued;
 	for (unsigned i = 0; i < cfg->threads; i++) {
-		int rc = pthread_create(&p->threads[i], NULL, pool_thread, p);
+		rc = pthread_create(&p->threads[i], NULL, pool_thread, p);
 		if (rc != 0) {
 			p->nthreads = i;
 			bt_pool_destroy(p);

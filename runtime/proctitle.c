@@ -1,18 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Process titles: "baton: acceptor", "baton: worker 3".  The comm name
- * (prctl PR_SET_NAME, 15 bytes, what top shows) and the command line (what
- * ps -f shows), written over argv's strings, which are contiguous; the
- * title is cut to the room argv had, never more.  bt__proctitle_init
- * first moves argv's strings to the heap (argv[i] then points at the
- * copies), so that nothing a program parsed from argv is overwritten.
+ * Process titles: "baton-httpd: acceptor", "baton-httpd: worker 3".  Only
+ * the command line (what ps -f and pgrep -f show) changes, written over
+ * argv's strings, which are contiguous; the title is cut to the room argv
+ * had, never more.  The comm name (what ps -e, top and pgrep -x show)
+ * stays the executable's, so that `pgrep -x baton-httpd` finds the
+ * acceptor and every worker.  bt__proctitle_init first moves argv's
+ * strings to the heap (argv[i] then points at the copies), so that nothing
+ * a program parsed from argv is overwritten.
  */
 #include "runtime_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 
 static char *area;
 static size_t area_len;
@@ -42,7 +43,6 @@ void bt__proctitle_init(int argc, char **argv)
 
 void bt__proctitle_set(const char *title)
 {
-	prctl(PR_SET_NAME, title, 0, 0, 0);
 	if (!area || area_len == 0)
 		return;
 	size_t n = strlen(title);
@@ -50,4 +50,11 @@ void bt__proctitle_set(const char *title)
 		n = area_len;
 	memcpy(area, title, n);
 	memset(area + n, 0, area_len - n + 1);
+}
+
+void bt__thread_name(pthread_t t, const char *name)
+{
+	char cut[16];
+	snprintf(cut, sizeof(cut), "%s", name);
+	pthread_setname_np(t, cut);
 }

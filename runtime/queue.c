@@ -72,18 +72,42 @@ static struct slot *slot_at(const bt_queue_shm_t *shm, unsigned i)
 	return (struct slot *)(shm->base + (size_t)i * shm->slot_size);
 }
 
-void bt_queue_config_init(struct bt_queue_config *cfg)
+/* The smallest struct bt_queue_config a caller may pass: ABI 1's. */
+#define CONFIG_MIN sizeof(struct bt_queue_config)
+
+static void config_defaults(struct bt_queue_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->batch = 32;
 	cfg->flush = BT_FLUSH_ADAPTIVE;
 	cfg->delay_us = 200;
 	cfg->max_inflight = 4096;
 }
 
+int bt_queue_config_init_sized(struct bt_queue_config *cfg, size_t size)
+{
+	struct bt_queue_config d;
+	config_defaults(&d);
+	return bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
+}
+
+int bt__queue_config_take(struct bt_queue_config *dst, const struct bt_queue_config *cfg)
+{
+	config_defaults(dst);
+	int rc = bt__sized_in(dst, sizeof(*dst), cfg, CONFIG_MIN, "bt_queue_config");
+	if (rc < 0)
+		return rc;
+	if (dst->batch < 1 || dst->batch > BT_WIRE_MAX_ITEMS ||
+	    dst->flush < BT_FLUSH_ADAPTIVE || dst->flush > BT_FLUSH_DELAY ||
+	    dst->max_inflight < dst->batch)
+		return -EINVAL;
+	return 0;
+}
+
 int bt_queue_parse_flush(const char *s, struct bt_queue_config *cfg)
 {
-	if (!s || !cfg)
+	if (!s || !cfg || cfg->size < CONFIG_MIN)
 		return -EINVAL;
 	if (strcmp(s, "adaptive") == 0) {
 		cfg->flush = BT_FLUSH_ADAPTIVE;
@@ -119,6 +143,10 @@ int bt_queue_parse_flush(const char *s, struct bt_queue_config *cfg)
 const char *bt_queue_flush_name(const struct bt_queue_config *cfg, char *buf,
 				size_t cap)
 {
+	if (!cfg || cfg->size < CONFIG_MIN) {
+		snprintf(buf, cap, "?");
+		return buf;
+	}
 	switch (cfg->flush) {
 	case BT_FLUSH_SIZE:
 		snprintf(buf, cap, "size");
@@ -229,9 +257,12 @@ int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
 {
 	if (!out || !cfg || !ch || !shm || slot >= shm->slots)
 		return -EINVAL;
-	if (cfg->batch < 1 || cfg->batch > BT_WIRE_MAX_ITEMS ||
-	    cfg->flush < BT_FLUSH_ADAPTIVE || cfg->flush > BT_FLUSH_DELAY ||
-	    cfg->max_inflight < cfg->batch || cfg->max_inflight > shm->cap)
+	struct bt_queue_config c;
+	int rc = bt__queue_config_take(&c, cfg);
+	if (rc < 0)
+		return rc;
+	cfg = &c;
+	if (cfg->max_inflight > shm->cap)
 		return -EINVAL;
 	bt_queue_t *q = calloc(1, sizeof(*q));
 	if (!q)
@@ -622,7 +653,9 @@ int bt_queue_send_drain(bt_queue_t *q, unsigned deadline_ms)
 	return n == len ? 0 : -EIO;
 }
 
-void bt_queue_get_stats(const bt_queue_t *q, struct bt_queue_stats *out)
+void bt_queue_get_stats_sized(const bt_queue_t *q, struct bt_queue_stats *out, size_t size)
 {
-	*out = q->st;
+	struct bt_queue_stats st = q->st;
+	st.size = sizeof(st);
+	bt__sized_out(out, size, &st, sizeof(st));
 }

@@ -49,6 +49,9 @@ struct bt_queue {
 
 
 /* Thread transport: the same calls, on the in-memory ring. */
+/* Take a caller's queue config by its size (docs/abi.md) and check it:
+ * 0, -EINVAL, -E2BIG. */
+int bt__queue_config_take(struct bt_queue_config *dst, const struct bt_queue_config *cfg);
 void bt__tq_destroy(bt_queue_t *q);
 int bt__tq_push(bt_queue_t *q, const struct bt_wire_item *it);
 int bt__tq_flush(bt_queue_t *q);

@@ -70,9 +70,12 @@ int bt_queue_create_thread(bt_queue_t **out, const struct bt_queue_config *cfg)
 {
 	if (!out || !cfg)
 		return -EINVAL;
-	if (cfg->batch < 1 || cfg->batch > BT_WIRE_MAX_ITEMS ||
-	    cfg->flush < BT_FLUSH_ADAPTIVE || cfg->flush > BT_FLUSH_DELAY ||
-	    cfg->max_inflight < cfg->batch || cfg->max_inflight > (1u << 20))
+	struct bt_queue_config c;
+	int rc = bt__queue_config_take(&c, cfg);
+	if (rc < 0)
+		return rc;
+	cfg = &c;
+	if (cfg->max_inflight > (1u << 20))
 		return -EINVAL;
 	bt_queue_t *q = calloc(1, sizeof(*q));
 	struct tq *t = calloc(1, sizeof(*t));

@@ -56,8 +56,11 @@ struct wslot {
 };
 
 struct sup {
-	const struct bt_runtime_config *cfg;
-	const struct bt_handler *h;
+	const struct bt_runtime_config *cfg; /* &config */
+	const struct bt_handler *h;          /* &handler */
+	struct bt_runtime_config config;     /* the caller's, taken by size */
+	struct bt_handler handler;
+	struct bt_queue_config qc;           /* from config's batch and flush */
 	void *user;
 	bt_acceptor_t *acc;
 	bt_queue_shm_t *shm;
@@ -88,8 +91,8 @@ static void print_counters(struct sup *s, const char *why)
 		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu, sweeps %llu\n",
 		s->cfg->name, why, up, bt_acceptor_backend(s->acc),
 		bt_acceptor_dispatch_name(s->cfg->dispatch),
-		bt_queue_flush_name(&s->cfg->queue, flush, sizeof(flush)), s->cfg->queue.batch,
-		s->cfg->queue.fire_and_forget ? ", fire-and-forget" : "",
+		bt_queue_flush_name(&s->qc, flush, sizeof(flush)), s->qc.batch,
+		s->qc.fire_and_forget ? ", fire-and-forget" : "",
 		(unsigned long long)st.accepted, (unsigned long long)st.batches,
 		st.batches ? (double)st.items_sent / (double)st.batches : 0.0,
 		(unsigned long long)st.redelivered, (unsigned long long)st.dropped,
@@ -173,9 +176,9 @@ struct slot_thread {
 static void *slot_thread_main(void *arg)
 {
 	struct slot_thread *st = arg;
-	char name[16]; /* "baton: w 12.3" */
-	snprintf(name, sizeof(name), "baton: w %u.%u", st->slot / st->s->tpp, st->t);
-	pthread_setname_np(pthread_self(), name);
+	char name[32];
+	snprintf(name, sizeof(name), "worker %u.%u", st->slot / st->s->tpp, st->t);
+	bt__thread_name(pthread_self(), name);
 	if (run_slot(st->s, st->slot, st->fd) < 0)
 		_exit(73); /* a failed loop strands its channel: start over */
 	return NULL;
@@ -220,8 +223,8 @@ static void worker_main(struct sup *s, unsigned p, const int *chfd)
 	signal(SIGUSR1, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 
-	char title[32];
-	snprintf(title, sizeof(title), "baton: worker %u", p);
+	char title[96];
+	snprintf(title, sizeof(title), "%s: worker %u", s->cfg->name, p);
 	bt__proctitle_set(title);
 
 	struct slot_thread st[64];
@@ -275,7 +278,7 @@ static int spawn_thread(struct sup *s, unsigned idx)
 {
 	struct wslot *w = &s->w[idx];
 	bt_queue_t *q;
-	int rc = bt_queue_create_thread(&q, &s->cfg->queue);
+	int rc = bt_queue_create_thread(&q, &s->qc);
 	if (rc < 0)
 		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create_thread", idx);
 	rc = bt_acceptor_attach(s->acc, idx, q);
@@ -294,10 +297,9 @@ static int spawn_thread(struct sup *s, unsigned idx)
 	}
 	w->running = 1;
 	w->started_ns = bt__now_ns();
-	char name[32]; /* a thread name holds 15 characters */
-	snprintf(name, sizeof(name), idx < 10 ? "baton: worker %u" : "baton: wrk %u", idx);
-	name[15] = 0;
-	pthread_setname_np(w->tid, name);
+	char name[32];
+	snprintf(name, sizeof(name), "worker %u", idx);
+	bt__thread_name(w->tid, name);
 	if (s->cfg->pin) {
 		cpu_set_t set = cpu_of(idx);
 		int e = pthread_setaffinity_np(w->tid, sizeof(set), &set);
@@ -371,7 +373,7 @@ static int spawn(struct sup *s, unsigned p)
 		if (rc < 0)
 			break;
 		par[attached] = -1; /* the channel's now */
-		rc = bt_queue_create(&q, &s->cfg->queue, ch, s->shm, slot);
+		rc = bt_queue_create(&q, &s->qc, ch, s->shm, slot);
 		if (rc < 0) {
 			bt_fdpass_close(ch);
 			bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create", slot);
@@ -501,6 +503,9 @@ static void reap_children(struct sup *s)
 			(long)pid, WIFEXITED(st) ? "exited with status" : "killed by signal",
 			WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), (double)lived / 1e9,
 			w->backoff_ms);
+		bt__notify("STATUS=worker %u (pid %ld) %s %d; respawning", i, (long)pid,
+			   WIFEXITED(st) ? "exited with status" : "killed by signal",
+			   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 		w->respawn_at_ns = bt__now_ns() + (uint64_t)w->backoff_ms * 1000000ull;
 		if (w->backoff_ms < RESPAWN_MAX_MS)
 			w->backoff_ms *= 2;
@@ -517,6 +522,8 @@ static void start_drain(struct sup *s, const char *why)
 	s->draining = 1;
 	bt__log(BT_LOG_INFO, "%s: draining (%u ms for open connections)", why,
 		s->cfg->drain_timeout_ms);
+	bt__notify("STOPPING=1\nSTATUS=%s: draining, %d worker%s finishing", why,
+		   running_workers(s), running_workers(s) == 1 ? "" : "s");
 	bt_acceptor_drain(s->acc, s->cfg->drain_timeout_ms);
 	s->drain_deadline_ns = bt__now_ns() + (uint64_t)s->cfg->drain_timeout_ms * 1000000ull +
 			       1000000000ull;
@@ -546,7 +553,8 @@ static void on_signal(void *ctx)
 			print_counters(s, "SIGUSR1");
 			break;
 		case SIGHUP:
-			bt__log(BT_LOG_INFO, "SIGHUP ignored: no reload; restart to change the configuration");
+			bt__log(BT_LOG_WARN, "SIGHUP ignored: there is no reload yet; restart to change "
+					     "the configuration");
 			break;
 		}
 	}
@@ -558,27 +566,35 @@ static void on_worker_gone(void *ctx, unsigned idx)
 	(void)idx; /* SIGCHLD follows and does the rest */
 }
 
-int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler *h, void *user)
+/* Close the listeners opened so far. */
+static void close_listeners(struct sup *s)
 {
-	if (!cfg || !h || !h->on_data)
-		return 1;
-	struct sup sup, *s = &sup;
-	memset(s, 0, sizeof(*s));
-	s->cfg = cfg;
-	s->h = h;
-	s->user = user;
-	s->start_ns = bt__now_ns();
-	s->sigfd = -1;
-	s->donefd = -1;
-	signal(SIGPIPE, SIG_IGN);
+	for (int k = 0; k < s->nl; k++)
+		if (s->lfds[k] >= 0)
+			close(s->lfds[k]);
+	s->nl = 0;
+}
 
-	/* Listeners. */
+/* The listeners: socket activation, else --listen, else the program's
+ * default.  0, 1 (a failure, logged) or 2 (refused: --listen with socket
+ * activation). */
+static int open_listeners(struct sup *s)
+{
+	const struct bt_runtime_config *cfg = s->cfg;
 	char desc[160];
 	int n = bt__listen_inherited(s->lfds, 64);
 	if (n < 0)
 		return 1;
 	if (n > 0) {
 		s->nl = n;
+		if (cfg->nlisten > 0) {
+			bt__log(BT_LOG_ERROR,
+				"--listen %s given together with %d socket%s from systemd (LISTEN_FDS): "
+				"the .socket unit owns the addresses; drop --listen or the socket unit",
+				cfg->listen[0], n, n == 1 ? "" : "s");
+			close_listeners(s);
+			return 2;
+		}
 		for (int i = 0; i < n; i++) {
 			struct sockaddr_storage ss;
 			socklen_t sl = sizeof(ss);
@@ -586,22 +602,54 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 			bt__describe_addr((struct sockaddr *)&ss, sl, desc, sizeof(desc));
 			bt__log(BT_LOG_INFO, "listening on %s (fd %d from systemd)", desc, s->lfds[i]);
 		}
-	} else {
-		if (cfg->nlisten == 0) {
-			bt__log(BT_LOG_ERROR, "nothing to listen on: give --listen HOST:PORT (or socket activation)");
+		return 0;
+	}
+	const char *const *specs = cfg->listen;
+	unsigned count = cfg->nlisten;
+	if (count == 0 && cfg->default_listen) {
+		specs = &cfg->default_listen;
+		count = 1;
+	}
+	if (count == 0) {
+		bt__log(BT_LOG_ERROR, "nothing to listen on: give --listen HOST:PORT (or socket activation)");
+		return 2;
+	}
+	for (unsigned i = 0; i < count; i++) {
+		int fd = bt__listen_open(specs[i], cfg->backlog, desc, sizeof(desc));
+		if (fd < 0) {
+			close_listeners(s);
 			return 1;
 		}
-		for (unsigned i = 0; i < cfg->nlisten; i++) {
-			int fd = bt__listen_open(cfg->listen[i], cfg->backlog, desc, sizeof(desc));
-			if (fd < 0) {
-				for (int k = 0; k < s->nl; k++)
-					close(s->lfds[k]);
-				return 1;
-			}
-			s->lfds[s->nl++] = fd;
-			bt__log(BT_LOG_INFO, "listening on %s", desc);
-		}
+		s->lfds[s->nl++] = fd;
+		bt__log(BT_LOG_INFO, "listening on %s", desc);
 	}
+	return 0;
+}
+
+int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handler *h_in, void *user)
+{
+	struct sup sup, *s = &sup;
+	memset(s, 0, sizeof(*s));
+	if (!cfg_in || !h_in || bt__runtime_config_take(&s->config, cfg_in) < 0 ||
+	    bt__handler_take(&s->handler, h_in) < 0)
+		return 2;
+	if (!s->handler.on_data) {
+		bt__log(BT_LOG_ERROR, "bt_runtime_run: the handler has no on_data");
+		return 2;
+	}
+	const struct bt_runtime_config *cfg = &s->config;
+	s->cfg = cfg;
+	s->h = &s->handler;
+	bt__runtime_queue_config(cfg, &s->qc);
+	s->user = user;
+	s->start_ns = bt__now_ns();
+	s->sigfd = -1;
+	s->donefd = -1;
+	signal(SIGPIPE, SIG_IGN);
+
+	int lrc = open_listeners(s);
+	if (lrc)
+		return lrc;
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->nw = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
@@ -612,7 +660,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 	int rc = !s->w ? -ENOMEM
 		 : s->tpp > 64 || s->nslots > 4096 ? -EINVAL
 		 : cfg->mode == BT_MODE_THREAD ? 0
-		 : bt_queue_shm_create(&s->shm, s->nslots, cfg->queue.max_inflight);
+		 : bt_queue_shm_create(&s->shm, s->nslots, s->qc.max_inflight);
 	if (rc < 0)
 		goto out;
 
@@ -666,16 +714,22 @@ int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler 
 			break;
 		}
 	}
-	bt__proctitle_set("baton: acceptor");
+	char title[96];
+	snprintf(title, sizeof(title), "%s: acceptor", cfg->name);
+	bt__proctitle_set(title);
 	char flush[32];
 	char of[32] = "";
 	if (s->tpp > 1)
 		snprintf(of, sizeof(of), " of %u threads", s->tpp);
-	bt__log(BT_LOG_INFO, "%s: %u worker %s%s, %s backend, batch %u, flush %s, dispatch %s",
-		cfg->name, s->nw, cfg->mode == BT_MODE_THREAD ? "threads" : "processes", of,
-		bt_acceptor_backend(s->acc), cfg->queue.batch,
-		bt_queue_flush_name(&cfg->queue, flush, sizeof(flush)),
-		bt_acceptor_dispatch_name(cfg->dispatch));
+	char summary[256];
+	snprintf(summary, sizeof(summary), "%u worker %s%s, %s backend, batch %u, flush %s, dispatch %s",
+		 s->nw, cfg->mode == BT_MODE_THREAD ? "threads" : "processes", of,
+		 bt_acceptor_backend(s->acc), s->qc.batch,
+		 bt_queue_flush_name(&s->qc, flush, sizeof(flush)),
+		 bt_acceptor_dispatch_name(cfg->dispatch));
+	bt__log(BT_LOG_INFO, "%s: %s", cfg->name, summary);
+	if (!s->draining)
+		bt__notify("READY=1\nMAINPID=%ld\nSTATUS=serving: %s", (long)getpid(), summary);
 
 	rc = bt_acceptor_run(s->acc);
 	print_counters(s, "exit");

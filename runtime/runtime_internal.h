@@ -5,6 +5,7 @@
 
 #include <baton/runtime.h>
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -17,8 +18,23 @@ int bt__listen_inherited(int *fds, int max);
 
 void bt__describe_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap);
 
-/* Process titles as ps(1) shows them: prctl name and argv's memory. */
+/* Process titles as ps(1) shows them: argv's memory (the comm name is
+ * left alone, so pgrep -x finds the program). */
 void bt__proctitle_init(int argc, char **argv);
 void bt__proctitle_set(const char *title);
+/* A thread's name (top -H, ps -L): 15 bytes, cut. */
+void bt__thread_name(pthread_t t, const char *name);
+
+/* Take a caller's config by its size into dst (defaults first): 0,
+ * -EINVAL, -E2BIG (logged). */
+int bt__runtime_config_take(struct bt_runtime_config *dst, const struct bt_runtime_config *cfg);
+/* The queue config the runtime's batch/flush fields describe. */
+void bt__runtime_queue_config(const struct bt_runtime_config *cfg, struct bt_queue_config *qc);
+
+/* systemd's notification protocol (notify.c): one datagram of
+ * newline-separated assignments to $NOTIFY_SOCKET (a path, or an abstract
+ * name written with a leading '@').  A no-op without NOTIFY_SOCKET.  0 or
+ * -errno (logged once). */
+int bt__notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

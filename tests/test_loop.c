@@ -84,6 +84,7 @@ static void echo_close(bt_conn_t *c, int reason)
 }
 
 static const struct bt_handler echo = {
+	.size = sizeof(struct bt_handler),
 	.on_data = echo_data,
 	.on_close = echo_close,
 };

@@ -95,7 +95,7 @@ class Server:
             for t in os.listdir("/proc/%d/task" % self.proc.pid):
                 try:
                     with open("/proc/%d/task/%s/comm" % (self.proc.pid, t)) as f:
-                        if f.read().startswith("baton: w"):
+                        if f.read().startswith("worker "):
                             out.append(int(t))
                 except OSError:
                     pass
@@ -767,10 +767,13 @@ def test_pin_and_titles():
             with open(base + "/status") as f:
                 allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
             titles[title] = allowed
-        assert set(titles) == {"baton: worker 0", "baton: worker 1"}, titles
+        if MODE != "thread":  # process titles: the program's name, then the role
+            assert all(k.startswith("baton-echo: ") for k in titles), titles
+            titles = dict((k[len("baton-echo: "):], v) for k, v in titles.items())
+        assert set(titles) == {"worker 0", "worker 1"}, titles
         # Worker loop i (process i // THREADS, thread i % THREADS) on CPU i.
-        assert titles["baton: worker 0"] == "0", titles
-        assert titles["baton: worker 1"] == str(THREADS % ncpu), titles
+        assert titles["worker 0"] == "0", titles
+        assert titles["worker 1"] == str(THREADS % ncpu), titles
         if MODE == "hybrid":
             for p, pid in enumerate(sorted(pids, key=lambda q: open("/proc/%d/cmdline" % q).read())):
                 names = {}
@@ -779,9 +782,20 @@ def test_pin_and_titles():
                         comm = f.read().strip()
                     with open("/proc/%d/task/%s/status" % (pid, t)) as f:
                         names[comm] = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
-                assert names.get("baton: w %d.1" % p) == str((p * 2 + 1) % ncpu), names
+                assert names.get("worker %d.1" % p) == str((p * 2 + 1) % ncpu), names
+                # The process's main thread keeps the program's name.
+                assert names.get("baton-echo") == str((p * 2) % ncpu), names
         with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
-            assert f.read().startswith(b"baton: acceptor")
+            assert f.read().startswith(b"baton-echo: acceptor")
+        # comm stays the program's name: pgrep -x finds the acceptor and
+        # every worker process (threads are not processes).
+        found = subprocess.run(["pgrep", "-x", "-P", str(srv.proc.pid), "baton-echo"],
+                               capture_output=True, text=True, timeout=10).stdout.split()
+        want = [] if MODE == "thread" else pids
+        assert sorted(int(p) for p in found) == sorted(want), (found, want)
+        found = subprocess.run(["pgrep", "-x", "baton-echo"], capture_output=True, text=True,
+                               timeout=10).stdout.split()
+        assert str(srv.proc.pid) in found, found
         assert echo_once(srv.port, b"pinned\n") == b"pinned\n"
     finally:
         assert srv.stop() == 0

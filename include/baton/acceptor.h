@@ -39,6 +39,7 @@ enum bt_dispatch {
 };
 
 struct bt_acceptor_config {
+	size_t size;               /* sizeof(struct bt_acceptor_config): docs/abi.md */
 	int dispatch;              /* enum bt_dispatch */
 	int backend;               /* enum bt_backend (AUTO, URING, EPOLL) */
 	unsigned max_backlog;      /* connections waiting for a worker before
@@ -50,7 +51,13 @@ struct bt_acceptor_config {
 	void *ctx;
 };
 
-BT_API void bt_acceptor_config_init(struct bt_acceptor_config *cfg);
+/* Defaults: rr, backend auto, backlog 4096, EMFILE pause 100 ms.  The
+ * inline sets size to the caller's sizeof (docs/abi.md); 0 or -EINVAL. */
+BT_API int bt_acceptor_config_init_sized(struct bt_acceptor_config *cfg, size_t size);
+static inline int bt_acceptor_config_init(struct bt_acceptor_config *cfg)
+{
+	return bt_acceptor_config_init_sized(cfg, sizeof(*cfg));
+}
 /* "rr", "least" or "hash".  0 or -EINVAL. */
 BT_API int bt_acceptor_parse_dispatch(const char *s, int *out);
 BT_API const char *bt_acceptor_dispatch_name(int dispatch);
@@ -103,6 +110,7 @@ BT_API void bt_acceptor_drain(bt_acceptor_t *acc, unsigned deadline_ms);
 BT_API unsigned bt_acceptor_held(const bt_acceptor_t *acc);
 
 struct bt_acceptor_stats {
+	size_t size;               /* sizeof(struct bt_acceptor_stats): docs/abi.md */
 	uint64_t accepted;
 	uint64_t batches;      /* messages sent to workers */
 	uint64_t items_sent;   /* connections in those (fds per batch = items_sent / batches) */
@@ -114,11 +122,22 @@ struct bt_acceptor_stats {
 	uint64_t wakeups;
 	uint64_t sweeps;       /* paced accept: listener sweeps (adaptive flush under load) */
 };
-BT_API void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *out);
+/* Fill the caller's first size bytes of counters (docs/abi.md). */
+BT_API void bt_acceptor_get_stats_sized(const bt_acceptor_t *acc, struct bt_acceptor_stats *out,
+					size_t size);
+static inline void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acceptor_stats *out)
+{
+	bt_acceptor_get_stats_sized(acc, out, sizeof(*out));
+}
 /* Counters of worker slot idx since the acceptor started, over every
  * worker that has run in it. */
-BT_API void bt_acceptor_worker_stats(const bt_acceptor_t *acc, unsigned idx,
-				     struct bt_queue_stats *out);
+BT_API void bt_acceptor_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
+					   struct bt_queue_stats *out, size_t size);
+static inline void bt_acceptor_worker_stats(const bt_acceptor_t *acc, unsigned idx,
+					    struct bt_queue_stats *out)
+{
+	bt_acceptor_worker_stats_sized(acc, idx, out, sizeof(*out));
+}
 /* The queue of worker idx (NULL if none), for its own counters. */
 BT_API bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx);
 

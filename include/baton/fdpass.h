@@ -164,6 +164,7 @@ BT_API int bt_fdpass_tx_prepare(bt_fdpass_t *ch, const void *buf, size_t len,
 BT_API int bt_fdpass_tx_complete(bt_fdpass_t *ch, long res);
 
 struct bt_fdpass_stats {
+	size_t size;               /* sizeof(struct bt_fdpass_stats): docs/abi.md */
 	uint64_t sent_msgs;
 	uint64_t sent_fds;
 	uint64_t recv_msgs;
@@ -176,8 +177,12 @@ struct bt_fdpass_stats {
 
 /* A snapshot of the channel's counters (read it from the receiving thread
  * or when the channel is idle). */
-BT_API void bt_fdpass_get_stats(const bt_fdpass_t *ch,
-				struct bt_fdpass_stats *out);
+BT_API void bt_fdpass_get_stats_sized(const bt_fdpass_t *ch, struct bt_fdpass_stats *out,
+				      size_t size);
+static inline void bt_fdpass_get_stats(const bt_fdpass_t *ch, struct bt_fdpass_stats *out)
+{
+	bt_fdpass_get_stats_sized(ch, out, sizeof(*out));
+}
 
 #ifdef __cplusplus
 }

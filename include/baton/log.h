@@ -2,8 +2,12 @@
 /*
  * Logging.  The runtime logs where a syscall fails, naming it, and where it
  * refuses a peer.  By default lines go to stderr as
- *   "baton[PID]: LEVEL: message"
- * in one write(2) each.  An application may route them elsewhere.
+ *   "NAME[PID]: LEVEL: message"
+ * in one write(2) each, NAME being the program's (the runtime's cfg->name,
+ * else the executable's name).  When stderr is the systemd journal
+ * (JOURNAL_STREAM names it), each line starts with its syslog priority,
+ * "<3>" for error, "<4>" warn, "<6>" info, "<7>" debug, so that
+ * `journalctl -p warning` works.  An application may route lines elsewhere.
  */
 #ifndef BATON_LOG_H
 #define BATON_LOG_H

@@ -40,6 +40,8 @@ typedef struct bt_loop bt_loop_t;
 typedef struct bt_conn bt_conn_t;
 
 struct bt_handler {
+	size_t size; /* sizeof(struct bt_handler): set it, e.g.
+		      * {.size = sizeof(struct bt_handler), .on_data = f} */
 	void (*on_open)(bt_conn_t *c);
 	void (*on_data)(bt_conn_t *c, const void *data, size_t len);
 	void (*on_close)(bt_conn_t *c, int reason);
@@ -71,6 +73,7 @@ enum bt_backend {
 };
 
 struct bt_loop_config {
+	size_t size;               /* sizeof(struct bt_loop_config): docs/abi.md */
 	int worker_id;              /* shown in logs and bt_loop_worker_id */
 	bt_fdpass_t *channel;       /* process mode: batches arrive here; the loop owns it */
 	bt_queue_shm_t *shm;        /* process mode: acknowledgements go here */
@@ -86,8 +89,13 @@ struct bt_loop_config {
 				       and for a vanished acceptor (default 10000) */
 };
 
-/* Defaults for everything but channel, shm and handler. */
-BT_API void bt_loop_config_init(struct bt_loop_config *cfg);
+/* Defaults for everything but channel, shm and handler.  The inline sets
+ * size to the caller's sizeof (docs/abi.md); 0 or -EINVAL. */
+BT_API int bt_loop_config_init_sized(struct bt_loop_config *cfg, size_t size);
+static inline int bt_loop_config_init(struct bt_loop_config *cfg)
+{
+	return bt_loop_config_init_sized(cfg, sizeof(*cfg));
+}
 
 /*
  * Create a loop.  On success it owns cfg->channel.  Returns 0 or -errno
@@ -118,13 +126,18 @@ BT_API const char *bt_loop_backend(const bt_loop_t *loop);
 BT_API unsigned bt_loop_conns(const bt_loop_t *loop);
 
 struct bt_loop_stats {
+	size_t size;               /* sizeof(struct bt_loop_stats): docs/abi.md */
 	uint64_t batches;    /* batches received */
 	uint64_t conns;      /* connections opened */
 	uint64_t lost;       /* items reported lost (MSG_CTRUNC) */
 	uint64_t bytes_in, bytes_out;
 	uint64_t wakeups;    /* times the loop woke up with work */
 };
-BT_API void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out);
+BT_API void bt_loop_get_stats_sized(const bt_loop_t *loop, struct bt_loop_stats *out, size_t size);
+static inline void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out)
+{
+	bt_loop_get_stats_sized(loop, out, sizeof(*out));
+}
 
 /*
  * Offload blocking work: work(arg) runs on the process's thread pool

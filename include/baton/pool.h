@@ -21,6 +21,8 @@
 #ifndef BATON_POOL_H
 #define BATON_POOL_H
 
+#include <stddef.h>
+
 #include <baton/version.h>
 
 #ifdef __cplusplus
@@ -35,11 +37,17 @@ typedef void (*bt_work_fn)(void *arg);
 typedef void (*bt_done_fn)(void *arg, int status);
 
 struct bt_pool_config {
+	size_t size;               /* sizeof(struct bt_pool_config): docs/abi.md */
 	unsigned threads;    /* default: online CPUs, at least 2 */
 	unsigned max_queued; /* jobs waiting for a thread, at most (default 4096) */
 };
 
-BT_API void bt_pool_config_init(struct bt_pool_config *cfg);
+/* The inline sets size to the caller's sizeof (docs/abi.md); 0 or -EINVAL. */
+BT_API int bt_pool_config_init_sized(struct bt_pool_config *cfg, size_t size);
+static inline int bt_pool_config_init(struct bt_pool_config *cfg)
+{
+	return bt_pool_config_init_sized(cfg, sizeof(*cfg));
+}
 
 /* Start the pool's threads.  0 or -errno (-EINVAL, -ENOMEM, pthread_create's). */
 BT_API int bt_pool_create(bt_pool_t **out, const struct bt_pool_config *cfg);

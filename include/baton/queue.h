@@ -50,6 +50,7 @@ enum bt_flush {
 };
 
 struct bt_queue_config {
+	size_t size;               /* sizeof(struct bt_queue_config): docs/abi.md */
 	unsigned batch;        /* items per message, 1..253 (default 32) */
 	int flush;             /* enum bt_flush (default adaptive) */
 	unsigned delay_us;     /* BT_FLUSH_DELAY: oldest item waits at most this */
@@ -63,8 +64,13 @@ struct bt_queue_config {
 				  consumer can hold */
 };
 
-/* Defaults: batch 32, adaptive, delay 200 us, keep until acked, 4096. */
-BT_API void bt_queue_config_init(struct bt_queue_config *cfg);
+/* Defaults: batch 32, adaptive, delay 200 us, keep until acked, 4096.
+ * The inline sets size to the caller's sizeof (docs/abi.md); 0 or -EINVAL. */
+BT_API int bt_queue_config_init_sized(struct bt_queue_config *cfg, size_t size);
+static inline int bt_queue_config_init(struct bt_queue_config *cfg)
+{
+	return bt_queue_config_init_sized(cfg, sizeof(*cfg));
+}
 
 /* Parse "adaptive", "adaptive:US", "size" or "delay:US" (US 1..1000000) into cfg.
  * 0 or -EINVAL. */
@@ -232,6 +238,7 @@ BT_API int bt_queue_drain_requested(bt_queue_t *q, unsigned *deadline_ms);
 BT_API void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load);
 
 struct bt_queue_stats {
+	size_t size;               /* sizeof(struct bt_queue_stats): docs/abi.md */
 	uint64_t pushed;      /* items accepted by push */
 	uint64_t batches;     /* messages sent */
 	uint64_t items_sent;  /* items in those messages */
@@ -241,7 +248,12 @@ struct bt_queue_stats {
 	uint64_t full;        /* sends refused with EAGAIN */
 	uint64_t toomanyrefs; /* sends refused with ETOOMANYREFS */
 };
-BT_API void bt_queue_get_stats(const bt_queue_t *q, struct bt_queue_stats *out);
+/* Fill the caller's first size bytes of counters (docs/abi.md). */
+BT_API void bt_queue_get_stats_sized(const bt_queue_t *q, struct bt_queue_stats *out, size_t size);
+static inline void bt_queue_get_stats(const bt_queue_t *q, struct bt_queue_stats *out)
+{
+	bt_queue_get_stats_sized(q, out, sizeof(*out));
+}
 
 #ifdef __cplusplus
 }

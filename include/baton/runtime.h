@@ -3,8 +3,10 @@
  * The supervisor: a complete server from a handler (baton/loop.h).
  *
  *   listeners  from --listen (host:port for IPv4, [v6]:port, or a unix
- *              path; repeatable) or from systemd socket activation
- *              (LISTEN_FDS / LISTEN_PID);
+ *              path; repeatable), or from systemd socket activation
+ *              (LISTEN_FDS / LISTEN_PID), or the program's default_listen.
+ *              --listen together with socket activation is refused (exit
+ *              2): the .socket unit owns the addresses;
  *   workers    one process per online core by default (--workers N),
  *              optionally pinned (--pin); a crashed worker is respawned
  *              with back-off and its unacknowledged connections go to the
@@ -12,14 +14,22 @@
  *   signals    SIGTERM/SIGINT: stop accepting, hand over what is held, let
  *              workers finish open connections up to --drain-timeout, exit
  *              0.  SIGUSR1: print the counters (also printed at exit).
+ *              SIGHUP: logged and otherwise ignored (no reload yet);
+ *   systemd    with NOTIFY_SOCKET set: READY=1 once listening with every
+ *              worker started, STATUS= lines, STOPPING=1 when the drain
+ *              starts (sd_notify's datagram protocol, no libsystemd).
+ *              With JOURNAL_STREAM naming stderr, log lines carry <N>
+ *              priority prefixes (baton/log.h).
  *
  * The process that calls bt_runtime_run is the supervisor and runs the
- * acceptor ring; process titles read "baton: acceptor" and
- * "baton: worker N".  With --mode thread the workers are threads of that
- * process instead (same callbacks, each thread with its own ring; named
- * "baton: worker N"); a crash then ends the whole server, so there is no
+ * acceptor ring.  Every process keeps the program's name as its comm (so
+ * `pgrep -x NAME` finds them all); the command line ps shows becomes
+ * "NAME: acceptor" and "NAME: worker N", NAME being cfg->name (default
+ * argv[0]'s basename).  With --mode thread the workers are threads of that
+ * process instead (same callbacks, each thread with its own ring; thread
+ * names "worker N"); a crash then ends the whole server, so there is no
  * respawn.  The hybrid: --threads T runs T worker loops (threads named
- * "baton: w P.T", each with its own ring and channel) in each worker
+ * "worker P.T", each with its own ring and channel) in each worker
  * process, so P processes x T threads; a crash takes one process's T
  * loops, whose unacknowledged connections are redelivered.  Worker loop
  * i is process i / T, thread i % T, and --pin puts it on CPU i.
@@ -46,33 +56,57 @@ enum bt_mode {
 };
 
 struct bt_runtime_config {
+	size_t size;                /* sizeof(struct bt_runtime_config): set by
+				     * bt_runtime_config_init (docs/abi.md) */
 	const char *listen[BT_RUNTIME_MAX_LISTEN]; /* "127.0.0.1:8080", "[::1]:8080", "/run/x.sock" */
 	unsigned nlisten;
+	const char *default_listen; /* used when neither --listen nor socket
+				     * activation gives a listener; shown in
+				     * --help (NULL: none, --listen required) */
 	unsigned workers;           /* 0: one per online CPU */
 	int pin;                    /* pin worker i to CPU i % ncpu */
 	int mode;                   /* enum bt_mode */
+	unsigned threads;           /* process mode: worker threads per worker
+				     * process (--threads; 0 or 1: one) */
 	unsigned drain_timeout_ms;  /* SIGTERM: workers get this long (default 10000) */
 	int backlog;                /* listen(2) backlog (default 4096) */
-	struct bt_queue_config queue; /* batch, flush policy, fire-and-forget */
+	unsigned batch;             /* connections per hand-off message, 1..253 (32) */
+	int flush;                  /* enum bt_flush (default adaptive) */
+	unsigned delay_us;          /* the flush policy's hold or delay (200) */
+	int fire_and_forget;        /* close the acceptor's copy once sent */
+	unsigned max_inflight;      /* per worker: connections unacknowledged (4096) */
 	int dispatch;               /* enum bt_dispatch */
 	int backend;                /* enum bt_backend */
-	const char *name;           /* program name, for logs ("baton-httpd") */
+	const char *name;           /* program name for titles and logs
+				     * ("baton-httpd"); default argv[0]'s basename */
 	int argc;                   /* main's, for process titles (optional) */
 	char **argv;
-	unsigned threads;           /* process mode: worker threads per worker process
-	                             * (--threads; 0 or 1: one) */
 };
 
-/* Defaults: no listener (the app adds one), workers = CPUs, no pinning,
- * batch 32 adaptive, rr, drain 10 s. */
-BT_API void bt_runtime_config_init(struct bt_runtime_config *cfg, const char *name,
-				   int argc, char **argv);
+/*
+ * Defaults: no listener (the app sets default_listen or adds one), workers
+ * = CPUs, no pinning, batch 32 adaptive:200, rr, drain 10 s.  name NULL:
+ * argv[0]'s basename.  Also takes over argv's memory for process titles
+ * (argv[i] then point at copies), once per process.  The _sized form is
+ * what the inline calls: size is the caller's sizeof (docs/abi.md).
+ * 0 or -EINVAL.
+ */
+BT_API int bt_runtime_config_init_sized(struct bt_runtime_config *cfg, size_t size,
+					const char *name, int argc, char **argv);
+static inline int bt_runtime_config_init(struct bt_runtime_config *cfg, const char *name,
+					 int argc, char **argv)
+{
+	return bt_runtime_config_init_sized(cfg, sizeof(*cfg), name, argc, argv);
+}
 
-/* One application flag for bt_runtime_parse_args. */
+/* One application flag for bt_runtime_parse_args.  A table of them ends
+ * with a NULL name; the inline bt_runtime_parse_args passes the caller's
+ * sizeof(struct bt_flag), so that fields added later at its end do not
+ * shift the table (docs/abi.md). */
 struct bt_flag {
 	const char *name;     /* without "--" */
 	const char *arg;      /* the value's name in --help, NULL for a switch */
-	const char *help;
+	const char *help;     /* one line; say the default here */
 	/* Take the value (NULL for a switch).  Return 0, or -1 after writing
 	 * why into err. */
 	int (*set)(void *ctx, const char *value, char *err, size_t errlen);
@@ -80,21 +114,34 @@ struct bt_flag {
 };
 
 /*
- * Parse argv: the application's flags (table ending with a NULL name), then
- * the runtime's own: --listen ADDR (repeatable), --workers N, --batch N,
- * --flush adaptive|size|delay:US, --dispatch rr|least|hash, --mode process,
- * --pin, --drain-timeout MS, --fire-and-forget, --backend auto|io_uring|epoll,
- * --help, --version.  "--flag value" and "--flag=value" both work.
- * Returns 0 to run, 1 when --help or --version was printed (exit 0), or 2
- * after printing a clear error and the usage to stderr (exit 2).
+ * Parse argv with getopt_long: the application's flags, then the runtime's
+ * own: --listen ADDR (repeatable), --workers N, --batch N, --flush
+ * adaptive|size|delay:US, --dispatch rr|least|hash, --mode process|thread,
+ * --threads T, --pin, --drain-timeout MS, --fire-and-forget, --backend
+ * auto|io_uring|epoll, -h/--help, -V/--version.  "--flag value",
+ * "--flag=value" and unambiguous prefixes work; "--" ends the flags (no
+ * operand is taken after it).  --help shows every default, the signals and
+ * the environment.  Returns 0 to run, 1 when --help or --version was
+ * printed (exit 0), or 2 after printing a clear error and a hint to stderr
+ * (exit 2).
  */
-BT_API int bt_runtime_parse_args(struct bt_runtime_config *cfg, int argc, char **argv,
-				 const struct bt_flag *app_flags, const char *summary);
+BT_API int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **argv,
+				       const struct bt_flag *app_flags, size_t flag_size,
+				       const char *summary);
+static inline int bt_runtime_parse_args(struct bt_runtime_config *cfg, int argc, char **argv,
+					const struct bt_flag *app_flags, const char *summary)
+{
+	return bt_runtime_parse_args_sized(cfg, argc, argv, app_flags, sizeof(struct bt_flag),
+					   summary);
+}
 
 /*
  * Run the server until SIGTERM/SIGINT and the drain.  Returns the process
  * exit status: 0 after a clean drain, 1 on a start-up failure (logged with
- * the failing syscall).  In workers it never returns (they exit).
+ * the failing syscall), 2 for a configuration it refuses (logged: --listen
+ * together with socket activation, a struct whose size field is wrong).
+ * In workers it never returns (they exit).  It copies cfg and h at the
+ * start: later changes to them have no effect.
  */
 BT_API int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler *h,
 			  void *user);
