@@ -380,7 +380,7 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 			o = RT_BASE + RT_VERSION;
 		if (o == '?') {
 			if (optopt)
-				rc = bad(cfg, "unknown option '-%c'%s", (char[]){(char)optopt, 0}, "");
+				rc = bad(cfg, "unknown option '-%s'%s", (char[]){(char)optopt, 0}, "");
 			else
 				rc = bad(cfg, "unknown option '%s'%s", opt,
 					 opt[0] == '-' && opt[1] != '-' ? " (long options are spelled --name)"
