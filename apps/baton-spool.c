@@ -204,8 +204,9 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		case 'V':
-			printf("baton-spool (baton) %s\nCopyright (c) 2026 The baton authors.  MIT License.\n",
-			       BATON_VERSION_STRING);
+			printf("baton-spool (baton) %s\nCopyright (c) 2026 The baton authors.\n"
+			       "License: MIT <https://opensource.org/licenses/MIT>.\n",
+			       bt_version());
 			return 0;
 		case ':':
 			return bad_usage("%s needs a value", argv[optind - 1]);

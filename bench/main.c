@@ -121,7 +121,8 @@ void bench_getopt_error(void (*usage)(FILE *), int o, char **argv)
 
 void bench_version(void)
 {
-	printf("baton-bench (baton) %s\nCopyright (c) 2026 The baton authors.  MIT License.\n",
+	printf("baton-bench (baton) %s\nCopyright (c) 2026 The baton authors.\n"
+	       "License: MIT <https://opensource.org/licenses/MIT>.\n",
 	       BATON_VERSION_STRING);
 }
 
@@ -149,8 +150,9 @@ static void usage(FILE *f)
 		   "  -h, --help      show this help and exit\n"
 		   "  -V, --version   show the version and exit\n"
 		   "\nExit status:\n"
-		   "  0  done; 1  a run failed (a server did not start, a socket call failed);\n"
-		   "  2  bad usage\n");
+		   "  0   done\n"
+		   "  1   a run failed (a server did not start, a socket call failed)\n"
+		   "  2   bad usage\n");
 }
 
 int main(int argc, char **argv)

@@ -67,12 +67,15 @@ static int au_init(bt_acceptor_t *acc)
 		free(u);
 		return rc;
 	}
-	/* Multishot accept needs 5.19: probe it, so that an older kernel
-	 * falls back to epoll rather than failing at the first accept. */
+	/* Multishot accept needs 5.19, which has no opcode of its own to
+	 * probe: IORING_OP_SOCKET came in the same release, so its presence
+	 * stands for it.  An older kernel falls back to epoll rather than
+	 * failing at the first accept. */
 	struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
 	if (probe) {
 		int ok = io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
-			 io_uring_opcode_supported(probe, IORING_OP_SENDMSG);
+			 io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
+			 io_uring_opcode_supported(probe, IORING_OP_SOCKET);
 		io_uring_free_probe(probe);
 		if (!ok) {
 			io_uring_queue_exit(&u->ring);

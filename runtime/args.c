@@ -175,7 +175,7 @@ static void rt_default(const struct bt_runtime_config *cfg, int i, char *buf, si
 		if (cfg->workers)
 			snprintf(buf, cap, "%u", cfg->workers);
 		else
-			snprintf(buf, cap, "one per online CPU, %ld here", sysconf(_SC_NPROCESSORS_ONLN));
+			snprintf(buf, cap, "one per online CPU");
 		break;
 	case RT_BATCH:
 		snprintf(buf, cap, "%u", cfg->batch);
@@ -249,17 +249,17 @@ static void usage(FILE *f, const struct bt_runtime_config *cfg, const struct bt_
 		"  USR1        print the counters to stderr (they are printed at exit too)\n"
 		"  HUP         logged and otherwise ignored: there is no reload yet;\n"
 		"              restart to change the configuration\n"
+		"\nExit status:\n"
+		"  0   drained cleanly after TERM or INT, or --help/--version\n"
+		"  1   start-up failure (the failing call is logged)\n"
+		"  2   bad usage, or --listen together with socket activation\n"
 		"\nEnvironment:\n"
 		"  BATON_LOG       error | warn | info | debug (default info)\n"
 		"  BATON_BACKEND   io_uring | epoll: overrides --backend auto\n"
-		"  LISTEN_FDS, LISTEN_PID  systemd socket activation: listen on the passed\n"
-		"              sockets instead (--listen is then refused)\n"
+		"  LISTEN_FDS      with LISTEN_PID: systemd socket activation; the passed\n"
+		"                  sockets are served (--listen is then refused)\n"
 		"  NOTIFY_SOCKET   systemd Type=notify: READY=1, STATUS=, STOPPING=1\n"
-		"  JOURNAL_STREAM  when it names stderr, log lines carry <N> priorities\n"
-		"\nExit status:\n"
-		"  0  drained cleanly after TERM or INT, or --help/--version\n"
-		"  1  start-up failure (the failing call is logged)\n"
-		"  2  bad usage, or --listen together with socket activation\n");
+		"  JOURNAL_STREAM  when it names stderr, log lines carry <N> priorities\n");
 }
 
 static int bad(const struct bt_runtime_config *cfg, const char *fmt, const char *a, const char *b)
@@ -399,9 +399,9 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 			usage(stdout, cfg, app, stride, summary);
 			rc = 1;
 		} else if (o == RT_BASE + RT_VERSION) {
-			printf("%s (baton) %s\nlibbaton %s, ABI %d\n"
-			       "Copyright (c) 2026 The baton authors.  MIT License.\n",
-			       cfg->name, BATON_VERSION_STRING, bt_version(), BATON_ABI);
+			printf("%s (baton) %s\nCopyright (c) 2026 The baton authors.\n"
+			       "License: MIT <https://opensource.org/licenses/MIT>.\n",
+			       cfg->name, bt_version());
 			rc = 1;
 		} else if (o == RT_BASE + RT_PIN) {
 			cfg->pin = 1;
