@@ -17,7 +17,7 @@ static void on_data(bt_conn_t *c, const void *data, size_t len)
 int main(int argc, char **argv)
 {
 	struct bt_runtime_config cfg;
-	bt_runtime_config_init(&cfg, "baton-echo", argc, argv);
+	bt_runtime_config_init(&cfg, NULL, argc, argv); /* named after argv[0] */
 	cfg.default_listen = "127.0.0.1:7000";
 	int rc = bt_runtime_parse_args(&cfg, argc, argv, NULL,
 				       "An echo server: every byte a client sends comes back.");

@@ -55,6 +55,15 @@ int bt_runtime_config_init_sized(struct bt_runtime_config *cfg, size_t size, con
 {
 	struct bt_runtime_config d;
 	config_defaults(&d);
+	if (size < CONFIG_MIN || !cfg)
+		return -EINVAL;
+	/* Titles are written over argv's original memory: move argv to
+	 * copies first, so that a name taken from argv[0] is not overwritten. */
+	static int titled;
+	if (!titled && argv) {
+		titled = 1;
+		bt__proctitle_init(argc, argv);
+	}
 	if (!name || !*name)
 		name = argc > 0 && argv && argv[0] && *argv[0] ? basename_of(argv[0])
 								: program_invocation_short_name;
@@ -65,11 +74,6 @@ int bt_runtime_config_init_sized(struct bt_runtime_config *cfg, size_t size, con
 	if (rc < 0)
 		return rc;
 	bt__log_set_ident(name);
-	static int titled;
-	if (!titled && argv) {
-		titled = 1;
-		bt__proctitle_init(argc, argv);
-	}
 	return 0;
 }
 

@@ -106,6 +106,9 @@ static void unlink_job(bt_pool_t *p, bt_job_t *j)
 static void *pool_thread(void *arg)
 {
 	bt_pool_t *p = arg;
+	/* Named for top -H and ps -L; otherwise it would carry the name of the
+	 * thread that created it ("worker 3"). */
+	pthread_setname_np(pthread_self(), "pool");
 	for (;;) {
 		pthread_mutex_lock(&p->mu);
 		while (!p->head && !p->stopping)

@@ -317,6 +317,42 @@ def test_listen_with_socket_activation():
         assert srv.stop() == 0
 
 
+def test_named_after_argv0():
+    """A program that leaves the name to the runtime is named after
+    argv[0]: a copy of baton-echo run as my-echo is my-echo in its log,
+    its titles and its comm, so pgrep -x my-echo finds every process."""
+    with tempfile.TemporaryDirectory() as d:
+        link = os.path.join(d, "my-echo")
+        os.symlink(ECHO, link)
+        srv = Server([link, "--listen", "127.0.0.1:0", "--workers", "2", "--threads", "2"])
+        try:
+            port = srv.started()
+            pid = srv.proc.pid
+            assert re.search(r"^my-echo\[%d\]: info: my-echo: 2 worker processes of 2 threads"
+                             % pid, srv.text(), re.M), srv.text()
+            found = run(["pgrep", "-x", "my-echo"]).stdout.split()
+            kids = run(["pgrep", "-x", "-P", str(pid), "my-echo"]).stdout.split()
+            assert str(pid) in found and len(kids) == 2, (found, kids)
+            titles = set()
+            for k in kids:
+                with open("/proc/%s/cmdline" % k, "rb") as f:
+                    titles.add(f.read().split(b"\0")[0].decode())
+            assert titles == {"my-echo: worker 0", "my-echo: worker 1"}, titles
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                assert f.read().split(b"\0")[0] == b"my-echo: acceptor"
+            # The hybrid's second thread in each worker process.
+            for k in kids:
+                names = set()
+                for t in os.listdir("/proc/%s/task" % k):
+                    with open("/proc/%s/task/%s/comm" % (k, t)) as f:
+                        names.add(f.read().strip())
+                assert "my-echo" in names and any(n.startswith("worker ") and n.endswith(".1")
+                                                  for n in names), names
+            assert echo_once(port) == b"hi\n"
+        finally:
+            assert srv.stop() == 0
+
+
 def test_sighup_keeps_serving():
     srv = Server([ECHO, "--listen", "127.0.0.1:0", "--workers", "2"])
     try:
