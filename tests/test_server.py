@@ -752,56 +752,69 @@ def test_dispatch_and_flush_policies():
 def test_pin_and_titles():
     srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--pin")
     try:
-        ncpu = os.cpu_count() or 1
-        pids = srv.workers()
-        assert len(pids) == 2, pids
-        titles = {}
-        for pid in pids:
-            base = "/proc/%d" % pid if MODE != "thread" else "/proc/%d/task/%d" % (srv.proc.pid, pid)
-            if MODE == "thread":
-                with open(base + "/comm") as f:
-                    title = f.read().strip()
-            else:
-                with open(base + "/cmdline", "rb") as f:
-                    title = f.read().split(b"\0")[0].decode()
-            with open(base + "/status") as f:
-                allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
-            titles[title] = allowed
-        if MODE != "thread":  # process titles: the program's name, then the role
-            assert all(k.startswith("baton-echo: ") for k in titles), titles
-            titles = dict((k[len("baton-echo: "):], v) for k, v in titles.items())
-        assert set(titles) == {"worker 0", "worker 1"}, titles
-        # Worker loop i (process i // THREADS, thread i % THREADS) on CPU i.
-        assert titles["worker 0"] == "0", titles
-        assert titles["worker 1"] == str(THREADS % ncpu), titles
-        if MODE == "hybrid":
-            for p, pid in enumerate(sorted(pids, key=lambda q: open("/proc/%d/cmdline" % q).read())):
-                names = {}
-                for t in os.listdir("/proc/%d/task" % pid):
-                    with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
-                        comm = f.read().strip()
-                    with open("/proc/%d/task/%s/status" % (pid, t)) as f:
-                        names[comm] = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
-                assert names.get("worker %d.1" % p) == str((p * 2 + 1) % ncpu), names
-                # The process's main thread (tid = pid) keeps the program's
-                # name and runs loop 0 (a sanitizer's helper thread may be
-                # named after it too: look at the main thread only).
-                with open("/proc/%d/task/%d/comm" % (pid, pid)) as f:
-                    assert f.read().strip() == "baton-echo"
-                with open("/proc/%d/task/%d/status" % (pid, pid)) as f:
-                    main_cpus = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
-                assert main_cpus == str((p * 2) % ncpu), (main_cpus, names)
-        with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
-            assert f.read().startswith(b"baton-echo: acceptor")
-        # comm stays the program's name: pgrep -x finds the acceptor and
-        # every worker process (threads are not processes).
-        found = subprocess.run(["pgrep", "-x", "-P", str(srv.proc.pid), "baton-echo"],
-                               capture_output=True, text=True, timeout=10).stdout.split()
-        want = [] if MODE == "thread" else pids
-        assert sorted(int(p) for p in found) == sorted(want), (found, want)
-        found = subprocess.run(["pgrep", "-x", "baton-echo"], capture_output=True, text=True,
-                               timeout=10).stdout.split()
-        assert str(srv.proc.pid) in found, found
+        def check():
+            ncpu = os.cpu_count() or 1
+            pids = srv.workers()
+            assert len(pids) == 2, pids
+            titles = {}
+            for pid in pids:
+                base = "/proc/%d" % pid if MODE != "thread" else "/proc/%d/task/%d" % (srv.proc.pid, pid)
+                if MODE == "thread":
+                    with open(base + "/comm") as f:
+                        title = f.read().strip()
+                else:
+                    with open(base + "/cmdline", "rb") as f:
+                        title = f.read().split(b"\0")[0].decode()
+                with open(base + "/status") as f:
+                    allowed = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
+                titles[title] = allowed
+            if MODE != "thread":  # process titles: the program's name, then the role
+                assert all(k.startswith("baton-echo: ") for k in titles), titles
+                titles = dict((k[len("baton-echo: "):], v) for k, v in titles.items())
+            assert set(titles) == {"worker 0", "worker 1"}, titles
+            # Worker loop i (process i // THREADS, thread i % THREADS) on CPU i.
+            assert titles["worker 0"] == "0", titles
+            assert titles["worker 1"] == str(THREADS % ncpu), titles
+            if MODE == "hybrid":
+                for p, pid in enumerate(sorted(pids, key=lambda q: open("/proc/%d/cmdline" % q).read())):
+                    names = {}
+                    for t in os.listdir("/proc/%d/task" % pid):
+                        with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                            comm = f.read().strip()
+                        with open("/proc/%d/task/%s/status" % (pid, t)) as f:
+                            names[comm] = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
+                    assert names.get("worker %d.1" % p) == str((p * 2 + 1) % ncpu), names
+                    # The process's main thread (tid = pid) keeps the program's
+                    # name and runs loop 0 (a sanitizer's helper thread may be
+                    # named after it too: look at the main thread only).
+                    with open("/proc/%d/task/%d/comm" % (pid, pid)) as f:
+                        assert f.read().strip() == "baton-echo"
+                    with open("/proc/%d/task/%d/status" % (pid, pid)) as f:
+                        main_cpus = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
+                    assert main_cpus == str((p * 2) % ncpu), (main_cpus, names)
+            with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+                assert f.read().startswith(b"baton-echo: acceptor")
+            # comm stays the program's name: pgrep -x finds the acceptor and
+            # every worker process (threads are not processes).
+            found = subprocess.run(["pgrep", "-x", "-P", str(srv.proc.pid), "baton-echo"],
+                                   capture_output=True, text=True, timeout=10).stdout.split()
+            want = [] if MODE == "thread" else pids
+            assert sorted(int(p) for p in found) == sorted(want), (found, want)
+            found = subprocess.run(["pgrep", "-x", "baton-echo"], capture_output=True, text=True,
+                                   timeout=10).stdout.split()
+            assert str(srv.proc.pid) in found, found
+
+        # A worker sets its title, then pins itself: wait (with a deadline)
+        # until every worker has got that far.
+        deadline = time.time() + 10
+        while True:
+            try:
+                check()
+                break
+            except (AssertionError, OSError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.02)
         assert echo_once(srv.port, b"pinned\n") == b"pinned\n"
     finally:
         assert srv.stop() == 0

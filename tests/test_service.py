@@ -330,24 +330,38 @@ def test_named_after_argv0():
             pid = srv.proc.pid
             assert re.search(r"^my-echo\[%d\]: info: my-echo: 2 worker processes of 2 threads"
                              % pid, srv.text(), re.M), srv.text()
-            found = run(["pgrep", "-x", "my-echo"]).stdout.split()
-            kids = run(["pgrep", "-x", "-P", str(pid), "my-echo"]).stdout.split()
-            assert str(pid) in found and len(kids) == 2, (found, kids)
-            titles = set()
-            for k in kids:
-                with open("/proc/%s/cmdline" % k, "rb") as f:
-                    titles.add(f.read().split(b"\0")[0].decode())
-            assert titles == {"my-echo: worker 0", "my-echo: worker 1"}, titles
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                assert f.read().split(b"\0")[0] == b"my-echo: acceptor"
-            # The hybrid's second thread in each worker process.
-            for k in kids:
-                names = set()
-                for t in os.listdir("/proc/%s/task" % k):
-                    with open("/proc/%s/task/%s/comm" % (k, t)) as f:
-                        names.add(f.read().strip())
-                assert "my-echo" in names and any(n.startswith("worker ") and n.endswith(".1")
-                                                  for n in names), names
+
+            def named():
+                found = run(["pgrep", "-x", "my-echo"]).stdout.split()
+                kids = run(["pgrep", "-x", "-P", str(pid), "my-echo"]).stdout.split()
+                assert str(pid) in found and len(kids) == 2, (found, kids)
+                titles = set()
+                for k in kids:
+                    with open("/proc/%s/cmdline" % k, "rb") as f:
+                        titles.add(f.read().split(b"\0")[0].decode())
+                assert titles == {"my-echo: worker 0", "my-echo: worker 1"}, titles
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    assert f.read().split(b"\0")[0] == b"my-echo: acceptor"
+                # The hybrid's second thread in each worker process.
+                for k in kids:
+                    names = set()
+                    for t in os.listdir("/proc/%s/task" % k):
+                        with open("/proc/%s/task/%s/comm" % (k, t)) as f:
+                            names.add(f.read().strip())
+                    assert "my-echo" in names and any(
+                        n.startswith("worker ") and n.endswith(".1") for n in names), names
+                return True
+
+            # Workers name themselves as they start: wait, with a deadline.
+            deadline = time.time() + 10
+            while True:
+                try:
+                    named()
+                    break
+                except (AssertionError, OSError):
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.02)
             assert echo_once(port) == b"hi\n"
         finally:
             assert srv.stop() == 0
