@@ -21,7 +21,10 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
+from cases import Skip  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 ECHO = os.path.join(BUILD, "apps", "baton-echo")
@@ -30,10 +33,6 @@ MODE = os.environ.get("BATON_TEST_MODE", "process")
 MODE_ARGS = {"process": ["--mode", "process"], "thread": ["--mode", "thread"],
              "hybrid": ["--mode", "process", "--threads", "2"]}[MODE]
 THREADS = 2 if MODE == "hybrid" else 1  # worker loops per worker process
-
-
-class Skip(Exception):
-    pass
 
 
 class Server:
@@ -806,44 +805,15 @@ def test_pin_and_titles():
 
         # A worker sets its title, then pins itself: wait (with a deadline)
         # until every worker has got that far.
-        deadline = time.time() + 10
-        while True:
-            try:
-                check()
-                break
-            except (AssertionError, OSError):
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.02)
+        cases.until(check)
         assert echo_once(srv.port, b"pinned\n") == b"pinned\n"
     finally:
         assert srv.stop() == 0
 
 
-CASES = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
-
-
 def main():
-    want = sys.argv[2:]
-    passed = failed = skipped = 0
     print("backend: %s, mode: %s" % (os.environ.get("BATON_BACKEND", "auto"), MODE))
-    for case in CASES:
-        name = case.__name__[5:]
-        if want and name not in want:
-            continue
-        t0 = time.time()
-        try:
-            case()
-            passed += 1
-            print("ok   %-36s %7.2f s" % (name, time.time() - t0), flush=True)
-        except Skip as e:
-            skipped += 1
-            print("skip %-36s %s" % (name, e), flush=True)
-        except Exception:  # noqa: BLE001 - every failure is reported
-            failed += 1
-            print("FAIL %-36s\n%s" % (name, traceback.format_exc()), flush=True)
-    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
-    return 1 if failed else 0
+    return cases.run(globals(), sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
+from cases import Skip  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 ECHO = os.path.join(BUILD, "apps", "baton-echo")
@@ -26,10 +29,6 @@ SPOOL = os.path.join(BUILD, "apps", "baton-spool")
 BENCH = os.path.join(BUILD, "bench", "baton-bench")
 with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
     VERSION = re.search(r"CMAKE_PROJECT_VERSION:STATIC=(\S+)", f.read()).group(1)
-
-
-class Skip(Exception):
-    pass
 
 
 def run(argv, timeout=20, **kw):
@@ -353,15 +352,7 @@ def test_named_after_argv0():
                 return True
 
             # Workers name themselves as they start: wait, with a deadline.
-            deadline = time.time() + 10
-            while True:
-                try:
-                    named()
-                    break
-                except (AssertionError, OSError):
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.02)
+            cases.until(named)
             assert echo_once(port) == b"hi\n"
         finally:
             assert srv.stop() == 0
@@ -397,29 +388,8 @@ def test_default_listen():
         assert srv.stop() == 0
 
 
-CASES = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
-
-
 def main():
-    want = sys.argv[2:]
-    passed = failed = skipped = 0
-    for case in CASES:
-        name = case.__name__[5:]
-        if want and name not in want:
-            continue
-        t0 = time.time()
-        try:
-            case()
-            passed += 1
-            print("ok   %-36s %7.2f s" % (name, time.time() - t0), flush=True)
-        except Skip as e:
-            skipped += 1
-            print("skip %-36s %s" % (name, e), flush=True)
-        except Exception:  # noqa: BLE001 - every failure is reported
-            failed += 1
-            print("FAIL %-36s\n%s" % (name, traceback.format_exc()), flush=True)
-    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
-    return 1 if failed else 0
+    return cases.run(globals(), sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: MIT
+"""What the end-to-end Python tests share: run a script's test_* cases
+(one line each, a summary, exit status), and retry a check until it holds
+or a deadline passes (never a fixed sleep)."""
+import sys
+import time
+import traceback
+
+
+class Skip(Exception):
+    """The machine lacks something this case needs."""
+
+
+def until(check, timeout=10, interval=0.02):
+    """Call check() until it raises no AssertionError/OSError; after
+    timeout seconds, let the last failure through."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, OSError):
+            if time.time() > deadline:
+                raise
+            time.sleep(interval)
+
+
+def run(namespace, want):
+    """Run namespace's test_* functions (those named in want, if any) in
+    name order; print one line per case and a summary; return 0 or 1."""
+    cases = [v for k, v in sorted(namespace.items()) if k.startswith("test_") and callable(v)]
+    passed = failed = skipped = 0
+    for case in cases:
+        name = case.__name__[5:]
+        if want and name not in want:
+            continue
+        t0 = time.time()
+        try:
+            case()
+            passed += 1
+            print("ok   %-36s %7.2f s" % (name, time.time() - t0), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("skip %-36s %s" % (name, e), flush=True)
+        except Exception:  # noqa: BLE001 - every failure is reported
+            failed += 1
+            print("FAIL %-36s\n%s" % (name, traceback.format_exc()), flush=True)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    sys.stdout.flush()
+    return 1 if failed else 0
