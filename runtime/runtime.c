@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ struct wslot {
 	int running;          /* the thread exists and has not been joined */
 	_Atomic int finished; /* set by the thread as it ends */
 	int rc;
+	int start_rc; /* thread mode: bt_loop_create's result */
 	bt_queue_t *q;
 	struct sup *sup;
 	unsigned idx;
@@ -77,6 +79,14 @@ struct sup {
 	int killed;
 	uint64_t start_ns;
 	int donefd; /* thread mode: worker threads say they ended */
+	/* Thread mode: each worker thread posts once its loop exists (or
+	 * failed to), and the acceptor starts only after all of them.  The
+	 * threads share the acceptor's descriptor table: accepting first
+	 * could take every descriptor (EMFILE) before a worker has its ring
+	 * and eventfd, leaving a server with no worker and no respawn. */
+	sem_t ready;
+	int ready_init;
+	int start_failed; /* a worker could not start: exit status 1 */
 };
 
 static void print_counters(struct sup *s, const char *why)
@@ -260,6 +270,8 @@ static void *worker_thread(void *arg)
 	lc.drain_timeout_ms = s->cfg->drain_timeout_ms;
 	bt_loop_t *loop;
 	int rc = bt_loop_create(&loop, &lc);
+	w->start_rc = rc;
+	sem_post(&s->ready);
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", w->idx);
 	} else {
@@ -706,14 +718,33 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 			goto out;
 	}
 
-	for (unsigned i = 0; i < s->nw; i++) {
+	if (cfg->mode == BT_MODE_THREAD) {
+		if (sem_init(&s->ready, 0, 0) < 0) {
+			bt__log_errno(BT_LOG_ERROR, -errno, "sem_init");
+			goto out;
+		}
+		s->ready_init = 1;
+	}
+	unsigned spawned = 0;
+	for (unsigned i = 0; i < s->nw; i++, spawned++) {
 		s->w[i].backoff_ms = RESPAWN_MIN_MS;
 		if ((cfg->mode == BT_MODE_THREAD ? spawn_thread(s, i) : spawn(s, i)) < 0) {
 			bt__log(BT_LOG_ERROR, "cannot start worker %u", i);
-			start_drain(s, "start-up failure");
+			s->start_failed = 1;
 			break;
 		}
 	}
+	if (cfg->mode == BT_MODE_THREAD) {
+		for (unsigned i = 0; i < spawned; i++) {
+			while (sem_wait(&s->ready) < 0 && errno == EINTR)
+				;
+		}
+		for (unsigned i = 0; i < spawned; i++)
+			if (s->w[i].start_rc < 0)
+				s->start_failed = 1;
+	}
+	if (s->start_failed)
+		start_drain(s, "start-up failure");
 	char title[96];
 	snprintf(title, sizeof(title), "%s: acceptor", cfg->name);
 	bt__proctitle_set(title);
@@ -733,7 +764,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 
 	rc = bt_acceptor_run(s->acc);
 	print_counters(s, "exit");
-	status = rc == 0 && s->draining ? 0 : 1;
+	status = rc == 0 && s->draining && !s->start_failed ? 0 : 1;
 out:
 	if (s->acc) {
 		for (unsigned i = 0; i < s->nw; i++) {
@@ -752,6 +783,8 @@ out:
 	}
 	if (s->donefd > 0)
 		close(s->donefd);
+	if (s->ready_init)
+		sem_destroy(&s->ready);
 	bt__pool_shutdown_global(); /* thread mode: the workers' job pool */
 	for (int k = 0; k < s->nl; k++)
 		if (s->lfds[k] >= 0)

@@ -617,6 +617,46 @@ def test_emfile_recovers():
         assert srv.stop() == 0
 
 
+def test_emfile_at_start():
+    """Clients already queued when the server starts, and few descriptors:
+    the acceptor takes every one at once.  The workers must have their
+    rings and channels first (in thread mode they share the acceptor's
+    descriptor table), so every client is served and no worker is lost."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(256)
+    port = ls.getsockname()[1]
+    holders = [connect(port) for _ in range(100)]  # in the kernel's backlog
+    for i, h in enumerate(holders):
+        h.sendall(b"q%d\n" % i)
+    fd = ls.fileno()
+    launcher = ("import os, resource, sys\n"
+                "resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))\n"
+                "fd = int(sys.argv[1])\n"
+                "if fd != 3:\n"
+                "    os.dup2(fd, 3)\n"
+                "    os.close(fd)\n"
+                "os.set_inheritable(3, True)\n"
+                "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+                "os.environ['LISTEN_FDS'] = '1'\n"
+                "os.execv(sys.argv[2], sys.argv[2:])\n")
+    cmd = [sys.executable, "-c", launcher, str(fd), ECHO] + MODE_ARGS + ["--workers", "1"]
+    srv = Server(None, cmd=cmd, pass_fds=(fd,))
+    ls.close()
+    try:
+        def one(i):
+            h = holders[i]
+            assert recv_until(h, len(b"q%d\n" % i), timeout=30) == b"q%d\n" % i
+            h.close()
+        errors = run_parallel(100, one, threads=100)
+        assert not errors, (errors[:3], srv.text()[-1500:])
+        assert "cannot create its loop" not in srv.text(), srv.text()[-1500:]
+    finally:
+        for h in holders:
+            h.close()
+        assert srv.stop() == 0
+
+
 def test_socket_activation():
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
