@@ -47,3 +47,24 @@ def run(namespace, want):
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     sys.stdout.flush()
     return 1 if failed else 0
+
+
+def activated(fd, argv, nofile=None):
+    """The command that starts argv the way systemd's socket activation
+    does: the listening socket fd moved to descriptor 3, LISTEN_FDS=1 and
+    LISTEN_PID = the program's own pid (known only in the child: a tiny
+    launcher sets it right before exec).  nofile: an RLIMIT_NOFILE to set
+    first.  Pass fd in the Popen's pass_fds."""
+    launcher = ("import os, resource, sys\n"
+                "n = int(sys.argv[2])\n"
+                "if n:\n"
+                "    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))\n"
+                "fd = int(sys.argv[1])\n"
+                "if fd != 3:\n"
+                "    os.dup2(fd, 3)\n"
+                "    os.close(fd)\n"
+                "os.set_inheritable(3, True)\n"
+                "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+                "os.environ['LISTEN_FDS'] = '1'\n"
+                "os.execv(sys.argv[3], sys.argv[3:])\n")
+    return [sys.executable, "-c", launcher, str(fd), str(nofile or 0)] + list(argv)

@@ -630,17 +630,7 @@ def test_emfile_at_start():
     for i, h in enumerate(holders):
         h.sendall(b"q%d\n" % i)
     fd = ls.fileno()
-    launcher = ("import os, resource, sys\n"
-                "resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))\n"
-                "fd = int(sys.argv[1])\n"
-                "if fd != 3:\n"
-                "    os.dup2(fd, 3)\n"
-                "    os.close(fd)\n"
-                "os.set_inheritable(3, True)\n"
-                "os.environ['LISTEN_PID'] = str(os.getpid())\n"
-                "os.environ['LISTEN_FDS'] = '1'\n"
-                "os.execv(sys.argv[2], sys.argv[2:])\n")
-    cmd = [sys.executable, "-c", launcher, str(fd), ECHO] + MODE_ARGS + ["--workers", "1"]
+    cmd = cases.activated(fd, [ECHO] + MODE_ARGS + ["--workers", "1"], nofile=48)
     srv = Server(None, cmd=cmd, pass_fds=(fd,))
     ls.close()
     try:
@@ -664,19 +654,8 @@ def test_socket_activation():
     ls.listen(128)
     port = ls.getsockname()[1]
     fd = ls.fileno()
-    # The way systemd does it: the socket at fd 3, LISTEN_FDS=1 and
-    # LISTEN_PID = the server's own pid (known only in the child: set
-    # right before exec by a tiny launcher).
-    launcher = ("import os, sys\n"
-                "fd = int(sys.argv[1])\n"
-                "if fd != 3:\n"
-                "    os.dup2(fd, 3)\n"
-                "    os.close(fd)\n"
-                "os.set_inheritable(3, True)\n"
-                "os.environ['LISTEN_PID'] = str(os.getpid())\n"
-                "os.environ['LISTEN_FDS'] = '1'\n"
-                "os.execv(sys.argv[2], sys.argv[2:])\n")
-    cmd = [sys.executable, "-c", launcher, str(fd), ECHO] + MODE_ARGS + ["--workers", "2"]
+    # The way systemd does it (tests/cases.py).
+    cmd = cases.activated(fd, [ECHO] + MODE_ARGS + ["--workers", "2"])
     srv = Server(None, cmd=cmd, pass_fds=(fd,))
     ls.close()
     try:

@@ -266,22 +266,13 @@ def test_journal_priorities():
 
 def activated(args, extra_env=None):
     """Start baton-echo the way systemd does: the socket at fd 3,
-    LISTEN_FDS=1, LISTEN_PID = its own pid (set by a launcher before exec)."""
+    LISTEN_FDS=1, LISTEN_PID = its own pid (tests/cases.py)."""
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.bind(("127.0.0.1", 0))
     ls.listen(64)
     port = ls.getsockname()[1]
     fd = ls.fileno()
-    launcher = ("import os, sys\n"
-                "fd = int(sys.argv[1])\n"
-                "if fd != 3:\n"
-                "    os.dup2(fd, 3)\n"
-                "    os.close(fd)\n"
-                "os.set_inheritable(3, True)\n"
-                "os.environ['LISTEN_PID'] = str(os.getpid())\n"
-                "os.environ['LISTEN_FDS'] = '1'\n"
-                "os.execv(sys.argv[2], sys.argv[2:])\n")
-    srv = Server([sys.executable, "-c", launcher, str(fd), ECHO] + args, env=extra_env,
+    srv = Server(cases.activated(fd, [ECHO] + args), env=extra_env,
                  pass_fds=(fd,))
     ls.close()
     return srv, port
