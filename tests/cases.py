@@ -2,6 +2,8 @@
 """What the end-to-end Python tests share: run a script's test_* cases
 (one line each, a summary, exit status), and retry a check until it holds
 or a deadline passes (never a fixed sleep)."""
+import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -68,3 +70,16 @@ def activated(fd, argv, nofile=None):
                 "os.environ['LISTEN_FDS'] = '1'\n"
                 "os.execv(sys.argv[3], sys.argv[3:])\n")
     return [sys.executable, "-c", launcher, str(fd), str(nofile or 0)] + list(argv)
+
+
+def terminate(proc, timeout=15):
+    """SIGTERM proc (a subprocess.Popen) and wait up to timeout seconds for
+    it to exit: its exit status, or None if it hung (it is then killed)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None

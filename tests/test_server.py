@@ -133,13 +133,8 @@ class Server:
         raise AssertionError("no counters after SIGUSR1")
 
     def stop(self, timeout=15):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        rc = cases.terminate(self.proc, timeout)
+        if rc is None:
             raise AssertionError("server did not exit within %ds of SIGTERM" % timeout)
         self.reader.join(2)
         return rc

@@ -91,16 +91,9 @@ class Server:
     def stop(self, timeout=15):
         if self.err.closed:
             return self.proc.returncode
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = "hung"
+        rc = cases.terminate(self.proc, timeout)
         self.err.close()
-        return rc
+        return "hung" if rc is None else rc
 
 
 # --- cases -----------------------------------------------------------------------
