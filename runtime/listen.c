@@ -17,7 +17,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
+
+#define BIND_RETRY_MS 2000
 
 static int open_unix(const char *path, int backlog, char *desc, size_t dlen)
 {
@@ -113,7 +116,21 @@ int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (res->ai_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
+	/* EADDRINUSE right after a predecessor died is often its io_uring
+	 * still being torn down by the kernel (asynchronously, a few ms after
+	 * the process is gone: a pending ACCEPT holds the listener until
+	 * then).  Retry for up to BIND_RETRY_MS, as nginx retries bind(). */
+	int rc, waited = 0;
+	while ((rc = bind(fd, res->ai_addr, res->ai_addrlen)) < 0 && errno == EADDRINUSE &&
+	       waited < BIND_RETRY_MS) {
+		if (!waited)
+			bt__log(BT_LOG_INFO, "listen %s: address in use; retrying for up to %d ms",
+				spec, BIND_RETRY_MS);
+		struct timespec ts = {0, 20 * 1000000L};
+		nanosleep(&ts, NULL);
+		waited += 20;
+	}
+	if (rc < 0 || listen(fd, backlog) < 0) {
 		int err = -errno;
 		freeaddrinfo(res);
 		bt__close(fd);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -219,9 +220,20 @@ static void close_all_but(const int *keep, unsigned n)
 
 /* A worker process: --threads loops, one per channel in chfd[]; the first
  * on this thread.  It exits when all of them have drained. */
-static void worker_main(struct sup *s, unsigned p, const int *chfd) __attribute__((noreturn));
-static void worker_main(struct sup *s, unsigned p, const int *chfd)
+static void worker_main(struct sup *s, unsigned p, const int *chfd, pid_t parent)
+	__attribute__((noreturn));
+static void worker_main(struct sup *s, unsigned p, const int *chfd, pid_t parent)
 {
+	/* Die with the supervisor, whatever kills it (SIGKILL, the OOM
+	 * killer): a worker left alone would serve its connections for ever
+	 * with no one to redeliver, drain or restart it.  The death signal is
+	 * tied to the thread that forked us, the one that runs
+	 * bt_runtime_run; the getppid check closes the race with a
+	 * supervisor that died before prctl. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		bt__log_errno(BT_LOG_WARN, -errno, "worker %u: prctl(PR_SET_PDEATHSIG)", p);
+	if (getppid() != parent)
+		_exit(75);
 	/* Keep stdio and the channels; close the rest (listeners, held client
 	 * connections, the acceptor's ring, other workers' channels). */
 	close_all_but(chfd, s->tpp);
@@ -363,7 +375,7 @@ static int spawn(struct sup *s, unsigned p)
 		kid[made] = sv[1];
 		bt_queue_shm_reset(s->shm, p * T + made);
 	}
-	pid_t pid = -1;
+	pid_t pid = -1, self = getpid();
 	if (rc == 0) {
 		fflush(NULL);
 		pid = fork();
@@ -372,7 +384,7 @@ static int spawn(struct sup *s, unsigned p)
 		else if (pid == 0) {
 			for (unsigned t = 0; t < T; t++)
 				close(par[t]);
-			worker_main(s, p, kid);
+			worker_main(s, p, kid, self);
 		}
 	}
 	for (unsigned t = 0; t < made; t++)

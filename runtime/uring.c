@@ -8,8 +8,18 @@
  * means "flag unknown here": try the next set.  Anything else (EPERM from
  * kernel.io_uring_disabled or seccomp, ENOSYS, ENOMEM from memlock limits)
  * is returned, and the caller falls back to epoll.
+ *
+ * No ring is inherited by fork(): its mappings are MADV_DONTFORK and its fd
+ * is O_CLOEXEC (and closed by a worker at start).  A child that kept a
+ * mapping would keep the whole ring alive after its owner died, with
+ * every request in flight: a pending ACCEPT keeps the listener open and a
+ * pending RECVMSG keeps a channel from ever reaching EOF.  (Found when a
+ * supervisor killed with SIGKILL left its workers running and its port
+ * bound.)
  */
 #include "uring.h"
+
+#include "internal.h"
 
 #include <errno.h>
 #include <string.h>
@@ -28,8 +38,16 @@ int bt__uring_init(struct io_uring *ring, unsigned entries, unsigned cq_entries)
 		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
 		p.cq_entries = cq_entries;
 		rc = io_uring_queue_init_params(entries, ring, &p);
-		if (rc != -EINVAL)
+		if (rc == -EINVAL)
+			continue;
+		if (rc < 0)
 			return rc;
+		rc = io_uring_ring_dontfork(ring);
+		if (rc < 0) {
+			bt__log_errno(BT_LOG_ERROR, rc, "madvise(io_uring ring, MADV_DONTFORK)");
+			io_uring_queue_exit(ring);
+		}
+		return rc;
 	}
 	return rc;
 }

@@ -512,6 +512,56 @@ def sigkill_under_load(flush):
         assert srv.stop() == 0
 
 
+def pid_gone(pid):
+    """pid has exited (a zombie waiting for init counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_supervisor_sigkill():
+    """kill -9 of the supervisor: its workers go with it within a second,
+    and the port is free for a new instance at once.  The workers hold a
+    connection each, so nothing but their supervisor's death ends them.
+    (Worker threads die with their process: there only the port is
+    checked.)"""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2")
+    held = []
+    try:
+        pids = srv.workers() if MODE != "thread" else []
+        assert len(pids) == (0 if MODE == "thread" else 2), pids
+        for _ in range(4):
+            s = connect(srv.port)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            read_response(s)
+            held.append(s)
+        port = srv.port
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)
+        t0 = time.time()
+
+        def gone():
+            left = [p for p in pids if not pid_gone(p)]
+            assert not left, "workers still running: %s" % left
+        cases.until(gone, timeout=5)
+        assert time.time() - t0 < 1.0, "workers took %.2f s to die" % (time.time() - t0)
+        again = Server(HTTPD, "--listen", "127.0.0.1:%d" % port, "--workers", "1")
+        try:
+            s = connect(port)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert recv_all(s).endswith(b"hello\n")
+            s.close()
+        finally:
+            assert again.stop() == 0
+    finally:
+        for s in held:
+            s.close()
+        if srv.proc.poll() is None:
+            srv.stop()
+
+
 def test_sigterm_drains():
     srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--drain-timeout", "1500")
     try:
