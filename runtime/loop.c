@@ -20,6 +20,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -30,9 +31,10 @@
 #define DEFAULT_BUF_SIZE (16 * 1024)
 #define DEFAULT_BUF_COUNT 512
 
-/* The smallest structs a caller may pass: ABI 1's. */
-#define CONFIG_MIN sizeof(struct bt_loop_config)
-#define HANDLER_MIN sizeof(struct bt_handler)
+/* The smallest structs a caller may pass: ABI 1's (0.2.0). */
+#define CONFIG_MIN offsetof(struct bt_loop_config, out_high)
+#define HANDLER_MIN offsetof(struct bt_handler, on_writable)
+#define DEFAULT_OUT_HIGH (256 * 1024)
 
 static void config_defaults(struct bt_loop_config *cfg)
 {
@@ -42,6 +44,8 @@ static void config_defaults(struct bt_loop_config *cfg)
 	cfg->buf_size = DEFAULT_BUF_SIZE;
 	cfg->buf_count = DEFAULT_BUF_COUNT;
 	cfg->drain_timeout_ms = 10000;
+	cfg->out_high = DEFAULT_OUT_HIGH;
+	cfg->out_low = 0; /* out_high / 4 */
 }
 
 int bt_loop_config_init_sized(struct bt_loop_config *cfg, size_t size)
@@ -96,10 +100,14 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	if (cfg->buf_size < 512 || cfg->buf_size > (1u << 20) || cfg->buf_count == 0 ||
 	    cfg->buf_count > 32768 || (cfg->buf_count & (cfg->buf_count - 1)))
 		return -EINVAL;
+	if (cfg->out_high < 4096 || (cfg->out_low && cfg->out_low >= cfg->out_high))
+		return -EINVAL;
 	bt_loop_t *loop = calloc(1, sizeof(*loop));
 	if (!loop)
 		return -ENOMEM;
 	loop->cfg = c;
+	if (!loop->cfg.out_low)
+		loop->cfg.out_low = loop->cfg.out_high / 4;
 	loop->handler = h;
 	loop->h = &loop->handler;
 	loop->cfg.handler = loop->h;
@@ -234,7 +242,7 @@ void bt_loop_get_stats_sized(const bt_loop_t *loop, struct bt_loop_stats *out, s
 	bt__sized_out(out, size, &st, sizeof(st));
 }
 
-static void publish_load(bt_loop_t *loop)
+void bt__loop_publish_load(bt_loop_t *loop)
 {
 	if (loop->cfg.queue)
 		bt_queue_set_consumer_load(loop->cfg.queue, loop->nconns);
@@ -242,38 +250,12 @@ static void publish_load(bt_loop_t *loop)
 		bt_queue_set_load(loop->cfg.shm, loop->cfg.slot, loop->nconns);
 }
 
-/* --- connections ---------------------------------------------------------- */
-
+/* A connection arrived in a batch: on_open, then start reading it. */
 static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
 {
-	bt_conn_t *c = calloc(1, sizeof(*c));
-	if (!c) {
-		/* Nothing can serve it: close, so the client sees it at once. */
-		bt__log(BT_LOG_ERROR, "worker %d: out of memory for connection %llu: closing it",
-			loop->cfg.worker_id, (unsigned long long)it->id);
-		bt__close(it->fd);
+	bt_conn_t *c = bt__conn_new(loop, it);
+	if (!c)
 		return;
-	}
-	c->loop = loop;
-	c->fd = it->fd;
-	c->fd_open = 1;
-	c->id = it->id;
-	c->accept_ns = it->accept_ns;
-	if (it->peer_len) {
-		c->peer = malloc(sizeof(*c->peer));
-		if (c->peer) {
-			memcpy(c->peer, &it->peer, it->peer_len);
-			c->peer_len = it->peer_len;
-		}
-	}
-	c->next = loop->conns;
-	if (loop->conns)
-		loop->conns->prev = c;
-	loop->conns = c;
-	loop->nconns++;
-	loop->st.conns++;
-	publish_load(loop);
-
 	if (loop->h->on_open)
 		loop->h->on_open(c);
 	if (c->state != CONN_OPEN)
@@ -285,237 +267,6 @@ static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
 		c->drained = 1;
 		loop->h->on_drain(c);
 	}
-}
-
-static void finish(bt_conn_t *c, int abort)
-{
-	bt_loop_t *loop = c->loop;
-	c->state = CONN_DONE;
-	loop->nconns--;
-	publish_load(loop);
-	if (loop->h->on_close)
-		loop->h->on_close(c, c->close_reason);
-	loop->ops->conn_finish(loop, c, abort);
-}
-
-void bt__conn_maybe_free(bt_conn_t *c)
-{
-	if (c->state != CONN_DONE || c->ops != 0 || c->zombie_next || c->loop->zombies == c)
-		return;
-	bt_loop_t *loop = c->loop;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		loop->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	/* prev/next stay as they were: an iteration standing on c can go on. */
-	c->zombie_next = loop->zombies;
-	loop->zombies = c;
-}
-
-static void free_zombies(bt_loop_t *loop)
-{
-	while (loop->zombies) {
-		bt_conn_t *c = loop->zombies;
-		loop->zombies = c->zombie_next;
-		free(c->out);
-		free(c->pend);
-		free(c->peer);
-		free(c);
-	}
-}
-
-void bt__conn_ended(bt_conn_t *c, int reason)
-{
-	if (c->state == CONN_DONE)
-		return;
-	if (reason == 0) {
-		/* The peer finished sending: what we queued (a reply to its
-		 * last request) still goes out, then FIN. */
-		bt_conn_close(c);
-		return;
-	}
-	c->close_reason = reason;
-	finish(c, 1);
-}
-
-static int grow(char **buf, size_t *cap, size_t need)
-{
-	if (need <= *cap)
-		return 0;
-	size_t n = *cap ? *cap : 512;
-	while (n < need)
-		n *= 2;
-	char *p = realloc(*buf, n);
-	if (!p)
-		return -ENOMEM;
-	*buf = p;
-	*cap = n;
-	return 0;
-}
-
-int bt_conn_write(bt_conn_t *c, const void *data, size_t len)
-{
-	if (!c || c->state != CONN_OPEN)
-		return -EPIPE;
-	if (len == 0)
-		return 0;
-	if (!data)
-		return -EINVAL;
-	if (grow(&c->pend, &c->pcap, c->plen + len) < 0)
-		return -ENOMEM;
-	memcpy(c->pend + c->plen, data, len);
-	c->plen += len;
-	c->loop->st.bytes_out += len;
-	if (!c->flush_queued) {
-		c->flush_queued = 1;
-		c->flush_next = c->loop->flushq;
-		c->loop->flushq = c;
-	}
-	return 0;
-}
-
-/* Move pend into out (which is empty) for the backend to send. */
-static int swap_out(bt_conn_t *c)
-{
-	if (c->off < c->olen || c->plen == 0)
-		return 0;
-	char *b = c->out;
-	size_t cap = c->ocap;
-	c->out = c->pend;
-	c->ocap = c->pcap;
-	c->olen = c->plen;
-	c->off = 0;
-	c->pend = b;
-	c->pcap = cap;
-	c->plen = 0;
-	return 1;
-}
-
-void bt__loop_flush(bt_loop_t *loop)
-{
-	while (loop->flushq) {
-		bt_conn_t *c = loop->flushq;
-		loop->flushq = c->flush_next;
-		c->flush_queued = 0;
-		c->flush_next = NULL;
-		if (c->state == CONN_DONE || c->writing)
-			continue;
-		if (c->off == c->olen)
-			swap_out(c);
-		if (c->off < c->olen)
-			loop->ops->conn_flush(loop, c);
-	}
-}
-
-void bt__conn_sent(bt_conn_t *c, size_t n)
-{
-	c->off += n;
-	if (c->off >= c->olen) {
-		c->off = c->olen = 0;
-		/* Keep small buffers for the next reply; give big ones back. */
-		if (c->ocap > 64 * 1024) {
-			free(c->out);
-			c->out = NULL;
-			c->ocap = 0;
-		}
-		swap_out(c);
-	}
-	if (c->state == CONN_DONE)
-		return;
-	if (c->off < c->olen) {
-		c->loop->ops->conn_flush(c->loop, c);
-		return;
-	}
-	if (c->state == CONN_CLOSING)
-		finish(c, 0);
-}
-
-void bt_conn_close(bt_conn_t *c)
-{
-	if (!c || c->state != CONN_OPEN)
-		return;
-	c->state = CONN_CLOSING;
-	if (c->writing || c->off < c->olen || c->plen) {
-		/* finish() follows the last send (bt__conn_sent). */
-		if (!c->writing && !c->flush_queued) {
-			c->flush_queued = 1;
-			c->flush_next = c->loop->flushq;
-			c->loop->flushq = c;
-		}
-		return;
-	}
-	finish(c, 0);
-}
-
-void bt_conn_abort(bt_conn_t *c)
-{
-	if (!c || c->state == CONN_DONE)
-		return;
-	c->plen = 0;
-	c->close_reason = -ECONNABORTED;
-	finish(c, 1);
-}
-
-void bt_conn_set_timeout(bt_conn_t *c, unsigned ms)
-{
-	if (!c)
-		return;
-	c->deadline_ns = ms ? bt__now_ns() + (uint64_t)ms * 1000000ull : 0;
-}
-
-uint64_t bt_conn_id(const bt_conn_t *c)
-{
-	return c->id;
-}
-
-uint64_t bt_conn_accept_ns(const bt_conn_t *c)
-{
-	return c->accept_ns;
-}
-
-int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)
-{
-	if (!c || !ss || !len)
-		return -EINVAL;
-	if (c->peer) {
-		memcpy(ss, c->peer, c->peer_len);
-		*len = c->peer_len;
-		return 0;
-	}
-	if (c->state == CONN_DONE)
-		return -EBADF;
-	socklen_t l = sizeof(*ss);
-	if (getpeername(c->fd, (struct sockaddr *)ss, &l) < 0)
-		return -errno;
-	*len = l;
-	return 0;
-}
-
-int bt_conn_fd(const bt_conn_t *c)
-{
-	return c->state == CONN_DONE ? -1 : c->fd;
-}
-
-void bt_conn_set_data(bt_conn_t *c, void *data)
-{
-	c->data = data;
-}
-
-void *bt_conn_data(const bt_conn_t *c)
-{
-	return c->data;
-}
-
-bt_loop_t *bt_conn_loop(const bt_conn_t *c)
-{
-	return c->loop;
-}
-
-size_t bt_conn_pending(const bt_conn_t *c)
-{
-	return (c->olen - c->off) + c->plen;
 }
 
 /* --- batches, drain, timers ------------------------------------------------ */
@@ -610,11 +361,7 @@ int bt__loop_tick(bt_loop_t *loop)
 	if (loop->draining && now >= loop->drain_deadline_ns) {
 		for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 			next = c->next;
-			if (c->state != CONN_DONE) {
-				c->close_reason = -ETIMEDOUT;
-				c->plen = 0;
-				finish(c, 1);
-			}
+			bt__conn_finish(c, -ETIMEDOUT, 1);
 		}
 	}
 	static const uint64_t scan_every = 100000000ull; /* 100 ms */
@@ -625,17 +372,17 @@ int bt__loop_tick(bt_loop_t *loop)
 			if (c->state == CONN_DONE || !c->deadline_ns || c->deadline_ns > now)
 				continue;
 			c->deadline_ns = 0;
-			if (loop->h->on_timeout) {
+			if (loop->h->on_timeout)
 				loop->h->on_timeout(c);
-			} else {
-				c->close_reason = -ETIMEDOUT;
-				c->plen = 0;
-				finish(c, 1);
-			}
+			else
+				bt__conn_finish(c, -ETIMEDOUT, 1);
 		}
 	}
+	if (loop->retryq)
+		bt__loop_retry_reads(loop);
 	bt__loop_flush(loop);
-	free_zombies(loop);
+	bt__loop_run_closes(loop);
+	bt__loop_free_zombies(loop);
 	if (loop->stopping)
 		return 1;
 	return loop->draining && loop->nconns == 0 && loop->conns == NULL &&
@@ -652,7 +399,8 @@ int bt_loop_run(bt_loop_t *loop)
 			return -ECANCELED;
 	}
 	int rc = loop->ops->run(loop);
-	free_zombies(loop);
+	bt__loop_run_closes(loop);
+	bt__loop_free_zombies(loop);
 	bt__log(BT_LOG_DEBUG, "worker %d (%s): %llu connections in %llu batches, %llu lost, %llu wake-ups",
 		loop->cfg.worker_id, loop->ops->name, (unsigned long long)loop->st.conns,
 		(unsigned long long)loop->st.batches, (unsigned long long)loop->st.lost,
@@ -668,13 +416,20 @@ void bt_loop_destroy(bt_loop_t *loop)
 		return;
 	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->state != CONN_DONE) {
-			c->close_reason = -ECANCELED;
-			c->plen = 0;
-			finish(c, 1);
-		}
+		bt__conn_finish(c, -ECANCELED, 1);
 	}
+	bt__loop_run_closes(loop);
+	/* Jobs still out (the application's, and file reads): wait for them,
+	 * so no done() is lost, none runs for a loop that is gone, and a file
+	 * read's completion still finds its connection. */
+	while (bt_pool_sink_pending(loop->sink)) {
+		struct pollfd pfd = {.fd = bt_pool_sink_fd(loop->sink), .events = POLLIN};
+		poll(&pfd, 1, 100);
+		bt_pool_sink_run(loop->sink);
+	}
+	bt__loop_run_closes(loop);
 	loop->ops->fini(loop); /* drops what is in flight */
+	bt__loop_retry_reads(loop);
 	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->fd_open) {
@@ -684,14 +439,7 @@ void bt_loop_destroy(bt_loop_t *loop)
 		c->ops = 0;
 		bt__conn_maybe_free(c);
 	}
-	free_zombies(loop);
-	/* Jobs still out: wait for them, so no done() is lost and no thread
-	 * runs work for a loop that is gone. */
-	while (bt_pool_sink_pending(loop->sink)) {
-		struct pollfd pfd = {.fd = bt_pool_sink_fd(loop->sink), .events = POLLIN};
-		poll(&pfd, 1, 100);
-		bt_pool_sink_run(loop->sink);
-	}
+	bt__loop_free_zombies(loop);
 	bt_pool_sink_destroy(loop->sink);
 	if (loop->cfg.channel)
 		bt_fdpass_close(loop->cfg.channel);

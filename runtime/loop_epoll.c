@@ -76,15 +76,27 @@ static int ep_conn_start(bt_loop_t *loop, bt_conn_t *c)
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
 	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
 		return bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(ADD connection)");
+	c->registered = 1;
 	c->reading = 1;
 	return 0;
 }
 
-static void want_out(struct ep *e, bt_conn_t *c, int on)
+/* The events a connection waits for: input unless reading is paused or
+ * the peer has finished sending (c->reading cleared), output while a send
+ * is blocked (c->pollout). */
+static void ep_sync(struct ep *e, bt_conn_t *c)
 {
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0), .data.ptr = c};
+	uint32_t want = (c->reading && !c->paused ? EPOLLIN | EPOLLRDHUP : 0) |
+			(c->pollout ? EPOLLOUT : 0);
+	struct epoll_event ev = {.events = want, .data.ptr = c};
 	if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
 		bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(MOD connection)");
+}
+
+static void ep_conn_pause(bt_loop_t *loop, bt_conn_t *c)
+{
+	if (c->fd_open)
+		ep_sync(loop->backend, c);
 }
 
 static void ep_conn_flush(bt_loop_t *loop, bt_conn_t *c)
@@ -94,9 +106,11 @@ static void ep_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 		return; /* the loop below is already at it */
 	c->writing = 1;
 	int blocked = 0;
-	while (c->state != CONN_DONE && c->off < c->olen) {
-		ssize_t n = send(c->fd, c->out + c->off, c->olen - c->off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT | bt__conn_last_send_flags(c));
+	size_t len;
+	int flags;
+	const char *p;
+	while (c->state != CONN_DONE && (p = bt__conn_next_send(c, &len, &flags))) {
+		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -108,15 +122,18 @@ static void ep_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 			bt__conn_ended(c, -errno);
 			return;
 		}
-		bt__conn_sent(c, (size_t)n); /* may swap in more, or finish */
+		bt__conn_sent(c, (size_t)n); /* may queue more, call back, or finish */
 	}
 	c->writing = 0;
 	if (c->state == CONN_DONE)
 		return;
-	if (blocked != c->closing_op) { /* closing_op doubles as "EPOLLOUT on" */
-		want_out(e, c, blocked);
-		c->closing_op = (uint8_t)blocked;
+	if (blocked != c->pollout) {
+		c->pollout = (uint8_t)blocked;
+		ep_sync(e, c);
 	}
+	/* Sends done: a close waiting for them can finish. */
+	if (c->state == CONN_CLOSING && c->out_bytes == 0)
+		bt__conn_finish(c, c->abort_reason, c->abort_reason != 0);
 }
 
 static void ep_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
@@ -125,8 +142,9 @@ static void ep_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 	(void)abort;
 	if (!c->fd_open)
 		return;
-	if (c->reading && epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
+	if (c->registered && epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
 		bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(DEL connection)");
+	c->registered = 0;
 	c->reading = 0;
 	shutdown(c->fd, SHUT_RDWR); /* FIN now, whoever else holds the socket */
 	bt__close(c->fd);
@@ -134,16 +152,25 @@ static void ep_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 	bt__conn_maybe_free(c);
 }
 
-static void on_readable(bt_loop_t *loop, struct ep *e, bt_conn_t *c)
+static void on_readable(struct ep *e, bt_conn_t *c, uint32_t events)
 {
+	if (c->paused || !c->reading) {
+		/* Not reading now: only a broken connection matters (EPOLLERR
+		 * and EPOLLHUP are reported whatever the mask). */
+		if (events & (EPOLLERR | EPOLLHUP)) {
+			int err = 0;
+			socklen_t l = sizeof(err);
+			getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+			bt__conn_ended(c, err ? -err : -ECONNRESET);
+		}
+		return;
+	}
 	ssize_t n;
 	do
 		n = recv(c->fd, e->buf, e->bufsize, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
-		loop->st.bytes_in += (uint64_t)n;
-		if (c->state == CONN_OPEN)
-			loop->h->on_data(c, e->buf, (size_t)n);
+		bt__conn_input(c, e->buf, (size_t)n);
 		return;
 	}
 	if (n < 0 && errno == EAGAIN)
@@ -154,8 +181,8 @@ static void on_readable(bt_loop_t *loop, struct ep *e, bt_conn_t *c)
 	if (c->state != CONN_DONE) {
 		/* Half-closed by the peer, replies still going out: stop
 		 * polling for a readable EOF, keep EPOLLOUT if blocked. */
-		struct epoll_event ev = {.events = c->closing_op ? EPOLLOUT : 0, .data.ptr = c};
-		epoll_ctl(e->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+		c->reading = 0;
+		ep_sync(e, c);
 	}
 }
 
@@ -213,7 +240,7 @@ static int ep_run(bt_loop_t *loop)
 			if (evs[i].events & EPOLLOUT)
 				ep_conn_flush(loop, c);
 			if (c->state != CONN_DONE && (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
-				on_readable(loop, e, c);
+				on_readable(e, c, evs[i].events);
 		}
 		if (bt__loop_tick(loop))
 			return 0;
@@ -228,4 +255,5 @@ const struct loop_ops bt__loop_epoll_ops = {
 	.conn_start = ep_conn_start,
 	.conn_flush = ep_conn_flush,
 	.conn_finish = ep_conn_finish,
+	.conn_pause = ep_conn_pause,
 };

@@ -16,28 +16,61 @@ enum conn_state {
 	CONN_DONE = 2,    /* fd shut and being closed; on_close has run */
 };
 
+/*
+ * One piece of a connection's output queue: bytes (MEM: data[off..len) is
+ * unsent; a send in flight reads it, so a segment is never reallocated and
+ * writes only append after len), or a range of a file (FILE: len bytes from
+ * foff, read chunk by chunk into MEM segments inserted before it).
+ */
+struct bt_outseg {
+	struct bt_outseg *next;
+	size_t len, off, cap; /* FILE: len = bytes of the range left; cap 0 */
+	int fd;               /* FILE: owned; MEM: -1 */
+	uint64_t foff;
+	char data[];
+};
+
+/* A file chunk being read (inline, or on the thread pool). */
+struct bt_fread;
+
 struct bt_conn {
 	bt_loop_t *loop;
 	int fd;
 	uint8_t state;
-	uint8_t reading;   /* a receive is armed (io_uring) / registered (epoll) */
+	uint8_t reading;   /* a receive is armed (io_uring) / input is wanted
+			      (epoll: until the peer's EOF) */
 	uint8_t writing;   /* a send is in flight (io_uring) */
 	uint8_t closing_op; /* shutdown/close in flight */
 	uint8_t drained;   /* on_drain was called */
 	uint8_t fd_open;   /* fd not yet closed */
+	uint8_t paused;    /* reading paused: output above the high-water mark */
+	uint8_t want_writable; /* a write returned 1: on_writable is due */
+	uint8_t pollout;   /* epoll: EPOLLOUT is wanted (a send blocked) */
+	uint8_t registered; /* epoll: the fd is in the epoll set */
+	uint8_t close_queued; /* on the loop's close queue: on_close is due */
 	int close_reason;
-	unsigned ops;      /* operations in flight that name this conn */
+	int abort_reason;  /* CLOSING towards an abort (a file range failed) */
+	unsigned ops;      /* operations in flight that name this conn (sends,
+			      receives, file reads) */
 	uint64_t id;
 	uint64_t accept_ns;
 	uint64_t deadline_ns; /* 0: no timer */
 	void *data;
-	/* Output: out[off..olen) is being sent (a send in flight points into
-	 * it, so it is never reallocated then); pend[0..plen) waits for it. */
-	char *out, *pend;
-	size_t off, olen, ocap, plen, pcap;
+	/* Output, in order; out_bytes counts what is unsent, file ranges
+	 * included.  spare: one small emptied segment kept for the next
+	 * reply. */
+	struct bt_outseg *oq, *oq_tail, *spare;
+	size_t out_bytes;
+	struct bt_fread *fread; /* the file chunk being read, if any */
+	/* Input that arrived while reading was paused (a receive already in
+	 * flight), delivered when it resumes. */
+	char *held;
+	size_t held_len;
 	uint8_t flush_queued;
 	struct bt_conn *flush_next;
 	struct bt_conn *zombie_next;
+	struct bt_conn *close_next;
+	struct bt_conn *retry_next; /* waiting to submit a file read */
 	socklen_t peer_len;
 	struct sockaddr_storage *peer; /* only if the acceptor sent one */
 	struct bt_conn *prev, *next;   /* all connections of the loop */
@@ -54,6 +87,10 @@ struct loop_ops {
 	void (*conn_flush)(bt_loop_t *loop, bt_conn_t *c);
 	/* Shut the socket and close it; free c when nothing refers to it. */
 	void (*conn_finish)(bt_loop_t *loop, bt_conn_t *c, int abort);
+	/* Reading was paused (c->paused set) or resumed (cleared): stop or
+	 * start receiving.  An io_uring receive in flight may still complete:
+	 * its bytes go through bt__conn_input, which holds them. */
+	void (*conn_pause)(bt_loop_t *loop, bt_conn_t *c);
 };
 
 extern const struct loop_ops bt__loop_uring_ops;
@@ -69,6 +106,8 @@ struct bt_loop {
 	struct bt_conn *conns;   /* list head */
 	struct bt_conn *flushq;  /* connections with output to start sending */
 	struct bt_conn *zombies; /* finished, freed at the end of the wake-up */
+	struct bt_conn *closeq, *closeq_tail; /* finished, on_close not yet run */
+	struct bt_conn *retryq;  /* file reads the pool refused (full): retried each tick */
 	unsigned nconns;
 	int draining;
 	uint64_t drain_deadline_ns;
@@ -95,6 +134,9 @@ bt_pool_t *bt__pool_global(void);
  * a drain request. */
 void bt__loop_consume(bt_loop_t *loop);
 
+/* Tell the acceptor how many connections the loop holds. */
+void bt__loop_publish_load(bt_loop_t *loop);
+
 /* Once per wake-up, after the events: timers, drain progress.  Returns 1
  * when the loop should return from run(). */
 int bt__loop_tick(bt_loop_t *loop);
@@ -102,26 +144,39 @@ int bt__loop_tick(bt_loop_t *loop);
 /* The connection's I/O ended (EOF 0, or -errno): close it. */
 void bt__conn_ended(bt_conn_t *c, int reason);
 
-/* A send completed: consume n bytes (n > 0), continue closing if asked. */
+/* Bytes received: to on_data, or held while reading is paused. */
+void bt__conn_input(bt_conn_t *c, const void *data, size_t len);
+
+/* The next bytes to send: *len (at most BT__SEND_MAX) from the returned
+ * pointer, with *flags (MSG_MORE when more output follows at once, or when
+ * it is the last of a closing connection: see below).  NULL when nothing
+ * is ready (empty, or waiting for a file chunk). */
+#define BT__SEND_MAX ((size_t)1 << 20)
+const char *bt__conn_next_send(bt_conn_t *c, size_t *len, int *flags);
+
+/* A send completed: consume n bytes (n > 0), continue closing if asked,
+ * call on_writable and resume reading when the output has drained. */
 void bt__conn_sent(bt_conn_t *c, size_t n);
+
+/* A new connection (from a batch): linked, counted; NULL if out of memory
+ * (then the fd is closed). */
+bt_conn_t *bt__conn_new(bt_loop_t *loop, const struct bt_wire_item *it);
+
+/* Finish now: state DONE, the backend closes the fd, on_close queued. */
+void bt__conn_finish(bt_conn_t *c, int reason, int abort);
+
+/* Run the on_close calls due (the close queue), then free what is done. */
+void bt__loop_run_closes(bt_loop_t *loop);
+void bt__loop_free_zombies(bt_loop_t *loop);
+
+/* Retry file reads that the pool refused. */
+void bt__loop_retry_reads(bt_loop_t *loop);
 
 
 /* Called by the backend when an operation of c completed: a DONE conn
  * with nothing in flight is unlinked now and freed at the end of the
  * wake-up (iterations in progress may still hold it). */
 void bt__conn_maybe_free(bt_conn_t *c);
-
-/*
- * Flags for a send: MSG_MORE when it carries the last bytes of a
- * connection that is closing.  The data then waits in the socket for the
- * shutdown(SHUT_WR) that follows the send's completion, and goes out in
- * one segment with the FIN: one packet (and one trip through the
- * receiving side's stack) fewer per connection than data, then FIN.
- */
-static inline int bt__conn_last_send_flags(const bt_conn_t *c)
-{
-	return c->state == CONN_CLOSING && c->plen == 0 ? MSG_MORE : 0;
-}
 
 /* Start the sends queued during this wake-up (one send per connection
  * for everything its callbacks wrote). */

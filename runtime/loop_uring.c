@@ -10,7 +10,8 @@
  *  - the channel: one RECVMSG at a time on the fdpass channel's msghdr;
  *  - each connection: one RECV at a time selecting a buffer from a
  *    provided buffer ring (the buffer goes back as soon as on_data returns);
- *  - sends: one SEND per connection in flight, from its `out` buffer;
+ *  - sends: one SEND per connection in flight, from the head of its output
+ *    queue (bt__conn_next_send);
  *  - close: shutdown(2), a plain syscall (see uring_conn_finish), then a
  *    CLOSE operation that completes only if it fails.
  *  - a 100 ms tick while connections are open or draining, for timers.
@@ -158,15 +159,19 @@ static int uring_conn_start(bt_loop_t *loop, bt_conn_t *c)
 static void uring_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 {
 	struct uring *u = loop->backend;
-	if (c->writing || c->off >= c->olen)
+	size_t len;
+	int flags;
+	const char *p;
+	if (c->writing || !(p = bt__conn_next_send(c, &len, &flags)))
 		return;
 	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
 	if (!sqe) {
 		bt__conn_ended(c, -EBUSY);
 		return;
 	}
-	io_uring_prep_send(sqe, c->fd, c->out + c->off, c->olen - c->off,
-			   MSG_NOSIGNAL | bt__conn_last_send_flags(c));
+	/* len is at most BT__SEND_MAX: the SQE's length is 32 bits, and a
+	 * send over 2 GiB failed outright. */
+	io_uring_prep_send(sqe, c->fd, p, len, MSG_NOSIGNAL | flags);
 	io_uring_sqe_set_data64(sqe, ud(c, OP_SEND));
 	c->writing = 1;
 	c->ops++;
@@ -200,20 +205,25 @@ static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 	c->fd_open = 0;
 }
 
+/* Reading paused or resumed (c->paused): a paused connection is simply
+ * not re-armed; resuming arms a receive if none is in flight. */
+static void uring_conn_pause(bt_loop_t *loop, bt_conn_t *c)
+{
+	struct uring *u = loop->backend;
+	if (!c->paused && !c->reading && c->state == CONN_OPEN && arm_recv(u, c) < 0)
+		bt__conn_ended(c, -EBUSY);
+}
+
 static void on_recv(struct uring *u, bt_conn_t *c, struct io_uring_cqe *cqe)
 {
-	bt_loop_t *loop = c->loop;
 	int res = cqe->res;
 	c->ops--;
 	c->reading = 0;
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		if (c->state == CONN_OPEN && loop->h->on_data) {
-			loop->st.bytes_in += (uint64_t)res;
-			loop->h->on_data(c, u->bufs + (size_t)bid * u->bufsize, (size_t)res);
-		}
+		bt__conn_input(c, u->bufs + (size_t)bid * u->bufsize, (size_t)res);
 		recycle(u, bid);
-		if (c->state == CONN_OPEN && arm_recv(u, c) < 0)
+		if (c->state == CONN_OPEN && !c->paused && !c->reading && arm_recv(u, c) < 0)
 			bt__conn_ended(c, -EBUSY);
 	} else {
 		if (cqe->flags & IORING_CQE_F_BUFFER)
@@ -221,7 +231,7 @@ static void on_recv(struct uring *u, bt_conn_t *c, struct io_uring_cqe *cqe)
 		if (res == -ENOBUFS && c->state == CONN_OPEN) {
 			/* Every buffer was in use at that moment; they are
 			 * back by now. */
-			if (arm_recv(u, c) < 0)
+			if (!c->paused && arm_recv(u, c) < 0)
 				bt__conn_ended(c, -EBUSY);
 		} else if (c->state == CONN_OPEN || (c->state == CONN_CLOSING && res < 0)) {
 			bt__conn_ended(c, res);
@@ -365,4 +375,5 @@ const struct loop_ops bt__loop_uring_ops = {
 	.conn_start = uring_conn_start,
 	.conn_flush = uring_conn_flush,
 	.conn_finish = uring_conn_finish,
+	.conn_pause = uring_conn_pause,
 };

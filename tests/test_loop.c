@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 
 static int backend;
@@ -43,8 +44,140 @@ static void offload_done(void *arg, int status)
 	free(o);
 }
 
+/* What the worker saw, for the test process to check (shared memory). */
+struct seen {
+	int bad;            /* a callback found freed or wrong state */
+	int close_reason;   /* of the last on_close */
+	int closes;
+	int writable;       /* on_writable calls */
+	size_t max_pending; /* the most output queued when a write returned 1 */
+	int rc[8];          /* results of the sendfile error cases */
+	int fd_ok[8];
+};
+static struct seen *seen;
+
+/* Per-connection state that on_close frees (and poisons first). */
+struct cstate {
+	unsigned magic;
+	int pumping;
+	size_t pump_left; /* "pump": bytes still to write */
+};
+#define CSTATE_MAGIC 0x5ea7ed
+
+static struct cstate *cstate(bt_conn_t *c)
+{
+	struct cstate *st = bt_conn_data(c);
+	if (!st) {
+		st = calloc(1, sizeof(*st));
+		st->magic = CSTATE_MAGIC;
+		bt_conn_set_data(c, st);
+	}
+	return st;
+}
+
+/* Write 64 KiB pieces until the output is above the mark or the pump is
+ * done; then close. */
+static void pump(bt_conn_t *c)
+{
+	static char piece[65536];
+	struct cstate *st = cstate(c);
+	while (st->pump_left > 0) {
+		size_t n = st->pump_left < sizeof(piece) ? st->pump_left : sizeof(piece);
+		for (size_t i = 0; i < n; i++)
+			piece[i] = (char)('a' + (st->pump_left - i) % 26);
+		int rc = bt_conn_write(c, piece, n);
+		if (rc < 0) {
+			seen->bad = 100 - rc;
+			return;
+		}
+		st->pump_left -= n;
+		if (rc == 1) {
+			if (bt_conn_pending(c) > seen->max_pending)
+				seen->max_pending = bt_conn_pending(c);
+			return; /* on_writable goes on */
+		}
+	}
+	bt_conn_close(c);
+}
+
+static void echo_writable(bt_conn_t *c)
+{
+	seen->writable++;
+	if (bt_conn_pending(c) > 64 * 1024)
+		seen->bad = 2; /* called above the low-water mark */
+	struct cstate *st = bt_conn_data(c);
+	if (st && st->pumping)
+		pump(c);
+}
+
+/* "file PATH LEN": send LEN bytes of PATH with bt_conn_sendfile, then close. */
+static void send_file(bt_conn_t *c, const char *data, size_t len)
+{
+	char cmd[300];
+	if (len >= sizeof(cmd))
+		return;
+	memcpy(cmd, data, len);
+	cmd[len] = 0;
+	char path[256];
+	unsigned long long n;
+	if (sscanf(cmd, "file %255s %llu", path, &n) != 2) {
+		seen->bad = 3;
+		return;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || bt_conn_sendfile(c, fd, 0, n) < 0) {
+		seen->bad = 4;
+		return;
+	}
+	bt_conn_close(c);
+}
+
+/* The sendfile error paths: the caller keeps its fd on every error. */
+static void sendfile_errors(bt_conn_t *c)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	seen->rc[0] = bt_conn_sendfile(c, -1, 0, 10);
+	seen->rc[1] = bt_conn_sendfile(c, fd, UINT64_MAX - 5, 10);
+	seen->fd_ok[1] = fcntl(fd, F_GETFD) >= 0;
+	seen->rc[2] = bt_conn_sendfile(c, fd, 0, 0); /* takes fd, closes it */
+	seen->fd_ok[2] = fcntl(fd, F_GETFD) >= 0;
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	bt_conn_write(c, "ok\n", 3);
+	bt_conn_close(c);
+	seen->rc[3] = bt_conn_sendfile(c, fd, 0, 10);
+	seen->fd_ok[3] = fcntl(fd, F_GETFD) >= 0;
+	seen->rc[4] = bt_conn_write(c, "x", 1);
+	close(fd);
+}
+
 static void echo_data(bt_conn_t *c, const void *data, size_t len)
 {
+	if (len >= 5 && memcmp(data, "abort", 5) == 0) {
+		/* Callbacks may close: what on_close frees stays valid until
+		 * this callback returns. */
+		struct cstate *st = cstate(c);
+		int closes = seen->closes;
+		bt_conn_abort(c);
+		if (st->magic != CSTATE_MAGIC || seen->closes != closes)
+			seen->bad = 1;
+		if (bt_conn_fd(c) != -1 || bt_conn_write(c, "x", 1) != -EPIPE)
+			seen->bad = 5;
+		return;
+	}
+	if (len >= 4 && memcmp(data, "pump", 4) == 0) {
+		cstate(c)->pump_left = 8 << 20;
+		cstate(c)->pumping = 1;
+		pump(c);
+		return;
+	}
+	if (len >= 5 && memcmp(data, "file ", 5) == 0) {
+		send_file(c, data, len);
+		return;
+	}
+	if (len >= 6 && memcmp(data, "sfbad\n", 6) == 0) {
+		sendfile_errors(c);
+		return;
+	}
 	if (len > 4 && memcmp(data, "job:", 4) == 0 && len - 4 <= 256) {
 		struct offload *o = malloc(sizeof(*o));
 		o->c = c;
@@ -79,14 +212,21 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 
 static void echo_close(bt_conn_t *c, int reason)
 {
-	(void)c;
-	(void)reason;
+	struct cstate *st = bt_conn_data(c);
+	seen->closes++;
+	seen->close_reason = reason;
+	if (st) {
+		st->magic = 0; /* poison: a use after this is caught */
+		free(st);
+		bt_conn_set_data(c, NULL);
+	}
 }
 
 static const struct bt_handler echo = {
 	.size = sizeof(struct bt_handler),
 	.on_data = echo_data,
 	.on_close = echo_close,
+	.on_writable = echo_writable,
 };
 
 struct rig {
@@ -109,6 +249,12 @@ static void start(struct rig *r)
 {
 	bt_log_set_handler(quiet, NULL);
 	memset(r, 0, sizeof(*r));
+	if (!seen) {
+		seen = mmap(NULL, sizeof(*seen), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			    -1, 0);
+		CHECK(seen != MAP_FAILED);
+	}
+	memset(seen, 0, sizeof(*seen));
 	CHECK_ERR(bt_queue_shm_create(&r->shm, 1, 1024), 0);
 	int sv[2];
 	CHECK_ERR(bt_fdpass_pair(sv, 0), 0);
@@ -135,7 +281,7 @@ static void start(struct rig *r)
 		}
 		rc = bt_loop_run(loop);
 		bt_loop_destroy(loop);
-		_exit(rc == 0 ? 0 : 12);
+		_exit(rc != 0 ? 12 : seen->bad ? 13 : 0);
 	}
 	close(sv[1]);
 	bt_fdpass_t *ch;
@@ -185,6 +331,8 @@ static void stop(struct rig *r, int expect_status)
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
 		CHECK_SKIP("io_uring unavailable");
 	CHECK(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 13)
+		fprintf(stderr, "the worker's callbacks saw a bad state: %d\n", seen->bad);
 	CHECK_EQ(WEXITSTATUS(st), expect_status);
 	bt_queue_reap(r->q, NULL, NULL);
 	CHECK_EQ(bt_queue_inflight(r->q), 0);
@@ -399,7 +547,234 @@ static void test_offload_drain(void)
 	close(fd);
 }
 
+/* A callback that aborts its connection still holds valid state until it
+ * returns: on_close runs after it (deferred), not inside bt_conn_abort. */
+static void test_close_in_callback(void)
+{
+	struct rig r;
+	start(&r);
+	for (int i = 0; i < 3; i++) {
+		int fd = client(&r);
+		CHECK_EQ(write(fd, "abort", 5), 5);
+		char buf[16];
+		ssize_t n = read_all(fd, buf, sizeof(buf), 5000);
+		CHECK_OP(n, <=, 0); /* EOF or RST, nothing else */
+		close(fd);
+	}
+	stop(&r, 0);
+	CHECK_EQ(seen->bad, 0);
+	CHECK_EQ(seen->closes, 3);
+	CHECK_EQ(seen->close_reason, -ECONNABORTED);
+}
+
+/* Read what the pump wrote and check it. */
+static void expect_pump(int fd, size_t total)
+{
+	static char buf[1 << 20];
+	size_t got = 0;
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		CHECK_EQ(poll(&p, 1, 10000), 1);
+		ssize_t n = read(fd, buf, sizeof(buf));
+		CHECK_OP(n, >=, 0);
+		if (n == 0)
+			break;
+		for (ssize_t i = 0; i < n; i++) {
+			size_t pos = got + (size_t)i; /* byte pos of the stream */
+			size_t left = total - (pos / 65536) * 65536 - (pos % 65536);
+			if (buf[i] != (char)('a' + left % 26))
+				CHECK_EQ(buf[i], 'a' + left % 26);
+		}
+		got += (size_t)n;
+	}
+	CHECK_EQ(got, total);
+}
+
+/* A writer that respects the return value: 8 MiB written while the client
+ * does not read, never more than the mark plus one write queued; then all
+ * of it arrives, in order, through on_writable. */
+static void test_backpressure_writer(void)
+{
+	struct rig r;
+	start(&r);
+	int fd = client(&r);
+	CHECK_EQ(write(fd, "pump", 4), 4);
+	usleep(300000); /* let it fill every buffer on the way */
+	expect_pump(fd, 8 << 20);
+	close(fd);
+	stop(&r, 0);
+	CHECK_OP(seen->max_pending, >, 256 * 1024);
+	CHECK_OP(seen->max_pending, <=, 256 * 1024 + 65536);
+	CHECK_OP(seen->writable, >=, 1);
+}
+
+/* A client that sends without reading stops being read: its sends block
+ * (EAGAIN) after the socket buffers on the way fill, not after the server
+ * has taken everything into memory.  Then it reads all of it back. */
+static void test_backpressure_reader(void)
+{
+	struct rig r;
+	start(&r);
+	int fd = client(&r);
+	static char chunk[65536];
+	memset(chunk, 'e', sizeof(chunk));
+	size_t sent = 0, limit = (size_t)256 << 20;
+	double deadline = check_now() + 20;
+	int blocked = 0;
+	/* Blocked = no progress for 300 ms in a row. */
+	double last_progress = check_now();
+	while (sent < limit && check_now() < deadline) {
+		ssize_t n = send(fd, chunk, sizeof(chunk), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+			last_progress = check_now();
+			continue;
+		}
+		CHECK(n < 0 && errno == EAGAIN);
+		if (check_now() - last_progress > 0.3) {
+			blocked = 1;
+			break;
+		}
+		usleep(10000);
+	}
+	CHECK(blocked);
+	CHECK_OP(sent, <, (size_t)64 << 20);
+	CHECK_SYS(shutdown(fd, SHUT_WR));
+	/* Read it all back while the rest of what was sent is echoed. */
+	static char buf[1 << 20];
+	size_t got = 0;
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		CHECK_EQ(poll(&p, 1, 10000), 1);
+		ssize_t n = read(fd, buf, sizeof(buf));
+		CHECK_OP(n, >=, 0);
+		if (n == 0)
+			break;
+		for (ssize_t i = 0; i < n; i++)
+			if (buf[i] != 'e')
+				CHECK_EQ(buf[i], 'e');
+		got += (size_t)n;
+	}
+	CHECK_EQ(got, sent);
+	close(fd);
+	stop(&r, 0);
+}
+
+/* A temporary file of n bytes (a pattern); its path in path. */
+static void make_file(char *path, size_t cap, size_t n, int drop_cache)
+{
+	snprintf(path, cap, "/tmp/bt_test_loop_%d_XXXXXX", (int)getpid());
+	int fd = mkstemp(path);
+	CHECK_OP(fd, >=, 0);
+	static char block[65536];
+	for (size_t off = 0; off < n; off += sizeof(block)) {
+		size_t k = n - off < sizeof(block) ? n - off : sizeof(block);
+		for (size_t i = 0; i < k; i++)
+			block[i] = (char)((off + i) * 7 % 251);
+		CHECK_EQ(write(fd, block, k), k);
+	}
+	if (drop_cache) {
+		/* Out of the page cache: the reads must wait for the disk,
+		 * which sends them to the thread pool. */
+		CHECK_SYS(fsync(fd));
+		CHECK_ERR(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	}
+	close(fd);
+}
+
+static void expect_file(int fd, size_t n)
+{
+	static char buf[1 << 20];
+	size_t got = 0;
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		CHECK_EQ(poll(&p, 1, 10000), 1);
+		ssize_t k = read(fd, buf, sizeof(buf));
+		if (k < 0 && errno == ECONNRESET)
+			break;
+		CHECK_OP(k, >=, 0);
+		if (k == 0)
+			break;
+		for (ssize_t i = 0; i < k; i++)
+			if (buf[i] != (char)((got + (size_t)i) * 7 % 251))
+				CHECK_EQ(buf[i], (char)((got + (size_t)i) * 7 % 251));
+		got += (size_t)k;
+	}
+	CHECK_EQ(got, n);
+}
+
+/* Files of 0 bytes to 5 MiB, hot and cold in the page cache, go out whole
+ * through bt_conn_sendfile, in order after what was written before. */
+static void test_sendfile(void)
+{
+	struct rig r;
+	start(&r);
+	static const size_t sizes[] = {1, 4096, 131072, 131073, 5 << 20};
+	for (int cold = 0; cold < 2; cold++)
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			char path[64], cmd[128];
+			make_file(path, sizeof(path), sizes[i], cold);
+			int fd = client(&r);
+			int n = snprintf(cmd, sizeof(cmd), "file %s %zu", path, sizes[i]);
+			CHECK_EQ(write(fd, cmd, (size_t)n), n);
+			expect_file(fd, sizes[i]);
+			close(fd);
+			unlink(path);
+		}
+	stop(&r, 0);
+	CHECK_EQ(seen->bad, 0);
+	CHECK_EQ(seen->close_reason, 0);
+}
+
+/* A file shorter than the length asked for: the peer was promised more, so
+ * the connection is aborted (-EIO) after the bytes that exist. */
+static void test_sendfile_short(void)
+{
+	struct rig r;
+	start(&r);
+	for (int cold = 0; cold < 2; cold++) {
+		char path[64], cmd[128];
+		make_file(path, sizeof(path), 300000, cold);
+		int fd = client(&r);
+		int n = snprintf(cmd, sizeof(cmd), "file %s %d", path, 400000);
+		CHECK_EQ(write(fd, cmd, (size_t)n), n);
+		expect_file(fd, 300000);
+		close(fd);
+		unlink(path);
+	}
+	stop(&r, 0);
+	CHECK_EQ(seen->bad, 0);
+	CHECK_EQ(seen->close_reason, -EIO);
+}
+
+/* Every error of bt_conn_sendfile leaves the caller its descriptor. */
+static void test_sendfile_errors(void)
+{
+	struct rig r;
+	start(&r);
+	int fd = client(&r);
+	CHECK_EQ(write(fd, "sfbad\n", 6), 6);
+	char buf[16];
+	CHECK_EQ(read_all(fd, buf, sizeof(buf), 5000), 3);
+	close(fd);
+	stop(&r, 0);
+	CHECK_EQ(seen->rc[0], -EINVAL);
+	CHECK_EQ(seen->rc[1], -EINVAL);
+	CHECK_EQ(seen->fd_ok[1], 1);
+	CHECK_EQ(seen->rc[2], 0);
+	CHECK_EQ(seen->fd_ok[2], 0);
+	CHECK_EQ(seen->rc[3], -EPIPE);
+	CHECK_EQ(seen->fd_ok[3], 1);
+	CHECK_EQ(seen->rc[4], -EPIPE);
+}
+
 static const struct check_case cases[] = {
+	{"close_in_callback", test_close_in_callback},
+	{"backpressure_writer", test_backpressure_writer},
+	{"backpressure_reader", test_backpressure_reader},
+	{"sendfile", test_sendfile},
+	{"sendfile_short", test_sendfile_short},
+	{"sendfile_errors", test_sendfile_errors},
 	{"offload", test_offload},
 	{"offload_drain", test_offload_drain},
 	{"echo_many", test_echo_many},

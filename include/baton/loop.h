@@ -10,15 +10,39 @@
  *             readable with the bt_conn_* calls);
  *   on_data   bytes arrived: data is valid only during the call;
  *   on_close  the connection is finished: the peer closed it (reason 0),
- *             an error (-errno), bt_conn_close (0), or the drain deadline
- *             (-ETIMEDOUT).  The conn pointer is invalid after it returns.
+ *             an error (-errno), bt_conn_close (0), bt_conn_abort
+ *             (-ECONNABORTED), or the drain deadline (-ETIMEDOUT).  The
+ *             conn pointer is invalid after it returns.
  *
- * Writes are queued and sent in order (partial writes handled); a close
- * waits for queued writes, then sends FIN (shutdown) before close, so the
- * client sees EOF at once even while the acceptor still holds its copy of
- * the socket.
+ * Callbacks may close.  Any callback may call bt_conn_close or
+ * bt_conn_abort on any connection; on_close never runs inside those calls
+ * (nor inside bt_conn_write): it runs after the callback that ended the
+ * connection has returned, before the loop next sleeps.  So state that an
+ * application frees in on_close stays valid until its own callback
+ * returns, and code after a close may still read it (bt_conn_fd returns -1
+ * once the connection is ending).
  *
- * Calls return 0 or a negative errno; none of them blocks.
+ * Output is flow-controlled.  Writes are queued and sent in order (partial
+ * sends handled, each send at most 1 MiB); a close waits for queued
+ * output, then sends FIN (shutdown) before close, so the client sees EOF
+ * at once even while the acceptor still holds its copy of the socket.
+ * When a connection's unsent output exceeds the high-water mark
+ * (out_high, default 256 KiB), bt_conn_write and bt_conn_sendfile return
+ * 1 and the loop stops reading it: a client that does not read stops
+ * being read.  Once the output drains to the low-water mark (out_low,
+ * default 64 KiB), on_writable is called, then reading resumes.  Files go
+ * out in chunks of 128 KiB (bt_conn_sendfile), read without blocking the
+ * loop.  Memory per connection is therefore bounded by
+ *
+ *     out_high + the largest single bt_conn_write + 2 file chunks (256 KiB)
+ *     + one receive buffer (buf_size, held only while reading is paused)
+ *     + about 2.5 KiB of bookkeeping,
+ *
+ * plus whatever the application keeps; the loop's receive buffers
+ * (buf_count x buf_size, 8 MiB by default) are shared by all connections.
+ *
+ * Calls return 0 (or 1: above the mark) or a negative errno; none of them
+ * blocks.
  */
 #ifndef BATON_LOOP_H
 #define BATON_LOOP_H
@@ -64,6 +88,12 @@ struct bt_handler {
 	 * (valid during the call): the work-queue use of the runtime, e.g. a
 	 * file to process with a job description. */
 	void (*on_item)(bt_loop_t *loop, const struct bt_wire_item *it);
+	/* Since 0.3 (ABI 1, appended): optional.  A bt_conn_write or
+	 * bt_conn_sendfile returned 1 (the output went above the high-water
+	 * mark) and the output has now drained to the low-water mark: write
+	 * more.  Reading the connection resumes after it returns (if the
+	 * output is still at or below the high-water mark). */
+	void (*on_writable)(bt_conn_t *c);
 };
 
 enum bt_backend {
@@ -87,6 +117,11 @@ struct bt_loop_config {
 	unsigned buf_count;         /* receive buffers, a power of 2 (default 512) */
 	unsigned drain_timeout_ms;  /* default deadline for a DRAIN without one
 				       and for a vanished acceptor (default 10000) */
+	/* Since 0.3 (appended): flow control of each connection's output. */
+	size_t out_high;            /* above it, writes return 1 and reading
+				       pauses (default 262144; at least 4096) */
+	size_t out_low;             /* on_writable at or below it (default 0:
+				       out_high / 4; else below out_high) */
 };
 
 /* Defaults for everything but channel, shm and handler.  The inline sets
@@ -156,10 +191,25 @@ BT_API int bt_loop_cancel(bt_loop_t *loop, bt_job_t *job);
 BT_API unsigned bt_loop_jobs(const bt_loop_t *loop);
 
 /*
- * Queue len bytes for sending (copied).  0, or -EPIPE (the connection is
- * closing or closed), -ENOMEM.
+ * Queue len bytes for sending (copied; any length).  0, or 1 (queued, and
+ * the unsent output is now above the high-water mark: reading pauses; wait
+ * for on_writable before writing more), or -EPIPE (the connection is
+ * closing or closed), -EINVAL, -ENOMEM (nothing queued).
  */
 BT_API int bt_conn_write(bt_conn_t *c, const void *data, size_t len);
+
+/*
+ * Queue len bytes of the file fd from offset off, after what is queued.
+ * The loop reads it in 128 KiB chunks without blocking (a read that would
+ * wait for the disk runs on the thread pool) and sends each chunk; memory
+ * stays bounded whatever the file's size.  On success the loop owns fd and
+ * closes it when the range is sent or the connection ends; if the file
+ * turns out shorter than off + len, the connection is aborted (on_close
+ * sees -EIO), since the peer was promised len bytes.  Returns as
+ * bt_conn_write (0 or 1), or -EPIPE, -EINVAL (fd < 0, or off + len
+ * overflows), -ENOMEM: then the caller still owns fd.  len 0 closes fd.
+ */
+BT_API int bt_conn_sendfile(bt_conn_t *c, int fd, uint64_t off, uint64_t len);
 
 /* Close after the queued writes are sent: FIN, then close.  on_close
  * follows (reason 0).  Idempotent. */
@@ -181,7 +231,7 @@ BT_API int bt_conn_fd(const bt_conn_t *c);
 BT_API void bt_conn_set_data(bt_conn_t *c, void *data);
 BT_API void *bt_conn_data(const bt_conn_t *c);
 BT_API bt_loop_t *bt_conn_loop(const bt_conn_t *c);
-/* Bytes queued and not yet sent. */
+/* Bytes queued and not yet sent (file ranges included). */
 BT_API size_t bt_conn_pending(const bt_conn_t *c);
 
 #ifdef __cplusplus

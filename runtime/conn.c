@@ -1,0 +1,709 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Connections of the worker loop (baton/loop.h): their life, the
+ * connection API, and the output queue with its flow control and file
+ * streaming.  The backends (loop_uring.c, loop_epoll.c) move the bytes and
+ * call back in here.
+ *
+ * Life of a connection:
+ *   OPEN -> (bt_conn_close) CLOSING -> (output sent) DONE
+ *   OPEN/CLOSING -> (abort, error, deadline) DONE
+ * At DONE (bt__conn_finish) the backend shuts and closes the fd at once and
+ * the connection joins the loop's close queue: on_close runs from
+ * bt__loop_run_closes, never inside the call that ended the connection,
+ * so a callback that closes its connection keeps every pointer it holds
+ * until it returns (STYLE rule 13).  The struct itself is freed when it is
+ * DONE, its on_close has run and no operation in flight names it
+ * (c->ops: sends, receives, file reads), at the end of the wake-up.
+ *
+ * Output: a queue of segments (struct bt_outseg).  Bytes are copied into
+ * MEM segments; a send reads the head segment in place, so segments are
+ * never reallocated, and new bytes are only appended after their end.  A
+ * file range is a FILE segment: the loop reads it 128 KiB at a time into a
+ * MEM segment inserted before it, at most one chunk ahead of what is being
+ * sent.  Reads try preadv2(RWF_NOWAIT) first (the page cache, no wait);
+ * one that would wait for the disk goes to the thread pool, so the loop
+ * never blocks on a file.
+ *
+ * Flow control: out_bytes counts everything unsent (file ranges included).
+ * Above out_high, writes return 1, want_writable is set and reading
+ * pauses (c->paused; a receive already in flight on io_uring completes into
+ * c->held).  At or below out_low, on_writable runs (if a write returned 1),
+ * then reading resumes: held input first.
+ */
+#include "loop_internal.h"
+
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define SEG_MIN 2048                /* a new MEM segment holds at least this */
+#define SPARE_MAX (16 * 1024)       /* keep an emptied segment up to this size */
+#define CHUNK ((size_t)128 * 1024)  /* file bytes read at a time */
+
+struct bt_fread {
+	bt_conn_t *c;
+	struct bt_outseg *buf; /* the MEM segment being filled */
+	int fd;
+	int own_fd; /* the FILE segment went away (abort): close fd when done */
+	uint64_t off;
+	size_t want;
+	ssize_t got; /* bytes read, or -errno */
+};
+
+/* --- life ------------------------------------------------------------------ */
+
+bt_conn_t *bt__conn_new(bt_loop_t *loop, const struct bt_wire_item *it)
+{
+	bt_conn_t *c = calloc(1, sizeof(*c));
+	if (!c) {
+		/* Nothing can serve it: close, so the client sees it at once. */
+		bt__log(BT_LOG_ERROR, "worker %d: out of memory for connection %llu: closing it",
+			loop->cfg.worker_id, (unsigned long long)it->id);
+		bt__close(it->fd);
+		return NULL;
+	}
+	c->loop = loop;
+	c->fd = it->fd;
+	c->fd_open = 1;
+	c->id = it->id;
+	c->accept_ns = it->accept_ns;
+	if (it->peer_len) {
+		c->peer = malloc(sizeof(*c->peer));
+		if (c->peer) {
+			memcpy(c->peer, &it->peer, it->peer_len);
+			c->peer_len = it->peer_len;
+		}
+	}
+	c->next = loop->conns;
+	if (loop->conns)
+		loop->conns->prev = c;
+	loop->conns = c;
+	loop->nconns++;
+	loop->st.conns++;
+	bt__loop_publish_load(loop);
+	return c;
+}
+
+static void seg_free(struct bt_outseg *s)
+{
+	if (s->fd >= 0)
+		bt__close(s->fd);
+	free(s);
+}
+
+/* Drop unsent output (an abort).  A segment a send in flight reads stays
+ * until the conn is freed; a file a read in flight uses is closed by that
+ * read's completion. */
+static void discard_output(bt_conn_t *c)
+{
+	struct bt_outseg *s = c->oq, *keep = NULL;
+	if (s && c->writing) {
+		keep = s;
+		s = s->next;
+		keep->next = NULL;
+	}
+	while (s) {
+		struct bt_outseg *next = s->next;
+		if (c->fread && s->fd == c->fread->fd) {
+			c->fread->own_fd = 1;
+			s->fd = -1;
+		}
+		seg_free(s);
+		s = next;
+	}
+	c->oq = c->oq_tail = keep;
+	c->out_bytes = 0;
+	free(c->held);
+	c->held = NULL;
+	c->held_len = 0;
+}
+
+void bt__conn_finish(bt_conn_t *c, int reason, int abort)
+{
+	if (c->state == CONN_DONE)
+		return;
+	bt_loop_t *loop = c->loop;
+	c->state = CONN_DONE;
+	c->close_reason = reason;
+	if (abort)
+		discard_output(c);
+	loop->nconns--;
+	bt__loop_publish_load(loop);
+	c->close_queued = 1; /* before conn_finish, which may try to free c */
+	loop->ops->conn_finish(loop, c, abort);
+	c->close_next = NULL;
+	if (loop->closeq_tail)
+		loop->closeq_tail->close_next = c;
+	else
+		loop->closeq = c;
+	loop->closeq_tail = c;
+}
+
+void bt__loop_run_closes(bt_loop_t *loop)
+{
+	while (loop->closeq) {
+		bt_conn_t *c = loop->closeq;
+		loop->closeq = c->close_next;
+		if (!loop->closeq)
+			loop->closeq_tail = NULL;
+		c->close_next = NULL;
+		if (loop->h->on_close)
+			loop->h->on_close(c, c->close_reason);
+		c->close_queued = 0;
+		bt__conn_maybe_free(c);
+	}
+}
+
+void bt__conn_maybe_free(bt_conn_t *c)
+{
+	if (c->state != CONN_DONE || c->ops != 0 || c->close_queued || c->zombie_next ||
+	    c->loop->zombies == c)
+		return;
+	bt_loop_t *loop = c->loop;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		loop->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	/* prev/next stay as they were: an iteration standing on c can go on. */
+	c->zombie_next = loop->zombies;
+	loop->zombies = c;
+}
+
+void bt__loop_free_zombies(bt_loop_t *loop)
+{
+	while (loop->zombies) {
+		bt_conn_t *c = loop->zombies;
+		loop->zombies = c->zombie_next;
+		for (struct bt_outseg *s = c->oq, *next; s; s = next) {
+			next = s->next;
+			seg_free(s);
+		}
+		free(c->spare);
+		free(c->held);
+		free(c->peer);
+		free(c);
+	}
+}
+
+void bt__conn_ended(bt_conn_t *c, int reason)
+{
+	if (c->state == CONN_DONE)
+		return;
+	if (reason == 0) {
+		/* The peer finished sending: what we queued (a reply to its
+		 * last request) still goes out, then FIN. */
+		bt_conn_close(c);
+		return;
+	}
+	bt__conn_finish(c, reason, 1);
+}
+
+/* --- flow control ------------------------------------------------------------ */
+
+static void queue_flush(bt_conn_t *c)
+{
+	if (!c->flush_queued) {
+		c->flush_queued = 1;
+		c->flush_next = c->loop->flushq;
+		c->loop->flushq = c;
+	}
+}
+
+/* After output was queued: 1 (and reading paused) above the mark, else 0. */
+static int pressure(bt_conn_t *c)
+{
+	bt_loop_t *loop = c->loop;
+	if (c->out_bytes <= loop->cfg.out_high)
+		return 0;
+	c->want_writable = 1;
+	if (!c->paused) {
+		c->paused = 1;
+		loop->ops->conn_pause(loop, c);
+	}
+	return 1;
+}
+
+/* Reading resumes: input held while paused goes to on_data first. */
+static void resume(bt_conn_t *c)
+{
+	bt_loop_t *loop = c->loop;
+	c->paused = 0;
+	if (c->held) {
+		char *h = c->held;
+		size_t n = c->held_len;
+		c->held = NULL;
+		c->held_len = 0;
+		if (c->state == CONN_OPEN)
+			loop->h->on_data(c, h, n);
+		free(h);
+	}
+	if (c->state == CONN_OPEN && !c->paused)
+		loop->ops->conn_pause(loop, c);
+}
+
+void bt__conn_input(bt_conn_t *c, const void *data, size_t len)
+{
+	bt_loop_t *loop = c->loop;
+	if (c->state != CONN_OPEN || !loop->h->on_data)
+		return;
+	loop->st.bytes_in += len;
+	if (!c->paused) {
+		loop->h->on_data(c, data, len);
+		return;
+	}
+	/* A receive that was in flight when reading paused (io_uring): at
+	 * most one buffer, kept until reading resumes. */
+	char *h = realloc(c->held, c->held_len + len);
+	if (!h) {
+		bt__conn_finish(c, -ENOMEM, 1);
+		return;
+	}
+	memcpy(h + c->held_len, data, len);
+	c->held = h;
+	c->held_len += len;
+}
+
+/* --- output queue -------------------------------------------------------------- */
+
+static struct bt_outseg *mem_seg(bt_conn_t *c, size_t need)
+{
+	struct bt_outseg *s = c->spare;
+	if (s && s->cap >= need) {
+		c->spare = NULL;
+	} else {
+		size_t cap = need < SEG_MIN ? SEG_MIN : need;
+		if (cap > SIZE_MAX - sizeof(*s))
+			return NULL;
+		s = malloc(sizeof(*s) + cap);
+		if (!s)
+			return NULL;
+		s->cap = cap;
+	}
+	s->next = NULL;
+	s->len = s->off = 0;
+	s->fd = -1;
+	s->foff = 0;
+	return s;
+}
+
+static void append_seg(bt_conn_t *c, struct bt_outseg *s)
+{
+	if (c->oq_tail)
+		c->oq_tail->next = s;
+	else
+		c->oq = s;
+	c->oq_tail = s;
+}
+
+int bt_conn_write(bt_conn_t *c, const void *data, size_t len)
+{
+	if (!c || c->state != CONN_OPEN)
+		return -EPIPE;
+	if (len == 0)
+		return 0;
+	if (!data)
+		return -EINVAL;
+	struct bt_outseg *t = c->oq_tail;
+	if (t && t->cap && t->cap - t->len >= len) {
+		memcpy(t->data + t->len, data, len);
+		t->len += len;
+	} else {
+		struct bt_outseg *s = mem_seg(c, len);
+		if (!s)
+			return -ENOMEM;
+		memcpy(s->data, data, len);
+		s->len = len;
+		append_seg(c, s);
+	}
+	c->out_bytes += len;
+	c->loop->st.bytes_out += len;
+	queue_flush(c);
+	return pressure(c);
+}
+
+int bt_conn_sendfile(bt_conn_t *c, int fd, uint64_t off, uint64_t len)
+{
+	if (!c || c->state != CONN_OPEN)
+		return -EPIPE;
+	if (fd < 0 || off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off ||
+	    len > SIZE_MAX)
+		return -EINVAL;
+	if (len == 0) {
+		bt__close(fd);
+		return pressure(c);
+	}
+	struct bt_outseg *s = malloc(sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->next = NULL;
+	s->len = (size_t)len;
+	s->off = s->cap = 0;
+	s->fd = fd;
+	s->foff = off;
+	append_seg(c, s);
+	c->out_bytes += (size_t)len;
+	c->loop->st.bytes_out += len;
+	queue_flush(c);
+	return pressure(c);
+}
+
+const char *bt__conn_next_send(bt_conn_t *c, size_t *len, int *flags)
+{
+	struct bt_outseg *h = c->oq;
+	if (!h || !h->cap || h->off >= h->len)
+		return NULL;
+	size_t left = h->len - h->off;
+	size_t n = left < BT__SEND_MAX ? left : BT__SEND_MAX;
+	*len = n;
+	/*
+	 * MSG_MORE when more bytes follow at once: the rest of this segment,
+	 * or a next one already in memory (a file chunk may wait for the disk:
+	 * no cork for that).  And on the last bytes of a connection that is
+	 * closing: they then wait in the socket for the shutdown(SHUT_WR) that
+	 * follows this send's completion, and go out in one segment with the
+	 * FIN, one packet (and one trip through the receiving stack) fewer per
+	 * connection than data, then FIN.
+	 */
+	int more = n < left || (h->next && h->next->cap) ||
+		   (!h->next && c->state == CONN_CLOSING);
+	*flags = more ? MSG_MORE : 0;
+	return h->data + h->off;
+}
+
+static void file_fill(bt_conn_t *c);
+
+void bt__conn_sent(bt_conn_t *c, size_t n)
+{
+	bt_loop_t *loop = c->loop;
+	struct bt_outseg *h = c->oq;
+	if (!h)
+		return; /* discarded by an abort while the send was in flight */
+	h->off += n;
+	if (c->state != CONN_DONE)
+		c->out_bytes -= n;
+	if (h->off >= h->len) {
+		if (h == c->oq_tail && h->cap <= SPARE_MAX) {
+			h->off = h->len = 0; /* keep it for the next reply */
+		} else {
+			c->oq = h->next;
+			if (!c->oq)
+				c->oq_tail = NULL;
+			if (!c->spare && h->cap <= SPARE_MAX)
+				c->spare = h;
+			else
+				free(h);
+		}
+	}
+	if (c->state == CONN_DONE)
+		return;
+	file_fill(c);
+	if (c->out_bytes <= loop->cfg.out_low && (c->want_writable || c->paused)) {
+		if (c->want_writable) {
+			c->want_writable = 0;
+			if (loop->h->on_writable && c->state == CONN_OPEN)
+				loop->h->on_writable(c);
+		}
+		if (c->state == CONN_OPEN && c->paused && !c->want_writable &&
+		    c->out_bytes <= loop->cfg.out_high)
+			resume(c);
+		if (c->state == CONN_DONE)
+			return;
+	}
+	if (c->oq && c->oq->cap && c->oq->off < c->oq->len) {
+		loop->ops->conn_flush(loop, c);
+		return;
+	}
+	if (c->state == CONN_CLOSING && c->out_bytes == 0 && !c->writing)
+		bt__conn_finish(c, c->abort_reason, c->abort_reason != 0);
+}
+
+void bt__loop_flush(bt_loop_t *loop)
+{
+	while (loop->flushq) {
+		bt_conn_t *c = loop->flushq;
+		loop->flushq = c->flush_next;
+		c->flush_queued = 0;
+		c->flush_next = NULL;
+		if (c->state == CONN_DONE)
+			continue;
+		file_fill(c);
+		if (c->state == CONN_DONE || c->writing)
+			continue;
+		if (c->oq && c->oq->cap && c->oq->off < c->oq->len)
+			loop->ops->conn_flush(loop, c);
+		else if (c->state == CONN_CLOSING && c->out_bytes == 0)
+			bt__conn_finish(c, c->abort_reason, c->abort_reason != 0);
+	}
+}
+
+/* --- files ----------------------------------------------------------------------- */
+
+/* A chunk of file f's range arrived in buf (got > 0 bytes): it goes before
+ * f; f shrinks, and goes when its range is done. */
+static void chunk_ready(bt_conn_t *c, struct bt_outseg *buf, size_t got)
+{
+	struct bt_outseg **pp = &c->oq, *prev = NULL;
+	while (*pp && (*pp)->cap) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	struct bt_outseg *f = *pp; /* the first FILE segment */
+	buf->len = got;
+	buf->next = f;
+	*pp = buf;
+	f->len -= got;
+	f->foff += got;
+	if (f->len == 0) {
+		buf->next = f->next;
+		if (c->oq_tail == f)
+			c->oq_tail = buf;
+		seg_free(f);
+	}
+	(void)prev;
+}
+
+/*
+ * A file range cannot be completed (the file ended early, got 0, or a read
+ * failed): the bytes before it still go out, then the connection is
+ * aborted with -EIO (or the read's error), since the peer was promised the
+ * whole range.  Nothing queued after the range is sent: it would be read
+ * as part of the body.
+ */
+static void fread_failed(bt_conn_t *c, ssize_t got)
+{
+	if (got == 0)
+		bt__log(BT_LOG_DEBUG, "worker %d: connection %llu: the file ended before the "
+				      "length promised: aborting after the bytes read",
+			c->loop->cfg.worker_id, (unsigned long long)c->id);
+	else
+		bt__log_errno(BT_LOG_WARN, (int)got, "worker %d: connection %llu: read(file)",
+			      c->loop->cfg.worker_id, (unsigned long long)c->id);
+	struct bt_outseg **pp = &c->oq, *last = NULL;
+	while (*pp && (*pp)->cap) {
+		last = *pp;
+		pp = &(*pp)->next;
+	}
+	for (struct bt_outseg *s = *pp, *next; s; s = next) {
+		next = s->next;
+		c->out_bytes -= s->cap ? s->len - s->off : s->len;
+		seg_free(s);
+	}
+	*pp = NULL;
+	c->oq_tail = last;
+	c->abort_reason = got == 0 ? -EIO : (int)got;
+	if (c->state == CONN_OPEN)
+		c->state = CONN_CLOSING; /* no more writes, no more reading */
+	free(c->held);
+	c->held = NULL;
+	c->held_len = 0;
+	if (c->out_bytes == 0 && !c->writing)
+		bt__conn_finish(c, c->abort_reason, 1);
+}
+
+static void fread_work(void *arg)
+{
+	struct bt_fread *r = arg;
+	ssize_t n;
+	do
+		n = pread(r->fd, r->buf->data, r->want, (off_t)r->off);
+	while (n < 0 && errno == EINTR);
+	r->got = n < 0 ? -errno : n;
+}
+
+static void fread_done(void *arg, int status)
+{
+	struct bt_fread *r = arg;
+	bt_conn_t *c = r->c;
+	c->ops--;
+	c->fread = NULL;
+	if (status < 0)
+		r->got = status;
+	if (c->state == CONN_DONE) {
+		if (r->own_fd)
+			bt__close(r->fd);
+		free(r->buf);
+	} else if (r->got > 0) {
+		chunk_ready(c, r->buf, (size_t)r->got);
+		queue_flush(c);
+	} else {
+		free(r->buf);
+		fread_failed(c, r->got);
+	}
+	free(r);
+	bt__conn_maybe_free(c);
+}
+
+/*
+ * Read the next chunk of the first file range if the bytes in memory ahead
+ * of it are less than a chunk (read-ahead of one chunk while the previous
+ * one is being sent) and no read is in flight.
+ */
+static void file_fill(bt_conn_t *c)
+{
+	bt_loop_t *loop = c->loop;
+	while (!c->fread && !c->retry_next && loop->retryq != c && c->state != CONN_DONE) {
+		size_t ahead = 0;
+		struct bt_outseg *f = c->oq;
+		for (; f && f->cap; f = f->next)
+			ahead += f->len - f->off;
+		if (!f || ahead >= CHUNK)
+			return;
+		size_t want = f->len < CHUNK ? f->len : CHUNK;
+		struct bt_outseg *buf = mem_seg(c, want);
+		struct bt_fread *r = malloc(sizeof(*r));
+		if (!buf || !r) {
+			free(buf);
+			free(r);
+			bt__conn_finish(c, -ENOMEM, 1);
+			return;
+		}
+		/* The page cache first: no thread, no wait. */
+		struct iovec iov = {.iov_base = buf->data, .iov_len = want};
+		ssize_t n;
+		do
+			n = preadv2(f->fd, &iov, 1, (off_t)f->foff, RWF_NOWAIT);
+		while (n < 0 && errno == EINTR);
+		if (n > 0) {
+			free(r);
+			chunk_ready(c, buf, (size_t)n);
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EOPNOTSUPP && errno != ENOSYS &&
+			       errno != EINVAL)) {
+			int err = n == 0 ? 0 : -errno;
+			free(r);
+			free(buf);
+			fread_failed(c, err);
+			return;
+		}
+		/* It would wait for the disk: a pool thread reads it. */
+		*r = (struct bt_fread){.c = c, .buf = buf, .fd = f->fd, .off = f->foff, .want = want};
+		int rc = bt_loop_submit(loop, NULL, fread_work, fread_done, r);
+		if (rc == 0) {
+			c->fread = r;
+			c->ops++;
+			return;
+		}
+		free(r);
+		free(buf);
+		if (rc != -EAGAIN) {
+			fread_failed(c, rc);
+			return;
+		}
+		/* The pool's queue is full: try again at the next tick. */
+		c->ops++;
+		c->retry_next = loop->retryq;
+		loop->retryq = c;
+		return;
+	}
+}
+
+void bt__loop_retry_reads(bt_loop_t *loop)
+{
+	bt_conn_t *list = loop->retryq;
+	loop->retryq = NULL;
+	while (list) {
+		bt_conn_t *c = list;
+		list = c->retry_next;
+		c->retry_next = NULL;
+		c->ops--;
+		if (c->state != CONN_DONE) {
+			file_fill(c);
+			queue_flush(c);
+		}
+		bt__conn_maybe_free(c);
+	}
+}
+
+/* --- the rest of the API ---------------------------------------------------------- */
+
+void bt_conn_close(bt_conn_t *c)
+{
+	if (!c || c->state != CONN_OPEN)
+		return;
+	c->state = CONN_CLOSING;
+	free(c->held); /* input not yet delivered is never answered now */
+	c->held = NULL;
+	c->held_len = 0;
+	if (c->writing || c->out_bytes) {
+		/* bt__conn_finish follows the last send (bt__conn_sent). */
+		if (!c->writing)
+			queue_flush(c);
+		return;
+	}
+	bt__conn_finish(c, 0, 0);
+}
+
+void bt_conn_abort(bt_conn_t *c)
+{
+	if (!c || c->state == CONN_DONE)
+		return;
+	bt__conn_finish(c, -ECONNABORTED, 1);
+}
+
+void bt_conn_set_timeout(bt_conn_t *c, unsigned ms)
+{
+	if (!c)
+		return;
+	c->deadline_ns = ms ? bt__now_ns() + (uint64_t)ms * 1000000ull : 0;
+}
+
+uint64_t bt_conn_id(const bt_conn_t *c)
+{
+	return c->id;
+}
+
+uint64_t bt_conn_accept_ns(const bt_conn_t *c)
+{
+	return c->accept_ns;
+}
+
+int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+	if (!c || !ss || !len)
+		return -EINVAL;
+	if (c->peer) {
+		memcpy(ss, c->peer, c->peer_len);
+		*len = c->peer_len;
+		return 0;
+	}
+	if (c->state == CONN_DONE)
+		return -EBADF;
+	socklen_t l = sizeof(*ss);
+	if (getpeername(c->fd, (struct sockaddr *)ss, &l) < 0)
+		return -errno;
+	*len = l;
+	return 0;
+}
+
+int bt_conn_fd(const bt_conn_t *c)
+{
+	return c->state == CONN_DONE ? -1 : c->fd;
+}
+
+void bt_conn_set_data(bt_conn_t *c, void *data)
+{
+	c->data = data;
+}
+
+void *bt_conn_data(const bt_conn_t *c)
+{
+	return c->data;
+}
+
+bt_loop_t *bt_conn_loop(const bt_conn_t *c)
+{
+	return c->loop;
+}
+
+size_t bt_conn_pending(const bt_conn_t *c)
+{
+	return c->out_bytes;
+}
