@@ -793,7 +793,7 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 			holding = 1;
 		AT(w->rest_until_ns);
 		uint64_t since = bt_queue_pending_since(w->q);
-		if (since && !w->sending) {
+		if (since && !w->sending && !w->dead) { /* a dead one's go back at reclaim */
 			int flush = bt__queue_flush_policy(w->q);
 			if (flush == BT_FLUSH_DELAY || flush == BT_FLUSH_ADAPTIVE)
 				AT(since + bt__queue_delay_ns(w->q));

@@ -313,7 +313,11 @@ static int au_wait(bt_acceptor_t *acc, uint64_t deadline_ns)
 	uint64_t now = bt__now_ns();
 	int rc;
 	if (deadline_ns && deadline_ns <= now) {
-		rc = io_uring_submit(&u->ring); /* due now: do not sleep */
+		/* Due now: do not sleep, but do reap.  Under DEFER_TASKRUN a
+		 * plain submit runs no task work, so completions (a channel's
+		 * EOF, the signalfd) would never be posted and a loop of
+		 * due-now wake-ups would spin without seeing them. */
+		rc = io_uring_submit_and_get_events(&u->ring);
 	} else {
 		set_timer(u, deadline_ns, now);
 		rc = io_uring_submit_and_wait(&u->ring, 1);
