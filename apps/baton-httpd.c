@@ -14,10 +14,21 @@
  * serving everyone else.  A client that sends nothing for --idle-timeout,
  * or takes longer than --header-timeout to send a request head, is closed
  * (408 in the second case).
+ *
+ * Memory per connection is bounded: files are streamed by the loop
+ * (bt_conn_sendfile: 128 KiB chunks, a read that would wait for the disk
+ * goes to the thread pool), and once a connection's output is above the
+ * loop's high-water mark no further pipelined request is handled until
+ * on_writable (the loop stops reading it meanwhile).  Only regular files
+ * are served: a FIFO, device or socket under --root is refused (403)
+ * without being opened for reading, and so is a symlink as the last
+ * component of the path.  The request parser is http_parse.c.
  */
 #define _GNU_SOURCE
 #include <baton/loop.h>
 #include <baton/runtime.h>
+
+#include "http_parse.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +41,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define MAX_HEAD 8192
 
 static struct {
 	const char *body;
@@ -45,34 +55,66 @@ static struct {
 	size_t fixed_head_close_len;
 } opt = {.body = "hello\n", .body_len = 6, .rootfd = -1, .idle_ms = 60000, .header_ms = 10000};
 
-/* Per connection, allocated only while a request head is incomplete or a
- * body is being skipped. */
+/*
+ * Per connection, allocated only while it is needed: a request head is
+ * incomplete, a request body is being skipped, or input waits because the
+ * output is above the high-water mark (bt_conn_write returned 1; reading is
+ * paused by the loop, so at most a receive buffer or two waits here).
+ */
+#define MAX_STASH (1u << 20)
 struct req_state {
-	size_t len;
-	uint64_t skip; /* request body bytes still to discard */
-	int close_after_skip;
-	char buf[MAX_HEAD];
+	char *buf;         /* input not yet handled: buf[0..len) */
+	size_t len, cap;
+	uint64_t skip;     /* request body bytes still to discard */
+	int blocked;       /* waiting for on_writable */
+	int served;        /* a request was answered */
+	int body_left;     /* the fixed body is still going out, from body_off */
+	int close_after_body;
+	size_t body_off;
 };
+
+/* The data of a connection that has been answered and holds nothing:
+ * no allocation, but the drain can tell it from a new connection. */
+static char served_marker;
 
 static struct req_state *state(bt_conn_t *c, int create)
 {
-	struct req_state *st = bt_conn_data(c);
+	void *d = bt_conn_data(c);
+	struct req_state *st = d == &served_marker ? NULL : d;
 	if (!st && create) {
-		st = malloc(sizeof(*st));
+		st = calloc(1, sizeof(*st));
 		if (st) {
-			st->len = 0;
-			st->skip = 0;
-			st->close_after_skip = 0;
+			st->served = d == &served_marker;
 			bt_conn_set_data(c, st);
 		}
 	}
 	return st;
 }
 
+static int served(bt_conn_t *c)
+{
+	struct req_state *st = state(c, 0);
+	return st ? st->served : bt_conn_data(c) == &served_marker;
+}
+
+static void mark_served(bt_conn_t *c)
+{
+	struct req_state *st = state(c, 0);
+	if (st)
+		st->served = 1;
+	else
+		bt_conn_set_data(c, &served_marker);
+}
+
 static void release(bt_conn_t *c)
 {
-	free(bt_conn_data(c));
-	bt_conn_set_data(c, NULL);
+	struct req_state *st = state(c, 0);
+	if (st) {
+		int was = st->served;
+		free(st->buf);
+		free(st);
+		bt_conn_set_data(c, was ? &served_marker : NULL);
+	}
 }
 
 static const char *reason(int code)
@@ -107,286 +149,265 @@ static void error_reply(bt_conn_t *c, int code)
 	bt_conn_close(c);
 }
 
-static int tchar(int ch)
+/*
+ * Open rel beneath the root without ever blocking on a special file: look
+ * first (O_PATH opens nothing: a FIFO, a device or a socket is never
+ * opened for reading), refuse all but regular files and directories, then
+ * open for reading with O_NONBLOCK (should the name be swapped for a FIFO
+ * in between, the open cannot hang) and check it is still the same regular
+ * file.  O_NOFOLLOW: a symlink as the last component is refused;
+ * RESOLVE_BENEATH keeps every lookup inside the root.  Returns the fd with
+ * *st filled, -2 for a directory (st filled), or -1 with errno (EACCES for a
+ * refused type).
+ */
+static int open_beneath(const char *rel, struct stat *st)
 {
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static int ieq(const char *a, size_t alen, const char *b)
-{
-	return alen == strlen(b) && strncasecmp(a, b, alen) == 0;
-}
-
-/* Does a comma-separated header value contain token tok? */
-static int has_token(const char *v, size_t len, const char *tok)
-{
-	size_t tl = strlen(tok);
-	for (size_t i = 0; i < len;) {
-		while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-			i++;
-		size_t j = i;
-		while (j < len && v[j] != ',')
-			j++;
-		size_t e = j;
-		while (e > i && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-			e--;
-		if (e - i == tl && strncasecmp(v + i, tok, tl) == 0)
-			return 1;
-		i = j;
-	}
-	return 0;
-}
-
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decode the path of target into out (relative, no leading '/');
- * refuse NUL, "..", and anything that is not a plain absolute path. */
-static int clean_path(const char *t, size_t tlen, char *out, size_t cap)
-{
-	size_t n = 0;
-	if (tlen == 0 || t[0] != '/')
-		return -1;
-	size_t end = 0;
-	while (end < tlen && t[end] != '?' && t[end] != '#')
-		end++;
-	for (size_t i = 1; i < end; i++) {
-		int ch = (unsigned char)t[i];
-		if (ch == '%') {
-			if (i + 2 >= end)
-				return -1;
-			int h = hexval(t[i + 1]), l = hexval(t[i + 2]);
-			if (h < 0 || l < 0)
-				return -1;
-			ch = h * 16 + l;
-			i += 2;
-		}
-		if (ch == 0 || n + 1 >= cap)
-			return -1;
-		out[n++] = (char)ch;
-	}
-	out[n] = 0;
-	/* Segment by segment: no "..", no empty-but-dot tricks. */
-	for (char *seg = out; *seg;) {
-		char *slash = strchr(seg, '/');
-		size_t sl = slash ? (size_t)(slash - seg) : strlen(seg);
-		if ((sl == 2 && seg[0] == '.' && seg[1] == '.'))
-			return -1;
-		seg += sl + (slash ? 1 : 0);
-	}
-	return (int)n;
-}
-
-static int open_beneath(const char *rel)
-{
-	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
+	struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
 			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-	return (int)syscall(SYS_openat2, opt.rootfd, rel[0] ? rel : ".", &how, sizeof(how));
+	const char *name = rel[0] ? rel : ".";
+	int pfd = (int)syscall(SYS_openat2, opt.rootfd, name, &how, sizeof(how));
+	if (pfd < 0)
+		return -1;
+	int rc = fstat(pfd, st);
+	close(pfd);
+	if (rc < 0)
+		return -1;
+	if (S_ISDIR(st->st_mode))
+		return -2;
+	if (!S_ISREG(st->st_mode)) {
+		errno = EACCES;
+		return -1;
+	}
+	struct stat st2;
+	how.flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC;
+	int fd = (int)syscall(SYS_openat2, opt.rootfd, name, &how, sizeof(how));
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st2) < 0 || !S_ISREG(st2.st_mode) || st2.st_ino != st->st_ino ||
+	    st2.st_dev != st->st_dev) {
+		close(fd);
+		errno = EACCES;
+		return -1;
+	}
+	*st = st2;
+	return fd;
 }
 
-/* Serve a file from --root: 200, 403, 404. */
-static void serve_file(bt_conn_t *c, const char *target, size_t tlen, int head_only, int keep)
+/* Serve a file from --root: 200, 400, 403, 404.  The body is streamed by
+ * the loop (bt_conn_sendfile): memory stays bounded whatever its size.
+ * Returns what bt_conn_write returned (0, or 1: above the mark), or -1 if
+ * the connection closes. */
+static int serve_file(bt_conn_t *c, const struct http_req *r, int keep)
 {
 	char rel[4096];
-	if (clean_path(target, tlen, rel, sizeof(rel) - 16) < 0) {
+	if (http_clean_path(r->target, r->target_len, rel, sizeof(rel) - 16) < 0) {
 		error_reply(c, 400);
-		return;
+		return -1;
 	}
-	int fd = open_beneath(rel);
 	struct stat st;
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+	int fd = open_beneath(rel, &st);
+	if (fd == -2) {
 		size_t rl = strlen(rel);
 		if (rl && rel[rl - 1] != '/')
 			strcat(rel, "/");
 		strcat(rel, "index.html");
-		close(fd);
-		fd = open_beneath(rel);
+		fd = open_beneath(rel, &st);
+		if (fd == -2) {
+			fd = -1;
+			errno = EACCES;
+		}
 	}
 	if (fd < 0) {
 		error_reply(c, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
-		return;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		error_reply(c, 403);
-		return;
+		return -1;
 	}
 	char head[256];
 	int hn = snprintf(head, sizeof(head),
 			  "HTTP/1.1 200 OK\r\nServer: baton\r\nContent-Length: %lld\r\n%s\r\n",
 			  (long long)st.st_size, keep ? "" : "Connection: close\r\n");
-	bt_conn_write(c, head, (size_t)hn);
-	if (!head_only) {
-		char buf[65536];
-		off_t left = st.st_size;
-		while (left > 0) {
-			ssize_t r = read(fd, buf, sizeof(buf));
-			if (r <= 0) {
-				/* Headers are out already: the length will not
-				 * match, so closing is the only honest ending. */
-				close(fd);
-				bt_conn_abort(c);
-				return;
-			}
-			bt_conn_write(c, buf, (size_t)r);
-			left -= r;
-		}
+	int rc = bt_conn_write(c, head, (size_t)hn);
+	if (rc >= 0 && r->method != HTTP_HEAD && st.st_size > 0) {
+		/* The length promised is st_size: a file that shrinks meanwhile
+		 * ends the connection after its last byte (the loop aborts it). */
+		rc = bt_conn_sendfile(c, fd, 0, (uint64_t)st.st_size);
+		if (rc >= 0)
+			fd = -1; /* the loop's now */
 	}
-	close(fd);
-	if (!keep)
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		bt_conn_abort(c);
+		return -1;
+	}
+	if (!keep) {
 		bt_conn_close(c);
+		return -1;
+	}
+	return rc;
 }
 
 /*
- * Handle one complete request head in buf[0..len) (ending in CRLFCRLF).
- * Returns 0 to go on with the next request, -1 if the connection closes.
+ * The fixed body from offset off, in pieces of BODY_PIECE while the output
+ * stays under the high-water mark: a large --body-size costs each slow
+ * reader the mark, not a copy of the body.  Returns 0 (all of it queued),
+ * 1 (blocked: on_writable goes on from st->body_off), -1 (closing).
+ */
+#define BODY_PIECE ((size_t)64 * 1024)
+static int fixed_body(bt_conn_t *c, size_t off, int close_after)
+{
+	int rc = 0;
+	while (off < opt.body_len && rc == 0) {
+		size_t n = opt.body_len - off < BODY_PIECE ? opt.body_len - off : BODY_PIECE;
+		rc = bt_conn_write(c, opt.body + off, n);
+		if (rc < 0) {
+			bt_conn_abort(c);
+			return -1;
+		}
+		off += n;
+	}
+	if (off < opt.body_len) {
+		struct req_state *st = state(c, 1);
+		if (!st) {
+			bt_conn_abort(c);
+			return -1;
+		}
+		st->body_off = off;
+		st->body_left = 1;
+		st->close_after_body = close_after;
+		return 1;
+	}
+	if (close_after) {
+		bt_conn_close(c);
+		return -1;
+	}
+	return rc;
+}
+
+/*
+ * Answer one complete request head buf[0..len).  Returns 0 to go on with
+ * the next request, 1 to wait for on_writable first (the output is above
+ * the high-water mark), -1 if the connection closes.  *body_len: request
+ * body bytes to skip.
  */
 static int handle_request(bt_conn_t *c, const char *buf, size_t len, uint64_t *body_len)
 {
+	struct http_req r;
 	*body_len = 0;
-	const char *end = buf + len;
-	const char *eol = memchr(buf, '\n', len);
-	if (!eol || eol == buf || eol[-1] != '\r') {
-		error_reply(c, 400);
+	int status = http_parse_head(buf, len, &r);
+	if (status) {
+		error_reply(c, status);
 		return -1;
 	}
-	/* Request line: METHOD SP TARGET SP HTTP/1.x */
-	const char *m = buf, *p = buf;
-	while (p < eol && tchar((unsigned char)*p))
-		p++;
-	size_t mlen = (size_t)(p - m);
-	if (mlen == 0 || p >= eol || *p != ' ') {
-		error_reply(c, 400);
-		return -1;
-	}
-	const char *t = ++p;
-	while (p < eol && *p != ' ' && (unsigned char)*p > 0x20 && *p != 0x7f)
-		p++;
-	size_t tlen = (size_t)(p - t);
-	if (tlen == 0 || p >= eol || *p != ' ') {
-		error_reply(c, 400);
-		return -1;
-	}
-	const char *v = ++p;
-	size_t vlen = (size_t)(eol - 1 - v);
-	int minor;
-	if (vlen != 8 || strncmp(v, "HTTP/1.", 7) != 0 || (v[7] != '0' && v[7] != '1')) {
-		error_reply(c, vlen == 8 && !strncmp(v, "HTTP/", 5) ? 505 : 400);
-		return -1;
-	}
-	minor = v[7] - '0';
-	int keep = minor == 1;
-	int have_cl = 0, chunked = 0, have_host = 0;
-	uint64_t cl = 0;
-
-	for (const char *h = eol + 1; h < end;) {
-		const char *hl = memchr(h, '\n', (size_t)(end - h));
-		if (!hl || hl[-1] != '\r') {
-			error_reply(c, 400);
-			return -1;
-		}
-		if (hl - h == 1)
-			break; /* the empty line */
-		const char *colon = h;
-		while (colon < hl && tchar((unsigned char)*colon))
-			colon++;
-		if (colon == h || colon >= hl || *colon != ':') {
-			error_reply(c, 400); /* no name, obs-fold, or space before ':' */
-			return -1;
-		}
-		const char *val = colon + 1;
-		while (val < hl && (*val == ' ' || *val == '\t'))
-			val++;
-		const char *vend = hl - 1;
-		while (vend > val && (vend[-1] == ' ' || vend[-1] == '\t'))
-			vend--;
-		size_t nlen = (size_t)(colon - h), vl = (size_t)(vend - val);
-		for (const char *q = val; q < vend; q++)
-			if ((unsigned char)*q < 0x20 && *q != '\t') {
-				error_reply(c, 400);
-				return -1;
-			}
-		if (ieq(h, nlen, "connection")) {
-			if (has_token(val, vl, "close"))
-				keep = 0;
-			else if (has_token(val, vl, "keep-alive"))
-				keep = 1;
-		} else if (ieq(h, nlen, "content-length")) {
-			char *e2;
-			char num[24];
-			if (vl == 0 || vl >= sizeof(num)) {
-				error_reply(c, 400);
-				return -1;
-			}
-			memcpy(num, val, vl);
-			num[vl] = 0;
-			errno = 0;
-			unsigned long long x = strtoull(num, &e2, 10);
-			if (errno || *e2 || num[0] == '-' || num[0] == '+' || (have_cl && x != cl)) {
-				error_reply(c, 400);
-				return -1;
-			}
-			cl = x;
-			have_cl = 1;
-		} else if (ieq(h, nlen, "transfer-encoding")) {
-			chunked = 1;
-		} else if (ieq(h, nlen, "host")) {
-			have_host = 1;
-		}
-		h = hl + 1;
-	}
-	if (minor == 1 && !have_host) {
-		error_reply(c, 400); /* RFC 9112: a 1.1 request has Host */
-		return -1;
-	}
-	if (chunked) {
-		error_reply(c, have_cl ? 400 : 501);
-		return -1;
-	}
-	if (bt_loop_draining(bt_conn_loop(c)))
-		keep = 0;
-
-	int head_only = ieq(m, mlen, "HEAD");
-	if (!head_only && !ieq(m, mlen, "GET")) {
-		*body_len = cl;
+	int keep = r.keep_alive && !bt_loop_draining(bt_conn_loop(c));
+	*body_len = r.content_length;
+	if (r.method == HTTP_OTHER) {
 		error_reply(c, 405);
 		return -1;
 	}
-	*body_len = cl;
-	if (opt.root) {
-		serve_file(c, t, tlen, head_only, keep);
-	} else {
-		if (keep)
-			bt_conn_write(c, opt.fixed_head, opt.fixed_head_len);
-		else
-			bt_conn_write(c, opt.fixed_head_close, opt.fixed_head_close_len);
-		if (!head_only)
-			bt_conn_write(c, opt.body, opt.body_len);
-		if (!keep)
-			bt_conn_close(c);
+	if (opt.root)
+		return serve_file(c, &r, keep);
+	int rc = bt_conn_write(c, keep ? opt.fixed_head : opt.fixed_head_close,
+			       keep ? opt.fixed_head_len : opt.fixed_head_close_len);
+	if (rc >= 0 && r.method != HTTP_HEAD)
+		return fixed_body(c, 0, !keep);
+	if (rc < 0) {
+		bt_conn_abort(c);
+		return -1;
 	}
-	return keep ? 0 : -1;
+	if (!keep) {
+		bt_conn_close(c);
+		return -1;
+	}
+	return rc;
 }
 
-/* Find the end of a request head (CRLFCRLF); returns its length or 0.
- * A bare LFLF also ends it, so that such a request gets its 400 now
- * rather than a 408 later. */
-static size_t head_end(const char *p, size_t len)
+/*
+ * Handle the requests in p[0..len): returns how many bytes were consumed.
+ * Stops at an incomplete head, when the connection closes, or when the
+ * output went above the high-water mark (st->blocked, if st).
+ */
+static size_t handle_input(bt_conn_t *c, uint64_t *skip, int *blocked, const char *p, size_t len)
 {
-	for (size_t i = 1; i < len; i++)
-		if (p[i] == '\n' && (p[i - 1] == '\n' ||
-				     (i >= 3 && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')))
-			return i + 1;
+	size_t used = 0;
+	while (used < len && bt_conn_fd(c) >= 0) {
+		if (*skip) {
+			size_t k = len - used < *skip ? len - used : (size_t)*skip;
+			*skip -= k;
+			used += k;
+			continue;
+		}
+		size_t he = http_head_end(p + used, len - used);
+		if (!he) {
+			if (len - used >= HTTP_MAX_HEAD) {
+				error_reply(c, 431);
+				return len;
+			}
+			break;
+		}
+		if (he > HTTP_MAX_HEAD) {
+			error_reply(c, 431);
+			return len;
+		}
+		uint64_t body;
+		int rc = handle_request(c, p + used, he, &body);
+		used += he;
+		if (rc < 0)
+			return len;
+		mark_served(c);
+		*skip = body;
+		bt_conn_set_timeout(c, opt.idle_ms);
+		if (rc == 1) {
+			*blocked = 1;
+			break;
+		}
+	}
+	return used;
+}
+
+/* Keep p[0..len) for later (an incomplete head, or input that waits for
+ * on_writable).  0, or -1 if it cannot be kept (then the conn is ended). */
+static int stash(bt_conn_t *c, struct req_state *st, const char *p, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (st->len + len > MAX_STASH) {
+		error_reply(c, 431);
+		return -1;
+	}
+	if (st->len + len > st->cap) {
+		size_t cap = st->cap ? st->cap : 4096;
+		while (cap < st->len + len)
+			cap *= 2;
+		char *b = realloc(st->buf, cap);
+		if (!b) {
+			bt_conn_abort(c);
+			return -1;
+		}
+		st->buf = b;
+		st->cap = cap;
+	}
+	memmove(st->buf + st->len, p, len);
+	st->len += len;
 	return 0;
+}
+
+/* Work through what the state holds; drop the state when it holds
+ * nothing. */
+static void run_stash(bt_conn_t *c, struct req_state *st)
+{
+	size_t used = handle_input(c, &st->skip, &st->blocked, st->buf, st->len);
+	if (bt_conn_fd(c) < 0)
+		return; /* closing: on_close frees st (after this callback) */
+	memmove(st->buf, st->buf + used, st->len - used);
+	st->len -= used;
+	if (st->len && !st->blocked && st->len >= HTTP_MAX_HEAD) {
+		error_reply(c, 431);
+		return;
+	}
+	if (st->len && !st->blocked)
+		bt_conn_set_timeout(c, opt.header_ms); /* a head is arriving */
+	if (!st->len && !st->skip && !st->blocked && !st->body_left)
+		release(c);
 }
 
 static void on_open(bt_conn_t *c)
@@ -396,89 +417,61 @@ static void on_open(bt_conn_t *c)
 
 static void on_data(bt_conn_t *c, const void *data, size_t len)
 {
-	const char *p = data;
 	struct req_state *st = state(c, 0);
-	while (len > 0 && bt_conn_fd(c) >= 0) {
-		if (st && st->skip) {
-			size_t k = len < st->skip ? len : (size_t)st->skip;
-			st->skip -= k;
-			p += k;
-			len -= k;
-			continue;
-		}
-		const char *req = p;
-		size_t avail = len, consumed;
-		if (st && st->len) {
-			/* Join with the partial head we hold. */
-			size_t room = MAX_HEAD - st->len;
-			size_t take = len < room ? len : room;
-			memcpy(st->buf + st->len, p, take);
-			size_t old = st->len;
-			st->len += take;
-			size_t he = head_end(st->buf, st->len);
-			if (!he) {
-				if (st->len == MAX_HEAD) {
-					error_reply(c, 431);
-					return;
-				}
-				return;
-			}
-			consumed = he - old;
-			uint64_t body;
-			int rc = handle_request(c, st->buf, he, &body);
-			st->len = 0;
-			p += consumed;
-			len -= consumed;
-			if (rc < 0)
-				return;
-			st->skip = body;
-			bt_conn_set_timeout(c, opt.idle_ms);
-			continue;
-		}
-		size_t he = head_end(req, avail);
-		if (!he) {
-			if (avail >= MAX_HEAD) {
-				error_reply(c, 431);
-				return;
-			}
-			st = state(c, 1);
-			if (!st) {
-				bt_conn_abort(c);
-				return;
-			}
-			memcpy(st->buf, req, avail);
-			st->len = avail;
-			bt_conn_set_timeout(c, opt.header_ms);
+	if (!st) {
+		/* The common case: whole requests in one read, handled in place. */
+		uint64_t skip = 0;
+		int blocked = 0;
+		size_t used = handle_input(c, &skip, &blocked, data, len);
+		if (bt_conn_fd(c) < 0 || (used == len && !skip && !blocked))
+			return;
+		st = state(c, 1);
+		if (!st) {
+			bt_conn_abort(c);
 			return;
 		}
-		if (he > MAX_HEAD) {
-			error_reply(c, 431);
+		st->skip = skip;
+		st->blocked = blocked;
+		if (stash(c, st, (const char *)data + used, len - used) < 0)
 			return;
-		}
-		uint64_t body;
-		if (handle_request(c, req, he, &body) < 0)
-			return;
-		p += he;
-		len -= he;
-		if (body) {
-			st = state(c, 1);
-			if (!st) {
-				bt_conn_abort(c);
-				return;
-			}
-			st->skip = body;
-		}
-		bt_conn_set_timeout(c, opt.idle_ms);
+		if (!blocked && st->len)
+			bt_conn_set_timeout(c, opt.header_ms); /* a head is arriving */
+		if (!st->len && !st->skip && !st->blocked && !st->body_left)
+			release(c);
+		return;
 	}
-	if (st && !st->len && !st->skip)
-		release(c);
+	/* Behind a partial head, a body being skipped, or blocked output. */
+	if (stash(c, st, data, len) < 0)
+		return;
+	if (!st->blocked)
+		run_stash(c, st);
+}
+
+/* The output drained to the low-water mark: go on with waiting requests. */
+static void on_writable(bt_conn_t *c)
+{
+	struct req_state *st = state(c, 0);
+	if (!st)
+		return;
+	if (st->body_left) {
+		st->body_left = 0;
+		int rc = fixed_body(c, st->body_off, st->close_after_body);
+		if (rc != 0)
+			return; /* blocked again, or closing */
+	}
+	if (!st->blocked)
+		return;
+	st->blocked = 0;
+	run_stash(c, st);
 }
 
 static void on_timeout(bt_conn_t *c)
 {
 	struct req_state *st = state(c, 0);
-	if (st && st->len)
+	if (st && st->len && !st->blocked)
 		error_reply(c, 408); /* a request head arrived too slowly */
+	else if (st && st->blocked)
+		bt_conn_set_timeout(c, opt.idle_ms); /* a slow reader: not idle */
 	else
 		bt_conn_close(c);
 }
@@ -486,17 +479,24 @@ static void on_timeout(bt_conn_t *c)
 static void on_drain(bt_conn_t *c)
 {
 	struct req_state *st = state(c, 0);
-	/* Idle keep-alive connections go now; one mid-request closes after
-	 * its response (handle_request sees the drain). */
-	if (!st || (!st->len && !st->skip))
-		if (bt_conn_pending(c) == 0)
-			bt_conn_close(c);
+	/*
+	 * Keep-alive connections idle between requests go now; one with a
+	 * request in progress closes after its response (handle_request sees
+	 * the drain).  A connection that has not sent its first request yet is
+	 * not idle: the acceptor took it, so it gets its answer (with
+	 * Connection: close); --header-timeout bounds a silent one.
+	 */
+	if (!served(c))
+		return;
+	if (!st || (!st->len && !st->skip && !st->blocked && !st->body_left))
+		bt_conn_close(c); /* after what is queued */
 }
 
 static void on_close(bt_conn_t *c, int why)
 {
 	(void)why;
 	release(c);
+	bt_conn_set_data(c, NULL);
 }
 
 /* --- flags ------------------------------------------------------------------ */
@@ -631,6 +631,7 @@ int main(int argc, char **argv)
 		.on_timeout = on_timeout,
 		.on_drain = on_drain,
 		.on_start = on_start,
+		.on_writable = on_writable,
 	};
 	return bt_runtime_run(&cfg, &h, NULL);
 }

@@ -4,8 +4,9 @@
 #   build/check   gcc, warnings as errors
 #   build/asan    gcc, AddressSanitizer + UndefinedBehaviorSanitizer
 #   build/tsan    gcc, ThreadSanitizer
-#   build/fuzz    clang, ASan + UBSan, then the wire decoder's libFuzzer
-#                 target for FUZZ_SECONDS (default 60) from the seed corpus
+#   build/fuzz    clang, ASan + UBSan, then the libFuzzer targets (the wire
+#                 decoder, baton-httpd's request parser) for FUZZ_SECONDS
+#                 each (default 60) from their seed corpora
 # Installs the Debian packages it needs first (as root).  Exit 0 only if
 # every suite passed.  SUITES="check asan" runs a subset.
 set -euo pipefail
@@ -39,18 +40,21 @@ for s in $suites; do
     fuzz)
       if suite fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
            -DBATON_ASAN=ON -DBATON_UBSAN=ON -DBATON_FUZZ=ON; then
-        echo "=== fuzz_wire for ${fuzz_seconds}s"
-        rm -rf build/fuzz/corpus && mkdir -p build/fuzz/corpus
-        cp tests/fuzz/corpus/* build/fuzz/corpus/
-        if build/fuzz/tests/fuzz_wire -max_total_time="$fuzz_seconds" -timeout=10 \
-             -rss_limit_mb=2048 -artifact_prefix=build/fuzz/ build/fuzz/corpus \
-             >build/fuzz/fuzz_wire.log 2>&1; then
-          grep -E "^#[0-9]+ +DONE|Done [0-9]+ runs" build/fuzz/fuzz_wire.log | tail -2
-        else
-          tail -40 build/fuzz/fuzz_wire.log
-          echo "fuzz_wire found a crash or leak: build/fuzz/crash-* reproduces it"
-          failed+=(fuzz_wire)
-        fi
+        for target in wire http; do
+          echo "=== fuzz_$target for ${fuzz_seconds}s"
+          rm -rf "build/fuzz/corpus_$target" && mkdir -p "build/fuzz/corpus_$target"
+          if [ "$target" = wire ]; then seeds=tests/fuzz/corpus; else seeds=tests/fuzz/http_corpus; fi
+          cp "$seeds"/* "build/fuzz/corpus_$target/"
+          if "build/fuzz/tests/fuzz_$target" -max_total_time="$fuzz_seconds" -timeout=10 \
+               -rss_limit_mb=2048 -artifact_prefix="build/fuzz/$target-" "build/fuzz/corpus_$target" \
+               >"build/fuzz/fuzz_$target.log" 2>&1; then
+            grep -E "^#[0-9]+ +DONE|Done [0-9]+ runs" "build/fuzz/fuzz_$target.log" | tail -2
+          else
+            tail -40 "build/fuzz/fuzz_$target.log"
+            echo "fuzz_$target found a crash or leak: build/fuzz/$target-crash-* reproduces it"
+            failed+=("fuzz_$target")
+          fi
+        done
       else
         failed+=(fuzz)
       fi ;;

@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""baton-httpd against adversarial clients and files: what a server meets
+first in production.  Slow and non-reading clients, huge and changing
+files, special files under --root, a drain under load.  Each case checks a
+bound (worker RSS) or that nothing the runtime accepted is lost.
+
+Usage: test_httpd.py BUILD_DIR [case ...]
+Backend and mode from BATON_BACKEND and BATON_TEST_MODE, as test_server.py.
+Sanitized builds (BATON_TEST_SANITIZED=1) check RSS growth over the
+worker's start instead of its absolute size: the sanitizer's own memory is
+not the server's.
+"""
+import hashlib
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
+from cases import Skip  # noqa: E402
+from test_server import (HTTPD, MODE, Server, connect, read_response,  # noqa: E402
+                         recv_all)
+
+SANITIZED = os.environ.get("BATON_TEST_SANITIZED") == "1"
+RSS_LIMIT = 64 << 20
+# ASan keeps freed memory in quarantine: keep it small for these servers.
+SERVER_ENV = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
+
+
+def rss(pid, field="VmRSS"):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no %s for pid %d" % (field, pid))
+
+
+def worker_pids(srv):
+    """The processes whose memory the bound is about: the workers, or the
+    server itself in thread mode."""
+    return [srv.proc.pid] if MODE == "thread" else srv.workers()
+
+
+class RssBound:
+    """Worker memory stays under RSS_LIMIT (growth over the start, in a
+    sanitized build), sampled every 20 ms while the case runs, and the
+    kernel's own high-water mark (VmHWM) checked at the end."""
+
+    def __init__(self, srv):
+        self.pids = worker_pids(srv)
+        self.base = {p: rss(p) for p in self.pids}
+        self.peak = dict(self.base)
+        self.stop = False
+        self.t = threading.Thread(target=self._sample, daemon=True)
+        self.t.start()
+
+    def _sample(self):
+        while not self.stop:
+            for p in self.pids:
+                try:
+                    self.peak[p] = max(self.peak[p], rss(p))
+                except (OSError, AssertionError):
+                    pass
+            time.sleep(0.02)
+
+    def check(self):
+        self.stop = True
+        self.t.join(5)
+        for p in self.pids:
+            hwm = max(self.peak[p], rss(p, "VmHWM"))
+            used = hwm - self.base[p] if SANITIZED else hwm
+            assert used < RSS_LIMIT, "worker %d: %.1f MB%s (limit %d MB)" % (
+                p, used / 1e6, " over its start" if SANITIZED else "", RSS_LIMIT >> 20)
+            print("     worker %d: peak RSS %.1f MB%s" % (
+                p, used / 1e6, " over its start" if SANITIZED else ""), flush=True)
+        return {p: self.peak[p] for p in self.pids}
+
+
+def no_worker_died(srv):
+    bad = [ln for ln in srv.text().splitlines()
+           if "killed by signal" in ln or "exited with status" in ln or "Sanitizer" in ln
+           or "runtime error:" in ln]
+    assert not bad, bad
+
+
+def get(port, path, keep=False):
+    s = connect(port)
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n" +
+              (b"" if keep else b"Connection: close\r\n") + b"\r\n")
+    return s
+
+
+def status_of(port, path):
+    s = get(port, path)
+    data = recv_all(s, timeout=5)
+    s.close()
+    return int(data.split(b" ", 2)[1]) if data else None
+
+
+# --- cases ---------------------------------------------------------------------
+
+def test_file_changing_while_served():
+    """A file truncated and regrown every 0.5 ms while it is requested with
+    the head split in two (the request completes in a second read): the
+    worker must neither touch freed memory nor die (found under ASan as a
+    heap use-after-free: an abort freed the request state under the
+    parser).  Every response is a 200 whose body is at most its
+    Content-Length, or a connection cut short; nothing else."""
+    with tempfile.TemporaryDirectory() as root:
+        path = os.path.join(root, "flap")
+        with open(path, "wb") as f:
+            f.write(b"x" * (8 << 20))
+        srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--root", root,
+                     env=SERVER_ENV)
+        stop = [False]
+
+        def flap():
+            fd = os.open(path, os.O_WRONLY)
+            size = 0
+            while not stop[0]:
+                size = (8 << 20) if size == 0 else 0
+                os.ftruncate(fd, size)
+                time.sleep(0.0005)
+            os.close(fd)
+
+        t = threading.Thread(target=flap, daemon=True)
+        t.start()
+        try:
+            for _ in range(150):
+                s = connect(srv.port)
+                s.sendall(b"GET /flap HTTP/1.1\r\nHo")
+                time.sleep(0.003)
+                s.sendall(b"st: t\r\nConnection: close\r\n\r\n")
+                try:
+                    data = recv_all(s, timeout=10)
+                except ConnectionResetError:
+                    data = None
+                s.close()
+                if data:
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+                    n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                    assert len(body) <= n, (len(body), n)
+        finally:
+            stop[0] = True
+            t.join(5)
+        try:
+            no_worker_died(srv)
+            assert status_of(srv.port, "/flap") == 200
+        finally:
+            assert srv.stop() == 0
+
+
+def pipelined_no_read(args, path, total, body_len):
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1", *args, env=SERVER_ENV)
+    try:
+        bound = RssBound(srv)
+        s = connect(srv.port, timeout=60)
+        req = ("GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path).encode()
+        s.sendall(req * (total - 1) + req.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        # Not reading: the server fills the socket buffers and stops.
+        time.sleep(1.0)
+        # Now read everything: all responses, complete and in order.
+        got = 0
+        buf = bytearray()
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+            while True:
+                he = buf.find(b"\r\n\r\n")
+                if he < 0:
+                    break
+                m = re.search(rb"Content-Length: (\d+)", bytes(buf[:he]))
+                n = int(m.group(1))
+                if len(buf) < he + 4 + n:
+                    break
+                assert buf.startswith(b"HTTP/1.1 200"), bytes(buf[:60])
+                assert n == body_len, (n, body_len)
+                body = bytes(buf[he + 4:he + 4 + n])
+                assert body_check(body), "response %d: wrong body" % got
+                del buf[:he + 4 + n]
+                got += 1
+        s.close()
+        assert got == total and not buf, (got, len(buf))
+        bound.check()
+        no_worker_died(srv)
+    finally:
+        assert srv.stop() == 0
+
+
+def body_check(body):
+    """--body-size bodies are 'abc...z' repeated, ending in a newline; the
+    test file is the same pattern."""
+    want = pattern(len(body))
+    return body == want
+
+
+_patterns = {}
+
+
+def pattern(n):
+    if n not in _patterns:
+        p = bytes(ord("a") + i % 26 for i in range(26)) * (n // 26 + 1)
+        p = bytearray(p[:n])
+        if n:
+            p[-1] = ord("\n")
+        _patterns[n] = bytes(p)
+    return _patterns[n]
+
+
+def test_pipelined_without_reading():
+    """1000 pipelined requests for a 1 MB body from a client that does not
+    read: worker RSS stays under 64 MB; then it reads all 1000 responses,
+    complete and in order.  Once with the fixed body, once with a file."""
+    pipelined_no_read(["--body-size", str(1 << 20)], "/", 1000, 1 << 20)
+    with tempfile.TemporaryDirectory() as root:
+        with open(os.path.join(root, "mb"), "wb") as f:
+            f.write(pattern(1 << 20))
+        pipelined_no_read(["--root", root], "/mb", 1000, 1 << 20)
+
+
+def test_slow_readers():
+    """50 clients that each ask for a 10 MB body and do not read: the
+    worker holds the high-water mark per connection, not the body."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1",
+                 "--body-size", str(10 << 20), env=SERVER_ENV)
+    try:
+        bound = RssBound(srv)
+        socks = [get(srv.port, "/") for _ in range(50)]
+        time.sleep(1.0)
+        for s in socks:
+            head, body = read_response(s)
+            assert len(body) == 10 << 20 and body == pattern(10 << 20)
+            s.close()
+        bound.check()
+        no_worker_died(srv)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_huge_sparse_file():
+    """A 3 GiB sparse file (more than 2 GiB in one response, which was lost
+    on io_uring) downloads completely with the same bytes, and worker RSS
+    stays under 64 MB."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BATON_TEST_TMP")) as root:
+        path = os.path.join(root, "big")
+        size = 3 << 30
+        marks = {0: b"start", 1 << 31: b"two-gib", size - 3: b"end"}
+        with open(path, "wb") as f:
+            f.truncate(size)
+            for off, data in marks.items():
+                f.seek(off)
+                f.write(data)
+        want = hashlib.sha256()
+        zeros = bytes(1 << 20)
+        pos = 0
+        for off in sorted(marks):
+            while pos < off:
+                k = min(len(zeros), off - pos)
+                want.update(zeros[:k])
+                pos += k
+            want.update(marks[off])
+            pos += len(marks[off])
+        while pos < size:
+            k = min(len(zeros), size - pos)
+            want.update(zeros[:k])
+            pos += k
+        srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1", "--root", root,
+                     env=SERVER_ENV)
+        try:
+            bound = RssBound(srv)
+            s = get(srv.port, "/big")
+            s.settimeout(60)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            head, _, rest = head.partition(b"\r\n\r\n")
+            assert b"Content-Length: %d" % size in head, head
+            got = hashlib.sha256(rest)
+            n = len(rest)
+            buf = bytearray(4 << 20)
+            view = memoryview(buf)
+            while True:
+                k = s.recv_into(view)
+                if not k:
+                    break
+                got.update(view[:k])
+                n += k
+            s.close()
+            assert n == size, (n, size)
+            assert got.hexdigest() == want.hexdigest()
+            bound.check()
+            no_worker_died(srv)
+        finally:
+            assert srv.stop() == 0
+
+
+def test_special_files_refused():
+    """A FIFO under the root gets 403 at once (it used to hang a worker in
+    open(2), and every other connection of that worker with it); so do a
+    unix socket and a symlink as the last component.  Regular files and
+    index.html still work."""
+    with tempfile.TemporaryDirectory() as root:
+        os.mkfifo(os.path.join(root, "fifo"))
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(os.path.join(root, "sock"))
+        with open(os.path.join(root, "plain"), "wb") as f:
+            f.write(b"plain\n")
+        os.symlink("plain", os.path.join(root, "link"))
+        os.mkdir(os.path.join(root, "d"))
+        with open(os.path.join(root, "d", "index.html"), "wb") as f:
+            f.write(b"index\n")
+        srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1", "--root", root,
+                     env=SERVER_ENV)
+        try:
+            for path in ("/fifo", "/sock", "/link"):
+                t0 = time.time()
+                assert status_of(srv.port, path) == 403, path
+                assert time.time() - t0 < 1.0, (path, time.time() - t0)
+            assert status_of(srv.port, "/plain") == 200
+            assert status_of(srv.port, "/d/") == 200
+            assert status_of(srv.port, "/missing") == 404
+            no_worker_died(srv)
+        finally:
+            sock.close()
+            assert srv.stop() == 0
+
+
+def test_sigterm_answers_every_accepted():
+    """SIGTERM under 'Connection: close' load: every connection the runtime
+    accepted gets its response (the drain used to close accepted
+    connections whose request had not been read yet).  Responses counted
+    by the clients equal 'accepted' in the server's exit counters."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--drain-timeout", "5000",
+                 env=SERVER_ENV)
+    stop = [False]
+    answered = [0]
+    empty = [0]
+    lock = threading.Lock()
+
+    def load():
+        while not stop[0]:
+            try:
+                s = connect(srv.port, timeout=10)
+            except OSError:
+                continue  # refused: the listener is closed
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                data = recv_all(s, timeout=10)
+            except OSError:
+                data = None  # reset: left in the backlog, never accepted
+            finally:
+                s.close()
+            with lock:
+                if data:
+                    assert data.startswith(b"HTTP/1.1 200"), data[:60]
+                    answered[0] += 1
+                elif data is not None:
+                    empty[0] += 1
+
+    ts = [threading.Thread(target=load) for _ in range(16)]
+    for t in ts:
+        t.start()
+    try:
+        time.sleep(1.0)
+        srv.proc.send_signal(signal.SIGTERM)
+        rc = srv.proc.wait(30)
+    finally:
+        stop[0] = True
+        for t in ts:
+            t.join(30)
+    srv.reader.join(5)
+    assert rc == 0, srv.text()
+    no_worker_died(srv)
+    m = re.search(r"counters \(exit\).*\n.*accepted (\d+)", srv.text())
+    assert m, srv.text()
+    accepted = int(m.group(1))
+    assert empty[0] == 0, "%d connections closed without a response" % empty[0]
+    assert answered[0] == accepted, (answered[0], accepted)
+
+
+def main():
+    print("backend: %s, mode: %s" % (os.environ.get("BATON_BACKEND", "auto"), MODE))
+    return cases.run(globals(), sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
