@@ -198,6 +198,14 @@ static int usable(const struct worker *w)
 	return w->q && !w->dead && !w->full && !w->rest_until_ns;
 }
 
+/* Usable, and acknowledging: the first choice of every policy.  When every
+ * usable worker lags, dispatch falls back to usable ones (work is never
+ * held back only because all workers are slow). */
+static int fresh(const struct worker *w)
+{
+	return usable(w) && !w->lagging;
+}
+
 static uint32_t hash_peer(int fd)
 {
 	struct sockaddr_storage ss;
@@ -222,17 +230,15 @@ static uint32_t hash_peer(int fd)
 	return h;
 }
 
-static int pick(bt_acceptor_t *acc, int fd)
+static int pick_with(bt_acceptor_t *acc, int fd, int (*ok)(const struct worker *), int64_t *hash)
 {
-	if (acc->alive == 0)
-		return -1;
 	switch (acc->cfg.dispatch) {
 	case BT_DISPATCH_LEAST: {
 		int best = -1;
 		uint64_t best_load = UINT64_MAX;
 		for (unsigned i = 0; i < acc->nw; i++) {
 			struct worker *w = &acc->w[i];
-			if (!usable(w))
+			if (!ok(w))
 				continue;
 			uint64_t load = (uint64_t)bt_queue_load(w->q) + bt_queue_inflight(w->q);
 			if (load < best_load) {
@@ -243,12 +249,13 @@ static int pick(bt_acceptor_t *acc, int fd)
 		return best;
 	}
 	case BT_DISPATCH_HASH: {
-		uint32_t h = hash_peer(fd);
+		if (*hash < 0)
+			*hash = hash_peer(fd); /* once per connection */
 		/* Stable over the worker slots, not over those alive, so a
 		 * client keeps its worker while others come and go. */
 		for (unsigned k = 0; k < acc->nw; k++) {
-			unsigned i = (h + k) % acc->nw;
-			if (usable(&acc->w[i]))
+			unsigned i = (unsigned)((uint32_t)*hash + k) % acc->nw;
+			if (ok(&acc->w[i]))
 				return (int)i;
 		}
 		return -1;
@@ -258,16 +265,25 @@ static int pick(bt_acceptor_t *acc, int fd)
 			/* Round-robin by sweep: the whole catch goes to one
 			 * worker, one wake-up for all of it. */
 			unsigned i = acc->sweep_rr % acc->nw;
-			if (usable(&acc->w[i]))
+			if (ok(&acc->w[i]))
 				return (int)i;
 		}
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = acc->rr++ % acc->nw;
-			if (usable(&acc->w[i]))
+			if (ok(&acc->w[i]))
 				return (int)i;
 		}
 		return -1;
 	}
+}
+
+static int pick(bt_acceptor_t *acc, int fd)
+{
+	if (acc->alive == 0)
+		return -1;
+	int64_t hash = -1;
+	int i = pick_with(acc, fd, fresh, &hash);
+	return i >= 0 ? i : pick_with(acc, fd, usable, &hash);
 }
 
 static void flush_worker(bt_acceptor_t *acc, unsigned idx)
@@ -697,6 +713,61 @@ static int adaptive_due(const bt_acceptor_t *acc, const bt_queue_t *q, uint64_t 
 	return acc->now_ns >= since + hold;
 }
 
+/*
+ * Acknowledgement lag, after a reap that released `acked` items.  A worker
+ * that owes acknowledgements and has acknowledged nothing for BT_LAG_NS is
+ * stopped or stuck (SIGSTOP, a handler in a loop, swapping): dispatch
+ * prefers the others from now on, and what waits in its pending batch goes
+ * back to be dispatched again.  What it was already sent stays with it
+ * until it acknowledges or dies (the supervisor's watchdog).
+ */
+static void note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked)
+{
+	struct worker *w = &acc->w[idx];
+	unsigned owed = bt_queue_inflight(w->q) - bt_queue_pending(w->q);
+	if (owed == 0)
+		w->owed_since_ns = 0;
+	else if (acked || !w->owed_since_ns)
+		w->owed_since_ns = acc->now_ns;
+	int lag = bt__acc_lagging(w->owed_since_ns, acc->now_ns);
+	if (lag && !w->lagging) {
+		w->lagging = 1;
+		acc->st.lagged++;
+		unsigned back = w->sending ? 0 : bt_queue_take_pending(w->q, give_back, acc);
+		bt__log(BT_LOG_WARN,
+			"acceptor: worker %u has acknowledged nothing for %llu ms (%u connections "
+			"owed): dispatching to the others%s",
+			idx, (unsigned long long)((acc->now_ns - w->owed_since_ns) / 1000000ull), owed,
+			back ? ", its pending batch too" : "");
+	} else if (!lag && w->lagging) {
+		w->lagging = 0;
+		bt__log(BT_LOG_INFO, "acceptor: worker %u acknowledges again", idx);
+	}
+}
+
+int bt__acc_lagging(uint64_t owed_since_ns, uint64_t now_ns)
+{
+	return owed_since_ns && now_ns - owed_since_ns > BT_LAG_NS;
+}
+
+uint64_t bt__acc_worker_stalled_ns(bt_acceptor_t *acc, unsigned idx, uint64_t now_ns)
+{
+	struct worker *w = &acc->w[idx];
+	if (!w->q || w->dead)
+		return 0;
+	uint64_t beat = bt__queue_beats(w->q);
+	if (beat != w->beat || !w->beat_ns) {
+		w->beat = beat;
+		w->beat_ns = now_ns;
+	}
+	int has_work = bt_queue_inflight(w->q) > bt_queue_pending(w->q) || bt_queue_load(w->q) > 0;
+	if (!has_work) {
+		w->beat_ns = now_ns; /* an idle loop sleeps: not stalled */
+		return 0;
+	}
+	return now_ns - w->beat_ns;
+}
+
 static void end_of_wakeup(bt_acceptor_t *acc)
 {
 	int released = 0;
@@ -709,10 +780,12 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 			continue;
 		}
 		uint64_t lost_before = acc->st.redelivered;
-		if (bt_queue_reap(w->q, give_back, acc) > 0) {
+		unsigned acked = bt_queue_reap(w->q, give_back, acc);
+		if (acked > 0) {
 			w->full = 0;
 			released = 1;
 		}
+		note_lag(acc, i, acked);
 		if (acc->st.redelivered != lost_before) {
 			/* It could not take descriptors (RLIMIT_NOFILE): sending
 			 * them straight back would spin.  Rest it a while; the
@@ -792,6 +865,8 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 		if (bt_queue_inflight(w->q))
 			holding = 1;
 		AT(w->rest_until_ns);
+		if (w->owed_since_ns && !w->lagging && !w->dead)
+			AT(w->owed_since_ns + BT_LAG_NS + 1);
 		uint64_t since = bt_queue_pending_since(w->q);
 		if (since && !w->sending && !w->dead) { /* a dead one's go back at reclaim */
 			int flush = bt__queue_flush_policy(w->q);

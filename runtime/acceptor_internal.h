@@ -10,6 +10,9 @@
 
 #define BT_MAX_LISTENERS 64
 #define BT_MAX_WATCHES 8
+/* A worker that owes acknowledgements this long is lagging: a healthy loop
+ * acknowledges a batch as soon as it wakes, in micro- to milliseconds. */
+#define BT_LAG_NS 20000000ull
 
 struct listener { /* 8-aligned: the io_uring backend tags its address */
 	_Alignas(8) int fd;
@@ -25,6 +28,16 @@ struct worker {
 	uint8_t chan_armed; /* a RECVMSG on the channel is in flight */
 	uint8_t drain_sent;
 	uint64_t rest_until_ns; /* it lost descriptors (at its RLIMIT_NOFILE): let it be */
+	/* Acknowledgement lag: owed_since_ns is when it last had nothing
+	 * unacknowledged, or last acknowledged something (0: it owes
+	 * nothing).  Lagging (no acknowledgement for BT_LAG_NS while owing):
+	 * dispatch prefers the others. */
+	uint64_t owed_since_ns;
+	uint8_t lagging;
+	/* Watchdog: the worker's heartbeat as last read, and when it last
+	 * changed (bt__acc_worker_stalled_ns). */
+	uint64_t beat;
+	uint64_t beat_ns;
 	struct bt_queue_stats gone; /* of earlier queues in this slot */
 };
 
@@ -123,5 +136,9 @@ void bt__acc_send_done(bt_acceptor_t *acc, unsigned idx, long res);
 /* A message or EOF arrived on worker idx's channel: rc as from
  * bt_fdpass_rx_complete.  Returns 1 to keep watching, 0 to stop. */
 int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_msg *msg);
+
+/* Lagging: owing acknowledgements since owed_since_ns (0: owes nothing)
+ * for longer than BT_LAG_NS at now_ns. */
+int bt__acc_lagging(uint64_t owed_since_ns, uint64_t now_ns);
 
 #endif

@@ -14,14 +14,15 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* The smallest struct bt_runtime_config a caller may pass: ABI 1's. */
-#define CONFIG_MIN sizeof(struct bt_runtime_config)
+/* The smallest struct bt_runtime_config a caller may pass: ABI 1's (0.2). */
+#define CONFIG_MIN offsetof(struct bt_runtime_config, worker_timeout_ms)
 /* The smallest struct bt_flag: ABI 1's. */
 #define FLAG_MIN sizeof(struct bt_flag)
 
@@ -42,6 +43,10 @@ static void config_defaults(struct bt_runtime_config *cfg)
 	cfg->max_inflight = qc.max_inflight;
 	cfg->dispatch = BT_DISPATCH_RR;
 	cfg->backend = BT_BACKEND_AUTO;
+	cfg->worker_timeout_ms = 10000;
+	struct bt_loop_config lc;
+	bt_loop_config_init(&lc);
+	cfg->out_high = lc.out_high;
 }
 
 static const char *basename_of(const char *path)
@@ -109,7 +114,7 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max, unsig
 /* The runtime's flags; val is its index + RT_BASE (getopt_long's return). */
 enum {
 	RT_LISTEN, RT_WORKERS, RT_BATCH, RT_FLUSH, RT_DISPATCH, RT_MODE, RT_THREADS, RT_PIN,
-	RT_DRAIN, RT_FAF, RT_BACKEND, RT_HELP, RT_VERSION, RT_COUNT
+	RT_DRAIN, RT_WATCHDOG, RT_OUT_HIGH, RT_FAF, RT_BACKEND, RT_HELP, RT_VERSION, RT_COUNT
 };
 #define RT_BASE 0x1000
 #define APP_BASE 0x2000
@@ -142,6 +147,12 @@ static const struct rt_flag rt_flags[RT_COUNT] = {
 	[RT_PIN] = {"pin", NULL, "pin worker loop i to CPU i", NULL},
 	[RT_DRAIN] = {"drain-timeout", "MS", "on SIGTERM, time workers get to finish",
 		      "milliseconds, 0 to 3600000"},
+	[RT_WATCHDOG] = {"worker-timeout", "MS",
+			 "kill and replace a worker stuck this long with work; 0: never",
+			 "milliseconds, 0 or 100 to 3600000"},
+	[RT_OUT_HIGH] = {"out-high", "BYTES",
+			 "per connection: unsent output that pauses reading",
+			 "bytes, 4096 to 1073741824"},
 	[RT_FAF] = {"fire-and-forget", NULL,
 		    "close the acceptor's copy once sent (no redelivery; for comparison)", NULL},
 	[RT_BACKEND] = {"backend", "NAME", "auto | io_uring | epoll", "auto, io_uring or epoll"},
@@ -202,6 +213,12 @@ static void rt_default(const struct bt_runtime_config *cfg, int i, char *buf, si
 		break;
 	case RT_DRAIN:
 		snprintf(buf, cap, "%u", cfg->drain_timeout_ms);
+		break;
+	case RT_WATCHDOG:
+		snprintf(buf, cap, "%u", cfg->worker_timeout_ms);
+		break;
+	case RT_OUT_HIGH:
+		snprintf(buf, cap, "%zu", cfg->out_high);
 		break;
 	case RT_FAF:
 		snprintf(buf, cap, "%s", cfg->fire_and_forget ? "on" : "off");
@@ -322,6 +339,16 @@ static int set_runtime(struct bt_runtime_config *cfg, int i, const char *v)
 			return -1;
 		cfg->drain_timeout_ms = (unsigned)n;
 		return 0;
+	case RT_WATCHDOG:
+		if (parse_uint(v, 0, 3600000, &n) < 0 || (n && n < 100))
+			return -1;
+		cfg->worker_timeout_ms = (unsigned)n;
+		return 0;
+	case RT_OUT_HIGH:
+		if (parse_uint(v, 4096, 1ul << 30, &n) < 0)
+			return -1;
+		cfg->out_high = n;
+		return 0;
 	case RT_BACKEND:
 		if (!strcmp(v, "auto"))
 			cfg->backend = BT_BACKEND_AUTO;
@@ -334,6 +361,28 @@ static int set_runtime(struct bt_runtime_config *cfg, int i, const char *v)
 		return 0;
 	}
 	return -1;
+}
+
+/* Is opt ("--pre" or "--pre=value") a prefix of two or more options?  Then
+ * out lists them ("--workers or --worker-timeout"). */
+static int ambiguous(const struct option *opts, const char *opt, char *out, size_t cap)
+{
+	if (opt[0] != '-' || opt[1] != '-')
+		return 0;
+	const char *n = opt + 2;
+	size_t len = strcspn(n, "=");
+	int count = 0;
+	size_t used = 0;
+	out[0] = 0;
+	for (const struct option *o = opts; o->name; o++) {
+		if (len == 0 || strncmp(o->name, n, len) != 0)
+			continue;
+		int w = snprintf(out + used, cap - used, "%s--%s", count ? " or " : "", o->name);
+		if (w > 0 && (size_t)w < cap - used)
+			used += (size_t)w;
+		count++;
+	}
+	return count >= 2;
 }
 
 int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **argv,
@@ -374,6 +423,7 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 	/* '+': stop at the first operand (none is taken); ':': report a
 	 * missing value as ':' so that the message is ours. */
 	int rc = 0, o;
+	char cands[256];
 	opterr = 0;
 	optind = 0; /* glibc: start afresh, even if getopt ran before */
 	while (rc == 0 && (o = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
@@ -385,6 +435,8 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 		if (o == '?') {
 			if (optopt)
 				rc = bad(cfg, "unknown option '-%s'%s", (char[]){(char)optopt, 0}, "");
+			else if (ambiguous(opts, opt, cands, sizeof(cands)))
+				rc = bad(cfg, "ambiguous option '%s' (%s)", opt, cands);
 			else
 				rc = bad(cfg, "unknown option '%s'%s", opt,
 					 opt[0] == '-' && opt[1] != '-' ? " (long options are spelled --name)"

@@ -47,6 +47,20 @@ uint64_t bt__queue_delay_ns(const struct bt_queue *q);
  * (the io_uring acceptor batches them into its ring). */
 void bt__queue_set_closer(struct bt_queue *q, void (*fn)(void *ctx, int fd), void *ctx);
 
+/* Heartbeats for the watchdog: a worker loop counts its wake-ups
+ * (process transport: in the shared slot; thread transport: in the ring),
+ * the producer reads the count. */
+struct bt_queue_shm;
+void bt__queue_shm_beat(struct bt_queue_shm *shm, unsigned slot);
+void bt__tq_beat(struct bt_queue *q);
+uint64_t bt__queue_beats(const struct bt_queue *q);
+
+/* The watchdog's view of acceptor worker idx at now_ns: how long its
+ * heartbeat has not moved while it has work (connections open or
+ * unacknowledged), else 0 (acceptor.c). */
+struct bt_acceptor;
+uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);
+
 /* Register the pool's fork handler (once); end the process's job pool. */
 void bt__pool_atfork_register(void);
 void bt__pool_shutdown_global(void);

@@ -356,6 +356,11 @@ void bt__loop_consume(bt_loop_t *loop)
 
 int bt__loop_tick(bt_loop_t *loop)
 {
+	/* The heartbeat: the watchdog sees this loop is not stuck. */
+	if (loop->cfg.queue)
+		bt__tq_beat(loop->cfg.queue);
+	else if (loop->cfg.shm)
+		bt__queue_shm_beat(loop->cfg.shm, loop->cfg.slot);
 	bt__loop_flush(loop);
 	uint64_t now = loop->now_ns;
 	if (loop->draining && now >= loop->drain_deadline_ns) {

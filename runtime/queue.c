@@ -55,6 +55,7 @@ struct slot {
 	_Atomic uint64_t fds_received;
 	_Atomic uint64_t lost_head;
 	_Atomic uint32_t load;
+	_Atomic uint64_t beat; /* the consumer's loop wake-ups (watchdog) */
 	_Alignas(CACHELINE) _Atomic uint64_t lost_tail;
 	_Alignas(CACHELINE) struct lost_entry lost[];
 };
@@ -205,6 +206,7 @@ void bt_queue_shm_reset(bt_queue_shm_t *shm, unsigned slot)
 	atomic_store_explicit(&s->fds_received, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->lost_head, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->lost_tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->beat, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->load, 0, memory_order_release);
 }
 
@@ -234,6 +236,19 @@ void bt_queue_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load)
 {
 	if (shm && slot < shm->slots)
 		atomic_store_explicit(&slot_at(shm, slot)->load, load, memory_order_relaxed);
+}
+
+void bt__queue_shm_beat(bt_queue_shm_t *shm, unsigned slot)
+{
+	if (shm && slot < shm->slots)
+		atomic_fetch_add_explicit(&slot_at(shm, slot)->beat, 1, memory_order_relaxed);
+}
+
+uint64_t bt__queue_beats(const bt_queue_t *q)
+{
+	if (q->tq)
+		return bt__tq_beats(q);
+	return atomic_load_explicit(&q->slot->beat, memory_order_relaxed);
 }
 
 uint32_t bt_queue_shm_load(const bt_queue_shm_t *shm, unsigned slot)

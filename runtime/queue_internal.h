@@ -63,5 +63,6 @@ unsigned bt__tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pendin
 uint32_t bt__tq_load(const bt_queue_t *q);
 int bt__tq_send_drain(bt_queue_t *q, unsigned deadline_ms);
 uint64_t bt__tq_wakes(const bt_queue_t *q);
+uint64_t bt__tq_beats(const bt_queue_t *q);
 
 #endif

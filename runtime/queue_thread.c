@@ -57,6 +57,7 @@ struct tq {
 	_Alignas(CACHELINE) _Atomic uint64_t head;
 	_Alignas(CACHELINE) _Atomic int sleeping;
 	_Atomic uint32_t load;
+	_Atomic uint64_t beat;  /* the consumer's loop wake-ups (watchdog) */
 	_Atomic uint32_t drain_ms;
 	_Atomic int drain;
 	_Atomic uint64_t wakes; /* eventfd writes, for the counters */
@@ -348,6 +349,16 @@ int bt_queue_drain_requested(bt_queue_t *q, unsigned *deadline_ms)
 		return 1;
 	}
 	return 0;
+}
+
+void bt__tq_beat(bt_queue_t *q)
+{
+	atomic_fetch_add_explicit(&q->tq->beat, 1, memory_order_relaxed);
+}
+
+uint64_t bt__tq_beats(const bt_queue_t *q)
+{
+	return atomic_load_explicit(&q->tq->beat, memory_order_relaxed);
 }
 
 void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load)

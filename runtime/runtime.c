@@ -56,6 +56,9 @@ struct wslot {
 	uint64_t respawn_at_ns; /* 0: none due */
 	unsigned backoff_ms;
 	unsigned restarts;
+	unsigned stuck;        /* times the watchdog found it stuck */
+	int stuck_now;         /* thread mode: reported, not yet moving again */
+	int killing;           /* process mode: SIGKILLed by the watchdog */
 };
 
 struct sup {
@@ -88,7 +91,16 @@ struct sup {
 	sem_t ready;
 	int ready_init;
 	int start_failed; /* a worker could not start: exit status 1 */
+	uint64_t watch_next_ns; /* the watchdog's next look (0: off) */
 };
+
+/* The watchdog looks this often: a quarter of --worker-timeout, within
+ * [50 ms, 1 s]. */
+static uint64_t watch_period_ns(const struct sup *s)
+{
+	uint64_t p = (uint64_t)s->cfg->worker_timeout_ms * 1000000ull / 4;
+	return p < 50000000ull ? 50000000ull : p > 1000000000ull ? 1000000000ull : p;
+}
 
 static void print_counters(struct sup *s, const char *why)
 {
@@ -99,7 +111,8 @@ static void print_counters(struct sup *s, const char *why)
 	fprintf(stderr,
 		"%s: counters (%s): uptime %.1f s, backend %s, dispatch %s, flush %s, batch %u%s\n"
 		"  acceptor: accepted %llu, batches %llu, fds/batch %.2f, redelivered %llu, "
-		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu, sweeps %llu\n",
+		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu, sweeps %llu, "
+		"lagged %llu\n",
 		s->cfg->name, why, up, bt_acceptor_backend(s->acc),
 		bt_acceptor_dispatch_name(s->cfg->dispatch),
 		bt_queue_flush_name(&s->qc, flush, sizeof(flush)), s->qc.batch,
@@ -109,7 +122,8 @@ static void print_counters(struct sup *s, const char *why)
 		(unsigned long long)st.redelivered, (unsigned long long)st.dropped,
 		(unsigned long long)st.full, (unsigned long long)st.emfile,
 		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
-		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps);
+		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps,
+		(unsigned long long)st.lagged);
 	for (unsigned i = 0; i < s->nslots; i++) {
 		struct bt_queue_stats qs;
 		bt_acceptor_worker_stats(s->acc, i, &qs);
@@ -125,9 +139,9 @@ static void print_counters(struct sup *s, const char *why)
 		unsigned open = s->cfg->mode == BT_MODE_THREAD ? (q ? bt_queue_load(q) : 0)
 							    : bt_queue_shm_load(s->shm, i);
 		fprintf(stderr,
-			"  worker %u: %s, restarts %u, batches %llu, items %llu, acked %llu, "
+			"  worker %u: %s, restarts %u, stuck %u, batches %llu, items %llu, acked %llu, "
 			"lost %llu, redelivered %llu, full %llu, open %u\n",
-			i, who, w->restarts, (unsigned long long)qs.batches,
+			i, who, w->restarts, w->stuck, (unsigned long long)qs.batches,
 			(unsigned long long)qs.items_sent, (unsigned long long)qs.acked,
 			(unsigned long long)qs.lost, (unsigned long long)qs.taken,
 			(unsigned long long)qs.full, open);
@@ -168,6 +182,7 @@ static int run_slot(struct sup *s, unsigned slot, int chfd)
 	lc.user = s->user;
 	lc.backend = s->cfg->backend;
 	lc.drain_timeout_ms = s->cfg->drain_timeout_ms;
+	lc.out_high = s->cfg->out_high;
 	bt_loop_t *loop;
 	rc = bt_loop_create(&loop, &lc);
 	if (rc < 0)
@@ -280,6 +295,7 @@ static void *worker_thread(void *arg)
 	lc.user = s->user;
 	lc.backend = s->cfg->backend;
 	lc.drain_timeout_ms = s->cfg->drain_timeout_ms;
+	lc.out_high = s->cfg->out_high;
 	bt_loop_t *loop;
 	int rc = bt_loop_create(&loop, &lc);
 	w->start_rc = rc;
@@ -440,10 +456,66 @@ static int slots_free(struct sup *s, unsigned p)
 
 static void schedule(struct sup *s);
 
+/*
+ * The watchdog.  Every worker loop counts its wake-ups in shared memory (it
+ * wakes at least every 100 ms while it holds connections).  A loop whose
+ * count has not moved for --worker-timeout while it has work (connections
+ * open or sent to it and not acknowledged) is stuck: a handler in an
+ * endless loop, a blocking call, SIGSTOP.  Its process is killed; the
+ * usual path follows: its unacknowledged connections go to the others, it
+ * is respawned.  A worker thread cannot be killed alone: it is reported,
+ * and dispatch already passes it over (acknowledgement lag).
+ */
+static void watchdog(struct sup *s, uint64_t now)
+{
+	uint64_t limit = (uint64_t)s->cfg->worker_timeout_ms * 1000000ull;
+	for (unsigned i = 0; i < s->nslots; i++) {
+		struct wslot *w = &s->w[i / s->tpp];
+		uint64_t stalled = bt__acc_worker_stalled_ns(s->acc, i, now);
+		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
+		if (s->cfg->mode == BT_MODE_THREAD) {
+			if (stalled <= limit) {
+				if (w->stuck_now)
+					bt__log(BT_LOG_WARN, "worker %u (thread) moves again", i);
+				w->stuck_now = 0;
+				continue;
+			}
+			if (w->stuck_now)
+				continue;
+			w->stuck_now = 1;
+			w->stuck++;
+			bt__log(BT_LOG_ERROR,
+				"worker %u (thread) has not moved for %llu ms with %u connections: stuck "
+				"(--worker-timeout %u); a thread cannot be replaced alone: dispatch "
+				"passes it over; restart the server to recover it, or run workers as "
+				"processes", i, (unsigned long long)(stalled / 1000000ull),
+				q ? bt_queue_load(q) : 0, s->cfg->worker_timeout_ms);
+			continue;
+		}
+		if (stalled <= limit || !w->pid || w->killing)
+			continue;
+		w->killing = 1;
+		w->stuck++;
+		unsigned owed = q ? bt_queue_inflight(q) - bt_queue_pending(q) : 0;
+		bt__log(BT_LOG_ERROR,
+			"worker %u (pid %ld): loop %u has not moved for %llu ms with %u connections "
+			"open and %u unacknowledged: stuck (--worker-timeout %u): SIGKILL",
+			i / s->tpp, (long)w->pid, i, (unsigned long long)(stalled / 1000000ull),
+			q ? bt_queue_load(q) : 0, owed, s->cfg->worker_timeout_ms);
+		bt__notify("STATUS=worker %u (pid %ld) stuck for %llu ms: killed", i / s->tpp,
+			   (long)w->pid, (unsigned long long)(stalled / 1000000ull));
+		kill(w->pid, SIGKILL);
+	}
+}
+
 static void on_timer(void *ctx)
 {
 	struct sup *s = ctx;
 	uint64_t now = bt__now_ns();
+	if (s->watch_next_ns && now >= s->watch_next_ns && !s->draining) {
+		watchdog(s, now);
+		s->watch_next_ns = now + watch_period_ns(s);
+	}
 	for (unsigned i = 0; i < s->nw && !s->draining; i++) {
 		struct wslot *w = &s->w[i];
 		if (w->pid || !w->respawn_at_ns || w->respawn_at_ns > now)
@@ -485,6 +557,8 @@ static void schedule(struct sup *s)
 			next = s->w[i].respawn_at_ns;
 	if (s->draining && !s->killed && (!next || s->drain_deadline_ns < next))
 		next = s->drain_deadline_ns;
+	if (s->watch_next_ns && !s->draining && (!next || s->watch_next_ns < next))
+		next = s->watch_next_ns;
 	if (next)
 		bt_acceptor_timer(s->acc, next > now ? (unsigned)((next - now) / 1000000ull) + 1 : 0,
 				  on_timer, s);
@@ -512,6 +586,7 @@ static void reap_children(struct sup *s)
 		struct wslot *w = &s->w[i];
 		uint64_t lived = bt__now_ns() - w->started_ns;
 		w->pid = 0;
+		w->killing = 0;
 		for (unsigned t = 0; t < s->tpp; t++)
 			bt_acceptor_detach(s->acc, i * s->tpp + t);
 		int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
@@ -661,6 +736,12 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		bt__log(BT_LOG_ERROR, "bt_runtime_run: the handler has no on_data");
 		return 2;
 	}
+	if (s->config.out_high < 4096 ||
+	    (s->config.worker_timeout_ms && s->config.worker_timeout_ms < 100)) {
+		bt__log(BT_LOG_ERROR, "bt_runtime_run: out_high below 4096 or worker_timeout_ms "
+				      "below 100");
+		return 2;
+	}
 	const struct bt_runtime_config *cfg = &s->config;
 	s->cfg = cfg;
 	s->h = &s->handler;
@@ -774,6 +855,10 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	if (!s->draining)
 		bt__notify("READY=1\nMAINPID=%ld\nSTATUS=serving: %s", (long)getpid(), summary);
 
+	if (cfg->worker_timeout_ms) {
+		s->watch_next_ns = bt__now_ns() + watch_period_ns(s);
+		schedule(s);
+	}
 	rc = bt_acceptor_run(s->acc);
 	print_counters(s, "exit");
 	status = rc == 0 && s->draining && !s->start_failed ? 0 : 1;

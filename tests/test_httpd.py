@@ -372,12 +372,11 @@ def test_sigterm_answers_every_accepted():
     try:
         time.sleep(1.0)
         srv.proc.send_signal(signal.SIGTERM)
-        rc = srv.proc.wait(30)
+        rc = srv.wait(30)
     finally:
         stop[0] = True
         for t in ts:
             t.join(30)
-    srv.reader.join(5)
     assert rc == 0, srv.text()
     no_worker_died(srv)
     m = re.search(r"counters \(exit\).*\n.*accepted (\d+)", srv.text())
@@ -385,6 +384,114 @@ def test_sigterm_answers_every_accepted():
     accepted = int(m.group(1))
     assert empty[0] == 0, "%d connections closed without a response" % empty[0]
     assert answered[0] == accepted, (answered[0], accepted)
+
+
+def test_stopped_worker_under_load():
+    """SIGSTOP one of two workers under 'Connection: close' load: dispatch
+    passes it over once it stops acknowledging, so the other keeps serving
+    (throughput stays above half of the figure before); a client fails at
+    most once (the connection it had on the stopped worker: each gives up
+    after 1 s); after --worker-timeout the stopped worker is killed and
+    replaced, and the server serves on."""
+    if MODE == "thread":
+        raise Skip("SIGSTOP stops every thread of the process")
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--worker-timeout", "3000",
+                 env=SERVER_ENV)
+    clients = 12
+    stop = [False]
+    done = []   # completion times of good responses
+    failed = []
+    lock = threading.Lock()
+
+    def load():
+        while not stop[0]:
+            try:
+                s = connect(srv.port, timeout=1.0)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                data = recv_all(s, timeout=1.0)
+                s.close()
+                ok = data.startswith(b"HTTP/1.1 200")
+            except (OSError, AssertionError):
+                ok = False
+            with lock:
+                (done if ok else failed).append(time.time())
+
+    pids = srv.workers()
+    ts = [threading.Thread(target=load) for _ in range(clients)]
+    try:
+        for t in ts:
+            t.start()
+        time.sleep(1.0)
+        t_stop = time.time()
+        os.kill(pids[0], signal.SIGSTOP)
+        # Before the watchdog (3 s): from 1.2 s on, every client that was
+        # caught has given up and been dispatched elsewhere.
+        time.sleep(2.7)
+
+        def rate(a, b):
+            with lock:
+                return sum(1 for x in done if a <= x < b) / (b - a)
+        before = rate(t_stop - 0.8, t_stop)
+        during = rate(t_stop + 1.2, t_stop + 2.7)
+
+        def replaced():
+            now = srv.workers()
+            assert len(now) == 2 and pids[0] not in now, now
+        cases.until(replaced, timeout=10)
+        time.sleep(0.5)
+        after = rate(time.time() - 0.5, time.time())
+    finally:
+        stop[0] = True
+        for t in ts:
+            t.join(10)
+        try:
+            os.kill(pids[0], signal.SIGCONT)
+        except OSError:
+            pass
+    try:
+        print("     responses/s: %.0f before, %.0f while stopped, %.0f after; %d failed"
+              % (before, during, after, len(failed)))
+        assert during > before / 2, (before, during)
+        assert after > 0
+        with lock:
+            in_stop = sum(1 for x in failed if x >= t_stop)
+        assert in_stop <= clients, "%d failures for %d clients" % (in_stop, clients)
+        text = srv.text()
+        assert "dispatching to the others" in text, text
+        assert "stuck (--worker-timeout 3000): SIGKILL" in text, text
+    finally:
+        assert srv.stop() == 0
+
+
+def test_stopped_worker_redelivered():
+    """The only worker is stopped with a connection sent to it and not yet
+    acknowledged: after --worker-timeout it is killed, replaced, and that
+    connection is served by its successor (redelivered, not lost)."""
+    if MODE == "thread":
+        raise Skip("SIGSTOP stops every thread of the process")
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1", "--worker-timeout", "1000",
+                 env=SERVER_ENV)
+    try:
+        pid = srv.workers()[0]
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.time()
+        s = connect(srv.port, timeout=20)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = recv_all(s, timeout=20)
+        s.close()
+        took = time.time() - t0
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello\n"), data
+        assert took >= 0.9, took  # served only after the watchdog
+        assert pid not in srv.workers()
+        c = srv.counters()
+        assert c["redelivered"] >= 1, c
+        assert re.search(r"worker 0: pid \d+[^,]*, restarts 1, stuck 1,", srv.text()), srv.text()
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass
+        assert srv.stop() == 0
 
 
 def main():

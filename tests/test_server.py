@@ -132,6 +132,12 @@ class Server:
             time.sleep(0.02)
         raise AssertionError("no counters after SIGUSR1")
 
+    def wait(self, timeout):
+        """Wait for the process to exit, then for its last log lines."""
+        rc = self.proc.wait(timeout)
+        self.reader.join(5)
+        return rc
+
     def stop(self, timeout=15):
         rc = cases.terminate(self.proc, timeout)
         if rc is None:
@@ -539,7 +545,7 @@ def test_supervisor_sigkill():
             held.append(s)
         port = srv.port
         os.kill(srv.proc.pid, signal.SIGKILL)
-        srv.proc.wait(10)
+        srv.wait(10)
         t0 = time.time()
 
         def gone():
@@ -583,7 +589,7 @@ def test_sigterm_drains():
         idle.sendall(b"z")
         assert recv_until(idle, 1) == b"z"
         assert recv_all(idle, timeout=10) == b""
-        rc = srv.proc.wait(15)
+        rc = srv.wait(15)
         assert rc == 0, srv.text()
         assert 1.2 < time.time() - t0 < 8, time.time() - t0
         assert "counters (exit)" in srv.text()
@@ -618,7 +624,7 @@ def test_sigterm_while_pacing():
             t.start()
         time.sleep(0.7)
         srv.proc.send_signal(signal.SIGTERM)
-        rc = srv.proc.wait(20)
+        rc = srv.wait(20)
         stop[0] = True
         for t in ts:
             t.join(30)

@@ -106,7 +106,13 @@ BT_API void bt_acceptor_stop(bt_acceptor_t *acc);
 BT_API void bt_acceptor_drain(bt_acceptor_t *acc, unsigned deadline_ms);
 
 /* Connections accepted and not yet acknowledged by a worker (backlog,
- * pending and in flight). */
+ * pending and in flight).
+ *
+ * Every dispatch policy first chooses among workers that acknowledge: one
+ * that owes acknowledgements and has acknowledged nothing for 20 ms (a
+ * stopped or stuck worker) is passed over, and its pending batch goes to
+ * the others, until it acknowledges again.  If every worker lags, they are
+ * used anyway. */
 BT_API unsigned bt_acceptor_held(const bt_acceptor_t *acc);
 
 struct bt_acceptor_stats {
@@ -121,6 +127,9 @@ struct bt_acceptor_stats {
 	uint64_t errors;       /* other accept errors */
 	uint64_t wakeups;
 	uint64_t sweeps;       /* paced accept: listener sweeps (adaptive flush under load) */
+	/* Since 0.3 (appended): times a worker was found lagging (owing
+	 * acknowledgements for 20 ms): dispatch then prefers the others. */
+	uint64_t lagged;
 };
 /* Fill the caller's first size bytes of counters (docs/abi.md). */
 BT_API void bt_acceptor_get_stats_sized(const bt_acceptor_t *acc, struct bt_acceptor_stats *out,

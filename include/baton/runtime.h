@@ -81,6 +81,15 @@ struct bt_runtime_config {
 				     * ("baton-httpd"); default argv[0]'s basename */
 	int argc;                   /* main's, for process titles (optional) */
 	char **argv;
+	/* Since 0.3 (appended). */
+	unsigned worker_timeout_ms; /* the watchdog: a worker whose loop has not
+				     * moved for this long while it has work is
+				     * killed and replaced, its unacknowledged
+				     * connections redelivered (default 10000;
+				     * 0: never) */
+	size_t out_high;            /* per connection: unsent output above which
+				     * writes return 1 and reading pauses
+				     * (default 262144; bt_loop_config) */
 };
 
 /*
