@@ -16,6 +16,7 @@
  * Redelivery moves it from a queue to the backlog, then to another queue.
  */
 #include "acceptor_internal.h"
+#include "acceptor_policy.h"
 
 #include "internal.h"
 
@@ -29,7 +30,6 @@
 #include <unistd.h>
 
 #define REAP_TICK_NS 50000000ull  /* reap at least this often while holding */
-#define SIZE_BACKSTOP_NS 50000000ull /* size policy: never strand a batch longer */
 #define REST_NS 100000000ull /* a worker that lost descriptors rests this long */
 
 /* The smallest struct bt_acceptor_config a caller may pass: ABI 1's. */
@@ -87,6 +87,12 @@ static int backend_choice(int want)
 int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg,
 		       unsigned max_workers)
 {
+	return bt__acc_create_with(out, cfg, max_workers, NULL);
+}
+
+int bt__acc_create_with(bt_acceptor_t **out, const struct bt_acceptor_config *cfg,
+			unsigned max_workers, const struct acc_ops *ops)
+{
 	if (!out || !cfg || max_workers == 0 || max_workers > 4096)
 		return -EINVAL;
 	struct bt_acceptor_config c;
@@ -115,7 +121,12 @@ int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg
 	acc->emfile_ms = cfg->emfile_pause_ms ? cfg->emfile_pause_ms : 100;
 	int want = backend_choice(cfg->backend);
 	rc = -ENOSYS;
-	if (want != BT_BACKEND_EPOLL) {
+	if (ops) {
+		acc->ops = ops;
+		rc = ops->init(acc);
+		if (rc < 0)
+			goto fail;
+	} else if (want != BT_BACKEND_EPOLL) {
 		acc->ops = &bt__acc_uring_ops;
 		rc = acc->ops->init(acc);
 		if (rc < 0 && want == BT_BACKEND_URING)
@@ -123,7 +134,7 @@ int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg
 		if (rc < 0)
 			bt__log_errno(BT_LOG_WARN, rc, "acceptor: io_uring unavailable, using epoll");
 	}
-	if (rc < 0) {
+	if (rc < 0 && !ops) {
 		acc->ops = &bt__acc_epoll_ops;
 		rc = acc->ops->init(acc);
 		if (rc < 0)
@@ -291,6 +302,8 @@ static void flush_worker(bt_acceptor_t *acc, unsigned idx)
 	struct worker *w = &acc->w[idx];
 	if (!w->q || w->sending || w->dead)
 		return;
+	if (!w->owed_since_ns)
+		w->owed_since_ns = acc->now_ns; /* the lag clock starts at the send */
 	if (bt_queue_is_thread(w->q)) {
 		/* In-process consumer: publishing is the send. */
 		bt_queue_flush(w->q);
@@ -324,6 +337,10 @@ static int dispatch(bt_acceptor_t *acc, int fd, uint64_t id, uint64_t accept_ns)
 		if (idx < 0)
 			break;
 		struct worker *w = &acc->w[idx];
+		/* The batch's age, on the acceptor's clock (its decisions take
+		 * the time as an input: tests/test_acceptor.c). */
+		if (bt_queue_pending(w->q) == 0)
+			w->pending_since_ns = acc->now_ns;
 		int rc = bt_queue_push(w->q, &it);
 		if (rc == -EAGAIN) {
 			w->full = 1; /* max_inflight unacknowledged: skip it */
@@ -398,12 +415,9 @@ void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more
 	if (res >= 0) {
 		acc->st.accepted++;
 		acc->sweep_got++;
-		/* Smoothed gap between accepts (1/8 weight): tells the adaptive
-		 * flush whether more connections are on their way. */
-		uint64_t gap = acc->now_ns - acc->last_accept_ns;
-		if (gap > 1000000000ull)
-			gap = 1000000000ull;
-		acc->gap_ewma_ns = acc->gap_ewma_ns - (acc->gap_ewma_ns >> 3) + (gap >> 3);
+		/* Smoothed gap between accepts: tells the adaptive flush
+		 * whether more connections are on their way. */
+		acc->gap_ewma_ns = bt__pace_gap(acc->gap_ewma_ns, acc->last_accept_ns, acc->now_ns);
 		acc->last_accept_ns = acc->now_ns;
 		if (acc->draining) {
 			/* Raced with the drain: still ours to hand over. */
@@ -482,9 +496,9 @@ void bt__acc_sweep_done(bt_acceptor_t *acc, int res)
 	}
 	if (acc->sweeps_out)
 		return;
-	acc->yield_x8 = acc->yield_x8 - (acc->yield_x8 >> 3) + acc->sweep_got;
+	unsigned got = acc->sweep_got;
 	acc->sweep_got = 0;
-	if (acc->yield_x8 < 16) {
+	if (!bt__pace_continue(&acc->yield_x8, got)) {
 		acc->sweeping = 0;
 		acc->gap_ewma_ns = acc->sweep_hold_ns; /* re-learn from the next accepts */
 	}
@@ -698,20 +712,6 @@ static void send_drains(bt_acceptor_t *acc)
 	}
 }
 
-/*
- * Adaptive flush: nothing more to add right now, so send... unless
- * connections are arriving faster than the hold time, in which case wait
- * for more, up to that hold (the queue's delay, default 200 us), so that one
- * message and one worker wake-up carry several connections.  An idle server
- * (gaps longer than the hold) sends at once: no added latency.
- */
-static int adaptive_due(const bt_acceptor_t *acc, const bt_queue_t *q, uint64_t since)
-{
-	uint64_t hold = bt__queue_delay_ns(q);
-	if (acc->sweeping || acc->gap_ewma_ns >= hold / 2)
-		return 1;
-	return acc->now_ns >= since + hold;
-}
 
 /*
  * Acknowledgement lag, after a reap that released `acked` items.  A worker
@@ -743,11 +743,6 @@ static void note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked)
 		w->lagging = 0;
 		bt__log(BT_LOG_INFO, "acceptor: worker %u acknowledges again", idx);
 	}
-}
-
-int bt__acc_lagging(uint64_t owed_since_ns, uint64_t now_ns)
-{
-	return owed_since_ns && now_ns - owed_since_ns > BT_LAG_NS;
 }
 
 uint64_t bt__acc_worker_stalled_ns(bt_acceptor_t *acc, unsigned idx, uint64_t now_ns)
@@ -812,12 +807,10 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 		if (!w->q || w->dead || w->sending || !bt_queue_pending(w->q))
 			continue;
 		/* The queue's own flush policy. */
-		const int flush = bt__queue_flush_policy(w->q);
-		uint64_t since = bt_queue_pending_since(w->q);
+		uint64_t since = bt_queue_pending(w->q) ? w->pending_since_ns : 0;
 		if (acc->draining ||
-		    (flush == BT_FLUSH_ADAPTIVE && adaptive_due(acc, w->q, since)) ||
-		    (flush == BT_FLUSH_DELAY && acc->now_ns >= since + bt__queue_delay_ns(w->q)) ||
-		    (flush == BT_FLUSH_SIZE && acc->now_ns >= since + SIZE_BACKSTOP_NS))
+		    bt__flush_due(bt__queue_flush_policy(w->q), acc->sweeping, acc->gap_ewma_ns,
+				  bt__queue_delay_ns(w->q), since, acc->now_ns))
 			flush_worker(acc, i);
 	}
 	if (!acc->sweeping && acc->can_sweep && accepting(acc)) {
@@ -836,7 +829,7 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 			if (!hold || h < hold)
 				hold = h;
 		}
-		if (hold && acc->gap_ewma_ns < hold / 4 && acc->st.accepted > 16)
+		if (bt__pace_start(acc->gap_ewma_ns, hold, acc->st.accepted))
 			start_sweeping(acc, hold);
 	}
 	if (accepting(acc))
@@ -867,14 +860,10 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 		AT(w->rest_until_ns);
 		if (w->owed_since_ns && !w->lagging && !w->dead)
 			AT(w->owed_since_ns + BT_LAG_NS + 1);
-		uint64_t since = bt_queue_pending_since(w->q);
-		if (since && !w->sending && !w->dead) { /* a dead one's go back at reclaim */
-			int flush = bt__queue_flush_policy(w->q);
-			if (flush == BT_FLUSH_DELAY || flush == BT_FLUSH_ADAPTIVE)
-				AT(since + bt__queue_delay_ns(w->q));
-			else if (flush == BT_FLUSH_SIZE)
-				AT(since + SIZE_BACKSTOP_NS);
-		}
+		uint64_t since = bt_queue_pending(w->q) ? w->pending_since_ns : 0;
+		if (since && !w->sending && !w->dead) /* a dead one's go back at reclaim */
+			AT(bt__flush_deadline(bt__queue_flush_policy(w->q), bt__queue_delay_ns(w->q),
+					      since));
 	}
 	if (acc->sweeping && accepting(acc) && !acc->sweeps_out)
 		AT(acc->next_sweep_ns);
@@ -882,6 +871,17 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 		AT(acc->now_ns + REAP_TICK_NS);
 #undef AT
 	return d;
+}
+
+void bt__acc_step(bt_acceptor_t *acc, uint64_t now_ns)
+{
+	acc->now_ns = now_ns;
+	end_of_wakeup(acc);
+}
+
+uint64_t bt__acc_next_deadline(bt_acceptor_t *acc)
+{
+	return next_deadline(acc);
 }
 
 int bt_acceptor_run(bt_acceptor_t *acc)

@@ -10,9 +10,7 @@
 
 #define BT_MAX_LISTENERS 64
 #define BT_MAX_WATCHES 8
-/* A worker that owes acknowledgements this long is lagging: a healthy loop
- * acknowledges a batch as soon as it wakes, in micro- to milliseconds. */
-#define BT_LAG_NS 20000000ull
+
 
 struct listener { /* 8-aligned: the io_uring backend tags its address */
 	_Alignas(8) int fd;
@@ -34,6 +32,7 @@ struct worker {
 	 * dispatch prefers the others. */
 	uint64_t owed_since_ns;
 	uint8_t lagging;
+	uint64_t pending_since_ns; /* when its pending batch got its first item */
 	/* Watchdog: the worker's heartbeat as last read, and when it last
 	 * changed (bt__acc_worker_stalled_ns). */
 	uint64_t beat;
@@ -137,8 +136,12 @@ void bt__acc_send_done(bt_acceptor_t *acc, unsigned idx, long res);
  * bt_fdpass_rx_complete.  Returns 1 to keep watching, 0 to stop. */
 int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_msg *msg);
 
-/* Lagging: owing acknowledgements since owed_since_ns (0: owes nothing)
- * for longer than BT_LAG_NS at now_ns. */
-int bt__acc_lagging(uint64_t owed_since_ns, uint64_t now_ns);
+/* For tests: an acceptor on a given backend (NULL: the usual choice), and
+ * one wake-up's end (reap, backlog, flush, pacing, timers) at the clock
+ * value now_ns, with the deadline it would sleep until next. */
+int bt__acc_create_with(bt_acceptor_t **out, const struct bt_acceptor_config *cfg,
+			unsigned max_workers, const struct acc_ops *ops);
+void bt__acc_step(bt_acceptor_t *acc, uint64_t now_ns);
+uint64_t bt__acc_next_deadline(bt_acceptor_t *acc);
 
 #endif

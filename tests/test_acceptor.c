@@ -1,0 +1,573 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The acceptor's decisions, with the clock as an input: dispatch policies,
+ * flush policies, paced accept and acknowledgement lag.
+ *
+ * First the pure functions of runtime/acceptor_policy.c, then the acceptor
+ * itself on a fake backend: the test delivers accepted connections (real
+ * TCP sockets on 127.0.0.x, so that `hash` sees real peers), ends each
+ * wake-up with bt__acc_step(acc, now) at a clock value it chooses, and
+ * consumes what each worker was given from thread-transport queues.  Every
+ * assertion here fails if the policy it tests is ignored.
+ */
+#include "check.h"
+
+#include "../runtime/acceptor_internal.h"
+#include "../runtime/acceptor_policy.h"
+
+#include <baton/log.h>
+#include <baton/queue.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#define MS 1000000ull
+#define US 1000ull
+
+/* --- the pure functions ------------------------------------------------------------ */
+
+static void test_pace_units(void)
+{
+	/* The gap: 1/8 weight, a gap counts at most 1 s. */
+	CHECK_EQ(bt__pace_gap(0, 0, 80 * US), 10 * US);
+	CHECK_EQ(bt__pace_gap(800 * US, 0, 0), 700 * US);
+	CHECK_EQ(bt__pace_gap(0, 0, 10000 * MS), 125 * MS);
+	/* Start: closer than a quarter of the hold, after 16 accepts. */
+	CHECK_EQ(bt__pace_start(49 * US, 200 * US, 17), 1);
+	CHECK_EQ(bt__pace_start(50 * US, 200 * US, 17), 0);
+	CHECK_EQ(bt__pace_start(10 * US, 200 * US, 16), 0);
+	CHECK_EQ(bt__pace_start(10 * US, 0, 100), 0);
+	/* Keep sweeping while sweeps bring two or more on average: from 32,
+	 * the seventh empty sweep in a row stops it (32, 28, 25, 22, 20, 18,
+	 * 16: go on; 14: stop). */
+	unsigned y = 32;
+	int k = 0;
+	while (bt__pace_continue(&y, 0))
+		k++;
+	CHECK_EQ(k, 6);
+	CHECK_EQ(y, 14);
+	y = 32;
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ(bt__pace_continue(&y, 2), 1); /* steady at 16 */
+}
+
+static void test_flush_units(void)
+{
+	uint64_t t = 1000 * MS, hold = 200 * US;
+	/* Adaptive, idle (gaps above half the hold): at once. */
+	CHECK_EQ(bt__flush_due(BT_FLUSH_ADAPTIVE, 0, 100 * US, hold, t, t), 1);
+	/* Adaptive, busy: held up to the hold, not longer. */
+	CHECK_EQ(bt__flush_due(BT_FLUSH_ADAPTIVE, 0, 99 * US, hold, t, t + 199 * US), 0);
+	CHECK_EQ(bt__flush_due(BT_FLUSH_ADAPTIVE, 0, 99 * US, hold, t, t + 200 * US), 1);
+	/* Adaptive while sweeping: the sweep was the wait. */
+	CHECK_EQ(bt__flush_due(BT_FLUSH_ADAPTIVE, 1, 1 * US, hold, t, t), 1);
+	/* Delay: always the delay, busy or not. */
+	CHECK_EQ(bt__flush_due(BT_FLUSH_DELAY, 0, 500 * MS, 5 * MS, t, t + 4 * MS), 0);
+	CHECK_EQ(bt__flush_due(BT_FLUSH_DELAY, 0, 500 * MS, 5 * MS, t, t + 5 * MS), 1);
+	/* Size: only the backstop sends a partial batch. */
+	CHECK_EQ(bt__flush_due(BT_FLUSH_SIZE, 0, 500 * MS, hold, t, t + 49 * MS), 0);
+	CHECK_EQ(bt__flush_due(BT_FLUSH_SIZE, 0, 500 * MS, hold, t, t + 50 * MS), 1);
+	CHECK_EQ(bt__flush_deadline(BT_FLUSH_SIZE, hold, t), t + BT_SIZE_BACKSTOP_NS);
+	CHECK_EQ(bt__flush_deadline(BT_FLUSH_DELAY, 5 * MS, t), t + 5 * MS);
+	/* Lag: owing for more than 20 ms. */
+	CHECK_EQ(bt__acc_lagging(0, t), 0);
+	CHECK_EQ(bt__acc_lagging(t, t + 20 * MS), 0);
+	CHECK_EQ(bt__acc_lagging(t, t + 20 * MS + 1), 1);
+}
+
+/* --- a fake backend ------------------------------------------------------------------ */
+
+static struct {
+	int arms, disarms, sweeps;
+} fake;
+
+static int f_init(bt_acceptor_t *acc)
+{
+	acc->backend = &fake;
+	memset(&fake, 0, sizeof(fake));
+	return 0;
+}
+static void f_fini(bt_acceptor_t *acc)
+{
+	(void)acc;
+}
+static int f_arm(bt_acceptor_t *acc, struct listener *l)
+{
+	(void)acc;
+	l->armed = 1;
+	fake.arms++;
+	return 0;
+}
+static int f_sweep(bt_acceptor_t *acc, struct listener *l)
+{
+	(void)acc;
+	(void)l;
+	fake.sweeps++;
+	return 0;
+}
+static void f_disarm(bt_acceptor_t *acc, struct listener *l)
+{
+	(void)acc;
+	l->armed = 0;
+	fake.disarms++;
+}
+static void f_close(bt_acceptor_t *acc, struct listener *l)
+{
+	(void)acc;
+	close(l->fd);
+	l->fd = -1;
+}
+static void f_send(bt_acceptor_t *acc, unsigned idx, struct msghdr *msg)
+{
+	(void)acc, (void)idx, (void)msg;
+	CHECK(!"thread queues publish; nothing is sent");
+}
+static void f_channel(bt_acceptor_t *acc, unsigned idx)
+{
+	(void)acc, (void)idx;
+}
+static int f_watch(bt_acceptor_t *acc, struct watch *w)
+{
+	(void)acc, (void)w;
+	return 0;
+}
+static int f_wait(bt_acceptor_t *acc, uint64_t deadline)
+{
+	(void)acc, (void)deadline;
+	return 0;
+}
+
+static const struct acc_ops fake_ops = {
+	.name = "fake",
+	.init = f_init,
+	.fini = f_fini,
+	.arm_listener = f_arm,
+	.sweep_listener = f_sweep,
+	.disarm_listener = f_disarm,
+	.close_listener = f_close,
+	.send = f_send,
+	.arm_channel = f_channel,
+	.forget_channel = f_channel,
+	.add_watch = f_watch,
+	.wait = f_wait,
+};
+
+/* --- the rig ------------------------------------------------------------------------- */
+
+#define NW_MAX 4
+#define CLIENTS_MAX 400
+
+struct rig {
+	bt_acceptor_t *acc;
+	bt_queue_t *q[NW_MAX];
+	unsigned nw;
+	int lfd;
+	struct sockaddr_in addr;
+	int clients[CLIENTS_MAX];
+	unsigned nclients;
+	uint64_t now;
+	unsigned got[NW_MAX];     /* connections each worker consumed */
+	int order[CLIENTS_MAX];   /* which worker got the i-th consumed */
+	unsigned norder;
+};
+
+static void quiet(void *ctx, int level, const char *line)
+{
+	(void)ctx, (void)level, (void)line;
+}
+
+static void rig_start(struct rig *r, unsigned nw, int dispatch, const char *flush, unsigned batch)
+{
+	bt_log_set_handler(quiet, NULL);
+	memset(r, 0, sizeof(*r));
+	r->nw = nw;
+	r->now = 1000 * MS;
+	struct bt_acceptor_config ac;
+	bt_acceptor_config_init(&ac);
+	ac.dispatch = dispatch;
+	CHECK_ERR(bt__acc_create_with(&r->acc, &ac, nw, &fake_ops), 0);
+	struct bt_queue_config qc;
+	bt_queue_config_init(&qc);
+	qc.batch = batch;
+	CHECK_ERR(bt_queue_parse_flush(flush, &qc), 0);
+	for (unsigned i = 0; i < nw; i++) {
+		CHECK_ERR(bt_queue_create_thread(&r->q[i], &qc), 0);
+		CHECK_ERR(bt_acceptor_attach(r->acc, i, r->q[i]), 0);
+	}
+	r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK_OP(r->lfd, >=, 0);
+	r->addr.sin_family = AF_INET;
+	r->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK_SYS(bind(r->lfd, (struct sockaddr *)&r->addr, sizeof(r->addr)));
+	socklen_t len = sizeof(r->addr);
+	CHECK_SYS(getsockname(r->lfd, (struct sockaddr *)&r->addr, &len));
+	CHECK_SYS(listen(r->lfd, 1024));
+	int acc_lfd = dup(r->lfd); /* the acceptor owns its own copy */
+	CHECK_ERR(bt_acceptor_add_listener(r->acc, acc_lfd), 0);
+	bt__acc_step(r->acc, r->now); /* arms the listener */
+}
+
+/* A client from 127.0.0.<host> connects; the acceptor "accepts" it at the
+ * rig's clock (r->now, advanced by gap_ns first). */
+static void accept_from(struct rig *r, int host, uint64_t gap_ns)
+{
+	CHECK_OP(r->nclients, <, CLIENTS_MAX);
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK_OP(c, >=, 0);
+	struct sockaddr_in src = {.sin_family = AF_INET};
+	src.sin_addr.s_addr = htonl(0x7f000000u | (unsigned)host);
+	CHECK_SYS(bind(c, (struct sockaddr *)&src, sizeof(src)));
+	CHECK_SYS(connect(c, (struct sockaddr *)&r->addr, sizeof(r->addr)));
+	int s = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
+	CHECK_OP(s, >=, 0);
+	r->clients[r->nclients++] = c;
+	r->now += gap_ns;
+	r->acc->now_ns = r->now;
+	bt__acc_on_accept(r->acc, &r->acc->l[0], s, 1);
+}
+
+/* Worker w takes what it was given (acknowledging it); returns how many. */
+static unsigned consume(struct rig *r, unsigned w)
+{
+	struct bt_wire_item items[64];
+	unsigned total = 0;
+	int n;
+	while ((n = bt_queue_consume(r->q[w], items, 64)) > 0) {
+		for (int i = 0; i < n; i++) {
+			CHECK_OP(items[i].fd, >=, 0);
+			close(items[i].fd);
+			if (r->norder < CLIENTS_MAX)
+				r->order[r->norder++] = (int)w;
+		}
+		total += (unsigned)n;
+	}
+	r->got[w] += total;
+	return total;
+}
+
+static void consume_all(struct rig *r)
+{
+	for (unsigned w = 0; w < r->nw; w++)
+		consume(r, w);
+}
+
+static void step(struct rig *r, uint64_t advance_ns)
+{
+	r->now += advance_ns;
+	bt__acc_step(r->acc, r->now);
+}
+
+static void rig_stop(struct rig *r)
+{
+	consume_all(r);
+	bt_acceptor_destroy(r->acc); /* destroys the queues, closes what they hold */
+	for (unsigned i = 0; i < r->nclients; i++)
+		close(r->clients[i]);
+	close(r->lfd);
+}
+
+/* --- dispatch ------------------------------------------------------------------------- */
+
+/* rr: one connection each in turn. */
+static void test_rr_alternates(void)
+{
+	struct rig r;
+	rig_start(&r, 3, BT_DISPATCH_RR, "adaptive", 32);
+	for (int i = 0; i < 9; i++) {
+		accept_from(&r, 1, 10 * MS);
+		step(&r, 0);
+		consume_all(&r);
+	}
+	for (unsigned i = 0; i < 9; i++)
+		CHECK_EQ(r.order[i], i % 3);
+	rig_stop(&r);
+}
+
+static unsigned fnv_ip(int host)
+{
+	uint32_t ip = htonl(0x7f000000u | (unsigned)host);
+	const unsigned char *p = (const unsigned char *)&ip;
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 4; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
+/* hash: every connection of a peer goes to the worker its address hashes
+ * to (FNV-1a of the address, modulo the worker slots). */
+static void test_hash_sticks_to_peer(void)
+{
+	struct rig r;
+	rig_start(&r, 4, BT_DISPATCH_HASH, "adaptive", 32);
+	unsigned used = 0;
+	for (int host = 1; host <= 6; host++) {
+		unsigned want = fnv_ip(host) % 4, before[NW_MAX];
+		memcpy(before, r.got, sizeof(before));
+		for (int i = 0; i < 8; i++) {
+			accept_from(&r, host, 10 * MS);
+			step(&r, 0);
+			consume_all(&r);
+		}
+		for (unsigned w = 0; w < 4; w++)
+			CHECK_EQ(r.got[w] - before[w], w == want ? 8u : 0u);
+		used |= 1u << want;
+	}
+	CHECK_OP(__builtin_popcount(used), >=, 2); /* the peers do not all map to one */
+	rig_stop(&r);
+}
+
+/* least: the worker with the fewest connections (open + unacknowledged). */
+static void test_least_prefers_idle(void)
+{
+	struct rig r;
+	rig_start(&r, 3, BT_DISPATCH_LEAST, "adaptive", 32);
+	uint32_t load[3] = {5, 0, 3};
+	for (unsigned w = 0; w < 3; w++)
+		bt_queue_set_consumer_load(r.q[w], load[w]);
+	/* Nothing is consumed: each connection stays unacknowledged and adds
+	 * to its worker's count.  Expected: the lowest count, first index on
+	 * a tie. */
+	unsigned count[3] = {5, 0, 3};
+	for (int i = 0; i < 7; i++) { /* 1 ms apart: nobody lags (20 ms) */
+		unsigned best = 0;
+		for (unsigned w = 1; w < 3; w++)
+			if (count[w] < count[best])
+				best = w;
+		unsigned before = bt_queue_inflight(r.q[best]);
+		accept_from(&r, 1, 1 * MS);
+		step(&r, 0);
+		CHECK_EQ(bt_queue_inflight(r.q[best]), before + 1);
+		count[best]++;
+	}
+	CHECK_EQ(count[0], 5u); /* the busiest got nothing: {5, 5, 5} */
+	CHECK_EQ(count[1], 5u);
+	CHECK_EQ(count[2], 5u);
+	CHECK_EQ(bt_queue_inflight(r.q[0]), 0);
+	rig_stop(&r);
+}
+
+/* A worker that stops acknowledging is passed over after 20 ms, under rr
+ * and under hash, and taken again once it acknowledges. */
+static void lag_case(int dispatch)
+{
+	struct rig r;
+	rig_start(&r, 2, dispatch, "adaptive", 32);
+	/* hash: a peer that maps to worker 0, and one to worker 1. */
+	int h0 = 1, h1 = 1;
+	while (fnv_ip(h0) % 2 != 0)
+		h0++;
+	while (fnv_ip(h1) % 2 != 1)
+		h1++;
+	int host0 = dispatch == BT_DISPATCH_HASH ? h0 : 1;
+	/* Worker 0 gets one connection and does not take it. */
+	accept_from(&r, host0, 10 * MS);
+	step(&r, 0);
+	CHECK_EQ(bt_queue_inflight(r.q[0]), 1);
+	if (dispatch == BT_DISPATCH_RR) {
+		accept_from(&r, 1, 1 * MS); /* rr: the next one is worker 1's */
+		step(&r, 0);
+		consume(&r, 1);
+	}
+	step(&r, 10 * MS); /* 10 ms: still in good standing */
+	CHECK_EQ(r.acc->w[0].lagging, 0);
+	unsigned before = bt_queue_inflight(r.q[0]);
+	accept_from(&r, host0, 0);
+	step(&r, 0);
+	CHECK_EQ(bt_queue_inflight(r.q[0]), before + 1); /* still chosen */
+	step(&r, 21 * MS); /* over 20 ms owed */
+	CHECK_EQ(r.acc->w[0].lagging, 1);
+	struct bt_acceptor_stats st;
+	bt_acceptor_get_stats(r.acc, &st);
+	CHECK_EQ(st.lagged, 1);
+	before = bt_queue_inflight(r.q[0]);
+	unsigned got1 = r.got[1];
+	for (int i = 0; i < 6; i++) {
+		accept_from(&r, host0, 1 * MS);
+		step(&r, 0);
+		consume(&r, 1);
+	}
+	CHECK_EQ(bt_queue_inflight(r.q[0]), before); /* passed over */
+	CHECK_EQ(r.got[1] - got1, 6u);
+	/* It acknowledges: chosen again. */
+	consume(&r, 0);
+	step(&r, 1 * MS);
+	CHECK_EQ(r.acc->w[0].lagging, 0);
+	accept_from(&r, host0, 1 * MS);
+	accept_from(&r, host0, 1 * MS);
+	step(&r, 0);
+	CHECK_OP(bt_queue_inflight(r.q[0]), >=, 1);
+	rig_stop(&r);
+	(void)h1;
+}
+
+static void test_lag_rr(void)
+{
+	lag_case(BT_DISPATCH_RR);
+}
+
+static void test_lag_hash(void)
+{
+	lag_case(BT_DISPATCH_HASH);
+}
+
+/* Every worker lags: connections are still dispatched, not held. */
+static void test_lag_all(void)
+{
+	struct rig r;
+	rig_start(&r, 2, BT_DISPATCH_RR, "adaptive", 32);
+	accept_from(&r, 1, 10 * MS);
+	accept_from(&r, 1, 10 * MS);
+	step(&r, 0);
+	step(&r, 21 * MS);
+	CHECK(r.acc->w[0].lagging && r.acc->w[1].lagging);
+	accept_from(&r, 1, 1 * MS);
+	step(&r, 0);
+	CHECK_EQ(bt_queue_inflight(r.q[0]) + bt_queue_inflight(r.q[1]), 3);
+	CHECK_EQ(bt_acceptor_held(r.acc), 3);
+	rig_stop(&r);
+}
+
+/* --- flush policies -------------------------------------------------------------------- */
+
+/* size: full batches at once, the remainder only at the 50 ms backstop. */
+static void test_flush_size(void)
+{
+	struct rig r;
+	rig_start(&r, 1, BT_DISPATCH_RR, "size", 8);
+	for (int i = 0; i < 20; i++)
+		accept_from(&r, 1, 10 * US);
+	CHECK_EQ(consume(&r, 0), 16); /* two full batches went as they filled */
+	step(&r, 0);
+	CHECK_EQ(consume(&r, 0), 0);
+	step(&r, 49 * MS);
+	CHECK_EQ(consume(&r, 0), 0);
+	CHECK_EQ(bt__acc_next_deadline(r.acc) <= r.now + 1 * MS + BT_SIZE_BACKSTOP_NS, 1);
+	step(&r, 2 * MS);
+	CHECK_EQ(consume(&r, 0), 4);
+	struct bt_queue_stats qs;
+	bt_queue_get_stats(r.q[0], &qs);
+	CHECK_EQ(qs.items_sent, 20);
+	CHECK_EQ(qs.batches, 3); /* 8 + 8 + 4: 6.67 per batch */
+	rig_stop(&r);
+}
+
+/* delay: every batch waits its delay, even when idle. */
+static void test_flush_delay(void)
+{
+	struct rig r;
+	rig_start(&r, 1, BT_DISPATCH_RR, "delay:5000", 32);
+	accept_from(&r, 1, 100 * MS);
+	step(&r, 0);
+	CHECK_EQ(consume(&r, 0), 0);
+	step(&r, 4 * MS);
+	CHECK_EQ(consume(&r, 0), 0);
+	step(&r, 1 * MS);
+	CHECK_EQ(consume(&r, 0), 1);
+	rig_stop(&r);
+}
+
+/* adaptive: idle, at once; connections 10 us apart, held up to the hold
+ * (200 us) so that they share a batch. */
+static void test_flush_adaptive(void)
+{
+	struct rig r;
+	rig_start(&r, 1, BT_DISPATCH_RR, "adaptive:200", 32);
+	r.acc->can_sweep = 0; /* the flush alone (sweeping sends at once) */
+	accept_from(&r, 1, 100 * MS);
+	step(&r, 0);
+	CHECK_EQ(consume(&r, 0), 1);
+	/* Teach it a fast rate: accepts 10 us apart, one wake-up each (from
+	 * idle, the smoothed gap needs about 60 to come down). */
+	for (int i = 0; i < 100; i++) {
+		accept_from(&r, 1, 10 * US);
+		step(&r, 0);
+		consume(&r, 0);
+	}
+	CHECK_OP(r.acc->gap_ewma_ns, <, 100 * US);
+	step(&r, 200 * US); /* what the warm-up left held */
+	consume(&r, 0);
+	struct bt_queue_stats qs0;
+	bt_queue_get_stats(r.q[0], &qs0);
+	/* Now 40 more: held up to the hold, so they share batches. */
+	for (int i = 0; i < 40; i++) {
+		accept_from(&r, 1, 10 * US);
+		step(&r, 0);
+	}
+	unsigned early = consume(&r, 0);
+	step(&r, 200 * US);
+	unsigned rest = consume(&r, 0);
+	CHECK_EQ(early + rest, 40);
+	struct bt_queue_stats qs;
+	bt_queue_get_stats(r.q[0], &qs);
+	CHECK_OP(qs.batches - qs0.batches, <=, 1 + 40 * 10 / 200); /* one per hold */
+	rig_stop(&r);
+}
+
+/* --- paced accept ------------------------------------------------------------------------ */
+
+/* Accepts closer than a quarter of the hold: the acceptor stops waiting on
+ * its listener and sweeps it every hold; seven empty sweeps in a row and
+ * it waits on the listener again. */
+static void test_pacing(void)
+{
+	struct rig r;
+	rig_start(&r, 1, BT_DISPATCH_RR, "adaptive:200", 32);
+	CHECK_EQ(fake.arms, 1);
+	int n = 0;
+	while (!r.acc->sweeping && n < 200) {
+		accept_from(&r, 1, 10 * US);
+		step(&r, 0);
+		consume(&r, 0);
+		n++;
+	}
+	/* From idle, the smoothed gap comes under hold/4 (50 us) after about
+	 * 60 accepts 10 us apart. */
+	CHECK_OP(n, >, 50);
+	CHECK_OP(n, <, 80);
+	CHECK_EQ(r.acc->sweeping, 1);
+	CHECK_EQ(fake.disarms, 1);
+	CHECK_EQ(fake.sweeps, 0);
+	uint64_t next = r.acc->next_sweep_ns;
+	CHECK_OP(bt__acc_next_deadline(r.acc), <=, next);
+	CHECK_EQ(next, r.now + 200 * US);
+	/* A sweep brings in 3: it goes on. */
+	step(&r, next - r.now);
+	CHECK_EQ(fake.sweeps, 1);
+	for (int i = 0; i < 3; i++)
+		accept_from(&r, 1, 0);
+	bt__acc_sweep_done(r.acc, -EAGAIN);
+	CHECK_EQ(r.acc->sweeping, 1);
+	/* Empty sweeps: the seventh stops it (pace_units). */
+	int rounds = 0;
+	while (r.acc->sweeping && rounds < 20) {
+		CHECK_OP(bt__acc_next_deadline(r.acc), <=, r.acc->next_sweep_ns);
+		step(&r, r.acc->next_sweep_ns - r.now);
+		bt__acc_sweep_done(r.acc, -EAGAIN);
+		rounds++;
+	}
+	CHECK_EQ(rounds, 7);
+	step(&r, 1 * MS);
+	CHECK_EQ(fake.arms, 2); /* waiting on the listener again */
+	rig_stop(&r);
+}
+
+static const struct check_case cases[] = {
+	{"pace_units", test_pace_units},
+	{"flush_units", test_flush_units},
+	{"rr_alternates", test_rr_alternates},
+	{"hash_sticks_to_peer", test_hash_sticks_to_peer},
+	{"least_prefers_idle", test_least_prefers_idle},
+	{"lag_rr", test_lag_rr},
+	{"lag_hash", test_lag_hash},
+	{"lag_all", test_lag_all},
+	{"flush_size", test_flush_size},
+	{"flush_delay", test_flush_delay},
+	{"flush_adaptive", test_flush_adaptive},
+	{"pacing", test_pacing},
+	{NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+	return check_main(argc, argv, cases);
+}
