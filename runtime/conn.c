@@ -41,8 +41,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define SEG_MIN 2048                /* a new MEM segment holds at least this */
-#define SPARE_MAX (16 * 1024)       /* keep an emptied segment up to this size */
+/* A new MEM segment is a 1 KiB allocation at least (a reply's head and a
+ * small body share it: one send); an emptied one is kept for the next
+ * reply only up to 4 KiB, so an idle connection holds at most that. */
+#define SEG_MIN (1024 - sizeof(struct bt_outseg))
+#define SPARE_MAX (4096 - sizeof(struct bt_outseg))
 #define CHUNK ((size_t)128 * 1024)  /* file bytes read at a time */
 
 struct bt_fread {
@@ -295,6 +298,17 @@ static struct bt_outseg *mem_seg(bt_conn_t *c, size_t need)
 
 static void append_seg(bt_conn_t *c, struct bt_outseg *s)
 {
+	struct bt_outseg *t = c->oq_tail;
+	if (t && t == c->oq && t->cap && t->len == 0) {
+		/* The emptied segment kept for replies, too small for this
+		 * one: it must not stay ahead of it (sends start at the head).
+		 * Nothing is being sent from it: it is empty. */
+		c->oq = c->oq_tail = NULL;
+		if (!c->spare)
+			c->spare = t;
+		else
+			free(t);
+	}
 	if (c->oq_tail)
 		c->oq_tail->next = s;
 	else
@@ -390,7 +404,9 @@ void bt__conn_sent(bt_conn_t *c, size_t n)
 		c->out_bytes -= n;
 	if (h->off >= h->len) {
 		if (h == c->oq_tail && h->cap <= SPARE_MAX) {
-			h->off = h->len = 0; /* keep it for the next reply */
+			h->off = h->len = 0; /* keep it for the next reply, */
+			free(c->spare);      /* and only it */
+			c->spare = NULL;
 		} else {
 			c->oq = h->next;
 			if (!c->oq)

@@ -660,6 +660,32 @@ static void test_backpressure_reader(void)
 	stop(&r, 0);
 }
 
+/* A small reply, then one larger than the segment kept from it: both go
+ * out (the emptied segment once stalled the queue, stuck ahead of the
+ * larger one). */
+static void test_small_then_large(void)
+{
+	struct rig r;
+	start(&r);
+	int fd = client(&r);
+	expect_echo(fd, "x\n");
+	static char big[20000], back[20000];
+	memset(big, 'b', sizeof(big));
+	CHECK_EQ(write(fd, big, sizeof(big)), sizeof(big));
+	size_t got = 0;
+	while (got < sizeof(back)) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		CHECK_EQ(poll(&p, 1, 5000), 1);
+		ssize_t n = read(fd, back + got, sizeof(back) - got);
+		CHECK_OP(n, >, 0);
+		got += (size_t)n;
+	}
+	CHECK(memcmp(back, big, sizeof(big)) == 0);
+	expect_echo(fd, "y\n");
+	close(fd);
+	stop(&r, 0);
+}
+
 /* A temporary file of n bytes (a pattern); its path in path. */
 static void make_file(char *path, size_t cap, size_t n, int drop_cache)
 {
@@ -770,6 +796,7 @@ static void test_sendfile_errors(void)
 
 static const struct check_case cases[] = {
 	{"close_in_callback", test_close_in_callback},
+	{"small_then_large", test_small_then_large},
 	{"backpressure_writer", test_backpressure_writer},
 	{"backpressure_reader", test_backpressure_reader},
 	{"sendfile", test_sendfile},

@@ -36,7 +36,8 @@
  *
  *     out_high + the largest single bt_conn_write + 2 file chunks (256 KiB)
  *     + one receive buffer (buf_size, held only while reading is paused)
- *     + about 2.5 KiB of bookkeeping,
+ *     + 200 bytes of state and one emptied output segment of at most 4 KiB
+ *       (kept for the next reply: all an idle connection holds),
  *
  * plus whatever the application keeps; the loop's receive buffers
  * (buf_count x buf_size, 8 MiB by default) are shared by all connections.
