@@ -20,6 +20,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Bytes one connection may send in one go before the loop turns to the
+ * others. */
+#define FLUSH_BUDGET ((size_t)1 << 20)
+
 struct ep {
 	int epfd;
 	unsigned char *buf;
@@ -106,10 +110,18 @@ static void ep_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 		return; /* the loop below is already at it */
 	c->writing = 1;
 	int blocked = 0;
-	size_t len;
+	size_t len, sent = 0;
 	int flags;
 	const char *p;
 	while (c->state != CONN_DONE && (p = bt__conn_next_send(c, &len, &flags))) {
+		if (sent >= FLUSH_BUDGET) {
+			/* Fairness: a fast reader of a long response (a file
+			 * in the page cache) would keep this loop here, with
+			 * every other connection and the heartbeat waiting.
+			 * Go on at the next wake-up: EPOLLOUT is ready at once. */
+			blocked = 1;
+			break;
+		}
 		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -122,6 +134,7 @@ static void ep_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 			bt__conn_ended(c, -errno);
 			return;
 		}
+		sent += (size_t)n;
 		bt__conn_sent(c, (size_t)n); /* may queue more, call back, or finish */
 	}
 	c->writing = 0;
