@@ -164,8 +164,8 @@ void bt__loop_run_closes(bt_loop_t *loop)
 
 void bt__conn_maybe_free(bt_conn_t *c)
 {
-	if (c->state != CONN_DONE || c->ops != 0 || c->close_queued || c->zombie_next ||
-	    c->loop->zombies == c)
+	if (c->state != CONN_DONE || c->ops != 0 || c->close_queued || c->flush_queued ||
+	    c->zombie_next || c->loop->zombies == c)
 		return;
 	bt_loop_t *loop = c->loop;
 	if (c->prev)
@@ -442,13 +442,22 @@ void bt__conn_sent(bt_conn_t *c, size_t n)
 
 void bt__loop_flush(bt_loop_t *loop)
 {
-	while (loop->flushq) {
-		bt_conn_t *c = loop->flushq;
-		loop->flushq = c->flush_next;
+	/* Those queued now; a connection queued again meanwhile (its
+	 * on_writable wrote more) waits for the next pass, so one fast reader
+	 * cannot keep the loop here (the epoll backend sends up to 1 MiB per
+	 * pass, then waits for EPOLLOUT like everyone else). */
+	bt_conn_t *list = loop->flushq;
+	loop->flushq = NULL;
+	while (list) {
+		bt_conn_t *c = list;
+		list = c->flush_next;
 		c->flush_queued = 0;
 		c->flush_next = NULL;
-		if (c->state == CONN_DONE)
+		if (c->state == CONN_DONE) {
+			/* Ended while queued: its free waited for this. */
+			bt__conn_maybe_free(c);
 			continue;
+		}
 		file_fill(c);
 		if (c->state == CONN_DONE || c->writing)
 			continue;

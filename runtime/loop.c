@@ -435,6 +435,12 @@ void bt_loop_destroy(bt_loop_t *loop)
 	bt__loop_run_closes(loop);
 	loop->ops->fini(loop); /* drops what is in flight */
 	bt__loop_retry_reads(loop);
+	while (loop->flushq) { /* nothing more goes out */
+		bt_conn_t *c = loop->flushq;
+		loop->flushq = c->flush_next;
+		c->flush_queued = 0;
+		c->flush_next = NULL;
+	}
 	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->fd_open) {

@@ -211,7 +211,9 @@ static int ep_run(bt_loop_t *loop)
 			bt__loop_consume(loop);
 			bt__loop_flush(loop);
 		}
-		int timeout = (loop->conns || loop->draining) ? 100 : -1;
+		/* Output queued in the last pass goes out after a look at
+		 * what else is ready: no sleep. */
+		int timeout = loop->flushq ? 0 : (loop->conns || loop->draining) ? 100 : -1;
 		int n = epoll_wait(e->epfd, evs, 256, timeout);
 		if (n < 0) {
 			if (errno == EINTR)

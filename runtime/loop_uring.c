@@ -342,7 +342,11 @@ static int uring_run(bt_loop_t *loop)
 				u->tick_armed = 1;
 			}
 		}
-		int rc = io_uring_submit_and_wait(&u->ring, 1);
+		/* Output queued in the last pass goes out after a look at
+		 * what else is ready: no sleep (and under DEFER_TASKRUN a
+		 * plain submit would reap nothing). */
+		int rc = loop->flushq ? io_uring_submit_and_get_events(&u->ring)
+				      : io_uring_submit_and_wait(&u->ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
 			return bt__log_errno(BT_LOG_ERROR, rc, "worker %d: io_uring_submit_and_wait",
 					     loop->cfg.worker_id);

@@ -9,7 +9,8 @@ Usage: test_httpd.py BUILD_DIR [case ...]
 Backend and mode from BATON_BACKEND and BATON_TEST_MODE, as test_server.py.
 Sanitized builds (BATON_TEST_SANITIZED=1) check RSS growth over the
 worker's start instead of its absolute size: the sanitizer's own memory is
-not the server's.
+not the server's.  Under ThreadSanitizer (=thread) the RSS is printed and
+not asserted: its shadow memory is a multiple of the server's.
 """
 import hashlib
 import os
@@ -27,7 +28,10 @@ from cases import Skip  # noqa: E402
 from test_server import (HTTPD, MODE, Server, connect, read_response,  # noqa: E402
                          recv_all)
 
-SANITIZED = os.environ.get("BATON_TEST_SANITIZED") == "1"
+SANITIZED = os.environ.get("BATON_TEST_SANITIZED") in ("1", "thread")
+# ThreadSanitizer's shadow memory is a multiple of what the program touches:
+# there the bound is printed, and asserted by the other builds.
+TSAN = os.environ.get("BATON_TEST_SANITIZED") == "thread"
 RSS_LIMIT = 64 << 20
 # ASan keeps freed memory in quarantine: keep it small for these servers.
 SERVER_ENV = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
@@ -75,7 +79,7 @@ class RssBound:
         for p in self.pids:
             hwm = max(self.peak[p], rss(p, "VmHWM"))
             used = hwm - self.base[p] if SANITIZED else hwm
-            assert used < RSS_LIMIT, "worker %d: %.1f MB%s (limit %d MB)" % (
+            assert used < RSS_LIMIT or TSAN, "worker %d: %.1f MB%s (limit %d MB)" % (
                 p, used / 1e6, " over its start" if SANITIZED else "", RSS_LIMIT >> 20)
             print("     worker %d: peak RSS %.1f MB%s" % (
                 p, used / 1e6, " over its start" if SANITIZED else ""), flush=True)
@@ -85,7 +89,7 @@ class RssBound:
 def no_worker_died(srv):
     bad = [ln for ln in srv.text().splitlines()
            if "killed by signal" in ln or "exited with status" in ln or "Sanitizer" in ln
-           or "runtime error:" in ln or "stuck" in ln]
+           or "runtime error:" in ln or "has not moved" in ln]
     assert not bad, bad
 
 

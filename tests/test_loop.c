@@ -60,6 +60,8 @@ static struct seen *seen;
 struct cstate {
 	unsigned magic;
 	int pumping;
+	int tail_on_timeout; /* "tail": on_timeout writes above the mark, */
+	int tailing;         /* then on_writable writes the end and closes */
 	size_t pump_left; /* "pump": bytes still to write */
 };
 #define CSTATE_MAGIC 0x5ea7ed
@@ -108,6 +110,12 @@ static void echo_writable(bt_conn_t *c)
 	struct cstate *st = bt_conn_data(c);
 	if (st && st->pumping)
 		pump(c);
+	if (st && st->tailing) {
+		st->tailing = 0;
+		if (bt_conn_write(c, "end\n", 4) < 0)
+			seen->bad = 6;
+		bt_conn_close(c);
+	}
 }
 
 /* "file PATH LEN": send LEN bytes of PATH with bt_conn_sendfile, then close. */
@@ -170,6 +178,11 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 		pump(c);
 		return;
 	}
+	if (len >= 4 && memcmp(data, "tail", 4) == 0) {
+		cstate(c)->tail_on_timeout = 1;
+		bt_conn_set_timeout(c, 50);
+		return;
+	}
 	if (len >= 5 && memcmp(data, "file ", 5) == 0) {
 		send_file(c, data, len);
 		return;
@@ -210,6 +223,26 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 	bt_conn_write(c, data, len);
 }
 
+#define TAIL_LEN 20000
+
+/* Output written by a timer goes out in the loop's second flush pass of a
+ * tick; on_writable runs inside it (epoll sends at once), writes again
+ * and closes. */
+static void echo_timeout(bt_conn_t *c)
+{
+	struct cstate *st = bt_conn_data(c);
+	if (!st || !st->tail_on_timeout) {
+		bt_conn_abort(c);
+		return;
+	}
+	st->tail_on_timeout = 0;
+	static char body[TAIL_LEN];
+	memset(body, 't', sizeof(body));
+	if (bt_conn_write(c, body, sizeof(body)) != 1)
+		seen->bad = 7; /* above the mark (rig_out_high): on_writable is due */
+	st->tailing = 1;
+}
+
 static void echo_close(bt_conn_t *c, int reason)
 {
 	struct cstate *st = bt_conn_data(c);
@@ -227,7 +260,10 @@ static const struct bt_handler echo = {
 	.on_data = echo_data,
 	.on_close = echo_close,
 	.on_writable = echo_writable,
+	.on_timeout = echo_timeout,
 };
+
+static size_t rig_out_high; /* the worker's out_high; 0: the default */
 
 struct rig {
 	bt_queue_shm_t *shm;
@@ -273,6 +309,8 @@ static void start(struct rig *r)
 		cfg.handler = &echo;
 		cfg.backend = backend;
 		cfg.drain_timeout_ms = 2000;
+		if (rig_out_high)
+			cfg.out_high = rig_out_high;
 		bt_loop_t *loop;
 		int rc = bt_loop_create(&loop, &cfg);
 		if (rc < 0) {
@@ -660,6 +698,40 @@ static void test_backpressure_reader(void)
 	stop(&r, 0);
 }
 
+/* on_writable writes and closes while the loop is flushing output (the
+ * connection queued for a flush that comes after it has been freed was a
+ * use after free, seen as a worker killed by SIGSEGV in baton-httpd). */
+static void test_writable_then_close(void)
+{
+	struct rig r;
+	rig_out_high = 16384;
+	start(&r);
+	rig_out_high = 0;
+	for (int i = 0; i < 5; i++) {
+		int fd = client(&r);
+		CHECK_EQ(write(fd, "tail", 4), 4);
+		static char buf[TAIL_LEN + 100];
+		size_t got = 0;
+		for (;;) {
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+			CHECK_EQ(poll(&p, 1, 10000), 1);
+			CHECK_OP(got, <, sizeof(buf));
+			ssize_t n = read(fd, buf + got, sizeof(buf) - got);
+			CHECK_OP(n, >=, 0);
+			if (n == 0)
+				break;
+			got += (size_t)n;
+		}
+		CHECK_EQ(got, TAIL_LEN + 4);
+		CHECK(buf[0] == 't' && buf[TAIL_LEN - 1] == 't');
+		CHECK(memcmp(buf + TAIL_LEN, "end\n", 4) == 0);
+		close(fd);
+	}
+	stop(&r, 0);
+	CHECK_EQ(seen->bad, 0);
+	CHECK_EQ(seen->closes, 5);
+}
+
 /* A small reply, then one larger than the segment kept from it: both go
  * out (the emptied segment once stalled the queue, stuck ahead of the
  * larger one). */
@@ -797,6 +869,7 @@ static void test_sendfile_errors(void)
 static const struct check_case cases[] = {
 	{"close_in_callback", test_close_in_callback},
 	{"small_then_large", test_small_then_large},
+	{"writable_then_close", test_writable_then_close},
 	{"backpressure_writer", test_backpressure_writer},
 	{"backpressure_reader", test_backpressure_reader},
 	{"sendfile", test_sendfile},
