@@ -35,19 +35,63 @@ int bench_load(int argc, char **argv);
 int bench_conns(int argc, char **argv);
 int bench_sweep(int argc, char **argv);
 
-/* The load generator (bench_load.c) as a function, for the harness. */
+/* --- addresses and CPU (bench_addr.c) ------------------------------------ */
 #include <netinet/in.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define BENCH_ADDR_MAX 4
+
+/* HOST:PORT (a name or IPv4), [IPV6]:PORT, or a unix socket path (it
+ * begins with '/' or '.'): the runtime's --listen syntax.  A name may
+ * resolve to several addresses (localhost: ::1 and 127.0.0.1). */
+struct bench_addr {
+	struct sockaddr_storage ss[BENCH_ADDR_MAX];
+	socklen_t len[BENCH_ADDR_MAX];
+	int n;
+	int port;       /* 0: none given */
+	char host[256]; /* for an HTTP Host header ("localhost" for a path) */
+	char text[256]; /* as given */
+};
+
+/* 0, or -1 with a message in err.  need_port: a port is required. */
+int bench_addr_parse(const char *spec, int need_port, struct bench_addr *a, char *err, size_t errlen);
+/* AF_INET, AF_INET6 or AF_UNIX (of the first address). */
+int bench_addr_family(const struct bench_addr *a);
+/* The first of a's addresses that accepts a connection: 1; or the first
+ * of them, when none does: 0. */
+int bench_addr_pick(const struct bench_addr *a, struct sockaddr_storage *ss, socklen_t *len);
+/* A --listen argument for a server: a's address with its port, or a free
+ * port of its family when none was given; a path as it is.  0 or -errno. */
+int bench_addr_with_free_port(const struct bench_addr *a, char *out, size_t cap);
+/* CPU seconds (user+sys) of pid, the children it reaped, and its live
+ * descendants; -1 if pid is not there. */
+double bench_tree_cpu(pid_t root);
+
+/* --- the load generator (bench_load.c), for the harness -------------------- */
 
 enum { BENCH_ERR_REFUSED, BENCH_ERR_RESET, BENCH_ERR_TIMEOUT, BENCH_ERR_SHORT,
-       BENCH_ERR_STATUS, BENCH_ERR_OTHER, BENCH_ERR_KINDS };
+       BENCH_ERR_STATUS, BENCH_ERR_MISMATCH, BENCH_ERR_OTHER, BENCH_ERR_KINDS };
+
+enum { BENCH_PROTO_HTTP, BENCH_PROTO_ECHO, BENCH_PROTO_RAW };
 
 struct load_cfg {
-	struct sockaddr_in addr;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	const char *host;         /* the HTTP Host header */
 	int clients, threads, keepalive;
 	double seconds, timeout;
+	double rate;              /* > 0: open loop, exchanges per second */
+	int proto;
+	/* http */
 	const char *path;
-	char req[256]; /* filled by bench_load_run */
+	int expect_lo, expect_hi; /* accepted status codes */
+	/* echo: the payload, which comes back; raw: the request */
+	char *payload;
+	size_t payload_len;
+	size_t expect_bytes;      /* raw: the response's length */
+	char *req;                /* built by bench_load_run */
 	size_t reqlen;
 };
 
@@ -56,9 +100,52 @@ struct load_result {
 	uint64_t err[BENCH_ERR_KINDS];
 	double seconds, rps;
 	uint64_t p50_us, p99_us, p999_us, max_us;
+	/* open loop */
+	uint64_t due;          /* exchanges whose send time came in the run */
+	uint64_t unsent;       /* due, but not started by the end */
+	uint64_t waited;       /* started late: every client was busy */
+	uint64_t client_late;  /* started over 1 ms late with a client free */
 };
 
 int bench_load_run(struct load_cfg *cfg, struct load_result *res);
+void bench_load_cfg_free(struct load_cfg *cfg);
 const char *bench_load_error_name(int kind);
+
+/* The protocol flags shared by load, conns and sweep. */
+#define BENCH_OPT_PROTO 1000
+#define BENCH_PROTO_OPTIONS                                                        \
+	{"proto", required_argument, NULL, BENCH_OPT_PROTO},                      \
+	{"path", required_argument, NULL, BENCH_OPT_PROTO + 1},                   \
+	{"expect", required_argument, NULL, BENCH_OPT_PROTO + 2},                 \
+	{"size", required_argument, NULL, BENCH_OPT_PROTO + 3},                   \
+	{"line", required_argument, NULL, BENCH_OPT_PROTO + 4},                   \
+	{"send", required_argument, NULL, BENCH_OPT_PROTO + 5},                   \
+	{"expect-bytes", required_argument, NULL, BENCH_OPT_PROTO + 6},           \
+	{"rate", required_argument, NULL, BENCH_OPT_PROTO + 7},                   \
+	{"keepalive", no_argument, NULL, BENCH_OPT_PROTO + 8},                    \
+	{"timeout", required_argument, NULL, BENCH_OPT_PROTO + 9}
+#define BENCH_PROTO_HELP                                                                     \
+	"  --proto P         http (default), echo or raw\n"                                    \
+	"  --path PATH       http: the path to GET (default /)\n"                              \
+	"  --expect CODES    http: the statuses that count as success: 200, 2xx, 200-399\n"   \
+	"                    or a list (default 200)\n"                                        \
+	"  --size N          echo: send N bytes (default 64) and expect them back\n"           \
+	"  --line TEXT       echo: send TEXT and a newline instead\n"                          \
+	"  --send FILE       raw: the request's bytes\n"                                       \
+	"  --expect-bytes N  raw: the response's length\n"                                     \
+	"  --keepalive       many exchanges per connection (default: one, then close)\n"      \
+	"  --rate R          open loop: R exchanges per second on a fixed schedule, latency\n" \
+	"                    from each one's intended send time (default: closed loop)\n"      \
+	"  --timeout S       an exchange not done in S seconds is an error (default 5)\n"
+
+/* The defaults (closed loop, http GET /, 200). */
+void bench_load_cfg_init(struct load_cfg *c);
+/* o is one of BENCH_PROTO_OPTIONS: apply it (a bad value exits 2 through
+ * usage); 1 if o was one of them, else 0. */
+int bench_proto_option(struct load_cfg *c, int o, const char *arg, void (*usage)(FILE *));
+/* The options' combination is sound (else exits 2); reads --send. */
+void bench_proto_check(struct load_cfg *c, void (*usage)(FILE *));
+/* "http GET /", "echo 64 B", "raw 120 B -> 4096 B", with the loop kind. */
+void bench_load_describe(const struct load_cfg *c, char *out, size_t cap);
 
 #endif

@@ -133,8 +133,8 @@ static const struct {
 } commands[] = {
 	{"fdpass", bench_fdpass, "descriptors/s through SCM_RIGHTS by batch size, against dup()+close()"},
 	{"conns", bench_conns, "every server design under the same load, one table (the headline)"},
-	{"sweep", bench_sweep, "baton over batch size x flush policy x clients: CSV, SVG plots, advice"},
-	{"load", bench_load, "HTTP load generator: connections/s, latency histogram, errors by kind"},
+	{"sweep", bench_sweep, "tune a server built on baton: batch x flush x dispatch x clients or rate"},
+	{"load", bench_load, "load generator: http, echo or raw; closed loop or a fixed rate"},
 };
 
 static void usage(FILE *f)

@@ -48,10 +48,11 @@ def main():
         case("sweep exits 0", r.returncode == 0, r.stdout[-300:] + r.stderr[-300:])
         p = os.path.join(d, "sweep-process.csv")
         rows = list(csv.DictReader(open(p))) if os.path.exists(p) else []
-        case("sweep csv", len(rows) == 4 and list(rows[0].keys()) == [
-            "mode", "clients", "flush", "batch", "conns_per_s", "p99_us", "server_cpu_us_per_conn",
-            "errors"] and all(int(x["errors"]) == 0 for x in rows), str(rows[:2]))
-        case("sweep recommends", "recommended at 4 clients" in r.stdout, r.stdout[-300:])
+        case("sweep csv: 4 points and the defaults", len(rows) == 5 and list(rows[0].keys()) == [
+            "server", "mode", "clients", "rate", "dispatch", "flush", "batch", "conns_per_s",
+            "p50_us", "p99_us", "p999_us", "server_cpu_us_per_conn", "errors"] and
+             all(int(x["errors"]) == 0 for x in rows), str(rows[:2]))
+        case("sweep recommends", "best at 4 clients" in r.stdout, r.stdout[-300:])
     for bad in (["--batches", "0"], ["--flushes", "sometimes"], ["--mode", "fiber"]):
         r = subprocess.run([BENCH, "sweep"] + bad, capture_output=True, text=True, timeout=30)
         case("sweep rejects %s" % " ".join(bad), r.returncode == 2, r.stderr[-200:])
