@@ -736,8 +736,11 @@ static void write_plot(const char *gp, const char *svgp, const char *csvp, const
 	fclose(g);
 	char cmd[1400];
 	snprintf(cmd, sizeof(cmd), "gnuplot '%s' 2>'%s.err'", gp, gp);
-	if (system(cmd) == 0)
+	if (system(cmd) == 0) {
+		snprintf(cmd, sizeof(cmd), "%s.err", gp);
+		unlink(cmd);
 		printf("wrote %s\n", svgp);
+	}
 	else
 		printf("gnuplot failed or is not installed: %s not drawn (apt-get install gnuplot-nox; "
 		       "%s.err)\n", svgp, gp);
@@ -925,6 +928,10 @@ int bench_sweep(int argc, char **argv)
 	char desc[1400];
 	h.load.clients = open_loop ? max_clients : clients[0];
 	bench_load_describe(&h.load, desc, sizeof(desc));
+	char *word = strstr(desc, "closed loop");
+	if (open_loop && word) /* the rate is per point */
+		snprintf(word, sizeof(desc) - (size_t)(word - desc), "open loop at each rate, %d clients at most",
+			 max_clients);
 	double eta = (double)npts * reps * (seconds + 1.2);
 	printf("baton-bench sweep: %s (%s), %d batch sizes x %d flush policies x %d dispatch x %d %s + the "
 	       "defaults, %d reps of %.1f s, %d workers; %s (about %.0f s)\n",
@@ -1015,8 +1022,7 @@ int bench_sweep(int argc, char **argv)
 		const struct point *best = NULL, *def = NULL;
 		double best_p99 = 0;
 		for (int i = 0; i < npts; i++)
-			if (pts[i].load == l && pts[i].batch && !pts[i].m_errors &&
-			    (!best_p99 || pts[i].m_p99 < best_p99))
+			if (pts[i].load == l && !pts[i].m_errors && (!best_p99 || pts[i].m_p99 < best_p99))
 				best_p99 = pts[i].m_p99;
 		for (int i = 0; i < npts; i++) {
 			const struct point *p = &pts[i];
@@ -1024,7 +1030,7 @@ int bench_sweep(int argc, char **argv)
 				continue;
 			if (!p->batch)
 				def = p;
-			if (p->m_errors || !p->batch)
+			if (p->m_errors) /* the defaults compete too */
 				continue;
 			/* cpu: a setting that saves CPU by making clients wait
 			 * (a full batch held for its backstop) is no answer. */
@@ -1040,10 +1046,17 @@ int bench_sweep(int argc, char **argv)
 			continue;
 		}
 		char setting[64];
-		snprintf(setting, sizeof(setting), "batch %d, %s%s%s", best->batch, best->flush,
-			 best->dispatch ? ", " : "", best->dispatch ? best->dispatch : "");
+		if (best->batch)
+			snprintf(setting, sizeof(setting), "batch %d, %s%s%s", best->batch, best->flush,
+				 best->dispatch ? ", " : "", best->dispatch ? best->dispatch : "");
+		else
+			snprintf(setting, sizeof(setting), "the defaults");
 		printf("%-14s %-28s %10.0f %8.0f %12.1f   <- best at %s%s\n", at, setting, best->m_cps,
 		       best->m_p99, best->m_cpu, at, open_loop ? "" : " clients");
+		if (best == def) {
+			printf("%-14s flags: none (the defaults are the best measured here)\n", "");
+			continue;
+		}
 		if (def)
 			printf("%-14s %-28s %10.0f %8.0f %12.1f%s\n", "", "the defaults", def->m_cps, def->m_p99,
 			       def->m_cpu, def->m_errors ? "   (with errors)" : "");
