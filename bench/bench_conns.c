@@ -332,6 +332,13 @@ static struct design *add_server(const char *name, const char *path, void (*usag
 	return d;
 }
 
+static void add_server_arg(struct harness *h, const char *arg, void (*usage)(FILE *))
+{
+	if (h->nserver_args == MAX_ARGS)
+		bench_usage_error(usage, "at most %d --server-arg", MAX_ARGS);
+	h->server_args[h->nserver_args++] = arg;
+}
+
 static void parse_listen(struct harness *h, const char *spec, void (*usage)(FILE *))
 {
 	char err[512];
@@ -441,11 +448,7 @@ int bench_conns(int argc, char **argv)
 			add_server(optarg, eq + 1, conns_usage);
 			break;
 		}
-		case 'A':
-			if (h.nserver_args == MAX_ARGS)
-				bench_usage_error(conns_usage, "at most %d --server-arg", MAX_ARGS);
-			h.server_args[h.nserver_args++] = optarg;
-			break;
+		case 'A': add_server_arg(&h, optarg, conns_usage); break;
 		case 'l': parse_listen(&h, optarg, conns_usage); break;
 		case 'h': conns_usage(stdout); return 0;
 		case 'V': bench_version(); return 0;
@@ -815,11 +818,7 @@ int bench_sweep(int argc, char **argv)
 						  optarg);
 			break;
 		case 'S': server = optarg; break;
-		case 'A':
-			if (h.nserver_args == MAX_ARGS)
-				bench_usage_error(sweep_usage, "at most %d --server-arg", MAX_ARGS);
-			h.server_args[h.nserver_args++] = optarg;
-			break;
+		case 'A': add_server_arg(&h, optarg, sweep_usage); break;
 		case 'l': parse_listen(&h, optarg, sweep_usage); break;
 		case 'o': out = optarg; break;
 		case 'h': sweep_usage(stdout); return 0;
