@@ -72,16 +72,11 @@ const char *bt_acceptor_dispatch_name(int d)
 	return d == BT_DISPATCH_LEAST ? "least" : d == BT_DISPATCH_HASH ? "hash" : "rr";
 }
 
-static int backend_choice(int want)
+/* The core's wait returned: the clock the handlers read. */
+static void on_wake(void *ctx)
 {
-	if (want != BT_BACKEND_AUTO)
-		return want;
-	const char *env = getenv("BATON_BACKEND");
-	if (env && !strcmp(env, "epoll"))
-		return BT_BACKEND_EPOLL;
-	if (env && (!strcmp(env, "io_uring") || !strcmp(env, "uring")))
-		return BT_BACKEND_URING;
-	return BT_BACKEND_AUTO;
+	bt_acceptor_t *acc = ctx;
+	acc->now_ns = acc->ev->now_ns;
 }
 
 int bt_acceptor_create(bt_acceptor_t **out, const struct bt_acceptor_config *cfg,
@@ -119,26 +114,25 @@ int bt__acc_create_with(bt_acceptor_t **out, const struct bt_acceptor_config *cf
 		return -ENOMEM;
 	}
 	acc->emfile_ms = cfg->emfile_pause_ms ? cfg->emfile_pause_ms : 100;
-	int want = backend_choice(cfg->backend);
-	rc = -ENOSYS;
-	if (ops) {
-		acc->ops = ops;
-		rc = ops->init(acc);
-		if (rc < 0)
-			goto fail;
-	} else if (want != BT_BACKEND_EPOLL) {
-		acc->ops = &bt__acc_uring_ops;
-		rc = acc->ops->init(acc);
-		if (rc < 0 && want == BT_BACKEND_URING)
-			goto fail;
-		if (rc < 0)
-			bt__log_errno(BT_LOG_WARN, rc, "acceptor: io_uring unavailable, using epoll");
-	}
-	if (rc < 0 && !ops) {
-		acc->ops = &bt__acc_epoll_ops;
-		rc = acc->ops->init(acc);
-		if (rc < 0)
-			goto fail;
+	struct bt__ev_client cl = {
+		.on_cqe = bt__acc_uring_cqe,
+		.on_event = bt__acc_epoll_event,
+		.uring_usable = bt__acc_uring_usable,
+		.on_wake = on_wake,
+		.ctx = acc,
+	};
+	/* A test's own backend runs on an epoll core (never waited on). */
+	rc = bt__ev_open(&acc->ev, ops ? BT_BACKEND_EPOLL : cfg->backend, 1024, 16384, &cl,
+			 "acceptor");
+	if (rc < 0)
+		goto fail;
+	if (!ops)
+		ops = acc->ev->kind == BT_BACKEND_URING ? &bt__acc_uring_ops : &bt__acc_epoll_ops;
+	acc->ops = ops;
+	rc = ops->init(acc);
+	if (rc < 0) {
+		bt__ev_destroy(acc->ev);
+		goto fail;
 	}
 	acc->can_sweep = acc->ops->sweep_listener != NULL;
 	*out = acc;
@@ -152,7 +146,8 @@ fail:
 
 const char *bt_acceptor_backend(const bt_acceptor_t *acc)
 {
-	return acc->ops->name;
+	return acc->ops == &bt__acc_uring_ops || acc->ops == &bt__acc_epoll_ops ? acc->ev->name
+										 : acc->ops->name;
 }
 
 /* --- backlog ------------------------------------------------------------- */
@@ -678,24 +673,53 @@ int bt_acceptor_add_listener(bt_acceptor_t *acc, int fd)
 	return 0;
 }
 
+static void watch_ready(struct bt__watch *bw, uint32_t revents)
+{
+	struct watch *w = (struct watch *)bw;
+	(void)revents;
+	w->cb(w->ctx);
+}
+
 int bt_acceptor_watch(bt_acceptor_t *acc, int fd, void (*cb)(void *ctx), void *ctx)
 {
 	if (!acc || fd < 0 || !cb)
 		return -EINVAL;
 	if (acc->nwatches == BT_MAX_WATCHES)
 		return -E2BIG;
-	struct watch *w = &acc->watches[acc->nwatches++];
-	w->fd = fd;
+	struct watch *w = &acc->watches[acc->nwatches];
+	memset(w, 0, sizeof(*w));
+	w->w.fd = fd;
+	w->w.events = BT__EV_IN;
+	w->w.cb = watch_ready;
 	w->cb = cb;
 	w->ctx = ctx;
-	return acc->ops->add_watch(acc, w);
+	int rc = bt__ev_watch(acc->ev, &w->w);
+	if (rc == 0)
+		acc->nwatches++;
+	return rc;
+}
+
+static void timer_fired(struct bt__timer *t, void *arg)
+{
+	bt_acceptor_t *acc = arg;
+	(void)t;
+	void (*cb)(void *) = acc->timer_cb;
+	acc->timer_cb = NULL;
+	if (cb)
+		cb(acc->timer_ctx);
 }
 
 void bt_acceptor_timer(bt_acceptor_t *acc, unsigned ms, void (*cb)(void *ctx), void *ctx)
 {
-	acc->timer_ns = bt__now_ns() + (uint64_t)ms * 1000000ull;
 	acc->timer_cb = cb;
 	acc->timer_ctx = ctx;
+	acc->timer.cb = timer_fired;
+	acc->timer.arg = acc;
+	/* The heap has room for its one entry once started; a failure to
+	 * grow it is logged and the timer is lost. */
+	if (bt__timer_start(&acc->ev->timers, &acc->timer, bt__now_ns() + (uint64_t)ms * 1000000ull,
+			    0) < 0)
+		bt__log(BT_LOG_ERROR, "acceptor: no memory for a timer");
 }
 
 /* --- the loop ------------------------------------------------------------------ */
@@ -836,19 +860,12 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 		arm_all_listeners(acc);
 	if (acc->draining)
 		send_drains(acc);
-	if (acc->timer_cb && acc->now_ns >= acc->timer_ns) {
-		void (*cb)(void *) = acc->timer_cb;
-		acc->timer_cb = NULL;
-		cb(acc->timer_ctx);
-	}
 }
 
 static uint64_t next_deadline(bt_acceptor_t *acc)
 {
 	uint64_t d = 0;
 #define AT(t) do { uint64_t t_ = (t); if (t_ && (!d || t_ < d)) d = t_; } while (0)
-	if (acc->timer_cb)
-		AT(acc->timer_ns);
 	AT(acc->emfile_until_ns);
 	int holding = backlog_len(acc) > 0;
 	for (unsigned i = 0; i < acc->nw; i++) {
@@ -892,7 +909,7 @@ int bt_acceptor_run(bt_acceptor_t *acc)
 	acc->now_ns = bt__now_ns();
 	arm_all_listeners(acc);
 	while (!acc->stop) {
-		int rc = acc->ops->wait(acc, next_deadline(acc));
+		int rc = bt__ev_wait(acc->ev, next_deadline(acc), 0);
 		if (rc < 0)
 			return rc;
 		acc->st.wakeups++;
@@ -949,7 +966,8 @@ void bt_acceptor_destroy(bt_acceptor_t *acc)
 	for (unsigned i = 0; i < acc->nl; i++)
 		if (acc->l[i].fd >= 0 && !acc->l[i].closing)
 			bt__close(acc->l[i].fd);
-	acc->ops->fini(acc); /* nothing is in flight after this */
+	bt__ev_destroy(acc->ev); /* nothing is in flight after this */
+	acc->ops->fini(acc);
 	for (unsigned i = 0; i < acc->nw; i++)
 		if (acc->w[i].q)
 			bt_queue_destroy(acc->w[i].q); /* closes what it holds */

@@ -5,9 +5,12 @@
  * MSG_DONTWAIT for batches (completing at once), channels and watches
  * polled for input.  Level-triggered: a listener that must pause (EMFILE,
  * full backlog, drain) is taken out of the interest set so it cannot spin.
+ * The epoll set, its wait, timers and watches are the event core's
+ * (ev_epoll.c).
  */
 #include "acceptor_internal.h"
 
+#include "ev.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -17,12 +20,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { E_LISTENER = 1, E_CHANNEL = 2, E_WATCH = 3 };
+enum { E_LISTENER = 1, E_CHANNEL = 2 };
 #define TAG_BITS 3
 #define TAG_MASK 7ull
 
 struct acce {
-	int epfd;
+	int epfd; /* the core's */
 	uint8_t registered[BT_MAX_LISTENERS];
 };
 
@@ -31,23 +34,14 @@ static int ae_init(bt_acceptor_t *acc)
 	struct acce *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (e->epfd < 0) {
-		int err = -errno;
-		free(e);
-		return bt__log_errno(BT_LOG_ERROR, err, "epoll_create1");
-	}
+	e->epfd = acc->ev->epfd;
 	acc->backend = e;
 	return 0;
 }
 
 static void ae_fini(bt_acceptor_t *acc)
 {
-	struct acce *e = acc->backend;
-	if (!e)
-		return;
-	close(e->epfd);
-	free(e);
+	free(acc->backend);
 	acc->backend = NULL;
 }
 
@@ -114,15 +108,6 @@ static void ae_forget_channel(bt_acceptor_t *acc, unsigned idx)
 		epoll_ctl(e->epfd, EPOLL_CTL_DEL, bt_fdpass_fd(bt_queue_channel(acc->w[idx].q)), NULL);
 }
 
-static int ae_add_watch(bt_acceptor_t *acc, struct watch *w)
-{
-	struct acce *e = acc->backend;
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)w | E_WATCH};
-	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
-		return bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(ADD watch fd %d)", w->fd);
-	return 0;
-}
-
 static void on_listener(bt_acceptor_t *acc, struct listener *l)
 {
 	/* A bounded burst, so one busy listener does not starve the rest. */
@@ -146,49 +131,28 @@ static void on_listener(bt_acceptor_t *acc, struct listener *l)
 	}
 }
 
-static int ae_wait(bt_acceptor_t *acc, uint64_t deadline_ns)
+void bt__acc_epoll_event(void *ctx, uint64_t data, uint32_t events)
 {
-	struct acce *e = acc->backend;
-	int timeout = -1;
-	if (deadline_ns) {
-		uint64_t now = bt__now_ns();
-		timeout = deadline_ns <= now ? 0 : (int)((deadline_ns - now + 999999) / 1000000);
-	}
-	struct epoll_event evs[128];
-	int n = epoll_wait(e->epfd, evs, 128, timeout);
-	if (n < 0) {
-		if (errno == EINTR)
-			return 0;
-		return bt__log_errno(BT_LOG_ERROR, -errno, "acceptor: epoll_wait");
-	}
-	acc->now_ns = bt__now_ns();
-	for (int i = 0; i < n; i++) {
-		uint64_t data = evs[i].data.u64;
-		switch (data & TAG_MASK) {
-		case E_LISTENER:
-			on_listener(acc, &acc->l[data >> TAG_BITS]);
+	bt_acceptor_t *acc = ctx;
+	(void)events;
+	switch (data & TAG_MASK) {
+	case E_LISTENER:
+		on_listener(acc, &acc->l[data >> TAG_BITS]);
+		break;
+	case E_CHANNEL: {
+		unsigned idx = (unsigned)(data >> TAG_BITS);
+		struct worker *w = &acc->w[idx];
+		if (!w->q || !w->chan_armed)
 			break;
-		case E_CHANNEL: {
-			unsigned idx = (unsigned)(data >> TAG_BITS);
-			struct worker *w = &acc->w[idx];
-			if (!w->q || !w->chan_armed)
-				break;
-			struct bt_wire_msg msg;
-			int rc = bt_fdpass_recv(bt_queue_channel(w->q), &msg);
-			if (!bt__acc_on_channel(acc, idx, rc, &msg))
-				ae_forget_channel(acc, idx);
-			else
-				w->chan_armed = 1;
-			break;
-		}
-		case E_WATCH: {
-			struct watch *w = (struct watch *)(uintptr_t)(data & ~TAG_MASK);
-			w->cb(w->ctx);
-			break;
-		}
-		}
+		struct bt_wire_msg msg;
+		int rc = bt_fdpass_recv(bt_queue_channel(w->q), &msg);
+		if (!bt__acc_on_channel(acc, idx, rc, &msg))
+			ae_forget_channel(acc, idx);
+		else
+			w->chan_armed = 1;
+		break;
 	}
-	return 0;
+	}
 }
 
 const struct acc_ops bt__acc_epoll_ops = {
@@ -200,6 +164,4 @@ const struct acc_ops bt__acc_epoll_ops = {
 	.send = ae_send,
 	.arm_channel = ae_arm_channel,
 	.forget_channel = ae_forget_channel,
-	.add_watch = ae_add_watch,
-	.wait = ae_wait,
 };

@@ -6,6 +6,8 @@
 
 #include <baton/acceptor.h>
 
+#include "ev.h"
+
 #include <stdint.h>
 
 #define BT_MAX_LISTENERS 64
@@ -40,8 +42,8 @@ struct worker {
 	struct bt_queue_stats gone; /* of earlier queues in this slot */
 };
 
-struct watch {
-	int fd;
+struct watch { /* bt_acceptor_watch */
+	struct bt__watch w; /* first: 8-aligned */
 	void (*cb)(void *ctx);
 	void *ctx;
 };
@@ -71,17 +73,21 @@ struct acc_ops {
 	/* Watch worker idx's channel for messages and EOF. */
 	void (*arm_channel)(bt_acceptor_t *acc, unsigned idx);
 	void (*forget_channel)(bt_acceptor_t *acc, unsigned idx);
-	int (*add_watch)(bt_acceptor_t *acc, struct watch *w);
-	/* Wait for events until deadline_ns (0: none) and handle them. */
-	int (*wait)(bt_acceptor_t *acc, uint64_t deadline_ns);
 };
 
 extern const struct acc_ops bt__acc_uring_ops;
 extern const struct acc_ops bt__acc_epoll_ops;
 
+/* The event core's hooks: can the kernel run the acceptor on this ring; a
+ * completion (io_uring) or readiness (epoll) for the acceptor. */
+int bt__acc_uring_usable(void *ctx, struct io_uring *ring);
+void bt__acc_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe);
+void bt__acc_epoll_event(void *ctx, uint64_t data, uint32_t events);
+
 struct bt_acceptor {
 	struct bt_acceptor_config cfg;
 	const struct acc_ops *ops;
+	struct bt__ev *ev; /* the event core: wait, timers, watches */
 	void *backend;
 
 	struct listener l[BT_MAX_LISTENERS];
@@ -99,7 +105,7 @@ struct bt_acceptor {
 
 	struct watch watches[BT_MAX_WATCHES];
 	unsigned nwatches;
-	uint64_t timer_ns;
+	struct bt__timer timer; /* bt_acceptor_timer */
 	void (*timer_cb)(void *ctx);
 	void *timer_ctx;
 

@@ -133,6 +133,7 @@ void bt__conn_finish(bt_conn_t *c, int reason, int abort)
 	bt_loop_t *loop = c->loop;
 	c->state = CONN_DONE;
 	c->close_reason = reason;
+	bt__timer_stop(&loop->ev->timers, &c->tmo);
 	if (abort)
 		discard_output(c);
 	loop->nconns--;
@@ -673,11 +674,32 @@ void bt_conn_abort(bt_conn_t *c)
 	bt__conn_finish(c, -ECONNABORTED, 1);
 }
 
+static void conn_timeout(struct bt__timer *t, void *arg)
+{
+	bt_conn_t *c = arg;
+	(void)t;
+	if (c->state == CONN_DONE)
+		return;
+	if (c->loop->h->on_timeout)
+		c->loop->h->on_timeout(c);
+	else
+		bt__conn_finish(c, -ETIMEDOUT, 1);
+}
+
 void bt_conn_set_timeout(bt_conn_t *c, unsigned ms)
 {
-	if (!c)
+	if (!c || c->state == CONN_DONE)
 		return;
-	c->deadline_ns = ms ? bt__now_ns() + (uint64_t)ms * 1000000ull : 0;
+	struct bt__timers *ts = &c->loop->ev->timers;
+	if (!ms) {
+		bt__timer_stop(ts, &c->tmo);
+		return;
+	}
+	c->tmo.cb = conn_timeout;
+	c->tmo.arg = c;
+	if (bt__timer_start(ts, &c->tmo, bt__now_ns() + (uint64_t)ms * 1000000ull, 0) < 0)
+		bt__log(BT_LOG_ERROR, "worker %d: no memory for a connection's timer",
+			c->loop->cfg.worker_id);
 }
 
 uint64_t bt_conn_id(const bt_conn_t *c)

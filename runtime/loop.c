@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -62,20 +63,15 @@ int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h)
 	return bt__sized_in(dst, sizeof(*dst), h, HANDLER_MIN, "bt_handler");
 }
 
-/* BATON_BACKEND=epoll|io_uring overrides AUTO. */
-static int backend_from_env(int want)
+/* The core's wait returned. */
+static void on_wake(void *ctx)
 {
-	if (want != BT_BACKEND_AUTO)
-		return want;
-	const char *env = getenv("BATON_BACKEND");
-	if (!env || !*env)
-		return BT_BACKEND_AUTO;
-	if (!strcmp(env, "epoll"))
-		return BT_BACKEND_EPOLL;
-	if (!strcmp(env, "io_uring") || !strcmp(env, "uring"))
-		return BT_BACKEND_URING;
-	bt__log(BT_LOG_WARN, "BATON_BACKEND=%s: unknown (io_uring or epoll); choosing automatically", env);
-	return BT_BACKEND_AUTO;
+	bt_loop_t *loop = ctx;
+	/* Thread mode: the producer sees the consumer awake (bt_queue_idle). */
+	if (loop->cfg.queue)
+		bt_queue_awake(loop->cfg.queue);
+	loop->now_ns = loop->ev->now_ns;
+	loop->st.wakeups++;
 }
 
 int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
@@ -111,30 +107,32 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	loop->handler = h;
 	loop->h = &loop->handler;
 	loop->cfg.handler = loop->h;
-	int want = backend_from_env(cfg->backend);
-	rc = -ENOSYS;
-	if (want != BT_BACKEND_EPOLL) {
-		loop->ops = &bt__loop_uring_ops;
-		rc = loop->ops->init(loop);
-		if (rc < 0 && want == BT_BACKEND_URING) {
-			free(loop);
-			return rc;
-		}
-		if (rc < 0)
-			bt__log_errno(BT_LOG_WARN, rc,
-				      "worker %d: io_uring unavailable, using epoll", cfg->worker_id);
-	}
-	if (rc < 0) {
-		loop->ops = &bt__loop_epoll_ops;
-		rc = loop->ops->init(loop);
-		if (rc < 0) {
-			free(loop);
-			return rc;
-		}
-	}
 	rc = bt_pool_sink_create(&loop->sink);
 	if (rc < 0) {
-		loop->ops->fini(loop);
+		free(loop);
+		return rc;
+	}
+	char who[32];
+	snprintf(who, sizeof(who), "worker %d", cfg->worker_id);
+	struct bt__ev_client cl = {
+		.on_cqe = bt__loop_uring_cqe,
+		.on_event = bt__loop_epoll_event,
+		.uring_usable = bt__loop_uring_setup,
+		.on_wake = on_wake,
+		.ctx = loop,
+	};
+	rc = bt__ev_open(&loop->ev, cfg->backend, 512, 8192, &cl, who);
+	if (rc == 0) {
+		loop->ops = loop->ev->kind == BT_BACKEND_URING ? &bt__loop_uring_ops
+								: &bt__loop_epoll_ops;
+		rc = loop->ops->init(loop);
+		if (rc < 0) {
+			loop->ops->fini(loop);
+			bt__ev_destroy(loop->ev);
+		}
+	}
+	if (rc < 0) {
+		bt_pool_sink_destroy(loop->sink);
 		free(loop);
 		return rc;
 	}
@@ -369,20 +367,6 @@ int bt__loop_tick(bt_loop_t *loop)
 			bt__conn_finish(c, -ETIMEDOUT, 1);
 		}
 	}
-	static const uint64_t scan_every = 100000000ull; /* 100 ms */
-	if (now - loop->last_scan_ns >= scan_every) {
-		loop->last_scan_ns = now;
-		for (bt_conn_t *c = loop->conns, *next; c; c = next) {
-			next = c->next;
-			if (c->state == CONN_DONE || !c->deadline_ns || c->deadline_ns > now)
-				continue;
-			c->deadline_ns = 0;
-			if (loop->h->on_timeout)
-				loop->h->on_timeout(c);
-			else
-				bt__conn_finish(c, -ETIMEDOUT, 1);
-		}
-	}
 	if (loop->retryq)
 		bt__loop_retry_reads(loop);
 	bt__loop_flush(loop);
@@ -394,6 +378,45 @@ int bt__loop_tick(bt_loop_t *loop)
 	       bt_pool_sink_pending(loop->sink) == 0;
 }
 
+static void on_tick(struct bt__timer *t, void *arg)
+{
+	(void)t, (void)arg; /* the wake-up is the point: bt__loop_tick runs */
+}
+
+#define TICK_NS 100000000ull
+
+/* Wake-ups until the loop is told to return: the core waits and calls
+ * back (connections, channel, timers, watches), then the tick. */
+static int run(bt_loop_t *loop)
+{
+	for (;;) {
+		if (loop->ops->prepare)
+			loop->ops->prepare(loop);
+		/* Thread mode: never sleep on published items (see
+		 * bt_queue_idle for the handshake with the producer). */
+		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {
+			bt__loop_consume(loop);
+			bt__loop_flush(loop);
+		}
+		/* A worker with connections open wakes at least every 100 ms:
+		 * its heartbeat (the watchdog), a drain's deadline, file
+		 * reads to retry.  One-shot, started again only after it
+		 * fired: stopping and restarting it as connections come and
+		 * go would move the ring's TIMEOUT at every burst. */
+		if ((loop->conns || loop->draining) && !bt__timer_armed(&loop->tick)) {
+			loop->tick.cb = on_tick;
+			bt__timer_start(&loop->ev->timers, &loop->tick, bt__now_ns() + TICK_NS, 0);
+		}
+		/* Output queued in the last pass goes out after a look at
+		 * what else is ready: no sleep. */
+		int rc = bt__ev_wait(loop->ev, 0, loop->flushq != NULL);
+		if (rc < 0)
+			return rc;
+		if (bt__loop_tick(loop))
+			return 0;
+	}
+}
+
 int bt_loop_run(bt_loop_t *loop)
 {
 	if (!loop)
@@ -403,11 +426,11 @@ int bt_loop_run(bt_loop_t *loop)
 		if (loop->h->on_start && loop->h->on_start(loop) != 0)
 			return -ECANCELED;
 	}
-	int rc = loop->ops->run(loop);
+	int rc = run(loop);
 	bt__loop_run_closes(loop);
 	bt__loop_free_zombies(loop);
 	bt__log(BT_LOG_DEBUG, "worker %d (%s): %llu connections in %llu batches, %llu lost, %llu wake-ups",
-		loop->cfg.worker_id, loop->ops->name, (unsigned long long)loop->st.conns,
+		loop->cfg.worker_id, loop->ev->name, (unsigned long long)loop->st.conns,
 		(unsigned long long)loop->st.batches, (unsigned long long)loop->st.lost,
 		(unsigned long long)loop->st.wakeups);
 	if (loop->h->on_stop)
@@ -433,7 +456,10 @@ void bt_loop_destroy(bt_loop_t *loop)
 		bt_pool_sink_run(loop->sink);
 	}
 	bt__loop_run_closes(loop);
-	loop->ops->fini(loop); /* drops what is in flight */
+	bt__loop_users_fini(loop);
+	bt__timer_stop(&loop->ev->timers, &loop->tick);
+	bt__ev_destroy(loop->ev); /* drops what is in flight */
+	loop->ops->fini(loop);
 	bt__loop_retry_reads(loop);
 	while (loop->flushq) { /* nothing more goes out */
 		bt_conn_t *c = loop->flushq;

@@ -2,7 +2,11 @@
 /*
  * The worker loop on epoll, for where io_uring cannot be used
  * (kernel.io_uring_disabled, a container's seccomp profile, memlock limits)
- * or BATON_BACKEND=epoll.  Level-triggered; sockets non-blocking.
+ * or BATON_BACKEND=epoll.  Level-triggered; sockets non-blocking.  The
+ * epoll set, its wait and the timers are the event core's (ev_epoll.c).
+ *
+ * data: the conn pointer tagged E_CONN, the loop tagged E_CHANNEL or
+ * E_SINK (tag 0 is the core's).
  *
  * A connection's registration is removed (EPOLL_CTL_DEL) before its fd is
  * closed: the acceptor may still hold a reference to the same open file,
@@ -10,6 +14,7 @@
  */
 #include "loop_internal.h"
 
+#include "ev.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -24,8 +29,11 @@
  * others. */
 #define FLUSH_BUDGET ((size_t)1 << 20)
 
+enum { E_CONN = 1, E_CHANNEL = 2, E_SINK = 3 };
+#define TAG_MASK 7ull
+
 struct ep {
-	int epfd;
+	int epfd; /* the core's */
 	unsigned char *buf;
 	size_t bufsize;
 };
@@ -37,24 +45,26 @@ static int ep_init(bt_loop_t *loop)
 		return -ENOMEM;
 	e->bufsize = loop->cfg.buf_size;
 	e->buf = malloc(e->bufsize);
-	e->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!e->buf || e->epfd < 0) {
-		int err = e->epfd < 0 ? -errno : -ENOMEM;
-		if (e->epfd >= 0)
-			close(e->epfd);
-		free(e->buf);
+	e->epfd = loop->ev->epfd;
+	if (!e->buf) {
 		free(e);
-		return bt__log_errno(BT_LOG_ERROR, err, "epoll_create1");
+		return -ENOMEM;
 	}
 	int chfd = loop->cfg.queue ? bt_queue_wake_fd(loop->cfg.queue) : bt_fdpass_fd(loop->cfg.channel);
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = loop};
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)loop | E_CHANNEL};
 	if ((!loop->cfg.queue && bt_fdpass_set_nonblock(loop->cfg.channel, 1) < 0) ||
 	    epoll_ctl(e->epfd, EPOLL_CTL_ADD, chfd, &ev) < 0) {
 		int err = -errno;
-		close(e->epfd);
 		free(e->buf);
 		free(e);
 		return bt__log_errno(BT_LOG_ERROR, err, "epoll_ctl(ADD channel)");
+	}
+	struct epoll_event pev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)loop | E_SINK};
+	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, bt_pool_sink_fd(loop->sink), &pev) < 0) {
+		int err = -errno;
+		free(e->buf);
+		free(e);
+		return bt__log_errno(BT_LOG_ERROR, err, "epoll_ctl(ADD job completions)");
 	}
 	loop->backend = e;
 	return 0;
@@ -65,7 +75,6 @@ static void ep_fini(bt_loop_t *loop)
 	struct ep *e = loop->backend;
 	if (!e)
 		return;
-	close(e->epfd);
 	free(e->buf);
 	free(e);
 	loop->backend = NULL;
@@ -77,7 +86,7 @@ static int ep_conn_start(bt_loop_t *loop, bt_conn_t *c)
 	int fl = fcntl(c->fd, F_GETFL);
 	if (fl < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return bt__log_errno(BT_LOG_ERROR, -errno, "fcntl(connection, O_NONBLOCK)");
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)(uintptr_t)c | E_CONN};
 	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
 		return bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(ADD connection)");
 	c->registered = 1;
@@ -92,7 +101,7 @@ static void ep_sync(struct ep *e, bt_conn_t *c)
 {
 	uint32_t want = (c->reading && !c->paused ? EPOLLIN | EPOLLRDHUP : 0) |
 			(c->pollout ? EPOLLOUT : 0);
-	struct epoll_event ev = {.events = want, .data.ptr = c};
+	struct epoll_event ev = {.events = want, .data.u64 = (uint64_t)(uintptr_t)c | E_CONN};
 	if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
 		bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(MOD connection)");
 }
@@ -199,66 +208,40 @@ static void on_readable(struct ep *e, bt_conn_t *c, uint32_t events)
 	}
 }
 
-static int ep_run(bt_loop_t *loop)
+void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events)
 {
+	bt_loop_t *loop = ctx;
 	struct ep *e = loop->backend;
-	struct epoll_event evs[256];
-	struct epoll_event pev = {.events = EPOLLIN, .data.ptr = &loop->sink};
-	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, bt_pool_sink_fd(loop->sink), &pev) < 0)
-		return bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(ADD job completions)");
-	for (;;) {
-		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {
+	switch (data & TAG_MASK) {
+	case E_SINK:
+		bt_pool_sink_run(loop->sink);
+		return;
+	case E_CHANNEL:
+		if (loop->cfg.queue) {
 			bt__loop_consume(loop);
-			bt__loop_flush(loop);
+			return;
 		}
-		/* Output queued in the last pass goes out after a look at
-		 * what else is ready: no sleep. */
-		int timeout = loop->flushq ? 0 : (loop->conns || loop->draining) ? 100 : -1;
-		int n = epoll_wait(e->epfd, evs, 256, timeout);
-		if (n < 0) {
-			if (errno == EINTR)
-				n = 0;
-			else
-				return bt__log_errno(BT_LOG_ERROR, -errno, "worker %d: epoll_wait",
-						     loop->cfg.worker_id);
+		for (;;) {
+			struct bt_wire_msg msg;
+			int rc = bt_fdpass_recv(loop->cfg.channel, &msg);
+			if (rc == -EAGAIN)
+				break;
+			if (bt__loop_on_channel(loop, rc, &msg)) {
+				epoll_ctl(e->epfd, EPOLL_CTL_DEL, bt_fdpass_fd(loop->cfg.channel), NULL);
+				break;
+			}
 		}
-		if (loop->cfg.queue)
-			bt_queue_awake(loop->cfg.queue);
-		loop->now_ns = bt__now_ns();
-		loop->st.wakeups++;
-		for (int i = 0; i < n; i++) {
-			if (evs[i].data.ptr == (void *)&loop->sink) {
-				bt_pool_sink_run(loop->sink);
-				continue;
-			}
-			if (evs[i].data.ptr == loop && loop->cfg.queue) {
-				bt__loop_consume(loop);
-				continue;
-			}
-			if (evs[i].data.ptr == loop) {
-				for (;;) {
-					struct bt_wire_msg msg;
-					int rc = bt_fdpass_recv(loop->cfg.channel, &msg);
-					if (rc == -EAGAIN)
-						break;
-					if (bt__loop_on_channel(loop, rc, &msg)) {
-						epoll_ctl(e->epfd, EPOLL_CTL_DEL,
-							  bt_fdpass_fd(loop->cfg.channel), NULL);
-						break;
-					}
-				}
-				continue;
-			}
-			bt_conn_t *c = evs[i].data.ptr;
-			if (c->state == CONN_DONE)
-				continue;
-			if (evs[i].events & EPOLLOUT)
-				ep_conn_flush(loop, c);
-			if (c->state != CONN_DONE && (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
-				on_readable(e, c, evs[i].events);
-		}
-		if (bt__loop_tick(loop))
-			return 0;
+		return;
+	case E_CONN: {
+		bt_conn_t *c = (bt_conn_t *)(uintptr_t)(data & ~TAG_MASK);
+		if (c->state == CONN_DONE)
+			return;
+		if (events & EPOLLOUT)
+			ep_conn_flush(loop, c);
+		if (c->state != CONN_DONE && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+			on_readable(e, c, events);
+		return;
+	}
 	}
 }
 
@@ -266,7 +249,6 @@ const struct loop_ops bt__loop_epoll_ops = {
 	.name = "epoll",
 	.init = ep_init,
 	.fini = ep_fini,
-	.run = ep_run,
 	.conn_start = ep_conn_start,
 	.conn_flush = ep_conn_flush,
 	.conn_finish = ep_conn_finish,

@@ -6,6 +6,8 @@
 
 #include <baton/loop.h>
 
+#include "ev.h"
+
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -54,7 +56,7 @@ struct bt_conn {
 			      receives, file reads) */
 	uint64_t id;
 	uint64_t accept_ns;
-	uint64_t deadline_ns; /* 0: no timer */
+	struct bt__timer tmo; /* bt_conn_set_timeout */
 	void *data;
 	/* Output, in order; out_bytes counts what is unsent, file ranges
 	 * included.  spare: one small emptied segment kept for the next
@@ -80,7 +82,8 @@ struct loop_ops {
 	const char *name;
 	int (*init)(bt_loop_t *loop);
 	void (*fini)(bt_loop_t *loop);
-	int (*run)(bt_loop_t *loop);
+	/* Before each wait (may be NULL). */
+	void (*prepare)(bt_loop_t *loop);
 	/* Begin receiving on a new connection. */
 	int (*conn_start)(bt_loop_t *loop, bt_conn_t *c);
 	/* Queued output was added: send it if no send is in flight. */
@@ -96,12 +99,22 @@ struct loop_ops {
 extern const struct loop_ops bt__loop_uring_ops;
 extern const struct loop_ops bt__loop_epoll_ops;
 
+/* The event core's hooks: the ring was made (set up the receive buffers);
+ * a completion (io_uring) or readiness (epoll) for the loop. */
+int bt__loop_uring_setup(void *ctx, struct io_uring *ring);
+void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe);
+void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events);
+
 struct bt_loop {
 	struct bt_loop_config cfg;
 	struct bt_handler handler; /* the caller's, taken by size (docs/abi.md) */
 	const struct bt_handler *h; /* &handler */
 	const struct loop_ops *ops;
-	void *backend; /* the backend's own state */
+	struct bt__ev *ev; /* the event core: wait, timers, watches */
+	void *backend;     /* the backend's own state */
+	struct bt__timer tick; /* 100 ms while connections are open or a
+				  drain runs: heartbeat, drain deadline, retries */
+	struct bt_timer *timers; /* the application's (loop_user.c) */
 
 	struct bt_conn *conns;   /* list head */
 	struct bt_conn *flushq;  /* connections with output to start sending */
@@ -116,7 +129,6 @@ struct bt_loop {
 	int started;
 	struct bt_loop_stats st;
 	uint64_t now_ns; /* refreshed once per wake-up */
-	uint64_t last_scan_ns;
 	bt_pool_sink_t *sink; /* completions of offloaded jobs */
 };
 
@@ -177,6 +189,10 @@ void bt__loop_retry_reads(bt_loop_t *loop);
  * with nothing in flight is unlinked now and freed at the end of the
  * wake-up (iterations in progress may still hold it). */
 void bt__conn_maybe_free(bt_conn_t *c);
+
+/* Free the application's timers (at bt_loop_destroy; its watches go with
+ * the event core). */
+void bt__loop_users_fini(bt_loop_t *loop);
 
 /* Start the sends queued during this wake-up (one send per connection
  * for everything its callbacks wrote). */

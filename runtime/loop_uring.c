@@ -2,10 +2,9 @@
 /*
  * The worker loop on io_uring.
  *
- * One ring per worker (bt__uring_init: SINGLE_ISSUER|DEFER_TASKRUN where
- * the kernel has them, else COOP_TASKRUN, else plain).  The loop
- * sleeps only in io_uring_submit_and_wait: every submission of a wake-up
- * goes in the same syscall as the next wait.
+ * The ring, its wait and its timers are the event core's (ev_uring.c):
+ * every submission of a wake-up goes in the same syscall as the next wait.
+ * This file adds the worker's own operations:
  *
  *  - the channel: one RECVMSG at a time on the fdpass channel's msghdr;
  *  - each connection: one RECV at a time selecting a buffer from a
@@ -14,16 +13,16 @@
  *    queue (bt__conn_next_send);
  *  - close: shutdown(2), a plain syscall (see uring_conn_finish), then a
  *    CLOSE operation that completes only if it fails.
- *  - a 100 ms tick while connections are open or draining, for timers.
+ *  - the job pool's completions: a multishot poll on its eventfd.
  *
  * user_data: the conn pointer with the operation in its low 3 bits (conns
- * come from calloc, 16-byte aligned); the channel and the tick use tags
- * with the loop pointer.
+ * come from calloc, 16-byte aligned); the channel and the pool's sink use
+ * tags with the loop pointer.  Tag 0 is the core's.
  */
 #include "loop_internal.h"
 
 #include "internal.h"
-#include "uring.h"
+#include "ev.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -36,24 +35,21 @@
 enum {
 	OP_RECV = 1,
 	OP_SEND = 2,
-	OP_POOL = 3,
-	OP_CLOSE = 4,
-	OP_CHANNEL = 5,
-	OP_TICK = 6,
+	OP_CLOSE = 3,
+	OP_CHANNEL = 4,
+	OP_SINK = 5,
 };
 #define TAG_MASK 7ull
 #define BGID 0
 
 struct uring {
-	struct io_uring ring;
+	struct bt__ev *ev;
 	struct io_uring_buf_ring *br;
 	size_t br_size;
 	unsigned char *bufs;
 	unsigned nbufs, bufsize;
 	int chan_armed;
-	int tick_armed;
 	int pool_armed;
-	struct __kernel_timespec tick_ts;
 };
 
 static inline uint64_t ud(void *p, unsigned op)
@@ -61,17 +57,15 @@ static inline uint64_t ud(void *p, unsigned op)
 	return (uint64_t)(uintptr_t)p | op;
 }
 
-/* An SQE, submitting what is queued if the SQ is full. */
-static int uring_init(bt_loop_t *loop)
+/* The core's ring was made: register the receive buffers on it (an error
+ * falls back to epoll). */
+int bt__loop_uring_setup(void *ctx, struct io_uring *ring)
 {
+	bt_loop_t *loop = ctx;
 	struct uring *u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
-	int rc = bt__uring_init(&u->ring, 512, 8192);
-	if (rc < 0) {
-		free(u);
-		return rc;
-	}
+	int rc;
 	u->nbufs = loop->cfg.buf_count;
 	u->bufsize = loop->cfg.buf_size;
 	u->br_size = u->nbufs * sizeof(struct io_uring_buf);
@@ -87,7 +81,7 @@ static int uring_init(bt_loop_t *loop)
 		.ring_entries = u->nbufs,
 		.bgid = BGID,
 	};
-	rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+	rc = io_uring_register_buf_ring(ring, &reg, 0);
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_WARN, rc, "io_uring_register_buf_ring");
 		goto fail;
@@ -98,24 +92,29 @@ static int uring_init(bt_loop_t *loop)
 		io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * u->bufsize, u->bufsize,
 				      (unsigned short)i, mask, (int)i);
 	io_uring_buf_ring_advance(u->br, (int)u->nbufs);
-	u->tick_ts.tv_nsec = 100000000;
 	loop->backend = u;
 	return 0;
 fail:
 	if (u->br != MAP_FAILED && u->br)
 		munmap(u->br, u->br_size);
 	free(u->bufs);
-	io_uring_queue_exit(&u->ring);
 	free(u);
 	return rc;
 }
 
+static int uring_init(bt_loop_t *loop)
+{
+	struct uring *u = loop->backend; /* from bt__loop_uring_setup */
+	u->ev = loop->ev;
+	return 0;
+}
+
+/* After the core is gone (nothing in flight): the buffers. */
 static void uring_fini(bt_loop_t *loop)
 {
 	struct uring *u = loop->backend;
 	if (!u)
 		return;
-	io_uring_queue_exit(&u->ring);
 	munmap(u->br, u->br_size);
 	free(u->bufs);
 	free(u);
@@ -139,7 +138,7 @@ static void recycle(struct uring *u, unsigned bid)
  */
 static int arm_recv(struct uring *u, bt_conn_t *c)
 {
-	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
+	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_recv(sqe, c->fd, NULL, u->bufsize, 0);
@@ -164,7 +163,7 @@ static void uring_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 	const char *p;
 	if (c->writing || !(p = bt__conn_next_send(c, &len, &flags)))
 		return;
-	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
+	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 	if (!sqe) {
 		bt__conn_ended(c, -EBUSY);
 		return;
@@ -191,7 +190,7 @@ static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 	 * bt__conn_last_send_flags) whoever else holds the socket; SHUT_RD
 	 * ends a receive still armed. */
 	shutdown(c->fd, c->reading ? SHUT_RDWR : SHUT_WR);
-	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
+	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 	if (!sqe) {
 		bt__close(c->fd);
 		c->fd_open = 0;
@@ -214,7 +213,7 @@ static void uring_conn_pause(bt_loop_t *loop, bt_conn_t *c)
 		bt__conn_ended(c, -EBUSY);
 }
 
-static void on_recv(struct uring *u, bt_conn_t *c, struct io_uring_cqe *cqe)
+static void on_recv(struct uring *u, bt_conn_t *c, const struct io_uring_cqe *cqe)
 {
 	int res = cqe->res;
 	c->ops--;
@@ -255,7 +254,7 @@ static void on_send(bt_conn_t *c, int res)
 
 static void arm_channel(bt_loop_t *loop, struct uring *u)
 {
-	struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
+	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 	if (!sqe)
 		return;
 	if (loop->cfg.queue) {
@@ -271,9 +270,10 @@ static void arm_channel(bt_loop_t *loop, struct uring *u)
 	u->chan_armed = 1;
 }
 
-static void handle_cqe(bt_loop_t *loop, struct uring *u, struct io_uring_cqe *cqe)
+void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe)
 {
-	uint64_t data = io_uring_cqe_get_data64(cqe);
+	bt_loop_t *loop = ctx;
+	struct uring *u = loop->backend;
 	unsigned op = (unsigned)(data & TAG_MASK);
 	void *p = (void *)(uintptr_t)(data & ~TAG_MASK);
 	switch (op) {
@@ -291,10 +291,7 @@ static void handle_cqe(bt_loop_t *loop, struct uring *u, struct io_uring_cqe *cq
 			arm_channel(loop, u);
 		break;
 	}
-	case OP_TICK:
-		u->tick_armed = 0;
-		break;
-	case OP_POOL:
+	case OP_SINK:
 		if (!(cqe->flags & IORING_CQE_F_MORE))
 			u->pool_armed = 0;
 		bt_pool_sink_run(loop->sink); /* offloaded jobs' done() */
@@ -314,60 +311,19 @@ static void handle_cqe(bt_loop_t *loop, struct uring *u, struct io_uring_cqe *cq
 	}
 }
 
-static int uring_run(bt_loop_t *loop)
+/* Before each wait: the channel's receive and the pool's poll armed. */
+static void uring_prepare(bt_loop_t *loop)
 {
 	struct uring *u = loop->backend;
-	for (;;) {
-		if (!u->chan_armed && !loop->channel_eof)
-			arm_channel(loop, u);
-		if (!u->pool_armed) {
-			struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
-			if (sqe) {
-				io_uring_prep_poll_multishot(sqe, bt_pool_sink_fd(loop->sink), POLLIN);
-				io_uring_sqe_set_data64(sqe, ud(loop, OP_POOL));
-				u->pool_armed = 1;
-			}
+	if (!u->chan_armed && !loop->channel_eof)
+		arm_channel(loop, u);
+	if (!u->pool_armed) {
+		struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
+		if (sqe) {
+			io_uring_prep_poll_multishot(sqe, bt_pool_sink_fd(loop->sink), POLLIN);
+			io_uring_sqe_set_data64(sqe, ud(loop, OP_SINK));
+			u->pool_armed = 1;
 		}
-		/* Thread mode: never sleep on published items (see
-		 * bt_queue_idle for the handshake with the producer). */
-		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {
-			bt__loop_consume(loop);
-			bt__loop_flush(loop);
-		}
-		if (!u->tick_armed && (loop->conns || loop->draining)) {
-			struct io_uring_sqe *sqe = bt__uring_sqe(&u->ring);
-			if (sqe) {
-				io_uring_prep_timeout(sqe, &u->tick_ts, 0, 0);
-				io_uring_sqe_set_data64(sqe, ud(loop, OP_TICK));
-				u->tick_armed = 1;
-			}
-		}
-		/* Output queued in the last pass goes out after a look at
-		 * what else is ready: no sleep (and under DEFER_TASKRUN a
-		 * plain submit would reap nothing). */
-		int rc = loop->flushq ? io_uring_submit_and_get_events(&u->ring)
-				      : io_uring_submit_and_wait(&u->ring, 1);
-		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
-			return bt__log_errno(BT_LOG_ERROR, rc, "worker %d: io_uring_submit_and_wait",
-					     loop->cfg.worker_id);
-		if (loop->cfg.queue)
-			bt_queue_awake(loop->cfg.queue);
-		loop->now_ns = bt__now_ns();
-		loop->st.wakeups++;
-		/* Callbacks may queue SQEs; they go out with the next wait. */
-		for (;;) {
-			struct io_uring_cqe *cqe;
-			unsigned head, n = 0;
-			io_uring_for_each_cqe(&u->ring, head, cqe) {
-				handle_cqe(loop, u, cqe);
-				n++;
-			}
-			if (!n)
-				break;
-			io_uring_cq_advance(&u->ring, n);
-		}
-		if (bt__loop_tick(loop))
-			return 0;
 	}
 }
 
@@ -375,7 +331,7 @@ const struct loop_ops bt__loop_uring_ops = {
 	.name = "io_uring",
 	.init = uring_init,
 	.fini = uring_fini,
-	.run = uring_run,
+	.prepare = uring_prepare,
 	.conn_start = uring_conn_start,
 	.conn_flush = uring_conn_flush,
 	.conn_finish = uring_conn_finish,

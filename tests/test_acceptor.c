@@ -126,16 +126,6 @@ static void f_channel(bt_acceptor_t *acc, unsigned idx)
 {
 	(void)acc, (void)idx;
 }
-static int f_watch(bt_acceptor_t *acc, struct watch *w)
-{
-	(void)acc, (void)w;
-	return 0;
-}
-static int f_wait(bt_acceptor_t *acc, uint64_t deadline)
-{
-	(void)acc, (void)deadline;
-	return 0;
-}
 
 static const struct acc_ops fake_ops = {
 	.name = "fake",
@@ -148,8 +138,6 @@ static const struct acc_ops fake_ops = {
 	.send = f_send,
 	.arm_channel = f_channel,
 	.forget_channel = f_channel,
-	.add_watch = f_watch,
-	.wait = f_wait,
 };
 
 /* --- the rig ------------------------------------------------------------------------- */

@@ -192,6 +192,56 @@ BT_API int bt_loop_cancel(bt_loop_t *loop, bt_job_t *job);
 BT_API unsigned bt_loop_jobs(const bt_loop_t *loop);
 
 /*
+ * Timers and watches of the application, run on the loop's thread by the
+ * same wait as its connections (no thread, no scan: a heap of timers,
+ * O(log n) to start or stop).  Call these on the loop's thread only: from
+ * its callbacks (on_start is the place to begin), or before bt_loop_run.
+ */
+typedef struct bt_timer bt_timer_t;
+typedef struct bt_watch bt_watch_t;
+typedef void (*bt_timer_fn)(bt_loop_t *loop, bt_timer_t *t, void *arg);
+
+/*
+ * Run cb(loop, t, arg) after ms milliseconds, then every repeat_ms if it is
+ * not 0.  A repeating timer does not drift: each run is due one period
+ * after the previous due time (periods missed by a late wake-up are
+ * skipped, not run in a burst).  Timers due at the same time run in the
+ * order they were started.  *t (optional) names it for bt_loop_timer_stop;
+ * it stays valid until that call, even after a one-shot timer has fired.
+ * With t NULL a one-shot timer frees itself after its callback (a
+ * repeating one needs t).  0, or -EINVAL, -ENOMEM.
+ */
+BT_API int bt_loop_timer_start(bt_loop_t *loop, bt_timer_t **t, uint64_t ms, uint64_t repeat_ms,
+			       bt_timer_fn cb, void *arg);
+/* Cancel t (its callback will not run again) and free it.  Allowed in any
+ * callback, its own included.  NULL is ignored. */
+BT_API void bt_loop_timer_stop(bt_loop_t *loop, bt_timer_t *t);
+
+/* Readiness of a watched fd (the values of poll(2)'s POLLIN, POLLOUT,
+ * POLLERR and POLLHUP). */
+enum bt_watch_events {
+	BT_WATCH_IN = 0x001,  /* readable (or the peer closed: read says 0) */
+	BT_WATCH_OUT = 0x004, /* writable */
+	BT_WATCH_ERR = 0x008, /* error: reported whether asked or not */
+	BT_WATCH_HUP = 0x010, /* hung up: reported whether asked or not */
+};
+typedef void (*bt_watch_fn)(bt_loop_t *loop, bt_watch_t *w, int fd, unsigned events, void *arg);
+
+/*
+ * Watch fd (a pipe, an eventfd, a timerfd, an outbound socket...) for
+ * events (BT_WATCH_IN and/or BT_WATCH_OUT) on the loop: cb(loop, w, fd,
+ * revents, arg) runs while it is ready (level-triggered, on both
+ * backends), until bt_loop_unwatch.  The fd stays the caller's: unwatch
+ * it before closing it.  *w names the watch.  0, or -EINVAL, -ENOMEM, or
+ * the backend's error (epoll_ctl's -EPERM for a regular file, -EBADF).
+ */
+BT_API int bt_loop_watch_fd(bt_loop_t *loop, bt_watch_t **w, int fd, unsigned events,
+			    bt_watch_fn cb, void *arg);
+/* Stop watching and free w: cb does not run again.  Allowed in any
+ * callback, its own included.  NULL is ignored. */
+BT_API void bt_loop_unwatch(bt_loop_t *loop, bt_watch_t *w);
+
+/*
  * Queue len bytes for sending (copied; any length).  0, or 1 (queued, and
  * the unsent output is now above the high-water mark: reading pauses; wait
  * for on_writable before writing more), or -EPIPE (the connection is
@@ -220,7 +270,8 @@ BT_API void bt_conn_close(bt_conn_t *c);
 BT_API void bt_conn_abort(bt_conn_t *c);
 
 /* Call on_timeout (or close with -ETIMEDOUT) if ms pass before the next
- * call of bt_conn_set_timeout; 0 cancels.  Resolution ~100 ms. */
+ * call of bt_conn_set_timeout; 0 cancels.  A timer of the loop (see
+ * bt_loop_timer_start): millisecond resolution, O(log n). */
 BT_API void bt_conn_set_timeout(bt_conn_t *c, unsigned ms);
 
 BT_API uint64_t bt_conn_id(const bt_conn_t *c);
