@@ -44,6 +44,16 @@
  *
  * Calls return 0 (or 1: above the mark) or a negative errno; none of them
  * blocks.
+ *
+ * Threads.  A loop belongs to the thread that runs it.  Every call in this
+ * header that takes a loop or a connection is made on that thread: from a
+ * callback, or before bt_loop_run by the thread that will run it.  The
+ * exceptions: bt_loop_config_init and bt_loop_create (any thread; hand
+ * the loop over before running it), bt_loop_destroy (once bt_loop_run has
+ * returned, or never ran), and the work() of bt_loop_submit, which runs on
+ * a pool thread and must not touch the loop or its connections.  A
+ * server built with bt_runtime_run never needs another thread's access:
+ * the runtime drains a loop by a message to it.
  */
 #ifndef BATON_LOOP_H
 #define BATON_LOOP_H
@@ -279,6 +289,10 @@ BT_API uint64_t bt_conn_id(const bt_conn_t *c);
 BT_API uint64_t bt_conn_accept_ns(const bt_conn_t *c);
 /* The peer address (getpeername, or what the acceptor sent).  0 or -errno. */
 BT_API int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len);
+/* The connection's socket, for getsockopt and the like: the loop owns it
+ * (never close it).  The one exception to the -errno rule: -1 once the
+ * connection is ending (closed or aborted, on_close due), the value a
+ * descriptor check `fd < 0` expects; no errno is set. */
 BT_API int bt_conn_fd(const bt_conn_t *c);
 BT_API void bt_conn_set_data(bt_conn_t *c, void *data);
 BT_API void *bt_conn_data(const bt_conn_t *c);
