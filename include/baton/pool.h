@@ -17,6 +17,10 @@
  *
  * In a worker loop, use bt_loop_submit/bt_loop_cancel (baton/loop.h): the
  * loop owns a sink and runs completions on its thread.
+ *
+ * Threads: bt_pool_submit and bt_pool_cancel from any thread (the pool
+ * locks); a sink's calls (bt_pool_sink_run, _fd, _pending, _destroy) from
+ * the one thread that owns it; bt_pool_destroy once no thread submits.
  */
 #ifndef BATON_POOL_H
 #define BATON_POOL_H

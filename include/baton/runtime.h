@@ -151,6 +151,12 @@ static inline int bt_runtime_parse_args(struct bt_runtime_config *cfg, int argc,
  * together with socket activation, a struct whose size field is wrong).
  * In workers it never returns (they exit).  It copies cfg and h at the
  * start: later changes to them have no effect.
+ *
+ * Threads: call bt_runtime_config_init, bt_runtime_parse_args and
+ * bt_runtime_run from the program's main thread, before it starts threads
+ * of its own (the supervisor forks, and blocks signals for a signalfd).
+ * The handler's callbacks run on each worker loop's own thread (see
+ * baton/loop.h).
  */
 BT_API int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler *h,
 			  void *user);

@@ -8,6 +8,9 @@
  * little-endian on the wire whatever the host order.
  *
  * Return convention: a count or 0 on success, a negative errno on failure.
+ *
+ * Threads: any thread; the functions share no state (each works only on
+ * the buffers and records it is given).
  */
 #ifndef BATON_WIRE_H
 #define BATON_WIRE_H
