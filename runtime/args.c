@@ -111,121 +111,186 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max, unsig
 	return 0;
 }
 
-/* The runtime's flags; val is its index + RT_BASE (getopt_long's return). */
-enum {
-	RT_LISTEN, RT_WORKERS, RT_BATCH, RT_FLUSH, RT_DISPATCH, RT_MODE, RT_THREADS, RT_PIN,
-	RT_DRAIN, RT_WATCHDOG, RT_OUT_HIGH, RT_FAF, RT_BACKEND, RT_HELP, RT_VERSION, RT_COUNT
-};
+/*
+ * The runtime's flags, defined once: this table drives parsing, the
+ * checks of each value (and the message that says what was expected), and
+ * --help with each flag's current value.  An entry is one of:
+ *   F_UINT, F_SIZE  a number in [min, max] (or 0 too, with zero_ok) into an
+ *                   unsigned or size_t field; expect names the unit;
+ *   F_ENUM          one of names[] (value = index) into an int field;
+ *   F_ON            no value: sets an int field to 1;
+ *   F_FN            parsed and shown by functions of its own;
+ *   F_HELP, F_VERSION.
+ * getopt_long returns RT_BASE + the entry's index.
+ */
+enum { F_UINT, F_SIZE, F_ENUM, F_ON, F_FN, F_HELP, F_VERSION };
 #define RT_BASE 0x1000
 #define APP_BASE 0x2000
+#define NAMES(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 struct rt_flag {
 	const char *name;
-	const char *arg;
-	const char *help;   /* the default, if any, is added from the config */
-	const char *expect; /* what a bad value should have been */
+	const char *arg;  /* NULL: takes no value */
+	const char *help; /* the current value is added from the config */
+	int kind;
+	size_t off;       /* the config field */
+	unsigned long min, max;
+	int zero_ok;
+	const char *unit; /* F_UINT/F_SIZE: "a number", "milliseconds", "bytes" */
+	const char *const *names; /* F_ENUM */
+	const char *expect;       /* F_FN: what a bad value should have been */
+	int (*set)(struct bt_runtime_config *cfg, const char *v);
+	void (*show)(const struct bt_runtime_config *cfg, char *buf, size_t cap);
 };
 
-static const struct rt_flag rt_flags[RT_COUNT] = {
-	[RT_LISTEN] = {"listen", "ADDR",
-		       "listen on HOST:PORT, [IPV6]:PORT or a unix socket path; repeatable, "
-		       "at most 16; not with socket activation",
-		       "HOST:PORT, [IPV6]:PORT or a path (at most 16 listeners)"},
-	[RT_WORKERS] = {"workers", "N", "worker processes (or threads in thread mode)",
-			"a number from 1 to 1024"},
-	[RT_BATCH] = {"batch", "N", "connections per hand-off message, 1..253",
-		      "a number from 1 to 253"},
-	[RT_FLUSH] = {"flush", "POLICY",
-		      "when a batch goes: adaptive[:HOLD_US] | size | delay:US",
-		      "adaptive, adaptive:US, size or delay:US (US from 1 to 1000000)"},
-	[RT_DISPATCH] = {"dispatch", "POLICY", "which worker: rr | least | hash (of the peer's address)",
-			 "rr, least or hash"},
-	[RT_MODE] = {"mode", "MODE", "workers are processes or threads: process | thread",
-		     "process or thread"},
-	[RT_THREADS] = {"threads", "T", "process mode: T worker threads in each worker process",
-			"a number from 1 to 64"},
-	[RT_PIN] = {"pin", NULL, "pin worker loop i to CPU i", NULL},
-	[RT_DRAIN] = {"drain-timeout", "MS", "on SIGTERM, time workers get to finish",
-		      "milliseconds, 0 to 3600000"},
-	[RT_WATCHDOG] = {"worker-timeout", "MS",
-			 "kill and replace a worker stuck this long with work; 0: never",
-			 "milliseconds, 0 or 100 to 3600000"},
-	[RT_OUT_HIGH] = {"out-high", "BYTES",
-			 "per connection: unsent output that pauses reading",
-			 "bytes, 4096 to 1073741824"},
-	[RT_FAF] = {"fire-and-forget", NULL,
-		    "close the acceptor's copy once sent (no redelivery; for comparison)", NULL},
-	[RT_BACKEND] = {"backend", "NAME", "auto | io_uring | epoll", "auto, io_uring or epoll"},
-	[RT_HELP] = {"help", NULL, "show this help and exit", NULL},
-	[RT_VERSION] = {"version", NULL, "show the version and exit", NULL},
+#define FIELD(f) offsetof(struct bt_runtime_config, f)
+
+static int set_listen(struct bt_runtime_config *cfg, const char *v)
+{
+	if (cfg->nlisten == BT_RUNTIME_MAX_LISTEN || !*v)
+		return -1;
+	cfg->listen[cfg->nlisten++] = v;
+	return 0;
+}
+
+static void show_listen(const struct bt_runtime_config *cfg, char *buf, size_t cap)
+{
+	if (cfg->default_listen)
+		snprintf(buf, cap, "%s", cfg->default_listen);
+}
+
+static int set_flush(struct bt_runtime_config *cfg, const char *v)
+{
+	struct bt_queue_config qc;
+	bt__runtime_queue_config(cfg, &qc);
+	if (bt_queue_parse_flush(v, &qc) < 0)
+		return -1;
+	cfg->flush = qc.flush;
+	cfg->delay_us = qc.delay_us;
+	return 0;
+}
+
+static void show_flush(const struct bt_runtime_config *cfg, char *buf, size_t cap)
+{
+	struct bt_queue_config qc;
+	char flush[32];
+	bt__runtime_queue_config(cfg, &qc);
+	snprintf(buf, cap, "%s", bt_queue_flush_name(&qc, flush, sizeof(flush)));
+}
+
+static void show_workers(const struct bt_runtime_config *cfg, char *buf, size_t cap)
+{
+	if (cfg->workers)
+		snprintf(buf, cap, "%u", cfg->workers);
+	else
+		snprintf(buf, cap, "one per online CPU");
+}
+
+static const struct rt_flag rt_flags[] = {
+	{"listen", "ADDR",
+	 "listen on HOST:PORT, [IPV6]:PORT or a unix socket path; repeatable, at most 16; not "
+	 "with socket activation",
+	 F_FN, 0, 0, 0, 0, NULL, NULL, "HOST:PORT, [IPV6]:PORT or a path (at most 16 listeners)",
+	 set_listen, show_listen},
+	{"workers", "N", "worker processes (or threads in thread mode)", F_UINT, FIELD(workers), 1,
+	 1024, 0, "a number", NULL, NULL, NULL, show_workers},
+	{"batch", "N", "connections per hand-off message, 1..253", F_UINT, FIELD(batch), 1, 253, 0,
+	 "a number", NULL, NULL, NULL, NULL},
+	{"flush", "POLICY", "when a batch goes: adaptive[:HOLD_US] | size | delay:US", F_FN, 0, 0, 0,
+	 0, NULL, NULL, "adaptive, adaptive:US, size or delay:US (US from 1 to 1000000)", set_flush,
+	 show_flush},
+	{"dispatch", "POLICY", "which worker: rr | least | hash (of the peer's address)", F_ENUM,
+	 FIELD(dispatch), 0, 0, 0, NULL, NAMES("rr", "least", "hash"), NULL, NULL, NULL},
+	{"mode", "MODE", "workers are processes or threads: process | thread", F_ENUM, FIELD(mode), 0,
+	 0, 0, NULL, NAMES("process", "thread"), NULL, NULL, NULL},
+	{"threads", "T", "process mode: T worker threads in each worker process", F_UINT,
+	 FIELD(threads), 1, 64, 0, "a number", NULL, NULL, NULL, NULL},
+	{"pin", NULL, "pin worker loop i to CPU i", F_ON, FIELD(pin), 0, 0, 0, NULL, NULL, NULL, NULL,
+	 NULL},
+	{"drain-timeout", "MS", "on SIGTERM, time workers get to finish", F_UINT,
+	 FIELD(drain_timeout_ms), 0, 3600000, 0, "milliseconds", NULL, NULL, NULL, NULL},
+	{"worker-timeout", "MS", "kill and replace a worker stuck this long with work; 0: never",
+	 F_UINT, FIELD(worker_timeout_ms), 100, 3600000, 1, "milliseconds", NULL, NULL, NULL, NULL},
+	{"out-high", "BYTES", "per connection: unsent output that pauses reading", F_SIZE,
+	 FIELD(out_high), 4096, 1ul << 30, 0, "bytes", NULL, NULL, NULL, NULL},
+	{"fire-and-forget", NULL, "close the acceptor's copy once sent (no redelivery; for comparison)",
+	 F_ON, FIELD(fire_and_forget), 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
+	{"backend", "NAME", "auto | io_uring | epoll", F_ENUM, FIELD(backend), 0, 0, 0, NULL,
+	 NAMES("auto", "io_uring", "epoll"), NULL, NULL, NULL},
+	{"help", NULL, "show this help and exit", F_HELP, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
+	{"version", NULL, "show the version and exit", F_VERSION, 0, 0, 0, 0, NULL, NULL, NULL, NULL,
+	 NULL},
 };
+#define RT_COUNT ((int)(sizeof(rt_flags) / sizeof(rt_flags[0])))
+
+/* The enums' values are their names' indexes: checked at build time. */
+_Static_assert(BT_DISPATCH_RR == 0 && BT_DISPATCH_LEAST == 1 && BT_DISPATCH_HASH == 2, "dispatch");
+_Static_assert(BT_MODE_PROCESS == 0 && BT_MODE_THREAD == 1, "mode");
+_Static_assert(BT_BACKEND_AUTO == 0 && BT_BACKEND_URING == 1 && BT_BACKEND_EPOLL == 2, "backend");
 
 static const struct bt_flag *flag_at(const struct bt_flag *app, size_t stride, size_t i)
 {
 	return (const struct bt_flag *)((const char *)app + i * stride);
 }
 
-static const char *mode_name(int mode)
+static void *field(struct bt_runtime_config *cfg, const struct rt_flag *r)
 {
-	return mode == BT_MODE_THREAD ? "thread" : "process";
+	return (char *)cfg + r->off;
 }
 
-static const char *backend_name(int b)
+static const void *cfield(const struct bt_runtime_config *cfg, const struct rt_flag *r)
 {
-	return b == BT_BACKEND_URING ? "io_uring" : b == BT_BACKEND_EPOLL ? "epoll" : "auto";
+	return (const char *)cfg + r->off;
 }
 
 /* The current value of a runtime flag, for "(default ...)"; "" for none. */
-static void rt_default(const struct bt_runtime_config *cfg, int i, char *buf, size_t cap)
+static void rt_default(const struct bt_runtime_config *cfg, const struct rt_flag *r, char *buf,
+		       size_t cap)
 {
-	struct bt_queue_config qc;
-	char flush[32];
 	buf[0] = 0;
-	switch (i) {
-	case RT_LISTEN:
-		if (cfg->default_listen)
-			snprintf(buf, cap, "%s", cfg->default_listen);
+	if (r->show) {
+		r->show(cfg, buf, cap);
+		return;
+	}
+	switch (r->kind) {
+	case F_UINT:
+		snprintf(buf, cap, "%u", *(const unsigned *)cfield(cfg, r));
 		break;
-	case RT_WORKERS:
-		if (cfg->workers)
-			snprintf(buf, cap, "%u", cfg->workers);
-		else
-			snprintf(buf, cap, "one per online CPU");
+	case F_SIZE:
+		snprintf(buf, cap, "%zu", *(const size_t *)cfield(cfg, r));
 		break;
-	case RT_BATCH:
-		snprintf(buf, cap, "%u", cfg->batch);
+	case F_ENUM: {
+		int v = *(const int *)cfield(cfg, r), n = 0;
+		while (r->names[n])
+			n++;
+		snprintf(buf, cap, "%s", v >= 0 && v < n ? r->names[v] : "?");
 		break;
-	case RT_FLUSH:
-		bt__runtime_queue_config(cfg, &qc);
-		snprintf(buf, cap, "%s", bt_queue_flush_name(&qc, flush, sizeof(flush)));
+	}
+	case F_ON:
+		snprintf(buf, cap, "%s", *(const int *)cfield(cfg, r) ? "on" : "off");
 		break;
-	case RT_DISPATCH:
-		snprintf(buf, cap, "%s", bt_acceptor_dispatch_name(cfg->dispatch));
-		break;
-	case RT_MODE:
-		snprintf(buf, cap, "%s", mode_name(cfg->mode));
-		break;
-	case RT_THREADS:
-		snprintf(buf, cap, "%u", cfg->threads ? cfg->threads : 1);
-		break;
-	case RT_PIN:
-		snprintf(buf, cap, "%s", cfg->pin ? "on" : "off");
-		break;
-	case RT_DRAIN:
-		snprintf(buf, cap, "%u", cfg->drain_timeout_ms);
-		break;
-	case RT_WATCHDOG:
-		snprintf(buf, cap, "%u", cfg->worker_timeout_ms);
-		break;
-	case RT_OUT_HIGH:
-		snprintf(buf, cap, "%zu", cfg->out_high);
-		break;
-	case RT_FAF:
-		snprintf(buf, cap, "%s", cfg->fire_and_forget ? "on" : "off");
-		break;
-	case RT_BACKEND:
-		snprintf(buf, cap, "%s", backend_name(cfg->backend));
-		break;
+	}
+}
+
+/* What a bad value of r should have been: "a number from 1 to 1024",
+ * "milliseconds, 0 or 100 to 3600000", "process or thread". */
+static void rt_expect(const struct rt_flag *r, char *buf, size_t cap)
+{
+	if (r->kind == F_FN) {
+		snprintf(buf, cap, "%s", r->expect);
+	} else if (r->kind == F_ENUM) {
+		size_t used = 0;
+		buf[0] = 0;
+		for (int i = 0; r->names[i] && used < cap; i++) {
+			const char *sep = i == 0 ? "" : r->names[i + 1] ? ", " : " or ";
+			int w = snprintf(buf + used, cap - used, "%s%s", sep, r->names[i]);
+			if (w > 0)
+				used += (size_t)w;
+		}
+	} else if (!strcmp(r->unit, "a number")) {
+		snprintf(buf, cap, "a number from %s%lu to %lu", r->zero_ok ? "0 or " : "", r->min, r->max);
+	} else {
+		snprintf(buf, cap, "%s, %s%lu to %lu", r->unit, r->zero_ok ? "0 or " : "", r->min, r->max);
 	}
 }
 
@@ -256,10 +321,11 @@ static void usage(FILE *f, const struct bt_runtime_config *cfg, const struct bt_
 	}
 	fprintf(f, "\nRuntime options:\n");
 	for (int i = 0; i < RT_COUNT; i++) {
+		const struct rt_flag *r = &rt_flags[i];
 		char def[64];
-		rt_default(cfg, i, def, sizeof(def));
-		print_flag(f, i == RT_HELP ? "-h" : i == RT_VERSION ? "-V" : NULL, rt_flags[i].name,
-			   rt_flags[i].arg, rt_flags[i].help, def);
+		rt_default(cfg, r, def, sizeof(def));
+		print_flag(f, r->kind == F_HELP ? "-h" : r->kind == F_VERSION ? "-V" : NULL, r->name,
+			   r->arg, r->help, def);
 	}
 	fprintf(f,
 		"\n'--flag value' and '--flag=value' both work, as do unambiguous prefixes;\n"
@@ -291,74 +357,29 @@ static int bad(const struct bt_runtime_config *cfg, const char *fmt, const char 
 	return 2;
 }
 
-/* Apply one runtime flag with a value; 0, or -1 for a bad value. */
-static int set_runtime(struct bt_runtime_config *cfg, int i, const char *v)
+/* Apply one runtime flag that takes a value; 0, or -1 for a bad value. */
+static int set_runtime(struct bt_runtime_config *cfg, const struct rt_flag *r, const char *v)
 {
 	unsigned long n;
-	struct bt_queue_config qc;
-	switch (i) {
-	case RT_LISTEN:
-		if (cfg->nlisten == BT_RUNTIME_MAX_LISTEN || !*v)
+	switch (r->kind) {
+	case F_FN:
+		return r->set(cfg, v);
+	case F_UINT:
+	case F_SIZE:
+		if (parse_uint(v, r->zero_ok ? 0 : r->min, r->max, &n) < 0 || (n && n < r->min))
 			return -1;
-		cfg->listen[cfg->nlisten++] = v;
-		return 0;
-	case RT_WORKERS:
-		if (parse_uint(v, 1, 1024, &n) < 0)
-			return -1;
-		cfg->workers = (unsigned)n;
-		return 0;
-	case RT_BATCH:
-		if (parse_uint(v, 1, 253, &n) < 0)
-			return -1;
-		cfg->batch = (unsigned)n;
-		return 0;
-	case RT_FLUSH:
-		bt__runtime_queue_config(cfg, &qc);
-		if (bt_queue_parse_flush(v, &qc) < 0)
-			return -1;
-		cfg->flush = qc.flush;
-		cfg->delay_us = qc.delay_us;
-		return 0;
-	case RT_DISPATCH:
-		return bt_acceptor_parse_dispatch(v, &cfg->dispatch) < 0 ? -1 : 0;
-	case RT_MODE:
-		if (!strcmp(v, "process"))
-			cfg->mode = BT_MODE_PROCESS;
-		else if (!strcmp(v, "thread"))
-			cfg->mode = BT_MODE_THREAD;
+		if (r->kind == F_UINT)
+			*(unsigned *)field(cfg, r) = (unsigned)n;
 		else
-			return -1;
+			*(size_t *)field(cfg, r) = n;
 		return 0;
-	case RT_THREADS:
-		if (parse_uint(v, 1, 64, &n) < 0)
-			return -1;
-		cfg->threads = (unsigned)n;
-		return 0;
-	case RT_DRAIN:
-		if (parse_uint(v, 0, 3600000, &n) < 0)
-			return -1;
-		cfg->drain_timeout_ms = (unsigned)n;
-		return 0;
-	case RT_WATCHDOG:
-		if (parse_uint(v, 0, 3600000, &n) < 0 || (n && n < 100))
-			return -1;
-		cfg->worker_timeout_ms = (unsigned)n;
-		return 0;
-	case RT_OUT_HIGH:
-		if (parse_uint(v, 4096, 1ul << 30, &n) < 0)
-			return -1;
-		cfg->out_high = n;
-		return 0;
-	case RT_BACKEND:
-		if (!strcmp(v, "auto"))
-			cfg->backend = BT_BACKEND_AUTO;
-		else if (!strcmp(v, "io_uring"))
-			cfg->backend = BT_BACKEND_URING;
-		else if (!strcmp(v, "epoll"))
-			cfg->backend = BT_BACKEND_EPOLL;
-		else
-			return -1;
-		return 0;
+	case F_ENUM:
+		for (int i = 0; r->names[i]; i++)
+			if (!strcmp(v, r->names[i])) {
+				*(int *)field(cfg, r) = i;
+				return 0;
+			}
+		return -1;
 	}
 	return -1;
 }
@@ -428,10 +449,9 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 	optind = 0; /* glibc: start afresh, even if getopt ran before */
 	while (rc == 0 && (o = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		const char *opt = argv[optind - 1];
-		if (o == 'h')
-			o = RT_BASE + RT_HELP;
-		else if (o == 'V')
-			o = RT_BASE + RT_VERSION;
+		for (int i = 0; (o == 'h' || o == 'V') && i < RT_COUNT; i++)
+			if (rt_flags[i].kind == (o == 'h' ? F_HELP : F_VERSION))
+				o = RT_BASE + i;
 		if (o == '?') {
 			if (optopt)
 				rc = bad(cfg, "unknown option '-%s'%s", (char[]){(char)optopt, 0}, "");
@@ -451,22 +471,21 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 			char err[256] = "";
 			if (a->set(a->ctx, optarg, err, sizeof(err)) < 0)
 				rc = bad(cfg, "--%s: %s", a->name, err[0] ? err : "bad value");
-		} else if (o == RT_BASE + RT_HELP) {
+		} else if (rt_flags[o - RT_BASE].kind == F_HELP) {
 			usage(stdout, cfg, app, stride, summary);
 			rc = 1;
-		} else if (o == RT_BASE + RT_VERSION) {
+		} else if (rt_flags[o - RT_BASE].kind == F_VERSION) {
 			printf("%s (baton) %s\nCopyright (c) 2026 The baton authors.\n"
 			       "License: MIT <https://opensource.org/licenses/MIT>.\n",
 			       cfg->name, bt_version());
 			rc = 1;
-		} else if (o == RT_BASE + RT_PIN) {
-			cfg->pin = 1;
-		} else if (o == RT_BASE + RT_FAF) {
-			cfg->fire_and_forget = 1;
-		} else if (set_runtime(cfg, o - RT_BASE, optarg) < 0) {
+		} else if (rt_flags[o - RT_BASE].kind == F_ON) {
+			*(int *)field(cfg, &rt_flags[o - RT_BASE]) = 1;
+		} else if (set_runtime(cfg, &rt_flags[o - RT_BASE], optarg) < 0) {
 			const struct rt_flag *r = &rt_flags[o - RT_BASE];
-			char what[160];
-			snprintf(what, sizeof(what), "'%s' is not %s", optarg, r->expect);
+			char what[200], expect[128];
+			rt_expect(r, expect, sizeof(expect));
+			snprintf(what, sizeof(what), "'%s' is not %s", optarg, expect);
 			rc = bad(cfg, "--%s: %s", r->name, what);
 		}
 	}
