@@ -152,7 +152,7 @@ static void on_watch(struct bt__ev *ev, struct bt__watch *w, int res)
 		w->cb(w, BT__EV_ERR);
 		return;
 	}
-	w->cb(w, (uint32_t)res);
+	w->cb(w, (uint32_t)res & (BT__EV_IN | BT__EV_OUT | BT__EV_ERR | BT__EV_HUP));
 	if (!w->dead && !w->inflight && arm_watch(ev, w) < 0)
 		bt__log(BT_LOG_ERROR, "%s: no SQE to watch fd %d again", ev->who, w->fd);
 }
