@@ -49,6 +49,7 @@ extern "C" {
 #endif
 
 #define BT_RUNTIME_MAX_LISTEN 16
+#define BT_RUNTIME_MAX_INHERIT 16
 
 enum bt_mode {
 	BT_MODE_PROCESS = 0, /* workers are processes (fd passing) */
@@ -90,6 +91,14 @@ struct bt_runtime_config {
 	size_t out_high;            /* per connection: unsent output above which
 				     * writes return 1 and reading pauses
 				     * (default 262144; bt_loop_config) */
+	/* Since 0.4 (appended). */
+	const int *inherit_fds;     /* process mode: descriptors the worker
+				     * processes keep besides stdio and their
+				     * channels (every other one is closed
+				     * after the fork), e.g. a pipe to report
+				     * results on; at most
+				     * BT_RUNTIME_MAX_INHERIT */
+	unsigned ninherit;
 };
 
 /*

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The counters the supervisor prints on SIGUSR1 and at exit: the acceptor's,
+ * then each worker loop's (over every worker that has run in its slot).
+ */
+#include "supervisor.h"
+
+#include "internal.h"
+
+#include <stdio.h>
+
+void bt__sup_print_counters(struct bt__sup *s, const char *why)
+{
+	struct bt_acceptor_stats st;
+	bt_acceptor_get_stats(s->acc, &st);
+	char flush[32];
+	double up = (double)(bt__now_ns() - s->start_ns) / 1e9;
+	fprintf(stderr,
+		"%s: counters (%s): uptime %.1f s, backend %s, dispatch %s, flush %s, batch %u%s\n"
+		"  acceptor: accepted %llu, batches %llu, fds/batch %.2f, redelivered %llu, "
+		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu, sweeps %llu, "
+		"lagged %llu\n",
+		s->cfg->name, why, up, bt_acceptor_backend(s->acc),
+		bt_acceptor_dispatch_name(s->cfg->dispatch),
+		bt_queue_flush_name(&s->qc, flush, sizeof(flush)), s->qc.batch,
+		s->qc.fire_and_forget ? ", fire-and-forget" : "",
+		(unsigned long long)st.accepted, (unsigned long long)st.batches,
+		st.batches ? (double)st.items_sent / (double)st.batches : 0.0,
+		(unsigned long long)st.redelivered, (unsigned long long)st.dropped,
+		(unsigned long long)st.full, (unsigned long long)st.emfile,
+		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
+		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps,
+		(unsigned long long)st.lagged);
+	for (unsigned i = 0; i < s->nslots; i++) {
+		struct bt_queue_stats qs;
+		bt_acceptor_worker_stats(s->acc, i, &qs);
+		char who[48];
+		s->ops->describe(s, i, who, sizeof(who));
+		const struct bt__worker_count *wc = &s->wc[i / s->tpp];
+		fprintf(stderr,
+			"  worker %u: %s, restarts %u, stuck %u, batches %llu, items %llu, acked %llu, "
+			"lost %llu, redelivered %llu, full %llu, open %u\n",
+			i, who, wc->restarts, wc->stuck, (unsigned long long)qs.batches,
+			(unsigned long long)qs.items_sent, (unsigned long long)qs.acked,
+			(unsigned long long)qs.lost, (unsigned long long)qs.taken,
+			(unsigned long long)qs.full, s->ops->open(s, i));
+	}
+}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Stopping the server: the acceptor stops accepting and hands over what it
+ * holds, every worker gets DRAIN with --drain-timeout, and once no worker
+ * runs the acceptor's loop returns.  The worker set enforces the deadline
+ * (workers_proc.c SIGKILLs processes a grace second after it).
+ */
+#include "supervisor.h"
+
+#include "internal.h"
+
+void bt__sup_drain(struct bt__sup *s, const char *why)
+{
+	if (s->draining)
+		return;
+	s->draining = 1;
+	unsigned running = bt__sup_running(s);
+	bt__log(BT_LOG_INFO, "%s: draining (%u ms for open connections)", why,
+		s->cfg->drain_timeout_ms);
+	bt__notify("STOPPING=1\nSTATUS=%s: draining, %u worker%s finishing", why, running,
+		   running == 1 ? "" : "s");
+	bt_acceptor_drain(s->acc, s->cfg->drain_timeout_ms);
+	s->drain_deadline_ns = bt__now_ns() + (uint64_t)s->cfg->drain_timeout_ms * 1000000ull +
+			       1000000000ull;
+	bt__sup_schedule(s);
+	bt__sup_worker_ended(s);
+}
+
+void bt__sup_worker_ended(struct bt__sup *s)
+{
+	if (s->draining && bt__sup_running(s) == 0)
+		bt_acceptor_stop(s->acc);
+}

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The supervisor's state, shared by its files (not part of the public API):
+ *
+ *   runtime.c         bt_runtime_run: listeners, the acceptor, start-up,
+ *                     the supervisor's clock (respawns, watchdog, drain
+ *                     deadline on the acceptor's one timer)
+ *   signals.c         the signalfd on the acceptor's loop
+ *   drain.c           stopping: drain, its deadline, the last worker's end
+ *   counters.c        the counters printed on SIGUSR1 and at exit
+ *   workers_proc.c    the worker set as processes (of one or more loops)
+ *   workers_thread.c  the worker set as threads of this process
+ *
+ * Everything here runs on the supervisor's thread (the acceptor's loop),
+ * except the worker threads' own code in workers_thread.c.
+ */
+#ifndef BATON_SUPERVISOR_H
+#define BATON_SUPERVISOR_H
+
+#include "runtime_internal.h"
+
+#include <baton/runtime.h>
+
+#include <sched.h>
+#include <stdint.h>
+
+struct bt__sup;
+
+/*
+ * A worker set: how workers of one kind start, end and are looked after.
+ * Worker i (0 <= i < nw) runs loops i*tpp .. i*tpp+tpp-1, the acceptor's
+ * slots of the same numbers.
+ */
+struct bt__workers_ops {
+	const char *noun; /* "processes", "threads" */
+	/* Before any worker starts (the acceptor exists).  0 or -errno. */
+	int (*init)(struct bt__sup *s);
+	/* Start worker i and attach its loops to the acceptor.  0 or -errno
+	 * (logged). */
+	int (*start)(struct bt__sup *s, unsigned i);
+	/* After starting the first n: wait until each has its loop; 0, or -1
+	 * if one could not start (logged). */
+	int (*ready)(struct bt__sup *s, unsigned n);
+	/* Worker i runs (a process not yet reaped, a thread not yet joined). */
+	int (*alive)(const struct bt__sup *s, unsigned i);
+	/* Connections open on loop slot (its published load). */
+	unsigned (*open)(const struct bt__sup *s, unsigned slot);
+	/* "pid 123", "pid 123 thread 1", "thread": who runs slot. */
+	void (*describe)(const struct bt__sup *s, unsigned slot, char *buf, size_t cap);
+	/* The watchdog's look at slot: stalled_ns without moving while it
+	 * has work, against limit_ns. */
+	void (*watch)(struct bt__sup *s, unsigned slot, uint64_t stalled_ns, uint64_t limit_ns);
+	/* SIGCHLD arrived: collect the workers that ended (NULL: the set
+	 * has no processes). */
+	void (*reap)(struct bt__sup *s);
+	/* What is due at now (respawns, the drain's last resort); the next
+	 * time something is due (0: nothing). */
+	void (*tick)(struct bt__sup *s, uint64_t now);
+	uint64_t (*next_due)(const struct bt__sup *s);
+	/* Stop whatever still runs (a failed start, the end), before the
+	 * acceptor goes; then free the set, after it. */
+	void (*stop)(struct bt__sup *s);
+	void (*fini)(struct bt__sup *s);
+};
+
+extern const struct bt__workers_ops bt__workers_proc;
+extern const struct bt__workers_ops bt__workers_thread;
+
+/* Per worker, whatever its kind. */
+struct bt__worker_count {
+	unsigned restarts;
+	unsigned stuck; /* times the watchdog found it stuck */
+};
+
+struct bt__sup {
+	const struct bt_runtime_config *cfg; /* &config */
+	const struct bt_handler *h;          /* &handler */
+	struct bt_runtime_config config;     /* the caller's, taken by size */
+	struct bt_handler handler;
+	struct bt_queue_config qc;           /* from config's batch and flush */
+	void *user;
+	bt_acceptor_t *acc;
+	const struct bt__workers_ops *ops;
+	void *set;       /* the worker set's own state */
+	struct bt__worker_count *wc;
+	unsigned nw;     /* worker processes (process mode) or threads (thread mode) */
+	unsigned tpp;    /* worker loops per process: --threads (1 in thread mode) */
+	unsigned nslots; /* the acceptor's worker slots: nw x tpp */
+	int sigfd;
+	int lfds[BT_RUNTIME_MAX_LISTEN + 64];
+	int nl;
+	int draining;
+	uint64_t drain_deadline_ns;
+	uint64_t start_ns;
+	int start_failed; /* a worker could not start: exit status 1 */
+	uint64_t watch_next_ns; /* the watchdog's next look (0: off) */
+};
+
+/* runtime.c */
+/* The loop config of worker loop slot, but for its transport. */
+void bt__sup_loop_config(const struct bt__sup *s, unsigned slot, struct bt_loop_config *lc);
+/* --pin: the CPU of worker loop slot. */
+cpu_set_t bt__sup_cpu(unsigned slot);
+/* Arm the acceptor's timer for the next thing due. */
+void bt__sup_schedule(struct bt__sup *s);
+/* Worker processes or threads running now. */
+unsigned bt__sup_running(const struct bt__sup *s);
+
+/* signals.c: block the signals the supervisor handles and read them from
+ * a signalfd on the acceptor's loop.  0 or -1 (logged). */
+int bt__sup_signals(struct bt__sup *s);
+
+/* drain.c */
+void bt__sup_drain(struct bt__sup *s, const char *why);
+/* A worker ended: once draining and none runs, the acceptor stops. */
+void bt__sup_worker_ended(struct bt__sup *s);
+
+/* counters.c */
+void bt__sup_print_counters(struct bt__sup *s, const char *why);
+
+#endif
