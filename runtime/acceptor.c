@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The acceptor, backend-independent part: dispatch, flush policy, the
- * backlog, redelivery, drain, timers.  The backends (acceptor_uring.c,
+ * The acceptor, backend-independent part: accept, flush policy, pacing,
+ * workers coming and going, drain, timers (dispatch, the backlog and
+ * redelivery are in acceptor_dispatch.c).  The backends (acceptor_uring.c,
  * acceptor_epoll.c) wait for events and call bt__acc_on_* here.
  *
  * One wake-up: the backend handles every ready event (accepts are pushed
@@ -10,10 +11,7 @@
  * flush by policy (adaptive: everything pending, since the completion
  * queue is drained), fire timers.
  *
- * Descriptor ownership: an accepted fd belongs to the acceptor until a
- * worker acknowledges it.  It is always in exactly one place: the backlog,
- * or one worker's queue (pending, in flight, or sent and unacknowledged).
- * Redelivery moves it from a queue to the backlog, then to another queue.
+ * Descriptor ownership: see acceptor_dispatch.c.
  */
 #include "acceptor_internal.h"
 #include "acceptor_policy.h"
@@ -150,229 +148,6 @@ const char *bt_acceptor_backend(const bt_acceptor_t *acc)
 										 : acc->ops->name;
 }
 
-/* --- backlog ------------------------------------------------------------- */
-
-static size_t backlog_len(const bt_acceptor_t *acc)
-{
-	return acc->btail - acc->bhead;
-}
-
-static int backlog_push(bt_acceptor_t *acc, int fd, uint64_t id, uint64_t accept_ns)
-{
-	if (backlog_len(acc) == acc->bcap) {
-		size_t ncap = acc->bcap * 2;
-		struct held *nb = malloc(ncap * sizeof(*nb));
-		if (!nb)
-			return -ENOMEM;
-		for (size_t i = 0; i < acc->bcap; i++)
-			nb[i] = acc->backlog[(acc->bhead + i) % acc->bcap];
-		free(acc->backlog);
-		acc->backlog = nb;
-		acc->btail = acc->bcap;
-		acc->bhead = 0;
-		acc->bcap = ncap;
-	}
-	struct held *h = &acc->backlog[acc->btail++ % acc->bcap];
-	h->fd = fd;
-	h->id = id;
-	h->accept_ns = accept_ns;
-	return 0;
-}
-
-/* Given back by a queue (dead worker, full channel, lost descriptor). */
-static void give_back(void *ctx, const struct bt_wire_item *it)
-{
-	bt_acceptor_t *acc = ctx;
-	if (!(it->flags & BT_WIRE_ITEM_FD) || it->fd < 0)
-		return;
-	if (backlog_push(acc, it->fd, it->id, it->accept_ns) < 0) {
-		/* Out of memory with a connection in hand: closing it is the
-		 * only honest thing left; count it. */
-		bt__log(BT_LOG_ERROR, "acceptor: out of memory: closing connection %llu",
-			(unsigned long long)it->id);
-		bt__close(it->fd);
-		acc->st.dropped++;
-		return;
-	}
-	acc->st.redelivered++;
-}
-
-/* --- dispatch --------------------------------------------------------------- */
-
-static int usable(const struct worker *w)
-{
-	return w->q && !w->dead && !w->full && !w->rest_until_ns;
-}
-
-/* Usable, and acknowledging: the first choice of every policy.  When every
- * usable worker lags, dispatch falls back to usable ones (work is never
- * held back only because all workers are slow). */
-static int fresh(const struct worker *w)
-{
-	return usable(w) && !w->lagging;
-}
-
-static uint32_t hash_peer(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
-		return 0;
-	const unsigned char *p;
-	size_t n;
-	if (ss.ss_family == AF_INET) {
-		p = (const unsigned char *)&((struct sockaddr_in *)&ss)->sin_addr;
-		n = 4;
-	} else if (ss.ss_family == AF_INET6) {
-		p = (const unsigned char *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
-		n = 16;
-	} else {
-		p = (const unsigned char *)&ss;
-		n = len;
-	}
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 16777619u;
-	return h;
-}
-
-static int pick_with(bt_acceptor_t *acc, int fd, int (*ok)(const struct worker *), int64_t *hash)
-{
-	switch (acc->cfg.dispatch) {
-	case BT_DISPATCH_LEAST: {
-		int best = -1;
-		uint64_t best_load = UINT64_MAX;
-		for (unsigned i = 0; i < acc->nw; i++) {
-			struct worker *w = &acc->w[i];
-			if (!ok(w))
-				continue;
-			uint64_t load = (uint64_t)bt_queue_load(w->q) + bt_queue_inflight(w->q);
-			if (load < best_load) {
-				best_load = load;
-				best = (int)i;
-			}
-		}
-		return best;
-	}
-	case BT_DISPATCH_HASH: {
-		if (*hash < 0)
-			*hash = hash_peer(fd); /* once per connection */
-		/* Stable over the worker slots, not over those alive, so a
-		 * client keeps its worker while others come and go. */
-		for (unsigned k = 0; k < acc->nw; k++) {
-			unsigned i = (unsigned)((uint32_t)*hash + k) % acc->nw;
-			if (ok(&acc->w[i]))
-				return (int)i;
-		}
-		return -1;
-	}
-	default:
-		if (acc->sweeping) {
-			/* Round-robin by sweep: the whole catch goes to one
-			 * worker, one wake-up for all of it. */
-			unsigned i = acc->sweep_rr % acc->nw;
-			if (ok(&acc->w[i]))
-				return (int)i;
-		}
-		for (unsigned k = 0; k < acc->nw; k++) {
-			unsigned i = acc->rr++ % acc->nw;
-			if (ok(&acc->w[i]))
-				return (int)i;
-		}
-		return -1;
-	}
-}
-
-static int pick(bt_acceptor_t *acc, int fd)
-{
-	if (acc->alive == 0)
-		return -1;
-	int64_t hash = -1;
-	int i = pick_with(acc, fd, fresh, &hash);
-	return i >= 0 ? i : pick_with(acc, fd, usable, &hash);
-}
-
-static void flush_worker(bt_acceptor_t *acc, unsigned idx)
-{
-	struct worker *w = &acc->w[idx];
-	if (!w->q || w->sending || w->dead)
-		return;
-	if (!w->owed_since_ns)
-		w->owed_since_ns = acc->now_ns; /* the lag clock starts at the send */
-	if (bt_queue_is_thread(w->q)) {
-		/* In-process consumer: publishing is the send. */
-		bt_queue_flush(w->q);
-		return;
-	}
-	struct msghdr *msg;
-	int n = bt_queue_flush_prepare(w->q, &msg);
-	if (n <= 0) {
-		if (n < 0)
-			bt__log_errno(BT_LOG_ERROR, n, "acceptor: preparing a batch for worker %u", idx);
-		return;
-	}
-	w->sending = 1;
-	acc->ops->send(acc, idx, msg);
-}
-
-/* Hand one connection to a worker, or to the backlog.  Returns 0 if a
- * worker took it, 1 if it went to the backlog. */
-static int dispatch(bt_acceptor_t *acc, int fd, uint64_t id, uint64_t accept_ns)
-{
-	struct bt_wire_item it;
-	it.id = id;
-	it.accept_ns = accept_ns;
-	it.flags = BT_WIRE_ITEM_FD;
-	it.fd = fd;
-	it.peer_len = 0;
-	it.payload = NULL;
-	it.payload_len = 0;
-	for (unsigned tries = 0; tries < acc->nw; tries++) {
-		int idx = pick(acc, fd);
-		if (idx < 0)
-			break;
-		struct worker *w = &acc->w[idx];
-		/* The batch's age, on the acceptor's clock (its decisions take
-		 * the time as an input: tests/test_acceptor.c). */
-		if (bt_queue_pending(w->q) == 0)
-			w->pending_since_ns = acc->now_ns;
-		int rc = bt_queue_push(w->q, &it);
-		if (rc == -EAGAIN) {
-			w->full = 1; /* max_inflight unacknowledged: skip it */
-			continue;
-		}
-		if (rc < 0)
-			break;
-		if (rc == 1)
-			flush_worker(acc, (unsigned)idx);
-		return 0;
-	}
-	if (backlog_push(acc, fd, id, accept_ns) < 0) {
-		bt__log(BT_LOG_ERROR, "acceptor: out of memory: closing connection %llu",
-			(unsigned long long)id);
-		bt__close(fd);
-		acc->st.dropped++;
-	}
-	return 1;
-}
-
-/* Move the backlog to workers, oldest first, while they take it. */
-static void drain_backlog(bt_acceptor_t *acc)
-{
-	while (backlog_len(acc)) {
-		struct held h = acc->backlog[acc->bhead % acc->bcap];
-		acc->bhead++;
-		if (dispatch(acc, h.fd, h.id, h.accept_ns) == 1) {
-			/* Went straight back (at the tail): nobody can take
-			 * more now.  Put it back at the head, in order. */
-			acc->btail--;
-			acc->bhead--;
-			acc->backlog[acc->bhead % acc->bcap] = h;
-			break;
-		}
-	}
-}
-
 /* --- events from the backends ---------------------------------------------- */
 
 static void arm_all_listeners(bt_acceptor_t *acc)
@@ -414,17 +189,16 @@ void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more
 		 * whether more connections are on their way. */
 		acc->gap_ewma_ns = bt__pace_gap(acc->gap_ewma_ns, acc->last_accept_ns, acc->now_ns);
 		acc->last_accept_ns = acc->now_ns;
-		if (acc->draining) {
-			/* Raced with the drain: still ours to hand over. */
-			dispatch(acc, res, ++acc->next_id, acc->now_ns);
-			return;
-		}
-		dispatch(acc, res, ++acc->next_id, acc->now_ns);
-		if (backlog_len(acc) >= acc->cfg.max_backlog && !acc->paused) {
+		struct held h = {.fd = res, .flags = BT_WIRE_ITEM_FD, .id = ++acc->next_id,
+				 .accept_ns = acc->now_ns};
+		bt__acc_dispatch(acc, &h);
+		if (acc->draining)
+			return; /* raced with the drain: still ours to hand over */
+		if (bt__acc_backlog_len(acc) >= acc->cfg.max_backlog && !acc->paused) {
 			acc->paused = 1;
 			bt__log(BT_LOG_WARN,
 				"acceptor: %zu connections wait for a worker: pausing accept",
-				backlog_len(acc));
+				bt__acc_backlog_len(acc));
 		}
 		return;
 	}
@@ -514,7 +288,7 @@ void bt__acc_send_done(bt_acceptor_t *acc, unsigned idx, long res)
 		acc->st.full++;
 		w->full = 1;
 		if (!w->dead)
-			bt_queue_take_pending(w->q, give_back, acc);
+			bt_queue_take_pending(w->q, bt__acc_give_back, acc);
 		return;
 	}
 	if (!w->dead) {
@@ -588,8 +362,8 @@ static void reclaim(bt_acceptor_t *acc, unsigned idx)
 		return;
 	if (!bt_queue_is_thread(w->q))
 		acc->ops->forget_channel(acc, idx);
-	bt_queue_reap(w->q, give_back, acc);
-	unsigned n = bt_queue_take(w->q, give_back, acc);
+	bt_queue_reap(w->q, bt__acc_give_back, acc);
+	unsigned n = bt_queue_take(w->q, bt__acc_give_back, acc);
 	if (n)
 		bt__log(BT_LOG_INFO, "acceptor: worker %u gone: redelivering %u connections", idx, n);
 	struct bt_queue_stats qs, gone = w->gone;
@@ -648,7 +422,7 @@ bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx)
 
 unsigned bt_acceptor_held(const bt_acceptor_t *acc)
 {
-	size_t n = backlog_len(acc);
+	size_t n = bt__acc_backlog_len(acc);
 	for (unsigned i = 0; i < acc->nw; i++)
 		if (acc->w[i].q)
 			n += bt_queue_inflight(acc->w[i].q);
@@ -757,7 +531,7 @@ static void note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked)
 	if (lag && !w->lagging) {
 		w->lagging = 1;
 		acc->st.lagged++;
-		unsigned back = w->sending ? 0 : bt_queue_take_pending(w->q, give_back, acc);
+		unsigned back = w->sending ? 0 : bt_queue_take_pending(w->q, bt__acc_give_back, acc);
 		bt__log(BT_LOG_WARN,
 			"acceptor: worker %u has acknowledged nothing for %llu ms (%u connections "
 			"owed): dispatching to the others%s",
@@ -799,7 +573,7 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 			continue;
 		}
 		uint64_t lost_before = acc->st.redelivered;
-		unsigned acked = bt_queue_reap(w->q, give_back, acc);
+		unsigned acked = bt_queue_reap(w->q, bt__acc_give_back, acc);
 		if (acked > 0) {
 			w->full = 0;
 			released = 1;
@@ -816,10 +590,16 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 	}
 	if (released && acc->emfile_until_ns)
 		acc->emfile_until_ns = acc->now_ns; /* descriptors freed: retry now */
-	drain_backlog(acc);
-	if (acc->paused && backlog_len(acc) < acc->cfg.max_backlog / 2) {
+	bt__acc_drain_backlog(acc);
+	if (acc->paused && bt__acc_backlog_len(acc) < acc->cfg.max_backlog / 2) {
 		acc->paused = 0;
 		bt__log(BT_LOG_INFO, "acceptor: resuming accept");
+	}
+	if (acc->room_wanted && bt__acc_backlog_len(acc) < acc->cfg.max_backlog / 2 &&
+	    !acc->draining) {
+		acc->room_wanted = 0;
+		if (acc->cfg.on_room)
+			acc->cfg.on_room(acc->cfg.ctx);
 	}
 	if (acc->emfile_until_ns && acc->now_ns >= acc->emfile_until_ns)
 		acc->emfile_until_ns = 0;
@@ -835,7 +615,7 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 		if (acc->draining ||
 		    bt__flush_due(bt__queue_flush_policy(w->q), acc->sweeping, acc->gap_ewma_ns,
 				  bt__queue_delay_ns(w->q), since, acc->now_ns))
-			flush_worker(acc, i);
+			bt__acc_flush_worker(acc, i);
 	}
 	if (!acc->sweeping && acc->can_sweep && accepting(acc)) {
 		/* Pace accepts when every queue flushes adaptively and
@@ -867,7 +647,7 @@ static uint64_t next_deadline(bt_acceptor_t *acc)
 	uint64_t d = 0;
 #define AT(t) do { uint64_t t_ = (t); if (t_ && (!d || t_ < d)) d = t_; } while (0)
 	AT(acc->emfile_until_ns);
-	int holding = backlog_len(acc) > 0;
+	int holding = bt__acc_backlog_len(acc) > 0;
 	for (unsigned i = 0; i < acc->nw; i++) {
 		struct worker *w = &acc->w[i];
 		if (!w->q)
@@ -971,11 +751,12 @@ void bt_acceptor_destroy(bt_acceptor_t *acc)
 	for (unsigned i = 0; i < acc->nw; i++)
 		if (acc->w[i].q)
 			bt_queue_destroy(acc->w[i].q); /* closes what it holds */
-	size_t dropped = backlog_len(acc);
-	while (backlog_len(acc))
-		bt__close(acc->backlog[acc->bhead++ % acc->bcap].fd);
+	size_t dropped = bt__acc_backlog_len(acc);
+	while (bt__acc_backlog_len(acc))
+		bt__acc_held_free(&acc->backlog[acc->bhead++ % acc->bcap]);
 	if (dropped)
-		bt__log(BT_LOG_WARN, "acceptor: closed %zu connections no worker took", dropped);
+		bt__log(BT_LOG_WARN, "acceptor: closed %zu items (connections or work) no worker took",
+			dropped);
 	free(acc->backlog);
 	free(acc->w);
 	free(acc);

@@ -48,10 +48,13 @@ struct watch { /* bt_acceptor_watch */
 	void *ctx;
 };
 
-struct held { /* a connection in the acceptor's backlog */
-	int fd;
+struct held { /* an item (a connection, or work) in the acceptor's backlog */
+	int fd;          /* -1: none */
+	uint32_t flags;  /* BT_WIRE_ITEM_FD and the application's bits */
 	uint64_t id;
 	uint64_t accept_ns;
+	void *payload;   /* malloc'd copy, or NULL */
+	uint32_t payload_len;
 };
 
 struct acc_ops {
@@ -111,6 +114,7 @@ struct bt_acceptor {
 
 	int stop;
 	int draining;
+	int room_wanted; /* bt_acceptor_push said -EAGAIN: on_room when there is */
 	unsigned drain_ms;
 	uint64_t next_id;
 	uint64_t last_accept_ns;
@@ -131,6 +135,24 @@ struct bt_acceptor {
 };
 
 uint64_t bt__now_ns(void);
+
+/* acceptor_dispatch.c */
+static inline size_t bt__acc_backlog_len(const bt_acceptor_t *acc)
+{
+	return acc->btail - acc->bhead;
+}
+/* Hand h to a worker, or to the backlog, which then owns its fd and
+ * payload.  Returns 0 if a worker took it, 1 if it went to the backlog. */
+int bt__acc_dispatch(bt_acceptor_t *acc, struct held *h);
+/* Move the backlog to workers, oldest first, while they take it. */
+void bt__acc_drain_backlog(bt_acceptor_t *acc);
+/* Send worker idx's pending batch. */
+void bt__acc_flush_worker(bt_acceptor_t *acc, unsigned idx);
+/* bt_queue_give_fn: an item given back by a queue (dead worker, full
+ * channel, lost descriptor) goes to the backlog for redelivery. */
+void bt__acc_give_back(void *ctx, const struct bt_wire_item *it);
+/* Close h's fd and free its payload. */
+void bt__acc_held_free(struct held *h);
 
 /* Events, from the backends. */
 void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more);

@@ -9,7 +9,7 @@
 
 #include <stdio.h>
 
-void bt__sup_print_counters(struct bt__sup *s, const char *why)
+void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 {
 	struct bt_acceptor_stats st;
 	bt_acceptor_get_stats(s->acc, &st);
@@ -19,7 +19,7 @@ void bt__sup_print_counters(struct bt__sup *s, const char *why)
 		"%s: counters (%s): uptime %.1f s, backend %s, dispatch %s, flush %s, batch %u%s\n"
 		"  acceptor: accepted %llu, batches %llu, fds/batch %.2f, redelivered %llu, "
 		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu, sweeps %llu, "
-		"lagged %llu\n",
+		"lagged %llu, pushed %llu\n",
 		s->cfg->name, why, up, bt_acceptor_backend(s->acc),
 		bt_acceptor_dispatch_name(s->cfg->dispatch),
 		bt_queue_flush_name(&s->qc, flush, sizeof(flush)), s->qc.batch,
@@ -30,7 +30,7 @@ void bt__sup_print_counters(struct bt__sup *s, const char *why)
 		(unsigned long long)st.full, (unsigned long long)st.emfile,
 		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
 		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps,
-		(unsigned long long)st.lagged);
+		(unsigned long long)st.lagged, (unsigned long long)st.pushed);
 	for (unsigned i = 0; i < s->nslots; i++) {
 		struct bt_queue_stats qs;
 		bt_acceptor_worker_stats(s->acc, i, &qs);

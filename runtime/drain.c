@@ -9,7 +9,7 @@
 
 #include "internal.h"
 
-void bt__sup_drain(struct bt__sup *s, const char *why)
+void bt__sup_drain(struct bt_runtime *s, const char *why)
 {
 	if (s->draining)
 		return;
@@ -26,7 +26,7 @@ void bt__sup_drain(struct bt__sup *s, const char *why)
 	bt__sup_worker_ended(s);
 }
 
-void bt__sup_worker_ended(struct bt__sup *s)
+void bt__sup_worker_ended(struct bt_runtime *s)
 {
 	if (s->draining && bt__sup_running(s) == 0)
 		bt_acceptor_stop(s->acc);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* --- timers: a binary min-heap on (due_ns, seq) ---------------------------- */
 
@@ -259,4 +260,16 @@ void bt__ev_after(struct bt__ev *ev)
 	bt__timers_run(&ev->timers, ev->now_ns);
 	if (ev->ndead)
 		bury(ev);
+}
+
+int bt__ev_user_check(int fd, unsigned events)
+{
+	if (fd < 0 || !events || (events & ~(unsigned)(BT_WATCH_IN | BT_WATCH_OUT)))
+		return -EINVAL;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))
+		return -EPERM;
+	return 0;
 }

@@ -140,6 +140,11 @@ int bt__ev_wait(struct bt__ev *ev, uint64_t deadline_ns, int nowait);
 
 /* Watch w->fd (level-triggered on both backends).  0 or -errno. */
 int bt__ev_watch(struct bt__ev *ev, struct bt__watch *w);
+/* A program's watch request (bt_loop_watch_fd, bt_runtime_watch_fd):
+ * events only BT_WATCH_IN/OUT; a regular file or a directory is always
+ * ready, which epoll refuses (-EPERM), and so is it refused on io_uring,
+ * for one behaviour.  0, -EINVAL, -EPERM or fstat's -errno. */
+int bt__ev_user_check(int fd, unsigned events);
 /* Stop watching: no callback after this returns; gone() follows at the
  * end of the wake-up in progress or the next one (or at bt__ev_destroy). */
 void bt__ev_unwatch(struct bt__ev *ev, struct bt__watch *w);

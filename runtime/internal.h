@@ -35,6 +35,8 @@ int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h);
 
 /* The program name log lines start with (default: the executable's). */
 void bt__log_set_ident(const char *name);
+/* Would a line of this level be logged? */
+int bt__log_enabled(int level);
 
 /* CLOCK_MONOTONIC nanoseconds. */
 uint64_t bt__now_ns(void);

@@ -97,6 +97,11 @@ static int current_level(void)
 	return lvl;
 }
 
+int bt__log_enabled(int level)
+{
+	return level <= current_level();
+}
+
 static void vlog(int level, const char *suffix, const char *fmt, va_list ap)
 {
 	if (level > current_level())

@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 struct bt_timer {
 	struct bt__timer t;
@@ -118,15 +117,11 @@ static void watch_gone(struct bt__watch *core)
 int bt_loop_watch_fd(bt_loop_t *loop, bt_watch_t **out, int fd, unsigned events, bt_watch_fn cb,
 		     void *arg)
 {
-	if (!loop || !out || fd < 0 || !cb || !events || (events & ~(BT_WATCH_IN | BT_WATCH_OUT)))
+	if (!loop || !out || !cb)
 		return -EINVAL;
-	/* A regular file or a directory is always ready: epoll refuses it
-	 * (EPERM), and so does io_uring here, for one behaviour. */
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))
-		return -EPERM;
+	int rc = bt__ev_user_check(fd, events);
+	if (rc < 0)
+		return rc;
 	struct bt_watch *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -137,7 +132,7 @@ int bt_loop_watch_fd(bt_loop_t *loop, bt_watch_t **out, int fd, unsigned events,
 	w->w.events = events;
 	w->w.cb = watch_ready;
 	w->w.gone = watch_gone;
-	int rc = bt__ev_watch(loop->ev, &w->w);
+	rc = bt__ev_watch(loop->ev, &w->w);
 	if (rc < 0) {
 		free(w);
 		return rc;

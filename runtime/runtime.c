@@ -20,7 +20,7 @@
 
 /* The watchdog looks this often: a quarter of --worker-timeout, within
  * [50 ms, 1 s]. */
-static uint64_t watch_period_ns(const struct bt__sup *s)
+static uint64_t watch_period_ns(const struct bt_runtime *s)
 {
 	uint64_t p = (uint64_t)s->cfg->worker_timeout_ms * 1000000ull / 4;
 	return p < 50000000ull ? 50000000ull : p > 1000000000ull ? 1000000000ull : p;
@@ -35,7 +35,7 @@ cpu_set_t bt__sup_cpu(unsigned slot)
 	return set;
 }
 
-void bt__sup_loop_config(const struct bt__sup *s, unsigned slot, struct bt_loop_config *lc)
+void bt__sup_loop_config(const struct bt_runtime *s, unsigned slot, struct bt_loop_config *lc)
 {
 	bt_loop_config_init(lc);
 	lc->worker_id = (int)slot;
@@ -46,7 +46,7 @@ void bt__sup_loop_config(const struct bt__sup *s, unsigned slot, struct bt_loop_
 	lc->out_high = s->cfg->out_high;
 }
 
-unsigned bt__sup_running(const struct bt__sup *s)
+unsigned bt__sup_running(const struct bt_runtime *s)
 {
 	unsigned n = 0;
 	for (unsigned i = 0; i < s->nw; i++)
@@ -63,7 +63,7 @@ unsigned bt__sup_running(const struct bt__sup *s)
  * worker set decides what to do (workers_proc.c kills the process;
  * workers_thread.c reports the thread, which dispatch already passes over).
  */
-static void watchdog(struct bt__sup *s, uint64_t now)
+static void watchdog(struct bt_runtime *s, uint64_t now)
 {
 	uint64_t limit = (uint64_t)s->cfg->worker_timeout_ms * 1000000ull;
 	for (unsigned i = 0; i < s->nslots; i++)
@@ -72,7 +72,7 @@ static void watchdog(struct bt__sup *s, uint64_t now)
 
 static void on_timer(void *ctx)
 {
-	struct bt__sup *s = ctx;
+	struct bt_runtime *s = ctx;
 	uint64_t now = bt__now_ns();
 	if (s->watch_next_ns && now >= s->watch_next_ns && !s->draining) {
 		watchdog(s, now);
@@ -82,7 +82,7 @@ static void on_timer(void *ctx)
 	bt__sup_schedule(s);
 }
 
-void bt__sup_schedule(struct bt__sup *s)
+void bt__sup_schedule(struct bt_runtime *s)
 {
 	uint64_t next = s->ops->next_due(s), now = bt__now_ns();
 	if (s->watch_next_ns && !s->draining && (!next || s->watch_next_ns < next))
@@ -93,7 +93,7 @@ void bt__sup_schedule(struct bt__sup *s)
 }
 
 /* Close the listeners opened so far. */
-static void close_listeners(struct bt__sup *s)
+static void close_listeners(struct bt_runtime *s)
 {
 	for (int k = 0; k < s->nl; k++)
 		if (s->lfds[k] >= 0)
@@ -104,7 +104,7 @@ static void close_listeners(struct bt__sup *s)
 /* The listeners: socket activation, else --listen, else the program's
  * default.  0, 1 (a failure, logged) or 2 (refused: --listen with socket
  * activation). */
-static int open_listeners(struct bt__sup *s)
+static int open_listeners(struct bt_runtime *s)
 {
 	const struct bt_runtime_config *cfg = s->cfg;
 	char desc[160];
@@ -136,6 +136,8 @@ static int open_listeners(struct bt__sup *s)
 		specs = &cfg->default_listen;
 		count = 1;
 	}
+	if (count == 0 && s->has_producer)
+		return 0; /* a work queue alone */
 	if (count == 0) {
 		bt__log(BT_LOG_ERROR, "nothing to listen on: give --listen HOST:PORT (or socket activation)");
 		return 2;
@@ -154,14 +156,25 @@ static int open_listeners(struct bt__sup *s)
 
 int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handler *h_in, void *user)
 {
-	struct bt__sup sup, *s = &sup;
+	struct bt_runtime sup, *s = &sup;
 	memset(s, 0, sizeof(*s));
 	if (!cfg_in || !h_in || bt__runtime_config_take(&s->config, cfg_in) < 0 ||
 	    bt__handler_take(&s->handler, h_in) < 0)
 		return 2;
-	if (!s->handler.on_data) {
-		bt__log(BT_LOG_ERROR, "bt_runtime_run: the handler has no on_data");
+	if (!s->handler.on_data && !s->handler.on_item) {
+		bt__log(BT_LOG_ERROR, "bt_runtime_run: the handler has neither on_data nor on_item");
 		return 2;
+	}
+	if (s->config.producer) {
+		if (bt__sized_in(&s->producer, sizeof(s->producer), s->config.producer,
+				 sizeof(struct bt_producer), "bt_producer") < 0)
+			return 2;
+		if (!s->producer.start || !s->handler.on_item) {
+			bt__log(BT_LOG_ERROR, "bt_runtime_run: a producer needs a start callback and "
+					      "the handler an on_item");
+			return 2;
+		}
+		s->has_producer = 1;
 	}
 	if (s->config.out_high < 4096 ||
 	    (s->config.worker_timeout_ms && s->config.worker_timeout_ms < 100) ||
@@ -201,6 +214,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	ac.dispatch = cfg->dispatch;
 	ac.backend = cfg->backend;
 	ac.ctx = s;
+	bt__sup_producer_config(s, &ac);
 	rc = bt_acceptor_create(&s->acc, &ac, s->nslots);
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_ERROR, rc, "cannot create the acceptor");
@@ -246,8 +260,10 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		s->watch_next_ns = bt__now_ns() + watch_period_ns(s);
 		bt__sup_schedule(s);
 	}
+	bt__sup_producer_start(s);
 	rc = bt_acceptor_run(s->acc);
-	bt__sup_print_counters(s, "exit");
+	if (bt__log_enabled(BT_LOG_INFO))
+		bt__sup_print_counters(s, "exit");
 	status = rc == 0 && s->draining && !s->start_failed ? 0 : 1;
 out:
 	if (s->set)

@@ -20,7 +20,7 @@
 
 static void on_signal(void *ctx)
 {
-	struct bt__sup *s = ctx;
+	struct bt_runtime *s = ctx;
 	struct signalfd_siginfo si;
 	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
 		switch (si.ssi_signo) {
@@ -45,7 +45,7 @@ static void on_signal(void *ctx)
 	}
 }
 
-int bt__sup_signals(struct bt__sup *s)
+int bt__sup_signals(struct bt_runtime *s)
 {
 	sigset_t set;
 	sigemptyset(&set);

@@ -8,6 +8,8 @@
  *   signals.c         the signalfd on the acceptor's loop
  *   drain.c           stopping: drain, its deadline, the last worker's end
  *   counters.c        the counters printed on SIGUSR1 and at exit
+ *   producer.c        the program's work items (bt_runtime_push) and
+ *                     watches on the supervisor's loop
  *   workers_proc.c    the worker set as processes (of one or more loops)
  *   workers_thread.c  the worker set as threads of this process
  *
@@ -24,7 +26,7 @@
 #include <sched.h>
 #include <stdint.h>
 
-struct bt__sup;
+struct bt_runtime;
 
 /*
  * A worker set: how workers of one kind start, end and are looked after.
@@ -34,33 +36,33 @@ struct bt__sup;
 struct bt__workers_ops {
 	const char *noun; /* "processes", "threads" */
 	/* Before any worker starts (the acceptor exists).  0 or -errno. */
-	int (*init)(struct bt__sup *s);
+	int (*init)(struct bt_runtime *s);
 	/* Start worker i and attach its loops to the acceptor.  0 or -errno
 	 * (logged). */
-	int (*start)(struct bt__sup *s, unsigned i);
+	int (*start)(struct bt_runtime *s, unsigned i);
 	/* After starting the first n: wait until each has its loop; 0, or -1
 	 * if one could not start (logged). */
-	int (*ready)(struct bt__sup *s, unsigned n);
+	int (*ready)(struct bt_runtime *s, unsigned n);
 	/* Worker i runs (a process not yet reaped, a thread not yet joined). */
-	int (*alive)(const struct bt__sup *s, unsigned i);
+	int (*alive)(const struct bt_runtime *s, unsigned i);
 	/* Connections open on loop slot (its published load). */
-	unsigned (*open)(const struct bt__sup *s, unsigned slot);
+	unsigned (*open)(const struct bt_runtime *s, unsigned slot);
 	/* "pid 123", "pid 123 thread 1", "thread": who runs slot. */
-	void (*describe)(const struct bt__sup *s, unsigned slot, char *buf, size_t cap);
+	void (*describe)(const struct bt_runtime *s, unsigned slot, char *buf, size_t cap);
 	/* The watchdog's look at slot: stalled_ns without moving while it
 	 * has work, against limit_ns. */
-	void (*watch)(struct bt__sup *s, unsigned slot, uint64_t stalled_ns, uint64_t limit_ns);
+	void (*watch)(struct bt_runtime *s, unsigned slot, uint64_t stalled_ns, uint64_t limit_ns);
 	/* SIGCHLD arrived: collect the workers that ended (NULL: the set
 	 * has no processes). */
-	void (*reap)(struct bt__sup *s);
+	void (*reap)(struct bt_runtime *s);
 	/* What is due at now (respawns, the drain's last resort); the next
 	 * time something is due (0: nothing). */
-	void (*tick)(struct bt__sup *s, uint64_t now);
-	uint64_t (*next_due)(const struct bt__sup *s);
+	void (*tick)(struct bt_runtime *s, uint64_t now);
+	uint64_t (*next_due)(const struct bt_runtime *s);
 	/* Stop whatever still runs (a failed start, the end), before the
 	 * acceptor goes; then free the set, after it. */
-	void (*stop)(struct bt__sup *s);
-	void (*fini)(struct bt__sup *s);
+	void (*stop)(struct bt_runtime *s);
+	void (*fini)(struct bt_runtime *s);
 };
 
 extern const struct bt__workers_ops bt__workers_proc;
@@ -72,13 +74,15 @@ struct bt__worker_count {
 	unsigned stuck; /* times the watchdog found it stuck */
 };
 
-struct bt__sup {
+struct bt_runtime {
 	const struct bt_runtime_config *cfg; /* &config */
 	const struct bt_handler *h;          /* &handler */
 	struct bt_runtime_config config;     /* the caller's, taken by size */
 	struct bt_handler handler;
 	struct bt_queue_config qc;           /* from config's batch and flush */
 	void *user;
+	struct bt_producer producer; /* the caller's, taken by size */
+	int has_producer;
 	bt_acceptor_t *acc;
 	const struct bt__workers_ops *ops;
 	void *set;       /* the worker set's own state */
@@ -98,24 +102,31 @@ struct bt__sup {
 
 /* runtime.c */
 /* The loop config of worker loop slot, but for its transport. */
-void bt__sup_loop_config(const struct bt__sup *s, unsigned slot, struct bt_loop_config *lc);
+void bt__sup_loop_config(const struct bt_runtime *s, unsigned slot, struct bt_loop_config *lc);
 /* --pin: the CPU of worker loop slot. */
 cpu_set_t bt__sup_cpu(unsigned slot);
 /* Arm the acceptor's timer for the next thing due. */
-void bt__sup_schedule(struct bt__sup *s);
+void bt__sup_schedule(struct bt_runtime *s);
 /* Worker processes or threads running now. */
-unsigned bt__sup_running(const struct bt__sup *s);
+unsigned bt__sup_running(const struct bt_runtime *s);
 
 /* signals.c: block the signals the supervisor handles and read them from
  * a signalfd on the acceptor's loop.  0 or -1 (logged). */
-int bt__sup_signals(struct bt__sup *s);
+int bt__sup_signals(struct bt_runtime *s);
 
 /* drain.c */
-void bt__sup_drain(struct bt__sup *s, const char *why);
+void bt__sup_drain(struct bt_runtime *s, const char *why);
 /* A worker ended: once draining and none runs, the acceptor stops. */
-void bt__sup_worker_ended(struct bt__sup *s);
+void bt__sup_worker_ended(struct bt_runtime *s);
+
+/* producer.c: the producer's hook on the acceptor; its start, once the
+ * workers run (0, or its -errno after starting the drain). */
+void bt__sup_producer_config(struct bt_runtime *s, struct bt_acceptor_config *ac);
+int bt__sup_producer_start(struct bt_runtime *s);
+/* Worker loop slot ended while serving: tell the producer. */
+void bt__sup_worker_gone(struct bt_runtime *s, unsigned slot);
 
 /* counters.c */
-void bt__sup_print_counters(struct bt__sup *s, const char *why);
+void bt__sup_print_counters(struct bt_runtime *s, const char *why);
 
 #endif

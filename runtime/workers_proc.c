@@ -47,7 +47,7 @@ struct procs {
 	struct proc p[];
 };
 
-static struct procs *P(const struct bt__sup *s)
+static struct procs *P(const struct bt_runtime *s)
 {
 	return s->set;
 }
@@ -55,7 +55,7 @@ static struct procs *P(const struct bt__sup *s)
 /* --- in the worker process ------------------------------------------------- */
 
 /* One worker loop on its channel, until it drains or fails: 0 or -errno. */
-static int run_slot(struct bt__sup *s, unsigned slot, int chfd)
+static int run_slot(struct bt_runtime *s, unsigned slot, int chfd)
 {
 	if (s->cfg->pin) {
 		cpu_set_t set = bt__sup_cpu(slot);
@@ -81,7 +81,7 @@ static int run_slot(struct bt__sup *s, unsigned slot, int chfd)
 }
 
 struct slot_thread {
-	struct bt__sup *s;
+	struct bt_runtime *s;
 	unsigned slot, t;
 	int fd;
 	pthread_t tid;
@@ -123,9 +123,9 @@ static void close_all_but(const int *keep, unsigned n)
 
 /* A worker process: --threads loops, one per channel in chfd[]; the first
  * on this thread.  It exits when all of them have drained. */
-static void worker_main(struct bt__sup *s, unsigned p, const int *chfd, pid_t parent)
+static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t parent)
 	__attribute__((noreturn));
-static void worker_main(struct bt__sup *s, unsigned p, const int *chfd, pid_t parent)
+static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t parent)
 {
 	/* Die with the supervisor, whatever kills it (SIGKILL, the OOM
 	 * killer): a worker left alone would serve its connections for ever
@@ -180,7 +180,7 @@ static void worker_main(struct bt__sup *s, unsigned p, const int *chfd, pid_t pa
 
 /* --- in the supervisor ------------------------------------------------------ */
 
-static int procs_init(struct bt__sup *s)
+static int procs_init(struct bt_runtime *s)
 {
 	struct procs *ps = calloc(1, sizeof(*ps) + s->nw * sizeof(ps->p[0]));
 	if (!ps)
@@ -196,7 +196,7 @@ static int procs_init(struct bt__sup *s)
 
 /* Fork worker process p with its --threads channels, and attach them to
  * the acceptor's slots p*tpp.. . */
-static int procs_start(struct bt__sup *s, unsigned p)
+static int procs_start(struct bt_runtime *s, unsigned p)
 {
 	struct procs *ps = P(s);
 	unsigned T = s->tpp, made = 0, attached = 0;
@@ -264,23 +264,23 @@ static int procs_start(struct bt__sup *s, unsigned p)
 	return 0;
 }
 
-static int procs_ready(struct bt__sup *s, unsigned n)
+static int procs_ready(struct bt_runtime *s, unsigned n)
 {
 	(void)s, (void)n; /* a process that cannot start exits and is respawned */
 	return 0;
 }
 
-static int procs_alive(const struct bt__sup *s, unsigned i)
+static int procs_alive(const struct bt_runtime *s, unsigned i)
 {
 	return P(s)->p[i].pid != 0;
 }
 
-static unsigned procs_open(const struct bt__sup *s, unsigned slot)
+static unsigned procs_open(const struct bt_runtime *s, unsigned slot)
 {
 	return bt_queue_shm_load(P(s)->shm, slot);
 }
 
-static void procs_describe(const struct bt__sup *s, unsigned slot, char *buf, size_t cap)
+static void procs_describe(const struct bt_runtime *s, unsigned slot, char *buf, size_t cap)
 {
 	long pid = (long)P(s)->p[slot / s->tpp].pid;
 	if (s->tpp > 1)
@@ -291,7 +291,7 @@ static void procs_describe(const struct bt__sup *s, unsigned slot, char *buf, si
 
 /* A stuck loop takes its whole process: SIGKILL, then the usual path (its
  * unacknowledged connections to the others, a respawn). */
-static void procs_watch(struct bt__sup *s, unsigned slot, uint64_t stalled, uint64_t limit)
+static void procs_watch(struct bt_runtime *s, unsigned slot, uint64_t stalled, uint64_t limit)
 {
 	unsigned i = slot / s->tpp;
 	struct proc *w = &P(s)->p[i];
@@ -311,7 +311,7 @@ static void procs_watch(struct bt__sup *s, unsigned slot, uint64_t stalled, uint
 	kill(w->pid, SIGKILL);
 }
 
-static void procs_reap(struct bt__sup *s)
+static void procs_reap(struct bt_runtime *s)
 {
 	struct procs *ps = P(s);
 	int st;
@@ -345,6 +345,8 @@ static void procs_reap(struct bt__sup *s)
 		w->respawn_at_ns = bt__now_ns() + (uint64_t)w->backoff_ms * 1000000ull;
 		if (w->backoff_ms < RESPAWN_MAX_MS)
 			w->backoff_ms *= 2;
+		for (unsigned t = 0; t < s->tpp; t++)
+			bt__sup_worker_gone(s, i * s->tpp + t);
 	}
 	bt__sup_schedule(s);
 	bt__sup_worker_ended(s);
@@ -352,7 +354,7 @@ static void procs_reap(struct bt__sup *s)
 
 /* Every slot of process p reclaimed by the acceptor (its connections
  * handed back): it may be started again. */
-static int slots_free(const struct bt__sup *s, unsigned p)
+static int slots_free(const struct bt_runtime *s, unsigned p)
 {
 	for (unsigned t = 0; t < s->tpp; t++)
 		if (bt_acceptor_queue(s->acc, p * s->tpp + t))
@@ -360,7 +362,7 @@ static int slots_free(const struct bt__sup *s, unsigned p)
 	return 1;
 }
 
-static void procs_tick(struct bt__sup *s, uint64_t now)
+static void procs_tick(struct bt_runtime *s, uint64_t now)
 {
 	struct procs *ps = P(s);
 	for (unsigned i = 0; i < s->nw && !s->draining; i++) {
@@ -393,7 +395,7 @@ static void procs_tick(struct bt__sup *s, uint64_t now)
 	}
 }
 
-static uint64_t procs_next_due(const struct bt__sup *s)
+static uint64_t procs_next_due(const struct bt_runtime *s)
 {
 	const struct procs *ps = P(s);
 	uint64_t next = 0;
@@ -406,7 +408,7 @@ static uint64_t procs_next_due(const struct bt__sup *s)
 	return next;
 }
 
-static void procs_stop(struct bt__sup *s)
+static void procs_stop(struct bt_runtime *s)
 {
 	struct procs *ps = P(s);
 	for (unsigned i = 0; ps && i < s->nw; i++)
@@ -417,7 +419,7 @@ static void procs_stop(struct bt__sup *s)
 		}
 }
 
-static void procs_fini(struct bt__sup *s)
+static void procs_fini(struct bt_runtime *s)
 {
 	struct procs *ps = P(s);
 	if (!ps)

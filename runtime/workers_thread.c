@@ -28,7 +28,7 @@ struct thr {
 	int start_rc;         /* bt_loop_create's result */
 	int stuck_now;        /* reported, not yet moving again */
 	bt_queue_t *q;
-	struct bt__sup *sup;
+	struct bt_runtime *sup;
 	unsigned idx;
 };
 
@@ -44,7 +44,7 @@ struct thrs {
 	struct thr t[];
 };
 
-static struct thrs *T(const struct bt__sup *s)
+static struct thrs *T(const struct bt_runtime *s)
 {
 	return s->set;
 }
@@ -52,7 +52,7 @@ static struct thrs *T(const struct bt__sup *s)
 static void *worker_thread(void *arg)
 {
 	struct thr *w = arg;
-	struct bt__sup *s = w->sup;
+	struct bt_runtime *s = w->sup;
 	struct bt_loop_config lc;
 	bt__sup_loop_config(s, w->idx, &lc);
 	lc.queue = w->q;
@@ -78,7 +78,7 @@ static void *worker_thread(void *arg)
  * them is redelivered to the others). */
 static void on_thread_done(void *ctx)
 {
-	struct bt__sup *s = ctx;
+	struct bt_runtime *s = ctx;
 	struct thrs *ts = T(s);
 	uint64_t v;
 	while (read(ts->donefd, &v, sizeof(v)) == sizeof(v))
@@ -94,11 +94,12 @@ static void on_thread_done(void *ctx)
 			bt__log(BT_LOG_ERROR, "worker %u (thread) ended%s: %s", i,
 				s->draining ? "" : " while the server runs",
 				w->rc ? strerror(-w->rc) : "no error");
+		bt__sup_worker_gone(s, i);
 	}
 	bt__sup_worker_ended(s);
 }
 
-static int thrs_init(struct bt__sup *s)
+static int thrs_init(struct bt_runtime *s)
 {
 	struct thrs *ts = calloc(1, sizeof(*ts) + s->nw * sizeof(ts->t[0]));
 	if (!ts)
@@ -116,7 +117,7 @@ static int thrs_init(struct bt__sup *s)
 	return 0;
 }
 
-static int thrs_start(struct bt__sup *s, unsigned idx)
+static int thrs_start(struct bt_runtime *s, unsigned idx)
 {
 	struct thr *w = &T(s)->t[idx];
 	bt_queue_t *q;
@@ -150,7 +151,7 @@ static int thrs_start(struct bt__sup *s, unsigned idx)
 	return 0;
 }
 
-static int thrs_ready(struct bt__sup *s, unsigned n)
+static int thrs_ready(struct bt_runtime *s, unsigned n)
 {
 	struct thrs *ts = T(s);
 	for (unsigned i = 0; i < n; i++)
@@ -162,23 +163,23 @@ static int thrs_ready(struct bt__sup *s, unsigned n)
 	return 0;
 }
 
-static int thrs_alive(const struct bt__sup *s, unsigned i)
+static int thrs_alive(const struct bt_runtime *s, unsigned i)
 {
 	return T(s)->t[i].running;
 }
 
-static unsigned thrs_open(const struct bt__sup *s, unsigned slot)
+static unsigned thrs_open(const struct bt_runtime *s, unsigned slot)
 {
 	bt_queue_t *q = bt_acceptor_queue(s->acc, slot);
 	return q ? bt_queue_load(q) : 0;
 }
 
-static void thrs_describe(const struct bt__sup *s, unsigned slot, char *buf, size_t cap)
+static void thrs_describe(const struct bt_runtime *s, unsigned slot, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "thread%s", T(s)->t[slot].running ? "" : " (ended)");
 }
 
-static void thrs_watch(struct bt__sup *s, unsigned i, uint64_t stalled, uint64_t limit)
+static void thrs_watch(struct bt_runtime *s, unsigned i, uint64_t stalled, uint64_t limit)
 {
 	struct thr *w = &T(s)->t[i];
 	if (stalled <= limit) {
@@ -199,18 +200,18 @@ static void thrs_watch(struct bt__sup *s, unsigned i, uint64_t stalled, uint64_t
 		s->cfg->worker_timeout_ms);
 }
 
-static void thrs_tick(struct bt__sup *s, uint64_t now)
+static void thrs_tick(struct bt_runtime *s, uint64_t now)
 {
 	(void)s, (void)now; /* threads drain on their own deadline */
 }
 
-static uint64_t thrs_next_due(const struct bt__sup *s)
+static uint64_t thrs_next_due(const struct bt_runtime *s)
 {
 	(void)s;
 	return 0;
 }
 
-static void thrs_stop(struct bt__sup *s)
+static void thrs_stop(struct bt_runtime *s)
 {
 	struct thrs *ts = T(s);
 	for (unsigned i = 0; ts && i < s->nw; i++) {
@@ -224,7 +225,7 @@ static void thrs_stop(struct bt__sup *s)
 	}
 }
 
-static void thrs_fini(struct bt__sup *s)
+static void thrs_fini(struct bt_runtime *s)
 {
 	struct thrs *ts = T(s);
 	if (!ts)

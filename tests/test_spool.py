@@ -6,11 +6,89 @@ the right count.  Usage: test_spool.py BUILD_DIR"""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 SPOOL = os.path.join(os.path.abspath(sys.argv[1]), "apps", "baton-spool")
+
+
+def children(pid):
+    """Pids and command lines of pid's child processes."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append((int(d), cmd))
+    return out
+
+
+def wait_for(cond, what, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def worker_sigkill(files, lines):
+    """A worker stopped while files are queued to it, then SIGKILLed: the
+    runtime redelivers what it had not acknowledged to the other worker,
+    respawns it, and every file is reported exactly once."""
+    env = dict(os.environ, BATON_LOG="info")
+    p = subprocess.Popen([SPOOL, "--workers", "2", "--files-from", "-"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    err = []
+    t = threading.Thread(target=lambda: err.extend(iter(p.stderr.readline, b"")), daemon=True)
+    t.start()
+    try:
+        w0 = wait_for(lambda: [c for c, cmd in children(p.pid) if cmd == "baton-spool: worker 0"],
+                      "worker 0")[0]
+        os.kill(w0, signal.SIGSTOP)
+        p.stdin.write("".join(f + "\n" for f in files).encode())
+        p.stdin.flush()
+
+        def sent_to_stopped():
+            os.kill(p.pid, signal.SIGUSR1)
+            time.sleep(0.05)
+            text = b"".join(err).decode(errors="replace")
+            m = re.findall(r"^  worker 0: .* items (\d+),", text, re.M)
+            return m and int(m[-1]) > 0
+        wait_for(sent_to_stopped, "items sent to the stopped worker")
+        os.kill(w0, signal.SIGKILL)
+        p.stdin.close()
+        out = p.stdout.read().decode()
+        rc = p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    t.join(5)
+    text = b"".join(err).decode(errors="replace")
+    assert rc == 0, (rc, text[-800:])
+    got = {}
+    for m in re.finditer(r"^(\S+): (\d+) lines \(worker (\d)\)$", out, re.M):
+        assert m.group(1) not in got, "reported twice: %s" % m.group(1)
+        got[m.group(1)] = int(m.group(2))
+    assert got == {f: lines[f] for f in files}, "counts differ: %d of %d" % (len(got), len(files))
+    assert "%d files" % len(files) in out and "0 failed" in out, out[-200:]
+    assert re.search(r"worker 0 \(pid %d\) killed by signal 9" % w0, text), text[-800:]
+    exit_line = [ln for ln in text[text.rfind("counters (exit)"):].splitlines() if "acceptor:" in ln]
+    red = re.search(r"redelivered (\d+)", exit_line[0]) if exit_line else None
+    assert red and int(red.group(1)) > 0, exit_line
 
 
 def main():
@@ -52,6 +130,13 @@ def main():
         ok = r.returncode == 1 and "missing" in r.stderr and "1 failed" in r.stdout
         print(("ok   " if ok else "FAIL ") + "missing_file")
         passed, failed = passed + ok, failed + (not ok)
+        try:
+            worker_sigkill(files[:200], lines)
+            print("ok   worker_sigkill")
+            passed += 1
+        except AssertionError as e:
+            failed += 1
+            print("FAIL worker_sigkill: %s" % e)
         r = subprocess.run([SPOOL, "--workers", "0", files[0]], capture_output=True, text=True, timeout=30)
         ok = r.returncode == 2 and "--workers" in r.stderr
         print(("ok   " if ok else "FAIL ") + "bad_flags")

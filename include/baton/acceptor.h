@@ -49,6 +49,9 @@ struct bt_acceptor_config {
 	 * are already being redelivered.  Optional. */
 	void (*on_worker_gone)(void *ctx, unsigned worker);
 	void *ctx;
+	/* Since 0.3 (appended), optional: bt_acceptor_push said -EAGAIN and
+	 * the backlog has gone below half of max_backlog: push again. */
+	void (*on_room)(void *ctx);
 };
 
 /* Defaults: rr, backend auto, backlog 4096, EMFILE pause 100 ms.  The
@@ -76,6 +79,18 @@ BT_API const char *bt_acceptor_backend(const bt_acceptor_t *acc);
 /* Accept on a listening socket; the acceptor owns it from now on (made
  * non-blocking).  0 or -errno (-E2BIG past 64 listeners). */
 BT_API int bt_acceptor_add_listener(bt_acceptor_t *acc, int fd);
+
+/*
+ * A work item from the program, dispatched like an accepted connection
+ * (same policy, acknowledgements, redelivery): a descriptor
+ * (BT_WIRE_ITEM_FD; the acceptor owns it from now on), a payload (copied,
+ * at most 65448 bytes), or both, with the caller's id and application
+ * flags (bits 16..31).  The worker's handler gets it in on_item.  Returns
+ * 0; -EINVAL for a bad item; -EAGAIN when max_backlog items already wait
+ * for a worker (on_room says when to push again); -ESHUTDOWN once
+ * draining.  On an error the caller still owns the fd.
+ */
+BT_API int bt_acceptor_push(bt_acceptor_t *acc, const struct bt_wire_item *it);
 
 /* Worker idx is up, fed through q; the acceptor owns q from now on. */
 BT_API int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q);
@@ -130,6 +145,9 @@ struct bt_acceptor_stats {
 	/* Since 0.3 (appended): times a worker was found lagging (owing
 	 * acknowledgements for 20 ms): dispatch then prefers the others. */
 	uint64_t lagged;
+	/* Since 0.3 (appended): work items pushed by the program
+	 * (bt_acceptor_push). */
+	uint64_t pushed;
 };
 /* Fill the caller's first size bytes of counters (docs/abi.md). */
 BT_API void bt_acceptor_get_stats_sized(const bt_acceptor_t *acc, struct bt_acceptor_stats *out,

@@ -51,6 +51,10 @@ extern "C" {
 #define BT_RUNTIME_MAX_LISTEN 16
 #define BT_RUNTIME_MAX_INHERIT 16
 
+/* The running supervisor, as the producer's callbacks see it. */
+typedef struct bt_runtime bt_runtime_t;
+struct bt_producer;
+
 enum bt_mode {
 	BT_MODE_PROCESS = 0, /* workers are processes (fd passing) */
 	BT_MODE_THREAD = 1,  /* workers are threads of the acceptor's process */
@@ -91,7 +95,7 @@ struct bt_runtime_config {
 	size_t out_high;            /* per connection: unsent output above which
 				     * writes return 1 and reading pauses
 				     * (default 262144; bt_loop_config) */
-	/* Since 0.4 (appended). */
+	/* Since 0.3 (appended). */
 	const int *inherit_fds;     /* process mode: descriptors the worker
 				     * processes keep besides stdio and their
 				     * channels (every other one is closed
@@ -99,6 +103,8 @@ struct bt_runtime_config {
 				     * results on; at most
 				     * BT_RUNTIME_MAX_INHERIT */
 	unsigned ninherit;
+	const struct bt_producer *producer; /* a program that queues its own
+				     * work items (below); NULL: none */
 };
 
 /*
@@ -154,10 +160,60 @@ static inline int bt_runtime_parse_args(struct bt_runtime_config *cfg, int argc,
 }
 
 /*
- * Run the server until SIGTERM/SIGINT and the drain.  Returns the process
- * exit status: 0 after a clean drain, 1 on a start-up failure (logged with
- * the failing syscall), 2 for a configuration it refuses (logged: --listen
- * together with socket activation, a struct whose size field is wrong).
+ * Work items: the runtime as a work queue.  A program gives
+ * bt_runtime_run a producer (cfg->producer) and a handler with on_item;
+ * the supervisor process then pushes items (a descriptor, a payload, or
+ * both: struct bt_wire_item) to the workers, with the same dispatch
+ * policy, acknowledgements and redelivery as connections: an item a worker
+ * had not acknowledged when it died goes to another.  Listeners are then
+ * optional (a program may serve both).  Every call below is made on the
+ * supervisor's thread, from the producer's callbacks or a watch's.
+ */
+struct bt_producer {
+	size_t size; /* sizeof(struct bt_producer) */
+	/* Once every worker has started: begin pushing, now or later from a
+	 * watch.  0, or -errno to stop the server (exit status 1). */
+	int (*start)(bt_runtime_t *rt, void *user);
+	/* Optional: bt_runtime_push said -EAGAIN, and there is room again. */
+	void (*on_room)(bt_runtime_t *rt, void *user);
+	/* Optional: worker loop `worker` (bt_loop_worker_id) ended while the
+	 * server ran (a crash, the watchdog).  Items it had not acknowledged
+	 * are redelivered by the runtime; an item is acknowledged as its
+	 * batch arrives, so the ones it had received and not finished are the
+	 * program's to push again if it wants them done (baton-spool does,
+	 * from its workers' reports). */
+	void (*on_worker_gone)(bt_runtime_t *rt, unsigned worker, void *user);
+};
+
+/* Queue one item (see bt_acceptor_push: the runtime owns its fd from now
+ * on; the payload is copied, at most 65448 bytes).  0, -EINVAL, -EAGAIN
+ * (the acceptor's backlog is full: wait for on_room), -ESHUTDOWN (the
+ * server is draining). */
+BT_API int bt_runtime_push(bt_runtime_t *rt, const struct bt_wire_item *it);
+
+/* Drain and end bt_runtime_run with exit status 0, as SIGTERM does: what
+ * was pushed is still delivered, and workers finish (a producer calls it
+ * once its work is done). */
+BT_API void bt_runtime_stop(bt_runtime_t *rt);
+
+/* Watch fd on the supervisor's loop (level-triggered, like
+ * bt_loop_watch_fd: BT_WATCH_IN/OUT; a regular file gives -EPERM) until
+ * bt_runtime_unwatch, which may be called from the callback.  0 or
+ * -errno. */
+typedef struct bt_runtime_watch bt_runtime_watch_t;
+typedef void (*bt_runtime_watch_fn)(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd,
+				    unsigned revents, void *arg);
+BT_API int bt_runtime_watch_fd(bt_runtime_t *rt, bt_runtime_watch_t **w, int fd, unsigned events,
+			       bt_runtime_watch_fn cb, void *arg);
+BT_API void bt_runtime_unwatch(bt_runtime_t *rt, bt_runtime_watch_t *w);
+
+/*
+ * Run the server until SIGTERM/SIGINT (or bt_runtime_stop) and the drain.
+ * Returns the process exit status: 0 after a clean drain, 1 on a start-up
+ * failure (logged with the failing syscall) or a producer's failed start, 2
+ * for a configuration it refuses (logged: --listen together with socket
+ * activation, a struct whose size field is wrong, a handler with neither
+ * on_data nor on_item, on_item alone without a producer or a listener).
  * In workers it never returns (they exit).  It copies cfg and h at the
  * start: later changes to them have no effect.
  *
@@ -165,7 +221,7 @@ static inline int bt_runtime_parse_args(struct bt_runtime_config *cfg, int argc,
  * bt_runtime_run from the program's main thread, before it starts threads
  * of its own (the supervisor forks, and blocks signals for a signalfd).
  * The handler's callbacks run on each worker loop's own thread (see
- * baton/loop.h).
+ * baton/loop.h); the producer's on the thread that called bt_runtime_run.
  */
 BT_API int bt_runtime_run(const struct bt_runtime_config *cfg, const struct bt_handler *h,
 			  void *user);
