@@ -13,6 +13,7 @@
  * to another queue.
  */
 #include "acceptor_internal.h"
+#include "acceptor_policy.h"
 
 #include "internal.h"
 
@@ -284,7 +285,10 @@ int bt_acceptor_push(bt_acceptor_t *acc, const struct bt_wire_item *it)
 	struct held h;
 	if (held_from(&h, it) < 0)
 		return -ENOMEM;
-	acc->now_ns = bt__now_ns();
+	/* An arrival for the adaptive flush, like an accept (on the clock of
+	 * the wake-up: the acceptor's decisions take the time as an input). */
+	acc->gap_ewma_ns = bt__pace_gap(acc->gap_ewma_ns, acc->last_accept_ns, acc->now_ns);
+	acc->last_accept_ns = acc->now_ns;
 	acc->st.pushed++;
 	bt__acc_dispatch(acc, &h);
 	return 0;
