@@ -423,6 +423,7 @@ static int bad_usage(const char *fmt, const char *a)
 
 int main(int argc, char **argv)
 {
+	bt_runtime_take_argv(argc, argv); /* before reading it: titles go there */
 	struct bt_runtime_config cfg;
 	if (bt_runtime_config_init(&cfg, "baton-spool", argc, argv) < 0)
 		return 2;

@@ -62,24 +62,13 @@ int bt_runtime_config_init_sized(struct bt_runtime_config *cfg, size_t size, con
 	config_defaults(&d);
 	if (size < CONFIG_MIN || !cfg)
 		return -EINVAL;
-	/* Titles are written over argv's original memory: move argv to
-	 * copies first, so that a name taken from argv[0] is not overwritten. */
-	static int titled;
-	if (!titled && argv) {
-		titled = 1;
-		bt__proctitle_init(argc, argv);
-	}
 	if (!name || !*name)
 		name = argc > 0 && argv && argv[0] && *argv[0] ? basename_of(argv[0])
 								: program_invocation_short_name;
 	d.name = name;
 	d.argc = argc;
 	d.argv = argv;
-	int rc = bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
-	if (rc < 0)
-		return rc;
-	bt__log_set_ident(name);
-	return 0;
+	return bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
 }
 
 int bt__runtime_config_take(struct bt_runtime_config *dst, const struct bt_runtime_config *cfg)
@@ -416,6 +405,9 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 				      "bt_runtime_config_init, or a bad flag table");
 		return 2;
 	}
+	/* Before any value is taken from argv: titles will be written over
+	 * its original memory. */
+	bt_runtime_take_argv(argc, argv);
 	size_t napp = 0;
 	while (app && flag_at(app, stride, napp)->name)
 		napp++;

@@ -5,9 +5,10 @@
  * argv's strings, which are contiguous; the title is cut to the room argv
  * had, never more.  The comm name (what ps -e, top and pgrep -x show)
  * stays the executable's, so that `pgrep -x baton-httpd` finds the
- * acceptor and every worker.  bt__proctitle_init first moves argv's
+ * acceptor and every worker.  bt_runtime_take_argv first moves argv's
  * strings to the heap (argv[i] then points at the copies), so that nothing
- * a program parsed from argv is overwritten.
+ * a program parses from argv afterwards is overwritten; without it no
+ * title is written.
  */
 #include "runtime_internal.h"
 
@@ -18,10 +19,12 @@
 static char *area;
 static size_t area_len;
 
-void bt__proctitle_init(int argc, char **argv)
+void bt_runtime_take_argv(int argc, char **argv)
 {
-	if (!argv || argc < 1 || !argv[0])
+	static int taken;
+	if (taken || !argv || argc < 1 || !argv[0])
 		return;
+	taken = 1;
 	char *end = argv[0] + strlen(argv[0]);
 	for (int i = 1; i < argc; i++)
 		if (argv[i] == end + 1)
@@ -39,6 +42,11 @@ void bt__proctitle_init(int argc, char **argv)
 		}
 		argv[i] = copy;
 	}
+}
+
+int bt__proctitle_in_area(const char *p)
+{
+	return area && p && p >= area && p <= area + area_len;
 }
 
 void bt__proctitle_set(const char *title)

@@ -154,6 +154,29 @@ static int open_listeners(struct bt_runtime *s)
 	return 0;
 }
 
+/* The config's strings that point into argv's original memory (a name
+ * taken from argv[0] before bt_runtime_take_argv) are copied before the
+ * first title overwrites them.  0 or -ENOMEM. */
+static int own_strings(struct bt_runtime *s)
+{
+	const char **str[BT_RUNTIME_MAX_LISTEN + 2];
+	unsigned n = 0;
+	str[n++] = &s->config.name;
+	str[n++] = &s->config.default_listen;
+	for (unsigned i = 0; i < s->config.nlisten && i < BT_RUNTIME_MAX_LISTEN; i++)
+		str[n++] = &s->config.listen[i];
+	for (unsigned i = 0; i < n; i++) {
+		if (!bt__proctitle_in_area(*str[i]))
+			continue;
+		char *copy = strdup(*str[i]);
+		if (!copy)
+			return -ENOMEM;
+		s->owned[s->nowned++] = copy;
+		*str[i] = copy;
+	}
+	return 0;
+}
+
 int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handler *h_in, void *user)
 {
 	struct bt_runtime sup, *s = &sup;
@@ -181,11 +204,12 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	    s->config.ninherit > BT_RUNTIME_MAX_INHERIT ||
 	    (s->config.ninherit && !s->config.inherit_fds)) {
 		bt__log(BT_LOG_ERROR, "bt_runtime_run: out_high below 4096, worker_timeout_ms "
-				      "below 100, or more than %d inherit_fds",
+				      "below 100, or inherit_fds missing or more than %d",
 			BT_RUNTIME_MAX_INHERIT);
 		return 2;
 	}
 	const struct bt_runtime_config *cfg = &s->config;
+	int status = 1;
 	s->cfg = cfg;
 	s->h = &s->handler;
 	bt__runtime_queue_config(cfg, &s->qc);
@@ -193,18 +217,25 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	s->start_ns = bt__now_ns();
 	s->sigfd = -1;
 	s->ops = cfg->mode == BT_MODE_THREAD ? &bt__workers_thread : &bt__workers_proc;
+	if (own_strings(s) < 0) {
+		bt__log(BT_LOG_ERROR, "bt_runtime_run: out of memory");
+		status = 1;
+		goto out;
+	}
+	bt__log_set_ident(cfg->name);
 	signal(SIGPIPE, SIG_IGN);
 
 	int lrc = open_listeners(s);
-	if (lrc)
-		return lrc;
+	if (lrc) {
+		status = lrc;
+		goto out;
+	}
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->nw = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 	s->tpp = cfg->mode == BT_MODE_PROCESS && cfg->threads > 1 ? cfg->threads : 1;
 	s->nslots = s->nw * s->tpp;
 	s->wc = calloc(s->nw, sizeof(*s->wc));
-	int status = 1;
 	int rc = !s->wc ? -ENOMEM : s->tpp > 64 || s->nslots > 4096 ? -EINVAL : 0;
 	if (rc < 0)
 		goto out;
@@ -270,7 +301,8 @@ out:
 		s->ops->stop(s);
 	if (s->acc)
 		bt_acceptor_destroy(s->acc);
-	s->ops->fini(s);
+	if (s->ops)
+		s->ops->fini(s);
 	bt__pool_shutdown_global(); /* thread mode: the workers' job pool */
 	for (int k = 0; k < s->nl; k++)
 		if (s->lfds[k] >= 0)
@@ -278,5 +310,7 @@ out:
 	if (s->sigfd >= 0)
 		close(s->sigfd);
 	free(s->wc);
+	for (unsigned i = 0; i < s->nowned; i++)
+		free(s->owned[i]);
 	return status;
 }

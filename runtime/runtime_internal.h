@@ -18,10 +18,12 @@ int bt__listen_inherited(int *fds, int max);
 
 void bt__describe_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap);
 
-/* Process titles as ps(1) shows them: argv's memory (the comm name is
- * left alone, so pgrep -x finds the program). */
-void bt__proctitle_init(int argc, char **argv);
+/* Process titles as ps(1) shows them: argv's memory, once
+ * bt_runtime_take_argv has moved argv's strings (the comm name is left
+ * alone, so pgrep -x finds the program). */
 void bt__proctitle_set(const char *title);
+/* Does p point into the memory titles are written over? */
+int bt__proctitle_in_area(const char *p);
 /* A thread's name (top -H, ps -L): 15 bytes, cut. */
 void bt__thread_name(pthread_t t, const char *name);
 

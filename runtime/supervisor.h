@@ -90,6 +90,8 @@ struct bt_runtime {
 	unsigned nw;     /* worker processes (process mode) or threads (thread mode) */
 	unsigned tpp;    /* worker loops per process: --threads (1 in thread mode) */
 	unsigned nslots; /* the acceptor's worker slots: nw x tpp */
+	char *owned[BT_RUNTIME_MAX_LISTEN + 2]; /* config strings copied out of argv */
+	unsigned nowned;
 	int sigfd;
 	int lfds[BT_RUNTIME_MAX_LISTEN + 64];
 	int nl;

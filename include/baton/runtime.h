@@ -110,10 +110,9 @@ struct bt_runtime_config {
 /*
  * Defaults: no listener (the app sets default_listen or adds one), workers
  * = CPUs, no pinning, batch 32 adaptive:200, rr, drain 10 s.  name NULL:
- * argv[0]'s basename.  Also takes over argv's memory for process titles
- * (argv[i] then point at copies), once per process.  The _sized form is
- * what the inline calls: size is the caller's sizeof (docs/abi.md).
- * 0 or -EINVAL.
+ * argv[0]'s basename.  It only fills cfg (no side effect).  The _sized
+ * form is what the inline calls: size is the caller's sizeof
+ * (docs/abi.md).  0 or -EINVAL.
  */
 BT_API int bt_runtime_config_init_sized(struct bt_runtime_config *cfg, size_t size,
 					const char *name, int argc, char **argv);
@@ -122,6 +121,17 @@ static inline int bt_runtime_config_init(struct bt_runtime_config *cfg, const ch
 {
 	return bt_runtime_config_init_sized(cfg, sizeof(*cfg), name, argc, argv);
 }
+
+/*
+ * Process titles ("NAME: acceptor", "NAME: worker N") are written over
+ * argv's original strings.  This moves them to copies first (argv[i] then
+ * point at the copies), once per process, so that nothing the program
+ * takes from argv afterwards is overwritten.  bt_runtime_parse_args calls
+ * it; a program that parses argv itself calls it before it reads argv,
+ * or runs without titles.  bt_runtime_run copies any string of its config
+ * that still points into the original memory.
+ */
+BT_API void bt_runtime_take_argv(int argc, char **argv);
 
 /* One application flag for bt_runtime_parse_args.  A table of them ends
  * with a NULL name; the inline bt_runtime_parse_args passes the caller's
@@ -138,7 +148,8 @@ struct bt_flag {
 };
 
 /*
- * Parse argv with getopt_long: the application's flags, then the runtime's
+ * Parse argv with getopt_long (after bt_runtime_take_argv): the
+ * application's flags, then the runtime's
  * own: --listen ADDR (repeatable), --workers N, --batch N, --flush
  * adaptive|size|delay:US, --dispatch rr|least|hash, --mode process|thread,
  * --threads T, --pin, --drain-timeout MS, --fire-and-forget, --backend
