@@ -64,6 +64,9 @@ struct bt_acceptor;
 uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);
 
 /* Register the pool's fork handler (once); end the process's job pool. */
+/* pool.c: the process's job pool of the worker loops, created at first
+ * use, started afresh in a forked child. */
+struct bt_pool *bt__pool_global(void);
 void bt__pool_atfork_register(void);
 void bt__pool_shutdown_global(void);
 

@@ -142,48 +142,7 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	return 0;
 }
 
-/* --- job offload --------------------------------------------------------------- */
-
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static bt_pool_t *pool_global;
-
-/* A forked child has none of its parent's pool threads: start afresh. */
-static void pool_atfork_child(void)
-{
-	pool_global = NULL;
-	pthread_mutex_init(&pool_lock, NULL);
-}
-
-bt_pool_t *bt__pool_global(void)
-{
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	pthread_once(&once, bt__pool_atfork_register);
-	pthread_mutex_lock(&pool_lock);
-	if (!pool_global) {
-		struct bt_pool_config pc;
-		bt_pool_config_init(&pc);
-		int rc = bt_pool_create(&pool_global, &pc);
-		if (rc < 0)
-			pool_global = NULL;
-	}
-	bt_pool_t *p = pool_global;
-	pthread_mutex_unlock(&pool_lock);
-	return p;
-}
-
-void bt__pool_atfork_register(void)
-{
-	pthread_atfork(NULL, NULL, pool_atfork_child);
-}
-
-void bt__pool_shutdown_global(void)
-{
-	pthread_mutex_lock(&pool_lock);
-	bt_pool_t *p = pool_global;
-	pool_global = NULL;
-	pthread_mutex_unlock(&pool_lock);
-	bt_pool_destroy(p);
-}
+/* --- job offload (the process-wide pool is in pool.c) ---------------------------- */
 
 int bt_loop_submit(bt_loop_t *loop, bt_job_t **job, bt_work_fn work, bt_done_fn done, void *arg)
 {

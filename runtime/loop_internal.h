@@ -139,8 +139,6 @@ uint64_t bt__now_ns(void);
  * finished (EOF or error). */
 int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg);
 
-/* The process's job pool, created at first use. */
-bt_pool_t *bt__pool_global(void);
 
 /* Thread mode: take what the queue holds, open those connections, notice
  * a drain request. */

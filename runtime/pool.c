@@ -306,3 +306,46 @@ unsigned bt_pool_sink_pending(const bt_pool_sink_t *s)
 {
 	return atomic_load_explicit(&s->pending, memory_order_acquire);
 }
+
+/* --- the process-wide pool of the worker loops (bt_loop_submit) ------------- */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static bt_pool_t *pool_global;
+
+/* A forked child has none of its parent's pool threads: start afresh. */
+static void pool_atfork_child(void)
+{
+	pool_global = NULL;
+	pthread_mutex_init(&pool_lock, NULL);
+}
+
+bt_pool_t *bt__pool_global(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, bt__pool_atfork_register);
+	pthread_mutex_lock(&pool_lock);
+	if (!pool_global) {
+		struct bt_pool_config pc;
+		bt_pool_config_init(&pc);
+		int rc = bt_pool_create(&pool_global, &pc);
+		if (rc < 0)
+			pool_global = NULL;
+	}
+	bt_pool_t *p = pool_global;
+	pthread_mutex_unlock(&pool_lock);
+	return p;
+}
+
+void bt__pool_atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, pool_atfork_child);
+}
+
+void bt__pool_shutdown_global(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	bt_pool_t *p = pool_global;
+	pool_global = NULL;
+	pthread_mutex_unlock(&pool_lock);
+	bt_pool_destroy(p);
+}

@@ -13,20 +13,8 @@
  * refused with EAGAIN moves `sent` back over its batch, which is pending
  * again, in order.
  *
- * Shared slot, one per consumer (written by the consumer, read by the
- * producer; the producer also writes lost_tail):
- *
- *     acked_seq   last batch whose descriptors all arrived or were reported
- *     lost_head   entries (seq, id) written to lost[] so far
- *
- * Memory order: the consumer writes a batch's lost entries, then publishes
- * lost_head (release), then acked_seq (release).  The producer reads
- * acked_seq (acquire) and then lost_head (acquire): every lost entry of a
- * batch it sees acknowledged is visible.  It may also see entries of a
- * later batch; it consumes entries only up to the acknowledged sequence, in
- * order, so none is skipped.  The lost ring cannot overflow: each entry
- * stands for a record the producer has not reaped yet, and the producer
- * holds at most max_inflight records, the ring's capacity.
+ * The shared acknowledgement memory is in queue_shm.c, the config and flush
+ * policy names in queue_config.c, the thread transport in queue_thread.c.
  */
 #include <baton/queue.h>
 
@@ -38,224 +26,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#define CACHELINE 64
-
-struct lost_entry {
-	uint64_t seq;
-	uint64_t id;
-};
-
-struct slot {
-	_Alignas(CACHELINE) _Atomic uint64_t acked_seq;
-	_Atomic uint64_t fds_received;
-	_Atomic uint64_t lost_head;
-	_Atomic uint32_t load;
-	_Atomic uint64_t beat; /* the consumer's loop wake-ups (watchdog) */
-	_Alignas(CACHELINE) _Atomic uint64_t lost_tail;
-	_Alignas(CACHELINE) struct lost_entry lost[];
-};
-
-struct bt_queue_shm {
-	unsigned slots;
-	unsigned cap; /* lost entries per slot */
-	size_t slot_size;
-	size_t map_size;
-	unsigned char *base;
-};
-
-static struct slot *slot_at(const bt_queue_shm_t *shm, unsigned i)
-{
-	return (struct slot *)(shm->base + (size_t)i * shm->slot_size);
-}
-
-/* The smallest struct bt_queue_config a caller may pass: ABI 1's. */
-#define CONFIG_MIN sizeof(struct bt_queue_config)
-
-static void config_defaults(struct bt_queue_config *cfg)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->size = sizeof(*cfg);
-	cfg->batch = 32;
-	cfg->flush = BT_FLUSH_ADAPTIVE;
-	cfg->delay_us = 200;
-	cfg->max_inflight = 4096;
-}
-
-int bt_queue_config_init_sized(struct bt_queue_config *cfg, size_t size)
-{
-	struct bt_queue_config d;
-	config_defaults(&d);
-	return bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
-}
-
-int bt__queue_config_take(struct bt_queue_config *dst, const struct bt_queue_config *cfg)
-{
-	config_defaults(dst);
-	int rc = bt__sized_in(dst, sizeof(*dst), cfg, CONFIG_MIN, "bt_queue_config");
-	if (rc < 0)
-		return rc;
-	if (dst->batch < 1 || dst->batch > BT_WIRE_MAX_ITEMS ||
-	    dst->flush < BT_FLUSH_ADAPTIVE || dst->flush > BT_FLUSH_DELAY ||
-	    dst->max_inflight < dst->batch)
-		return -EINVAL;
-	return 0;
-}
-
-int bt_queue_parse_flush(const char *s, struct bt_queue_config *cfg)
-{
-	if (!s || !cfg || cfg->size < CONFIG_MIN)
-		return -EINVAL;
-	if (strcmp(s, "adaptive") == 0) {
-		cfg->flush = BT_FLUSH_ADAPTIVE;
-		return 0;
-	}
-	if (strncmp(s, "adaptive:", 9) == 0) {
-		char *end;
-		errno = 0;
-		unsigned long us = strtoul(s + 9, &end, 10);
-		if (errno || end == s + 9 || *end || us > 1000000)
-			return -EINVAL;
-		cfg->flush = BT_FLUSH_ADAPTIVE;
-		cfg->delay_us = (unsigned)us;
-		return 0;
-	}
-	if (strcmp(s, "size") == 0) {
-		cfg->flush = BT_FLUSH_SIZE;
-		return 0;
-	}
-	if (strncmp(s, "delay:", 6) == 0) {
-		char *end;
-		errno = 0;
-		unsigned long us = strtoul(s + 6, &end, 10);
-		if (errno || end == s + 6 || *end || us < 1 || us > 1000000)
-			return -EINVAL;
-		cfg->flush = BT_FLUSH_DELAY;
-		cfg->delay_us = (unsigned)us;
-		return 0;
-	}
-	return -EINVAL;
-}
-
-const char *bt_queue_flush_name(const struct bt_queue_config *cfg, char *buf,
-				size_t cap)
-{
-	if (!cfg || cfg->size < CONFIG_MIN) {
-		snprintf(buf, cap, "?");
-		return buf;
-	}
-	switch (cfg->flush) {
-	case BT_FLUSH_SIZE:
-		snprintf(buf, cap, "size");
-		break;
-	case BT_FLUSH_DELAY:
-		snprintf(buf, cap, "delay:%u", cfg->delay_us);
-		break;
-	default:
-		snprintf(buf, cap, "adaptive:%u", cfg->delay_us);
-		break;
-	}
-	return buf;
-}
-
-int bt_queue_shm_create(bt_queue_shm_t **out, unsigned slots, unsigned max_inflight)
-{
-	if (!out || slots == 0 || slots > 4096 || max_inflight == 0 ||
-	    max_inflight > (1u << 20))
-		return -EINVAL;
-	bt_queue_shm_t *shm = calloc(1, sizeof(*shm));
-	if (!shm)
-		return -ENOMEM;
-	size_t sz = sizeof(struct slot) + (size_t)max_inflight * sizeof(struct lost_entry);
-	sz = (sz + CACHELINE - 1) & ~(size_t)(CACHELINE - 1);
-	shm->slots = slots;
-	shm->cap = max_inflight;
-	shm->slot_size = sz;
-	shm->map_size = sz * slots;
-	void *p = mmap(NULL, shm->map_size, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		int err = -errno;
-		free(shm);
-		return bt__log_errno(BT_LOG_ERROR, err, "mmap(shared ack memory, %zu bytes)",
-				     (size_t)sz * slots);
-	}
-	shm->base = p; /* zero-filled */
-	*out = shm;
-	return 0;
-}
-
-void bt_queue_shm_destroy(bt_queue_shm_t *shm)
-{
-	if (!shm)
-		return;
-	munmap(shm->base, shm->map_size);
-	free(shm);
-}
-
-void bt_queue_shm_reset(bt_queue_shm_t *shm, unsigned slot)
-{
-	if (!shm || slot >= shm->slots)
-		return;
-	struct slot *s = slot_at(shm, slot);
-	atomic_store_explicit(&s->acked_seq, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->fds_received, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->lost_head, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->lost_tail, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->beat, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->load, 0, memory_order_release);
-}
-
-void bt_queue_ack_batch(bt_queue_shm_t *shm, unsigned slot, const struct bt_wire_batch *b)
-{
-	if (!shm || slot >= shm->slots || !b)
-		return;
-	struct slot *s = slot_at(shm, slot);
-	if (b->n_lost) {
-		uint64_t head = atomic_load_explicit(&s->lost_head, memory_order_relaxed);
-		for (unsigned i = 0; i < b->n_items; i++) {
-			if (!(b->items[i].flags & BT_WIRE_ITEM_LOST))
-				continue;
-			struct lost_entry *e = &s->lost[head % shm->cap];
-			e->seq = b->seq;
-			e->id = b->items[i].id;
-			head++;
-		}
-		atomic_store_explicit(&s->lost_head, head, memory_order_release);
-	}
-	atomic_fetch_add_explicit(&s->fds_received, (uint64_t)(b->n_fds - b->n_lost),
-				  memory_order_relaxed);
-	atomic_store_explicit(&s->acked_seq, b->seq, memory_order_release);
-}
-
-void bt_queue_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load)
-{
-	if (shm && slot < shm->slots)
-		atomic_store_explicit(&slot_at(shm, slot)->load, load, memory_order_relaxed);
-}
-
-void bt__queue_shm_beat(bt_queue_shm_t *shm, unsigned slot)
-{
-	if (shm && slot < shm->slots)
-		atomic_fetch_add_explicit(&slot_at(shm, slot)->beat, 1, memory_order_relaxed);
-}
 
 uint64_t bt__queue_beats(const bt_queue_t *q)
 {
 	if (q->tq)
 		return bt__tq_beats(q);
 	return atomic_load_explicit(&q->slot->beat, memory_order_relaxed);
-}
-
-uint32_t bt_queue_shm_load(const bt_queue_shm_t *shm, unsigned slot)
-{
-	if (!shm || slot >= shm->slots)
-		return 0;
-	return atomic_load_explicit(&slot_at(shm, slot)->load, memory_order_relaxed);
 }
 
 /* --- producer ----------------------------------------------------------- */
@@ -292,7 +71,7 @@ int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
 	q->ch = ch;
 	q->shm = shm;
 	q->slot_idx = slot;
-	q->slot = slot_at(shm, slot);
+	q->slot = bt__shm_slot(shm, slot);
 	/* Sequence numbers continue from what the slot last acknowledged, so
 	 * a slot that was not reset cannot acknowledge our new batches. */
 	q->next_seq = atomic_load_explicit(&q->slot->acked_seq, memory_order_acquire) + 1;

@@ -10,6 +10,39 @@
 
 struct tq;
 
+/* The shared acknowledgement memory (queue_shm.c): one slot per consumer. */
+#define CACHELINE 64
+
+struct lost_entry {
+	uint64_t seq;
+	uint64_t id;
+};
+
+struct slot {
+	_Alignas(CACHELINE) _Atomic uint64_t acked_seq;
+	_Atomic uint64_t fds_received;
+	_Atomic uint64_t lost_head;
+	_Atomic uint32_t load;
+	_Atomic uint64_t beat; /* the consumer's loop wake-ups (watchdog) */
+	_Alignas(CACHELINE) _Atomic uint64_t lost_tail;
+	_Alignas(CACHELINE) struct lost_entry lost[];
+};
+
+struct bt_queue_shm {
+	unsigned slots;
+	unsigned cap; /* lost entries per slot */
+	size_t slot_size;
+	size_t map_size;
+	unsigned char *base;
+};
+
+static inline struct slot *bt__shm_slot(const bt_queue_shm_t *shm, unsigned i)
+{
+	return (struct slot *)(shm->base + (size_t)i * shm->slot_size);
+}
+
+
+
 struct rec {
 	uint64_t seq; /* 0 while pending */
 	uint64_t id;
