@@ -2,7 +2,7 @@
 /*
  * Connections of the worker loop (baton/loop.h): their life, the
  * connection API, and the output queue with its flow control and file
- * streaming.  The backends (loop_uring.c, loop_epoll.c) move the bytes and
+ * streaming (file ranges: conn_file.c).  The backends (loop_uring.c, loop_epoll.c) move the bytes and
  * call back in here.
  *
  * Life of a connection:
@@ -46,17 +46,7 @@
  * reply only up to 4 KiB, so an idle connection holds at most that. */
 #define SEG_MIN (1024 - sizeof(struct bt_outseg))
 #define SPARE_MAX (4096 - sizeof(struct bt_outseg))
-#define CHUNK ((size_t)128 * 1024)  /* file bytes read at a time */
 
-struct bt_fread {
-	bt_conn_t *c;
-	struct bt_outseg *buf; /* the MEM segment being filled */
-	int fd;
-	int own_fd; /* the FILE segment went away (abort): close fd when done */
-	uint64_t off;
-	size_t want;
-	ssize_t got; /* bytes read, or -errno */
-};
 
 /* --- life ------------------------------------------------------------------ */
 
@@ -92,7 +82,7 @@ bt_conn_t *bt__conn_new(bt_loop_t *loop, const struct bt_wire_item *it)
 	return c;
 }
 
-static void seg_free(struct bt_outseg *s)
+void bt__conn_seg_free(struct bt_outseg *s)
 {
 	if (s->fd >= 0)
 		bt__close(s->fd);
@@ -116,7 +106,7 @@ static void discard_output(bt_conn_t *c)
 			c->fread->own_fd = 1;
 			s->fd = -1;
 		}
-		seg_free(s);
+		bt__conn_seg_free(s);
 		s = next;
 	}
 	c->oq = c->oq_tail = keep;
@@ -187,7 +177,7 @@ void bt__loop_free_zombies(bt_loop_t *loop)
 		loop->zombies = c->zombie_next;
 		for (struct bt_outseg *s = c->oq, *next; s; s = next) {
 			next = s->next;
-			seg_free(s);
+			bt__conn_seg_free(s);
 		}
 		free(c->spare);
 		free(c->held);
@@ -211,7 +201,7 @@ void bt__conn_ended(bt_conn_t *c, int reason)
 
 /* --- flow control ------------------------------------------------------------ */
 
-static void queue_flush(bt_conn_t *c)
+void bt__conn_queue_flush(bt_conn_t *c)
 {
 	if (!c->flush_queued) {
 		c->flush_queued = 1;
@@ -276,7 +266,7 @@ void bt__conn_input(bt_conn_t *c, const void *data, size_t len)
 
 /* --- output queue -------------------------------------------------------------- */
 
-static struct bt_outseg *mem_seg(bt_conn_t *c, size_t need)
+struct bt_outseg *bt__conn_mem_seg(bt_conn_t *c, size_t need)
 {
 	struct bt_outseg *s = c->spare;
 	if (s && s->cap >= need) {
@@ -330,7 +320,7 @@ int bt_conn_write(bt_conn_t *c, const void *data, size_t len)
 		memcpy(t->data + t->len, data, len);
 		t->len += len;
 	} else {
-		struct bt_outseg *s = mem_seg(c, len);
+		struct bt_outseg *s = bt__conn_mem_seg(c, len);
 		if (!s)
 			return -ENOMEM;
 		memcpy(s->data, data, len);
@@ -339,7 +329,7 @@ int bt_conn_write(bt_conn_t *c, const void *data, size_t len)
 	}
 	c->out_bytes += len;
 	c->loop->st.bytes_out += len;
-	queue_flush(c);
+	bt__conn_queue_flush(c);
 	return pressure(c);
 }
 
@@ -365,7 +355,7 @@ int bt_conn_sendfile(bt_conn_t *c, int fd, uint64_t off, uint64_t len)
 	append_seg(c, s);
 	c->out_bytes += (size_t)len;
 	c->loop->st.bytes_out += len;
-	queue_flush(c);
+	bt__conn_queue_flush(c);
 	return pressure(c);
 }
 
@@ -391,8 +381,6 @@ const char *bt__conn_next_send(bt_conn_t *c, size_t *len, int *flags)
 	*flags = more ? MSG_MORE : 0;
 	return h->data + h->off;
 }
-
-static void file_fill(bt_conn_t *c);
 
 void bt__conn_sent(bt_conn_t *c, size_t n)
 {
@@ -420,7 +408,7 @@ void bt__conn_sent(bt_conn_t *c, size_t n)
 	}
 	if (c->state == CONN_DONE)
 		return;
-	file_fill(c);
+	bt__conn_file_fill(c);
 	if (c->out_bytes <= loop->cfg.out_low && (c->want_writable || c->paused)) {
 		if (c->want_writable) {
 			c->want_writable = 0;
@@ -459,192 +447,13 @@ void bt__loop_flush(bt_loop_t *loop)
 			bt__conn_maybe_free(c);
 			continue;
 		}
-		file_fill(c);
+		bt__conn_file_fill(c);
 		if (c->state == CONN_DONE || c->writing)
 			continue;
 		if (c->oq && c->oq->cap && c->oq->off < c->oq->len)
 			loop->ops->conn_flush(loop, c);
 		else if (c->state == CONN_CLOSING && c->out_bytes == 0)
 			bt__conn_finish(c, c->abort_reason, c->abort_reason != 0);
-	}
-}
-
-/* --- files ----------------------------------------------------------------------- */
-
-/* A chunk of file f's range arrived in buf (got > 0 bytes): it goes before
- * f; f shrinks, and goes when its range is done. */
-static void chunk_ready(bt_conn_t *c, struct bt_outseg *buf, size_t got)
-{
-	struct bt_outseg **pp = &c->oq, *prev = NULL;
-	while (*pp && (*pp)->cap) {
-		prev = *pp;
-		pp = &(*pp)->next;
-	}
-	struct bt_outseg *f = *pp; /* the first FILE segment */
-	buf->len = got;
-	buf->next = f;
-	*pp = buf;
-	f->len -= got;
-	f->foff += got;
-	if (f->len == 0) {
-		buf->next = f->next;
-		if (c->oq_tail == f)
-			c->oq_tail = buf;
-		seg_free(f);
-	}
-	(void)prev;
-}
-
-/*
- * A file range cannot be completed (the file ended early, got 0, or a read
- * failed): the bytes before it still go out, then the connection is
- * aborted with -EIO (or the read's error), since the peer was promised the
- * whole range.  Nothing queued after the range is sent: it would be read
- * as part of the body.
- */
-static void fread_failed(bt_conn_t *c, ssize_t got)
-{
-	if (got == 0)
-		bt__log(BT_LOG_DEBUG, "worker %d: connection %llu: the file ended before the "
-				      "length promised: aborting after the bytes read",
-			c->loop->cfg.worker_id, (unsigned long long)c->id);
-	else
-		bt__log_errno(BT_LOG_WARN, (int)got, "worker %d: connection %llu: read(file)",
-			      c->loop->cfg.worker_id, (unsigned long long)c->id);
-	struct bt_outseg **pp = &c->oq, *last = NULL;
-	while (*pp && (*pp)->cap) {
-		last = *pp;
-		pp = &(*pp)->next;
-	}
-	for (struct bt_outseg *s = *pp, *next; s; s = next) {
-		next = s->next;
-		c->out_bytes -= s->cap ? s->len - s->off : s->len;
-		seg_free(s);
-	}
-	*pp = NULL;
-	c->oq_tail = last;
-	c->abort_reason = got == 0 ? -EIO : (int)got;
-	if (c->state == CONN_OPEN)
-		c->state = CONN_CLOSING; /* no more writes, no more reading */
-	free(c->held);
-	c->held = NULL;
-	c->held_len = 0;
-	if (c->out_bytes == 0 && !c->writing)
-		bt__conn_finish(c, c->abort_reason, 1);
-}
-
-static void fread_work(void *arg)
-{
-	struct bt_fread *r = arg;
-	ssize_t n;
-	do
-		n = pread(r->fd, r->buf->data, r->want, (off_t)r->off);
-	while (n < 0 && errno == EINTR);
-	r->got = n < 0 ? -errno : n;
-}
-
-static void fread_done(void *arg, int status)
-{
-	struct bt_fread *r = arg;
-	bt_conn_t *c = r->c;
-	c->ops--;
-	c->fread = NULL;
-	if (status < 0)
-		r->got = status;
-	if (c->state == CONN_DONE) {
-		if (r->own_fd)
-			bt__close(r->fd);
-		free(r->buf);
-	} else if (r->got > 0) {
-		chunk_ready(c, r->buf, (size_t)r->got);
-		queue_flush(c);
-	} else {
-		free(r->buf);
-		fread_failed(c, r->got);
-	}
-	free(r);
-	bt__conn_maybe_free(c);
-}
-
-/*
- * Read the next chunk of the first file range if the bytes in memory ahead
- * of it are less than a chunk (read-ahead of one chunk while the previous
- * one is being sent) and no read is in flight.
- */
-static void file_fill(bt_conn_t *c)
-{
-	bt_loop_t *loop = c->loop;
-	while (!c->fread && !c->retry_next && loop->retryq != c && c->state != CONN_DONE) {
-		size_t ahead = 0;
-		struct bt_outseg *f = c->oq;
-		for (; f && f->cap; f = f->next)
-			ahead += f->len - f->off;
-		if (!f || ahead >= CHUNK)
-			return;
-		size_t want = f->len < CHUNK ? f->len : CHUNK;
-		struct bt_outseg *buf = mem_seg(c, want);
-		struct bt_fread *r = malloc(sizeof(*r));
-		if (!buf || !r) {
-			free(buf);
-			free(r);
-			bt__conn_finish(c, -ENOMEM, 1);
-			return;
-		}
-		/* The page cache first: no thread, no wait. */
-		struct iovec iov = {.iov_base = buf->data, .iov_len = want};
-		ssize_t n;
-		do
-			n = preadv2(f->fd, &iov, 1, (off_t)f->foff, RWF_NOWAIT);
-		while (n < 0 && errno == EINTR);
-		if (n > 0) {
-			free(r);
-			chunk_ready(c, buf, (size_t)n);
-			continue;
-		}
-		if (n == 0 || (errno != EAGAIN && errno != EOPNOTSUPP && errno != ENOSYS &&
-			       errno != EINVAL)) {
-			int err = n == 0 ? 0 : -errno;
-			free(r);
-			free(buf);
-			fread_failed(c, err);
-			return;
-		}
-		/* It would wait for the disk: a pool thread reads it. */
-		*r = (struct bt_fread){.c = c, .buf = buf, .fd = f->fd, .off = f->foff, .want = want};
-		int rc = bt_loop_submit(loop, NULL, fread_work, fread_done, r);
-		if (rc == 0) {
-			c->fread = r;
-			c->ops++;
-			return;
-		}
-		free(r);
-		free(buf);
-		if (rc != -EAGAIN) {
-			fread_failed(c, rc);
-			return;
-		}
-		/* The pool's queue is full: try again at the next tick. */
-		c->ops++;
-		c->retry_next = loop->retryq;
-		loop->retryq = c;
-		return;
-	}
-}
-
-void bt__loop_retry_reads(bt_loop_t *loop)
-{
-	bt_conn_t *list = loop->retryq;
-	loop->retryq = NULL;
-	while (list) {
-		bt_conn_t *c = list;
-		list = c->retry_next;
-		c->retry_next = NULL;
-		c->ops--;
-		if (c->state != CONN_DONE) {
-			file_fill(c);
-			queue_flush(c);
-		}
-		bt__conn_maybe_free(c);
 	}
 }
 
@@ -661,7 +470,7 @@ void bt_conn_close(bt_conn_t *c)
 	if (c->writing || c->out_bytes) {
 		/* bt__conn_finish follows the last send (bt__conn_sent). */
 		if (!c->writing)
-			queue_flush(c);
+			bt__conn_queue_flush(c);
 		return;
 	}
 	bt__conn_finish(c, 0, 0);

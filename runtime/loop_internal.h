@@ -182,6 +182,26 @@ void bt__loop_free_zombies(bt_loop_t *loop);
 /* Retry file reads that the pool refused. */
 void bt__loop_retry_reads(bt_loop_t *loop);
 
+/* A file chunk being read for c (conn_file.c). */
+struct bt_fread {
+	bt_conn_t *c;
+	struct bt_outseg *buf; /* the MEM segment being filled */
+	int fd;
+	int own_fd; /* the FILE segment went away (abort): close fd when done */
+	uint64_t off;
+	size_t want;
+	ssize_t got; /* bytes read, or -errno */
+};
+
+/* The output queue's parts that conn_file.c shares with conn.c: a MEM
+ * segment with room for need bytes (the spare one if it fits; NULL if out
+ * of memory); free a segment (closing a FILE segment's fd); queue c for
+ * this wake-up's sends; read the next file chunk when one is due. */
+struct bt_outseg *bt__conn_mem_seg(bt_conn_t *c, size_t need);
+void bt__conn_seg_free(struct bt_outseg *s);
+void bt__conn_queue_flush(bt_conn_t *c);
+void bt__conn_file_fill(bt_conn_t *c);
+
 
 /* Called by the backend when an operation of c completed: a DONE conn
  * with nothing in flight is unlinked now and freed at the end of the
