@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The acceptor, backend-independent part: accept, flush policy, pacing,
- * workers coming and going, drain, timers (dispatch, the backlog and
- * redelivery are in acceptor_dispatch.c).  The backends (acceptor_uring.c,
+ * drain, timers (dispatch, the backlog and redelivery are in
+ * acceptor_dispatch.c; workers coming and going in acceptor_workers.c).  The backends (acceptor_uring.c,
  * acceptor_epoll.c) wait for events and call bt__acc_on_* here.
  *
  * One wake-up: the backend handles every ready event (accepts are pushed
@@ -320,115 +320,6 @@ int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_
 	return 0;
 }
 
-/* --- workers ------------------------------------------------------------------ */
-
-int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
-{
-	if (!acc || !q || idx >= acc->nw)
-		return -EINVAL;
-	if (acc->w[idx].q)
-		return -EBUSY; /* the previous one is still being reclaimed */
-	struct bt_queue_stats gone = acc->w[idx].gone;
-	memset(&acc->w[idx], 0, sizeof(acc->w[idx]));
-	acc->w[idx].gone = gone;
-	acc->w[idx].q = q;
-	acc->alive++;
-	if (!bt_queue_is_thread(q))
-		acc->ops->arm_channel(acc, idx);
-	return 0;
-}
-
-void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
-{
-	if (!acc || idx >= acc->nw)
-		return;
-	struct worker *w = &acc->w[idx];
-	if (!w->q || w->dead)
-		return;
-	w->dead = 1;
-	acc->alive--;
-	/* End the channel's receive in flight (it completes with EOF), so
-	 * the queue can be reclaimed. */
-	if (!bt_queue_is_thread(w->q))
-		shutdown(bt_fdpass_fd(bt_queue_channel(w->q)), SHUT_RDWR);
-}
-
-/* A dead worker with nothing in flight: what it acknowledged is closed,
- * everything else goes back to the backlog, the queue is freed. */
-static void reclaim(bt_acceptor_t *acc, unsigned idx)
-{
-	struct worker *w = &acc->w[idx];
-	if (!w->q || !w->dead || w->sending || w->chan_armed)
-		return;
-	if (!bt_queue_is_thread(w->q))
-		acc->ops->forget_channel(acc, idx);
-	bt_queue_reap(w->q, bt__acc_give_back, acc);
-	unsigned n = bt_queue_take(w->q, bt__acc_give_back, acc);
-	if (n)
-		bt__log(BT_LOG_INFO, "acceptor: worker %u gone: redelivering %u connections", idx, n);
-	struct bt_queue_stats qs, gone = w->gone;
-	bt_queue_get_stats(w->q, &qs);
-	acc->batches_gone += qs.batches;
-	acc->items_gone += qs.items_sent;
-	gone.pushed += qs.pushed;
-	gone.batches += qs.batches;
-	gone.items_sent += qs.items_sent;
-	gone.acked += qs.acked;
-	gone.lost += qs.lost;
-	gone.taken += qs.taken;
-	gone.full += qs.full;
-	gone.toomanyrefs += qs.toomanyrefs;
-	bt_queue_destroy(w->q);
-	memset(w, 0, sizeof(*w));
-	w->gone = gone;
-}
-
-void bt_acceptor_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
-				    struct bt_queue_stats *dst, size_t size)
-{
-	struct bt_queue_stats st, *out = &st;
-	memset(out, 0, sizeof(*out));
-	out->size = sizeof(st);
-	if (!acc || idx >= acc->nw) {
-		bt__sized_out(dst, size, &st, sizeof(st));
-		return;
-	}
-	*out = acc->w[idx].gone;
-	out->size = sizeof(st);
-	if (acc->w[idx].q) {
-		struct bt_queue_stats qs;
-		bt_queue_get_stats(acc->w[idx].q, &qs);
-		out->pushed += qs.pushed;
-		out->batches += qs.batches;
-		out->items_sent += qs.items_sent;
-		out->acked += qs.acked;
-		out->lost += qs.lost;
-		out->taken += qs.taken;
-		out->full += qs.full;
-		out->toomanyrefs += qs.toomanyrefs;
-	}
-	bt__sized_out(dst, size, &st, sizeof(st));
-}
-
-unsigned bt_acceptor_workers(const bt_acceptor_t *acc)
-{
-	return acc->alive;
-}
-
-bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx)
-{
-	return acc && idx < acc->nw ? acc->w[idx].q : NULL;
-}
-
-unsigned bt_acceptor_held(const bt_acceptor_t *acc)
-{
-	size_t n = bt__acc_backlog_len(acc);
-	for (unsigned i = 0; i < acc->nw; i++)
-		if (acc->w[i].q)
-			n += bt_queue_inflight(acc->w[i].q);
-	return (unsigned)n;
-}
-
 /* --- listeners, watches, timers --------------------------------------------- */
 
 int bt_acceptor_add_listener(bt_acceptor_t *acc, int fd)
@@ -511,56 +402,6 @@ static void send_drains(bt_acceptor_t *acc)
 }
 
 
-/*
- * Acknowledgement lag, after a reap that released `acked` items.  A worker
- * that owes acknowledgements and has acknowledged nothing for BT_LAG_NS is
- * stopped or stuck (SIGSTOP, a handler in a loop, swapping): dispatch
- * prefers the others from now on, and what waits in its pending batch goes
- * back to be dispatched again.  What it was already sent stays with it
- * until it acknowledges or dies (the supervisor's watchdog).
- */
-static void note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked)
-{
-	struct worker *w = &acc->w[idx];
-	unsigned owed = bt_queue_inflight(w->q) - bt_queue_pending(w->q);
-	if (owed == 0)
-		w->owed_since_ns = 0;
-	else if (acked || !w->owed_since_ns)
-		w->owed_since_ns = acc->now_ns;
-	int lag = bt__acc_lagging(w->owed_since_ns, acc->now_ns);
-	if (lag && !w->lagging) {
-		w->lagging = 1;
-		acc->st.lagged++;
-		unsigned back = w->sending ? 0 : bt_queue_take_pending(w->q, bt__acc_give_back, acc);
-		bt__log(BT_LOG_WARN,
-			"acceptor: worker %u has acknowledged nothing for %llu ms (%u connections "
-			"owed): dispatching to the others%s",
-			idx, (unsigned long long)((acc->now_ns - w->owed_since_ns) / 1000000ull), owed,
-			back ? ", its pending batch too" : "");
-	} else if (!lag && w->lagging) {
-		w->lagging = 0;
-		bt__log(BT_LOG_INFO, "acceptor: worker %u acknowledges again", idx);
-	}
-}
-
-uint64_t bt__acc_worker_stalled_ns(bt_acceptor_t *acc, unsigned idx, uint64_t now_ns)
-{
-	struct worker *w = &acc->w[idx];
-	if (!w->q || w->dead)
-		return 0;
-	uint64_t beat = bt__queue_beats(w->q);
-	if (beat != w->beat || !w->beat_ns) {
-		w->beat = beat;
-		w->beat_ns = now_ns;
-	}
-	int has_work = bt_queue_inflight(w->q) > bt_queue_pending(w->q) || bt_queue_load(w->q) > 0;
-	if (!has_work) {
-		w->beat_ns = now_ns; /* an idle loop sleeps: not stalled */
-		return 0;
-	}
-	return now_ns - w->beat_ns;
-}
-
 static void end_of_wakeup(bt_acceptor_t *acc)
 {
 	int released = 0;
@@ -569,7 +410,7 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 		if (!w->q)
 			continue;
 		if (w->dead) {
-			reclaim(acc, i);
+			bt__acc_reclaim(acc, i);
 			continue;
 		}
 		uint64_t lost_before = acc->st.redelivered;
@@ -578,7 +419,7 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 			w->full = 0;
 			released = 1;
 		}
-		note_lag(acc, i, acked);
+		bt__acc_note_lag(acc, i, acked);
 		if (acc->st.redelivered != lost_before) {
 			/* It could not take descriptors (RLIMIT_NOFILE): sending
 			 * them straight back would spin.  Rest it a while; the

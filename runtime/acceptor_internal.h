@@ -154,6 +154,12 @@ void bt__acc_give_back(void *ctx, const struct bt_wire_item *it);
 /* Close h's fd and free its payload. */
 void bt__acc_held_free(struct held *h);
 
+/* acceptor_workers.c: a dead worker with nothing in flight: what it
+ * acknowledged is closed, the rest redelivered, its queue freed; the
+ * acknowledgement lag after a reap that released `acked` items. */
+void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx);
+void bt__acc_note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked);
+
 /* Events, from the backends. */
 void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more);
 /* A listener's sweep ended (its last completion). res < 0 other than -EAGAIN:
