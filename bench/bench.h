@@ -148,4 +148,65 @@ void bench_proto_check(struct load_cfg *c, void (*usage)(FILE *));
 /* "http GET /", "echo 64 B", "raw 120 B -> 4096 B", with the loop kind. */
 void bench_load_describe(const struct load_cfg *c, char *out, size_t cap);
 
+
+/* --- server designs: bench_servers.c ------------------------------------- */
+
+#include <limits.h>
+
+#define BENCH_MAX_REPS 15
+#define BENCH_MAX_SERVERS 8
+#define BENCH_MAX_ARGS 64
+
+struct design {
+	const char *name;
+	const char *prog; /* binary name, found next to baton-bench or in libexec/baton */
+	int stop_sig;
+	int kind;         /* how to build its argv */
+	int extra;        /* run only when --designs names it */
+	const char *args[4]; /* its own arguments, after the usual ones */
+	char path[PATH_MAX];
+	double cps[BENCH_MAX_REPS], cpu[BENCH_MAX_REPS], p50[BENCH_MAX_REPS], p99[BENCH_MAX_REPS], p999[BENCH_MAX_REPS];
+	uint64_t errors[BENCH_MAX_REPS];
+	uint64_t err_kind[BENCH_ERR_KINDS];
+};
+
+/* K_SERVER: a program built on the runtime (--server): it takes the
+ * runtime's flags. */
+enum { K_BATON_PROC, K_BATON_THREAD, K_LISTEN, K_LISTEN_WORKERS, K_NGINX, K_SERVER };
+
+/* What every run of one command shares. */
+struct harness {
+	struct bench_addr listen; /* where servers listen (port 0: a free one) */
+	int workers;
+	struct load_cfg load;
+	const char *server_args[BENCH_MAX_ARGS]; /* --server-arg, after the runtime's flags */
+	int nserver_args;
+	const char *tuning[16];            /* --batch N --flush P ... of this run */
+	int wrk;                           /* the load comes from wrk, not ours */
+};
+
+
+/* Every design there is (bench_ndesigns), and the --server ones. */
+extern struct design bench_designs[];
+extern const size_t bench_ndesigns;
+extern struct design bench_servers[BENCH_MAX_SERVERS];
+extern int bench_nservers;
+
+void bench_harness_init(struct harness *h);
+/* Is name in the comma-separated list? */
+int bench_in_list(const char *list, const char *name);
+/* Find d's program: 1, or 0 if it is not there. */
+int bench_find_binary(struct design *d);
+/* Why d cannot serve h's address and protocol, or NULL. */
+const char *bench_cannot_serve(const struct design *d, const struct harness *h);
+/* Start d, warm it up, measure `seconds` of load, stop it: the load's
+ * result and the server's CPU microseconds per exchange.  0 or -1 (it did
+ * not start; said on stderr). */
+int bench_measure_run(struct design *d, struct harness *h, int clients, double rate, double warm,
+		      double seconds, struct load_result *res, double *cpu_us);
+/* --server NAME=PATH (conns), PATH (sweep): a design of kind K_SERVER. */
+struct design *bench_add_server(const char *name, const char *path, void (*usage)(FILE *));
+void bench_add_server_arg(struct harness *h, const char *arg, void (*usage)(FILE *));
+void bench_parse_listen(struct harness *h, const char *spec, void (*usage)(FILE *));
+
 #endif

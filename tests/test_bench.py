@@ -173,6 +173,24 @@ def test_conns_server_adds_a_row():
         assert [x["design"] for x in rows] == ["e"] and int(rows[0]["errors"]) == 0, rows
 
 
+def test_conns_with_wrk():
+    """conns --client wrk: the same designs, loaded by wrk (an independent
+    client), one table; inplace-plain is run only when named."""
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "c.csv")
+        bench("conns", "--client", "wrk", "--designs", "inplace,inplace-plain,baton-proc",
+              "--seconds", "1", "--reps", "1", "--clients", "4", "--csv", out)
+        rows = dict((x["design"], x) for x in csv.DictReader(open(out)))
+        assert set(rows) == {"inplace", "inplace-plain", "baton-proc"}, rows
+        for x in rows.values():
+            assert int(x["errors"]) == 0 and float(x["conns_per_s"]) > 0, x
+            assert float(x["server_cpu_us_per_conn"]) > 0 and float(x["p50_us"]) > 0, x
+        bench("conns", "--client", "wrk", "--designs", "inplace", "--keepalive", "--seconds", "1",
+              "--reps", "1", "--clients", "4", "--csv", out)
+        rows = list(csv.DictReader(open(out)))
+        assert [x["design"] for x in rows] == ["inplace"] and int(rows[0]["errors"]) == 0, rows
+
+
 def test_load_addresses():
     """load against [::1], a name (localhost) and a unix socket path; conns
     and sweep serve on them too."""
@@ -297,6 +315,10 @@ def test_bad_flags():
             (["conns", "--designs", "fork", "--listen", "[::1]"], "IPv4 only"),
             (["conns", "--proto", "echo"], "--server"),
             (["conns", "--server-arg", "x"], "without --server"),
+            (["conns", "--client", "ab"], "--client"),
+            (["conns", "--client", "wrk", "--proto", "echo", "--server", "e=" + ECHO], "http only"),
+            (["conns", "--client", "wrk", "--rate", "100"], "closed loop"),
+            (["conns", "--client", "wrk", "--listen", os.path.join(d, "sock")], "TCP"),
             (["sweep", "--objective", "beauty"], "--objective"),
             (["sweep", "--proto", "echo"], "--server"),
             (["sweep", "--rates", "fast"], "--rates"),
