@@ -50,7 +50,7 @@ int bt_acceptor_config_init_sized(struct bt_acceptor_config *cfg, size_t size)
 	return bt__sized_init(cfg, size, CONFIG_MIN, &d, sizeof(d));
 }
 
-int bt_acceptor_parse_dispatch(const char *s, int *out)
+int bt_acceptor_parse_dispatch(const char *s, enum bt_dispatch *out)
 {
 	if (!s || !out)
 		return -EINVAL;
@@ -65,7 +65,7 @@ int bt_acceptor_parse_dispatch(const char *s, int *out)
 	return 0;
 }
 
-const char *bt_acceptor_dispatch_name(int d)
+const char *bt_acceptor_dispatch_name(enum bt_dispatch d)
 {
 	return d == BT_DISPATCH_LEAST ? "least" : d == BT_DISPATCH_HASH ? "hash" : "rr";
 }

@@ -145,7 +145,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h, int (*ok)(const s
 			struct worker *w = &acc->w[i];
 			if (!ok(w))
 				continue;
-			uint64_t load = (uint64_t)bt_queue_load(w->q) + bt_queue_inflight(w->q);
+			uint64_t load = (uint64_t)bt_queue_consumer_load(w->q) + bt_queue_inflight(w->q);
 			if (load < best_load) {
 				best_load = load;
 				best = (int)i;

@@ -75,7 +75,7 @@ void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx)
 	w->gone = gone;
 }
 
-void bt_acceptor_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
+void bt_acceptor_get_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
 				    struct bt_queue_stats *dst, size_t size)
 {
 	struct bt_queue_stats st, *out = &st;
@@ -163,7 +163,7 @@ uint64_t bt__acc_worker_stalled_ns(bt_acceptor_t *acc, unsigned idx, uint64_t no
 		w->beat = beat;
 		w->beat_ns = now_ns;
 	}
-	int has_work = bt_queue_inflight(w->q) > bt_queue_pending(w->q) || bt_queue_load(w->q) > 0;
+	int has_work = bt_queue_inflight(w->q) > bt_queue_pending(w->q) || bt_queue_consumer_load(w->q) > 0;
 	if (!has_work) {
 		w->beat_ns = now_ns; /* an idle loop sleeps: not stalled */
 		return 0;

@@ -33,7 +33,7 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 		(unsigned long long)st.lagged, (unsigned long long)st.pushed);
 	for (unsigned i = 0; i < s->nslots; i++) {
 		struct bt_queue_stats qs;
-		bt_acceptor_worker_stats(s->acc, i, &qs);
+		bt_acceptor_get_worker_stats(s->acc, i, &qs);
 		char who[48];
 		s->ops->describe(s, i, who, sizeof(who));
 		const struct bt__worker_count *wc = &s->wc[i / s->tpp];

@@ -137,7 +137,7 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 		return rc;
 	}
 	if (cfg->shm)
-		bt_queue_set_load(cfg->shm, cfg->slot, 0);
+		bt_queue_shm_set_load(cfg->shm, cfg->slot, 0);
 	*out = loop;
 	return 0;
 }
@@ -202,9 +202,9 @@ void bt_loop_get_stats_sized(const bt_loop_t *loop, struct bt_loop_stats *out, s
 void bt__loop_publish_load(bt_loop_t *loop)
 {
 	if (loop->cfg.queue)
-		bt_queue_set_consumer_load(loop->cfg.queue, loop->nconns);
+		bt_queue_consumer_set_load(loop->cfg.queue, loop->nconns);
 	else if (loop->cfg.shm)
-		bt_queue_set_load(loop->cfg.shm, loop->cfg.slot, loop->nconns);
+		bt_queue_shm_set_load(loop->cfg.shm, loop->cfg.slot, loop->nconns);
 }
 
 /* A connection arrived in a batch: on_open, then start reading it. */

@@ -402,7 +402,7 @@ unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 	return n;
 }
 
-uint32_t bt_queue_load(const bt_queue_t *q)
+uint32_t bt_queue_consumer_load(const bt_queue_t *q)
 {
 	if (q->tq)
 		return bt__tq_load(q);

@@ -100,7 +100,7 @@ void bt_queue_ack_batch(bt_queue_shm_t *shm, unsigned slot, const struct bt_wire
 	atomic_store_explicit(&s->acked_seq, b->seq, memory_order_release);
 }
 
-void bt_queue_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load)
+void bt_queue_shm_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load)
 {
 	if (shm && slot < shm->slots)
 		atomic_store_explicit(&bt__shm_slot(shm, slot)->load, load, memory_order_relaxed);

@@ -361,7 +361,7 @@ uint64_t bt__tq_beats(const bt_queue_t *q)
 	return atomic_load_explicit(&q->tq->beat, memory_order_relaxed);
 }
 
-void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load)
+void bt_queue_consumer_set_load(bt_queue_t *q, uint32_t load)
 {
 	if (q && q->tq)
 		atomic_store_explicit(&q->tq->load, load, memory_order_relaxed);

@@ -305,7 +305,7 @@ static void procs_watch(struct bt_runtime *s, unsigned slot, uint64_t stalled, u
 		"worker %u (pid %ld): loop %u has not moved for %llu ms with %u connections "
 		"open and %u unacknowledged: stuck (--worker-timeout %u): SIGKILL",
 		i, (long)w->pid, slot, (unsigned long long)(stalled / 1000000ull),
-		q ? bt_queue_load(q) : 0, owed, s->cfg->worker_timeout_ms);
+		q ? bt_queue_consumer_load(q) : 0, owed, s->cfg->worker_timeout_ms);
 	bt__notify("STATUS=worker %u (pid %ld) stuck for %llu ms: killed", i, (long)w->pid,
 		   (unsigned long long)(stalled / 1000000ull));
 	kill(w->pid, SIGKILL);

@@ -171,7 +171,7 @@ static int thrs_alive(const struct bt_runtime *s, unsigned i)
 static unsigned thrs_open(const struct bt_runtime *s, unsigned slot)
 {
 	bt_queue_t *q = bt_acceptor_queue(s->acc, slot);
-	return q ? bt_queue_load(q) : 0;
+	return q ? bt_queue_consumer_load(q) : 0;
 }
 
 static void thrs_describe(const struct bt_runtime *s, unsigned slot, char *buf, size_t cap)

@@ -311,7 +311,7 @@ static void test_least_prefers_idle(void)
 	rig_start(&r, 3, BT_DISPATCH_LEAST, "adaptive", 32);
 	uint32_t load[3] = {5, 0, 3};
 	for (unsigned w = 0; w < 3; w++)
-		bt_queue_set_consumer_load(r.q[w], load[w]);
+		bt_queue_consumer_set_load(r.q[w], load[w]);
 	/* Nothing is consumed: each connection stays unacknowledged and adds
 	 * to its worker's count.  Expected: the lowest count, first index on
 	 * a tie. */

@@ -40,8 +40,8 @@ enum bt_dispatch {
 
 struct bt_acceptor_config {
 	size_t size;               /* sizeof(struct bt_acceptor_config): docs/abi.md */
-	int dispatch;              /* enum bt_dispatch */
-	int backend;               /* enum bt_backend (AUTO, URING, EPOLL) */
+	enum bt_dispatch dispatch;
+	enum bt_backend backend;   /* AUTO, URING, EPOLL */
 	unsigned max_backlog;      /* connections waiting for a worker before
 				      accepting pauses (default 4096) */
 	unsigned emfile_pause_ms;  /* pause after EMFILE/ENFILE (default 100) */
@@ -62,8 +62,8 @@ static inline int bt_acceptor_config_init(struct bt_acceptor_config *cfg)
 	return bt_acceptor_config_init_sized(cfg, sizeof(*cfg));
 }
 /* "rr", "least" or "hash".  0 or -EINVAL. */
-BT_API int bt_acceptor_parse_dispatch(const char *s, int *out);
-BT_API const char *bt_acceptor_dispatch_name(int dispatch);
+BT_API int bt_acceptor_parse_dispatch(const char *s, enum bt_dispatch *out);
+BT_API const char *bt_acceptor_dispatch_name(enum bt_dispatch dispatch);
 
 /* An acceptor for up to max_workers workers.  0 or -errno; with backend
  * AUTO, io_uring set-up failures fall back to epoll (logged once). */
@@ -157,14 +157,19 @@ static inline void bt_acceptor_get_stats(const bt_acceptor_t *acc, struct bt_acc
 	bt_acceptor_get_stats_sized(acc, out, sizeof(*out));
 }
 /* Counters of worker slot idx since the acceptor started, over every
- * worker that has run in it. */
-BT_API void bt_acceptor_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
-					   struct bt_queue_stats *out, size_t size);
-static inline void bt_acceptor_worker_stats(const bt_acceptor_t *acc, unsigned idx,
-					    struct bt_queue_stats *out)
+ * worker that has run in it.  (Stats calls are named OBJECT_get_stats /
+ * OBJECT_get_WHAT_stats, with a _sized form.) */
+BT_API void bt_acceptor_get_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
+					       struct bt_queue_stats *out, size_t size);
+static inline void bt_acceptor_get_worker_stats(const bt_acceptor_t *acc, unsigned idx,
+						struct bt_queue_stats *out)
 {
-	bt_acceptor_worker_stats_sized(acc, idx, out, sizeof(*out));
+	bt_acceptor_get_worker_stats_sized(acc, idx, out, sizeof(*out));
 }
+/* The former name of bt_acceptor_get_worker_stats_sized (ABI 1 keeps it). */
+BT_API void bt_acceptor_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
+					   struct bt_queue_stats *out, size_t size)
+	__attribute__((deprecated("use bt_acceptor_get_worker_stats")));
 /* The queue of worker idx (NULL if none), for its own counters. */
 BT_API bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx);
 

@@ -123,7 +123,7 @@ struct bt_loop_config {
 				       thread-transport queue (the producer owns it) */
 	const struct bt_handler *handler;
 	void *user;                 /* bt_loop_user() */
-	int backend;                /* enum bt_backend */
+	enum bt_backend backend;
 	unsigned buf_size;          /* receive buffer size (default 16 KiB) */
 	unsigned buf_count;         /* receive buffers, a power of 2 (default 512) */
 	unsigned drain_timeout_ms;  /* default deadline for a DRAIN without one

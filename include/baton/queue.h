@@ -52,7 +52,7 @@ enum bt_flush {
 struct bt_queue_config {
 	size_t size;               /* sizeof(struct bt_queue_config): docs/abi.md */
 	unsigned batch;        /* items per message, 1..253 (default 32) */
-	int flush;             /* enum bt_flush (default adaptive) */
+	enum bt_flush flush;   /* default adaptive */
 	unsigned delay_us;     /* BT_FLUSH_DELAY: oldest item waits at most this */
 	int fire_and_forget;   /* close each descriptor right after its batch is
 				  sent, without waiting for the ack (as nginx
@@ -104,9 +104,14 @@ BT_API void bt_queue_shm_reset(bt_queue_shm_t *shm, unsigned slot);
 BT_API void bt_queue_ack_batch(bt_queue_shm_t *shm, unsigned slot,
 			       const struct bt_wire_batch *b);
 /* Consumer side: publish the current load (open connections, queued jobs),
- * used by the least-loaded dispatch. */
-BT_API void bt_queue_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load);
+ * used by the least-loaded dispatch; and read it back.  (The load calls
+ * are named OBJECT_set_load / OBJECT_load: the shared slot here, the
+ * queue's consumer below.) */
+BT_API void bt_queue_shm_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load);
 BT_API uint32_t bt_queue_shm_load(const bt_queue_shm_t *shm, unsigned slot);
+/* The former name of bt_queue_shm_set_load (ABI 1 keeps it). */
+BT_API void bt_queue_set_load(bt_queue_shm_t *shm, unsigned slot, uint32_t load)
+	__attribute__((deprecated("use bt_queue_shm_set_load")));
 
 /* --- producer side ----------------------------------------------------- */
 
@@ -193,8 +198,11 @@ BT_API unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
  */
 BT_API unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
 
-/* The consumer's published load. */
-BT_API uint32_t bt_queue_load(const bt_queue_t *q);
+/* The consumer's published load, on either transport. */
+BT_API uint32_t bt_queue_consumer_load(const bt_queue_t *q);
+/* The former name of bt_queue_consumer_load (ABI 1 keeps it). */
+BT_API uint32_t bt_queue_load(const bt_queue_t *q)
+	__attribute__((deprecated("use bt_queue_consumer_load")));
 
 /* The channel (for its fd, or to receive the consumer's messages). */
 BT_API bt_fdpass_t *bt_queue_channel(bt_queue_t *q);
@@ -235,7 +243,10 @@ BT_API void bt_queue_awake(bt_queue_t *q);
 /* Has a drain been asked for (once: it returns 1 the first time)? */
 BT_API int bt_queue_drain_requested(bt_queue_t *q, unsigned *deadline_ms);
 /* Publish the consumer's load for the least-loaded dispatch. */
-BT_API void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load);
+BT_API void bt_queue_consumer_set_load(bt_queue_t *q, uint32_t load);
+/* The former name of bt_queue_consumer_set_load (ABI 1 keeps it). */
+BT_API void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load)
+	__attribute__((deprecated("use bt_queue_consumer_set_load")));
 
 struct bt_queue_stats {
 	size_t size;               /* sizeof(struct bt_queue_stats): docs/abi.md */

@@ -70,18 +70,18 @@ struct bt_runtime_config {
 				     * --help (NULL: none, --listen required) */
 	unsigned workers;           /* 0: one per online CPU */
 	int pin;                    /* pin worker i to CPU i % ncpu */
-	int mode;                   /* enum bt_mode */
+	enum bt_mode mode;
 	unsigned threads;           /* process mode: worker threads per worker
 				     * process (--threads; 0 or 1: one) */
 	unsigned drain_timeout_ms;  /* SIGTERM: workers get this long (default 10000) */
 	int backlog;                /* listen(2) backlog (default 4096) */
 	unsigned batch;             /* connections per hand-off message, 1..253 (32) */
-	int flush;                  /* enum bt_flush (default adaptive) */
+	enum bt_flush flush;        /* default adaptive */
 	unsigned delay_us;          /* the flush policy's hold or delay (200) */
 	int fire_and_forget;        /* close the acceptor's copy once sent */
 	unsigned max_inflight;      /* per worker: connections unacknowledged (4096) */
-	int dispatch;               /* enum bt_dispatch */
-	int backend;                /* enum bt_backend */
+	enum bt_dispatch dispatch;
+	enum bt_backend backend;
 	const char *name;           /* program name for titles and logs
 				     * ("baton-httpd"); default argv[0]'s basename */
 	int argc;                   /* main's, for process titles (optional) */
