@@ -534,7 +534,7 @@ int bt_acceptor_run(bt_acceptor_t *acc)
 		if (rc < 0)
 			return rc;
 		acc->st.wakeups++;
-		acc->now_ns = bt__now_ns();
+		acc->now_ns = acc->ev->now_ns; /* the core read it as it woke */
 		end_of_wakeup(acc);
 	}
 	return 0;

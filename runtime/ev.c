@@ -149,6 +149,7 @@ int bt__ev_open(struct bt__ev **out, int want, unsigned entries, unsigned cq_ent
 		return -ENOMEM;
 	ev->cl = *cl;
 	ev->epfd = -1;
+	ev->now_ns = bt__now_ns();
 	snprintf(ev->who, sizeof(ev->who), "%s", who);
 	want = bt__ev_backend_choice(want);
 	int rc = -ENOSYS;

@@ -177,7 +177,10 @@ static void handle(struct bt__ev *ev, const struct io_uring_cqe *cqe)
 
 int bt__ev_uring_wait(struct bt__ev *ev, uint64_t deadline_ns, int nowait)
 {
-	uint64_t now = bt__now_ns();
+	/* The clock of the last wake-up, not a fresh read (one clock read per
+	 * wake-up, on the hot path): a deadline that passed since then gets an
+	 * absolute TIMEOUT already due, which completes at once. */
+	uint64_t now = ev->now_ns;
 	int rc;
 	if (nowait || (deadline_ns && deadline_ns <= now)) {
 		/* Due now: do not sleep, but do reap.  Under DEFER_TASKRUN a
