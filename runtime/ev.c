@@ -263,6 +263,34 @@ void bt__ev_after(struct bt__ev *ev)
 		bury(ev);
 }
 
+static void user_watch_gone(struct bt__watch *w)
+{
+	free(w);
+}
+
+void *bt__ev_user_watch(struct bt__ev *ev, size_t size, int fd, unsigned events,
+			void (*cb)(struct bt__watch *w, uint32_t revents), int *rc)
+{
+	*rc = bt__ev_user_check(fd, events);
+	if (*rc < 0)
+		return NULL;
+	struct bt__watch *w = calloc(1, size);
+	if (!w) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	w->fd = fd;
+	w->events = events;
+	w->cb = cb;
+	w->gone = user_watch_gone;
+	*rc = bt__ev_watch(ev, w);
+	if (*rc < 0) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
 int bt__ev_user_check(int fd, unsigned events)
 {
 	if (fd < 0 || !events || (events & ~(unsigned)(BT_WATCH_IN | BT_WATCH_OUT)))

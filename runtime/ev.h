@@ -145,6 +145,11 @@ int bt__ev_watch(struct bt__ev *ev, struct bt__watch *w);
  * ready, which epoll refuses (-EPERM), and so is it refused on io_uring,
  * for one behaviour.  0, -EINVAL, -EPERM or fstat's -errno. */
 int bt__ev_user_check(int fd, unsigned events);
+/* Such a watch: checked, then `size` zeroed bytes that begin with its
+ * struct bt__watch, armed with cb, and freed by the core once unwatched.
+ * The caller fills the rest before its next wait.  NULL with *rc. */
+void *bt__ev_user_watch(struct bt__ev *ev, size_t size, int fd, unsigned events,
+			void (*cb)(struct bt__watch *w, uint32_t revents), int *rc);
 /* Stop watching: no callback after this returns; gone() follows at the
  * end of the wake-up in progress or the next one (or at bt__ev_destroy). */
 void bt__ev_unwatch(struct bt__ev *ev, struct bt__watch *w);

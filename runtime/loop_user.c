@@ -109,34 +109,18 @@ static void watch_ready(struct bt__watch *core, uint32_t revents)
 	w->cb(w->loop, w, core->fd, revents, w->arg);
 }
 
-static void watch_gone(struct bt__watch *core)
-{
-	free(core);
-}
-
 int bt_loop_watch_fd(bt_loop_t *loop, bt_watch_t **out, int fd, unsigned events, bt_watch_fn cb,
 		     void *arg)
 {
 	if (!loop || !out || !cb)
 		return -EINVAL;
-	int rc = bt__ev_user_check(fd, events);
-	if (rc < 0)
-		return rc;
-	struct bt_watch *w = calloc(1, sizeof(*w));
+	int rc;
+	struct bt_watch *w = bt__ev_user_watch(loop->ev, sizeof(*w), fd, events, watch_ready, &rc);
 	if (!w)
-		return -ENOMEM;
+		return rc;
 	w->loop = loop;
 	w->cb = cb;
 	w->arg = arg;
-	w->w.fd = fd;
-	w->w.events = events;
-	w->w.cb = watch_ready;
-	w->w.gone = watch_gone;
-	rc = bt__ev_watch(loop->ev, &w->w);
-	if (rc < 0) {
-		free(w);
-		return rc;
-	}
 	*out = w;
 	return 0;
 }
@@ -145,5 +129,5 @@ void bt_loop_unwatch(bt_loop_t *loop, bt_watch_t *w)
 {
 	if (!loop || !w)
 		return;
-	bt__ev_unwatch(loop->ev, &w->w); /* freed by watch_gone */
+	bt__ev_unwatch(loop->ev, &w->w); /* the core frees it */
 }

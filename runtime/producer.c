@@ -38,34 +38,19 @@ static void watch_ready(struct bt__watch *core, uint32_t revents)
 	w->cb(w->rt, w, core->fd, revents, w->arg);
 }
 
-static void watch_gone(struct bt__watch *core)
-{
-	free(core);
-}
-
 int bt_runtime_watch_fd(bt_runtime_t *rt, bt_runtime_watch_t **out, int fd, unsigned events,
 			bt_runtime_watch_fn cb, void *arg)
 {
 	if (!rt || !rt->acc || !out || !cb)
 		return -EINVAL;
-	int rc = bt__ev_user_check(fd, events);
-	if (rc < 0)
-		return rc;
-	struct bt_runtime_watch *w = calloc(1, sizeof(*w));
+	int rc;
+	struct bt_runtime_watch *w =
+		bt__ev_user_watch(rt->acc->ev, sizeof(*w), fd, events, watch_ready, &rc);
 	if (!w)
-		return -ENOMEM;
+		return rc;
 	w->rt = rt;
 	w->cb = cb;
 	w->arg = arg;
-	w->w.fd = fd;
-	w->w.events = events;
-	w->w.cb = watch_ready;
-	w->w.gone = watch_gone;
-	rc = bt__ev_watch(rt->acc->ev, &w->w);
-	if (rc < 0) {
-		free(w);
-		return rc;
-	}
 	*out = w;
 	return 0;
 }
@@ -73,7 +58,7 @@ int bt_runtime_watch_fd(bt_runtime_t *rt, bt_runtime_watch_t **out, int fd, unsi
 void bt_runtime_unwatch(bt_runtime_t *rt, bt_runtime_watch_t *w)
 {
 	if (rt && rt->acc && w)
-		bt__ev_unwatch(rt->acc->ev, &w->w); /* freed by watch_gone */
+		bt__ev_unwatch(rt->acc->ev, &w->w); /* the core frees it */
 }
 
 static void on_room(void *ctx)

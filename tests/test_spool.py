@@ -13,6 +13,8 @@ import tempfile
 import threading
 import time
 
+from cases import until
+
 SPOOL = os.path.join(os.path.abspath(sys.argv[1]), "apps", "baton-spool")
 
 
@@ -34,16 +36,6 @@ def children(pid):
     return out
 
 
-def wait_for(cond, what, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
-
-
 def worker_sigkill(files, lines):
     """A worker stopped while files are queued to it, then SIGKILLed: the
     runtime redelivers what it had not acknowledged to the other worker,
@@ -55,8 +47,11 @@ def worker_sigkill(files, lines):
     t = threading.Thread(target=lambda: err.extend(iter(p.stderr.readline, b"")), daemon=True)
     t.start()
     try:
-        w0 = wait_for(lambda: [c for c, cmd in children(p.pid) if cmd == "baton-spool: worker 0"],
-                      "worker 0")[0]
+        def worker0():
+            pids = [c for c, cmd in children(p.pid) if cmd == "baton-spool: worker 0"]
+            assert pids, "no worker 0 yet"
+            return pids[0]
+        w0 = until(worker0, timeout=30)
         os.kill(w0, signal.SIGSTOP)
         p.stdin.write("".join(f + "\n" for f in files).encode())
         p.stdin.flush()
@@ -66,8 +61,8 @@ def worker_sigkill(files, lines):
             time.sleep(0.05)
             text = b"".join(err).decode(errors="replace")
             m = re.findall(r"^  worker 0: .* items (\d+),", text, re.M)
-            return m and int(m[-1]) > 0
-        wait_for(sent_to_stopped, "items sent to the stopped worker")
+            assert m and int(m[-1]) > 0, "nothing sent to the stopped worker yet"
+        until(sent_to_stopped, timeout=30)
         os.kill(w0, signal.SIGKILL)
         p.stdin.close()
         out = p.stdout.read().decode()
