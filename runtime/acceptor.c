@@ -304,8 +304,27 @@ int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_
 	struct worker *w = &acc->w[idx];
 	w->chan_armed = 0;
 	if (rc == 1) {
-		(void)msg; /* HELLO, ACK: acknowledgements travel in shared memory */
-		return !w->dead;
+		if (w->dead)
+			return 0;
+		int bad = 0;
+		if (msg->type == BT_WIRE_ACK) {
+			/* A wire-acknowledged worker's (a forked one's go
+			 * through shared memory: -EINVAL, nothing to do). */
+			bad = bt_queue_on_ack(w->q, &msg->u.ack) == -EPROTO;
+		} else if (msg->type != BT_WIRE_HELLO) {
+			bad = 1; /* BATCH and DRAIN go the other way */
+		}
+		if (bad) {
+			bt__log(BT_LOG_WARN, "acceptor: worker %u sent a bad %s (seq %llu): dropping it; "
+					     "what it has not acknowledged goes to the others",
+				idx, bt_wire_type_name(msg->type),
+				(unsigned long long)(msg->type == BT_WIRE_ACK ? msg->u.ack.seq : msg->seq));
+			bt_acceptor_detach(acc, idx);
+			if (acc->cfg.on_worker_gone)
+				acc->cfg.on_worker_gone(acc->cfg.ctx, idx);
+			return 0;
+		}
+		return 1;
 	}
 	if (rc == -EAGAIN || rc == -EINTR)
 		return !w->dead;

@@ -130,6 +130,11 @@ struct bt_loop {
 	struct bt_loop_stats st;
 	uint64_t now_ns; /* refreshed once per wake-up */
 	bt_pool_sink_t *sink; /* completions of offloaded jobs */
+	/* A channel without shm acknowledges on the wire (an attached
+	 * worker): the ACK not yet sent (a full channel), cumulative. */
+	struct bt_wire_ack *ack;
+	int ack_due;
+	uint64_t fds_total;
 };
 
 uint64_t bt__now_ns(void);
@@ -143,6 +148,10 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg);
 /* Thread mode: take what the queue holds, open those connections, notice
  * a drain request. */
 void bt__loop_consume(bt_loop_t *loop);
+
+/* Wire acknowledgement: send the ACK due, if any (and it fits in the
+ * channel now); 0, or -errno other than -EAGAIN. */
+int bt__loop_send_ack(bt_loop_t *loop);
 
 /* Tell the acceptor how many connections the loop holds. */
 void bt__loop_publish_load(bt_loop_t *loop);

@@ -34,6 +34,8 @@ uint64_t bt__queue_beats(const bt_queue_t *q)
 {
 	if (q->tq)
 		return bt__tq_beats(q);
+	if (!q->shm)
+		return q->w_acks;
 	return atomic_load_explicit(&q->slot->beat, memory_order_relaxed);
 }
 
@@ -49,14 +51,14 @@ static uint64_t now_ns(void)
 int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
 		    bt_fdpass_t *ch, bt_queue_shm_t *shm, unsigned slot)
 {
-	if (!out || !cfg || !ch || !shm || slot >= shm->slots)
+	if (!out || !cfg || !ch || (shm && slot >= shm->slots))
 		return -EINVAL;
 	struct bt_queue_config c;
 	int rc = bt__queue_config_take(&c, cfg);
 	if (rc < 0)
 		return rc;
 	cfg = &c;
-	if (cfg->max_inflight > shm->cap)
+	if (shm && cfg->max_inflight > shm->cap)
 		return -EINVAL;
 	bt_queue_t *q = calloc(1, sizeof(*q));
 	if (!q)
@@ -71,6 +73,11 @@ int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
 	q->ch = ch;
 	q->shm = shm;
 	q->slot_idx = slot;
+	if (!shm) { /* acknowledged on the wire (bt_queue_on_ack) */
+		q->next_seq = 1;
+		*out = q;
+		return 0;
+	}
 	q->slot = bt__shm_slot(shm, slot);
 	/* Sequence numbers continue from what the slot last acknowledged, so
 	 * a slot that was not reset cannot acknowledge our new batches. */
@@ -194,7 +201,7 @@ static void to_item(const struct rec *r, struct bt_wire_item *it)
 {
 	it->id = r->id;
 	it->accept_ns = r->accept_ns;
-	it->flags = r->flags;
+	it->flags = r->flags & BT_WIRE_ITEM_WIRE_MASK;
 	it->fd = r->fd;
 	it->peer_len = r->peer_len;
 	if (r->peer_len)
@@ -318,10 +325,12 @@ unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 		return bt__tq_reap(q);
 	if (!q || q->head == q->sent)
 		return 0;
-	uint64_t acked = atomic_load_explicit(&q->slot->acked_seq, memory_order_acquire);
+	uint64_t acked = q->shm ? atomic_load_explicit(&q->slot->acked_seq, memory_order_acquire)
+				: q->w_acked;
 	if (at(q, q->head)->seq > acked)
 		return 0;
-	uint64_t lost_head = atomic_load_explicit(&q->slot->lost_head, memory_order_acquire);
+	uint64_t lost_head = q->shm ? atomic_load_explicit(&q->slot->lost_head, memory_order_acquire)
+				    : 0;
 	unsigned released = 0;
 	while (q->head != q->sent) {
 		/* The batch in flight has no acknowledgement yet, whatever a
@@ -331,8 +340,8 @@ unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 		struct rec *r = at(q, q->head);
 		if (r->seq > acked)
 			break;
-		int lost = 0;
-		if (q->lost_tail != lost_head) {
+		int lost = (r->flags & BT_WIRE_ITEM_LOST) != 0; /* said by an ACK */
+		if (q->shm && q->lost_tail != lost_head) {
 			const struct lost_entry *e = &q->slot->lost[q->lost_tail % q->shm->cap];
 			if (e->seq == r->seq && e->id == r->id) {
 				lost = 1;
@@ -354,7 +363,8 @@ unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 		q->head++;
 		released++;
 	}
-	atomic_store_explicit(&q->slot->lost_tail, q->lost_tail, memory_order_release);
+	if (q->shm)
+		atomic_store_explicit(&q->slot->lost_tail, q->lost_tail, memory_order_release);
 	return released;
 }
 
@@ -406,7 +416,48 @@ uint32_t bt_queue_consumer_load(const bt_queue_t *q)
 {
 	if (q->tq)
 		return bt__tq_load(q);
+	if (!q->shm)
+		return q->w_load;
 	return atomic_load_explicit(&q->slot->load, memory_order_relaxed);
+}
+
+int bt_queue_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
+{
+	if (!q || !ack || q->tq || q->shm)
+		return -EINVAL;
+	/* Only batches that went out can be acknowledged: not the one whose
+	 * send is in flight, nor a seq never given. */
+	uint64_t top = q->next_seq - 1 - (q->busy ? 1 : 0);
+	if (ack->seq > top || ack->n_lost > BT_WIRE_MAX_FDS)
+		return -EPROTO;
+	if (ack->seq < q->w_acked && ack->n_lost)
+		return -EPROTO; /* lost ids of batches already settled */
+	/* Each lost id names an item with a descriptor of a batch this ACK
+	 * settles, once: all checked before any is marked. */
+	uint64_t pos[BT_WIRE_MAX_FDS];
+	for (uint32_t k = 0; k < ack->n_lost; k++) {
+		uint64_t n = q->head;
+		for (; n != q->sent; n++) {
+			struct rec *r = at(q, n);
+			if (r->seq > q->w_acked && r->seq <= ack->seq && r->id == ack->lost[k] &&
+			    (r->flags & BT_WIRE_ITEM_FD) && !(r->flags & BT_WIRE_ITEM_LOST))
+				break;
+		}
+		if (n == q->sent)
+			return -EPROTO;
+		for (uint32_t j = 0; j < k; j++)
+			if (pos[j] == n)
+				return -EPROTO;
+		pos[k] = n;
+	}
+	for (uint32_t k = 0; k < ack->n_lost; k++)
+		at(q, pos[k])->flags |= BT_WIRE_ITEM_LOST;
+	if (ack->seq > q->w_acked)
+		q->w_acked = ack->seq;
+	q->w_fds = ack->fds_total;
+	q->w_load = ack->load;
+	q->w_acks++;
+	return 0;
 }
 
 int bt__queue_flush_policy(const struct bt_queue *q)

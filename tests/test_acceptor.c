@@ -79,6 +79,7 @@ static void test_flush_units(void)
 
 static struct {
 	int arms, disarms, sweeps;
+	int can_send; /* a channel worker's batches really go out */
 } fake;
 
 static int f_init(bt_acceptor_t *acc)
@@ -119,8 +120,10 @@ static void f_close(bt_acceptor_t *acc, struct listener *l)
 }
 static void f_send(bt_acceptor_t *acc, unsigned idx, struct msghdr *msg)
 {
-	(void)acc, (void)idx, (void)msg;
-	CHECK(!"thread queues publish; nothing is sent");
+	CHECK(fake.can_send); /* else: thread queues publish; nothing is sent */
+	ssize_t n = sendmsg(bt_fdpass_fd(bt_queue_channel(acc->w[idx].q)), msg,
+			    MSG_NOSIGNAL | MSG_DONTWAIT);
+	bt__acc_send_done(acc, idx, n < 0 ? -errno : (long)n);
 }
 static void f_channel(bt_acceptor_t *acc, unsigned idx)
 {
@@ -699,6 +702,94 @@ static void test_push_redelivered(void)
 	close(p[1]);
 }
 
+/* --- a worker that acknowledges on the wire ------------------------------------------ */
+
+/* What the backend does when a worker's channel has a message. */
+static int channel_msg(bt_acceptor_t *acc, unsigned idx)
+{
+	struct bt_wire_msg m;
+	int rc = bt_fdpass_recv(bt_queue_channel(acc->w[idx].q), &m);
+	return bt__acc_on_channel(acc, idx, rc, &m);
+}
+
+static void send_ack(bt_fdpass_t *ch, uint64_t seq)
+{
+	struct bt_wire_ack a;
+	memset(&a, 0, sizeof(a));
+	a.seq = seq;
+	unsigned char buf[256];
+	long len = bt_wire_encode_ack(buf, sizeof(buf), 0, &a);
+	CHECK_ERR(bt_fdpass_send(ch, buf, (size_t)len, NULL, 0), 0);
+}
+
+/* An attached worker's ACKs release what it took; a bad ACK drops it, and
+ * what it had not acknowledged goes to another worker, once. */
+static void test_wire_worker(void)
+{
+	bt_log_set_handler(quiet, NULL);
+	struct bt_acceptor_config ac;
+	bt_acceptor_config_init(&ac);
+	bt_acceptor_t *acc;
+	CHECK_ERR(bt__acc_create_with(&acc, &ac, 2, &fake_ops), 0);
+	fake.can_send = 1;
+	int sv[2];
+	CHECK_ERR(bt_fdpass_pair(sv, 0), 0);
+	bt_fdpass_t *prod, *cons;
+	CHECK_ERR(bt_fdpass_open(&prod, sv[0]), 0);
+	CHECK_ERR(bt_fdpass_open(&cons, sv[1]), 0);
+	CHECK_ERR(bt_fdpass_set_nonblock(prod, 1), 0);
+	struct bt_queue_config qc;
+	bt_queue_config_init(&qc);
+	qc.flush = BT_FLUSH_SIZE;
+	qc.batch = 2;
+	bt_queue_t *wq, *tq;
+	CHECK_ERR(bt_queue_create(&wq, &qc, prod, NULL, 0), 0);
+	CHECK_ERR(bt_acceptor_attach(acc, 0, wq), 0);
+	int p[2];
+	CHECK_SYS(pipe2(p, O_CLOEXEC));
+	for (unsigned i = 1; i <= 2; i++) {
+		struct bt_wire_item it = item(i, dup(p[0]), NULL);
+		CHECK_ERR(bt_acceptor_push(acc, &it), 0); /* a full batch: sent */
+	}
+	struct bt_wire_msg m;
+	CHECK_ERR(bt_fdpass_recv(cons, &m), 1);
+	CHECK_EQ(m.u.batch.n_items, 2);
+	for (unsigned i = 0; i < 2; i++)
+		close(m.u.batch.items[i].fd);
+	CHECK_EQ(bt_acceptor_held(acc), 2);
+	send_ack(cons, m.u.batch.seq);
+	CHECK_EQ(channel_msg(acc, 0), 1);
+	bt__acc_step(acc, 1000 * MS);
+	CHECK_EQ(bt_acceptor_held(acc), 0); /* acknowledged: the copies are closed */
+
+	/* Two more, then an ACK for a batch never sent. */
+	for (unsigned i = 3; i <= 4; i++) {
+		struct bt_wire_item it = item(i, dup(p[0]), NULL);
+		CHECK_ERR(bt_acceptor_push(acc, &it), 0);
+	}
+	CHECK_ERR(bt_fdpass_recv(cons, &m), 1);
+	for (unsigned i = 0; i < 2; i++)
+		close(m.u.batch.items[i].fd);
+	CHECK_ERR(bt_queue_create_thread(&tq, &qc), 0);
+	CHECK_ERR(bt_acceptor_attach(acc, 1, tq), 0);
+	send_ack(cons, 77);
+	CHECK_EQ(channel_msg(acc, 0), 0); /* dropped */
+	bt__acc_step(acc, 1001 * MS);     /* reclaimed: to worker 1 */
+	bt__acc_step(acc, 1002 * MS);
+	struct bt_wire_item got[8];
+	CHECK_EQ(bt_queue_consume(tq, got, 8), 2);
+	CHECK_EQ(got[0].id + got[1].id, 7);
+	close(got[0].fd);
+	close(got[1].fd);
+	struct bt_acceptor_stats st;
+	bt_acceptor_get_stats(acc, &st);
+	CHECK_EQ(st.redelivered, 2);
+	bt_fdpass_close(cons);
+	bt_acceptor_destroy(acc);
+	close(p[0]);
+	close(p[1]);
+}
+
 static const struct check_case cases[] = {
 	{"pace_units", test_pace_units},
 	{"flush_units", test_flush_units},
@@ -714,6 +805,7 @@ static const struct check_case cases[] = {
 	{"pacing", test_pacing},
 	{"push", test_push},
 	{"push_redelivered", test_push_redelivered},
+	{"wire_worker", test_wire_worker},
 	{NULL, NULL},
 };
 

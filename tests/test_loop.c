@@ -297,6 +297,7 @@ static const struct bt_handler echo = {
 };
 
 static size_t rig_out_high; /* the worker's out_high; 0: the default */
+static int rig_wire; /* acknowledgements on the wire (no shm), as an attached worker */
 
 struct rig {
 	bt_queue_shm_t *shm;
@@ -337,7 +338,7 @@ static void start(struct rig *r)
 		struct bt_loop_config cfg;
 		bt_loop_config_init(&cfg);
 		cfg.channel = ch;
-		cfg.shm = r->shm;
+		cfg.shm = rig_wire ? NULL : r->shm;
 		cfg.slot = 0;
 		cfg.handler = &echo;
 		cfg.backend = backend;
@@ -360,7 +361,7 @@ static void start(struct rig *r)
 	struct bt_queue_config qc;
 	bt_queue_config_init(&qc);
 	qc.max_inflight = 1024;
-	CHECK_ERR(bt_queue_create(&r->q, &qc, ch, r->shm, 0), 0);
+	CHECK_ERR(bt_queue_create(&r->q, &qc, ch, rig_wire ? NULL : r->shm, 0), 0);
 
 	r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK_OP(r->lfd, >=, 0);
@@ -405,6 +406,15 @@ static void stop(struct rig *r, int expect_status)
 	if (WEXITSTATUS(st) == 13)
 		fprintf(stderr, "the worker's callbacks saw a bad state: %d\n", seen->bad);
 	CHECK_EQ(WEXITSTATUS(st), expect_status);
+	if (rig_wire) { /* the worker's ACKs wait in the channel */
+		struct bt_wire_msg m;
+		int rc;
+		while ((rc = bt_fdpass_recv(bt_queue_channel(r->q), &m)) == 1) {
+			CHECK_EQ(m.type, BT_WIRE_ACK);
+			CHECK_ERR(bt_queue_on_ack(r->q, &m.u.ack), 0);
+		}
+		CHECK_OP(rc, <=, 0); /* EOF: the worker is gone */
+	}
 	bt_queue_reap(r->q, NULL, NULL);
 	CHECK_EQ(bt_queue_inflight(r->q), 0);
 	bt_queue_destroy(r->q);
@@ -466,6 +476,25 @@ static void test_echo_many(void)
 	for (int i = 0; i < 100; i++)
 		close(fds[i]);
 	stop(&r, 0);
+}
+
+/* An attached worker's loop (a channel, no shared memory) acknowledges
+ * every batch with an ACK on the channel: once the producer has read them,
+ * nothing is left in flight. */
+static void test_echo_wire_ack(void)
+{
+	rig_wire = 1;
+	struct rig r;
+	start(&r);
+	int fds[40];
+	for (int i = 0; i < 40; i++)
+		fds[i] = client(&r);
+	for (int i = 0; i < 40; i++)
+		expect_echo(fds[i], "over the wire\n");
+	for (int i = 0; i < 40; i++)
+		close(fds[i]);
+	stop(&r, 0);
+	rig_wire = 0;
 }
 
 /* A close by the server sends FIN at once (the client reads EOF) even
@@ -943,6 +972,7 @@ static const struct check_case cases[] = {
 	{"offload", test_offload},
 	{"offload_drain", test_offload_drain},
 	{"echo_many", test_echo_many},
+	{"echo_wire_ack", test_echo_wire_ack},
 	{"server_close_fin", test_server_close_fin},
 	{"big_reply", test_big_reply},
 	{"half_close", test_half_close},

@@ -664,6 +664,141 @@ static void thread_pairs(int pairs, uint64_t items)
 static void test_thread_one_pair(void) { thread_pairs(1, 200000); }
 static void test_thread_many_pairs(void) { thread_pairs(6, 50000); }
 
+/* --- acknowledgements on the wire (an attached consumer) ---------------------- */
+
+static void setup_wire(struct fixture *f, unsigned batch)
+{
+	bt_log_set_handler(quiet, NULL);
+	f->shm = NULL;
+	int sv[2];
+	CHECK_ERR(bt_fdpass_pair(sv, 0), 0);
+	bt_fdpass_t *prod;
+	CHECK_ERR(bt_fdpass_open(&prod, sv[0]), 0);
+	CHECK_ERR(bt_fdpass_open(&f->consumer, sv[1]), 0);
+	CHECK_ERR(bt_fdpass_set_nonblock(f->consumer, 1), 0);
+	struct bt_queue_config cfg;
+	bt_queue_config_init(&cfg);
+	cfg.batch = batch;
+	CHECK_ERR(bt_queue_create(&f->q, &cfg, prod, NULL, 0), 0);
+}
+
+/* The consumer sends ACK (seq, lost ids) on the channel; the producer
+ * receives it there and hands it to the queue, as the acceptor does. */
+static void wire_ack(struct fixture *f, uint64_t seq, const uint64_t *lost, unsigned nlost)
+{
+	struct bt_wire_ack a;
+	memset(&a, 0, sizeof(a));
+	a.seq = seq;
+	a.n_lost = nlost;
+	for (unsigned i = 0; i < nlost; i++)
+		a.lost[i] = lost[i];
+	unsigned char buf[BT_WIRE_HDR_SIZE + BT_WIRE_ACK_SIZE + 8 * BT_WIRE_MAX_FDS];
+	long len = bt_wire_encode_ack(buf, sizeof(buf), 0, &a);
+	CHECK_OP(len, >, 0);
+	CHECK_ERR(bt_fdpass_send(f->consumer, buf, (size_t)len, NULL, 0), 0);
+	struct bt_wire_msg m;
+	CHECK_ERR(bt_fdpass_recv(bt_queue_channel(f->q), &m), 1);
+	CHECK_EQ(m.type, BT_WIRE_ACK);
+	CHECK_ERR(bt_queue_on_ack(f->q, &m.u.ack), 0);
+}
+
+/* Acknowledged batches are released; when the consumer dies, only what it
+ * had not acknowledged comes back: nothing is delivered twice. */
+static void test_wire_ack(void)
+{
+	struct fixture f;
+	setup_wire(&f, 8);
+	for (int i = 0; i < 8 * 3; i++)
+		CHECK_OP(push_id(f.q, (uint64_t)i + 1), >=, 0);
+	for (int b = 0; b < 3; b++)
+		CHECK_EQ(bt_queue_flush(f.q), 8);
+	CHECK_EQ(consume(&f, NULL, 0), 8); /* seq 1 */
+	CHECK_EQ(consume(&f, NULL, 0), 8); /* seq 2 */
+	CHECK_EQ(bt_queue_reap(f.q, NULL, NULL), 0); /* no ACK yet */
+	wire_ack(&f, 2, NULL, 0);           /* cumulative: 1 and 2 */
+	CHECK_EQ(bt_queue_reap(f.q, NULL, NULL), 16);
+	wire_ack(&f, 1, NULL, 0);           /* an old one again: harmless */
+	CHECK_EQ(bt_queue_inflight(f.q), 8);
+	bt_fdpass_close(f.consumer);        /* dies with batch 3 unread */
+	f.consumer = NULL;
+	struct gathered *g = calloc(1, sizeof(*g));
+	CHECK_EQ(bt_queue_take(f.q, gather, g), 8);
+	for (int i = 0; i < g->n; i++)
+		CHECK_EQ(g->ids[i], 17 + (uint64_t)i);
+	struct bt_queue_stats st;
+	bt_queue_get_stats(f.q, &st);
+	CHECK_EQ(st.acked, 16);
+	free(g);
+	teardown(&f);
+}
+
+/* Lost descriptors reported in the ACK are given back by the reap. */
+static void test_wire_ack_lost(void)
+{
+	struct fixture f;
+	setup_wire(&f, 4);
+	for (int i = 0; i < 4; i++)
+		CHECK_OP(push_id(f.q, (uint64_t)i + 1), >=, 0);
+	CHECK_EQ(bt_queue_flush(f.q), 4);
+	uint64_t ids[4];
+	CHECK_EQ(consume(&f, ids, 0), 4);
+	uint64_t lost[2] = {2, 4}; /* as if MSG_CTRUNC had taken them */
+	wire_ack(&f, 1, lost, 2);
+	struct gathered *g = calloc(1, sizeof(*g));
+	CHECK_EQ(bt_queue_reap(f.q, gather, g), 4);
+	CHECK_EQ(g->n, 2);
+	CHECK_EQ(g->ids[0], 2);
+	CHECK_EQ(g->ids[1], 4);
+	struct bt_queue_stats st;
+	bt_queue_get_stats(f.q, &st);
+	CHECK_EQ(st.lost, 2);
+	CHECK_EQ(st.acked, 2);
+	free(g);
+	teardown(&f);
+}
+
+/* An ACK that cannot be true is refused (-EPROTO): a batch never sent, a
+ * lost id that was never sent or is settled.  The queue stays as it was. */
+static void test_wire_ack_refused(void)
+{
+	struct fixture f;
+	setup_wire(&f, 4);
+	for (int i = 0; i < 4; i++)
+		CHECK_OP(push_id(f.q, (uint64_t)i + 1), >=, 0);
+	CHECK_EQ(bt_queue_flush(f.q), 4);
+	CHECK_EQ(consume(&f, NULL, 0), 4);
+	struct bt_wire_ack a;
+	memset(&a, 0, sizeof(a));
+	a.seq = 2; /* only seq 1 went out */
+	CHECK_ERR(bt_queue_on_ack(f.q, &a), -EPROTO);
+	a.seq = 1;
+	a.n_lost = 1;
+	a.lost[0] = 99; /* never sent */
+	CHECK_ERR(bt_queue_on_ack(f.q, &a), -EPROTO);
+	a.lost[0] = 3;
+	a.n_lost = 2;
+	a.lost[1] = 3; /* the same one twice */
+	CHECK_ERR(bt_queue_on_ack(f.q, &a), -EPROTO);
+	CHECK_EQ(bt_queue_inflight(f.q), 4);
+	a.n_lost = 1;
+	a.lost[0] = 4;
+	CHECK_ERR(bt_queue_on_ack(f.q, &a), 0); /* nothing of the refused ones stuck */
+	struct gathered *g = calloc(1, sizeof(*g));
+	CHECK_EQ(bt_queue_reap(f.q, gather, g), 4);
+	CHECK_EQ(g->n, 1);
+	CHECK_EQ(g->ids[0], 4);
+	free(g);
+	a.lost[0] = 1; /* settled already */
+	CHECK_ERR(bt_queue_on_ack(f.q, &a), -EPROTO);
+	CHECK_ERR(bt_queue_on_ack(NULL, &a), -EINVAL);
+	teardown(&f);
+	/* A queue acknowledged through shared memory takes no ACK. */
+	setup(&f, 4, 64, 0);
+	a.n_lost = 0;
+	CHECK_ERR(bt_queue_on_ack(f.q, &a), -EINVAL);
+	teardown(&f);
+}
+
 static const struct check_case cases[] = {
 	{"thread_wrap_and_full", test_thread_wrap_and_full},
 	{"thread_fds", test_thread_fds},
@@ -681,6 +816,9 @@ static const struct check_case cases[] = {
 	{"fire_and_forget", test_fire_and_forget},
 	{"payload_items", test_payload_items},
 	{"cross_process_ack", test_cross_process_ack},
+	{"wire_ack", test_wire_ack},
+	{"wire_ack_lost", test_wire_ack_lost},
+	{"wire_ack_refused", test_wire_ack_refused},
 	{NULL, NULL},
 };
 

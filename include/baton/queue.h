@@ -119,11 +119,28 @@ typedef struct bt_queue bt_queue_t;
 
 /*
  * A producer queue to the consumer at the other end of ch, acknowledging
- * through shm's slot.  On success the queue owns ch (bt_queue_destroy closes
- * it); on failure the caller still does.  0 or -errno (-EINVAL, -ENOMEM).
+ * through shm's slot (or on the wire: shm NULL, below).  On success the
+ * queue owns ch (bt_queue_destroy closes it); on failure the caller still
+ * does.  0 or -errno (-EINVAL, -ENOMEM).
  */
 BT_API int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
 			   bt_fdpass_t *ch, bt_queue_shm_t *shm, unsigned slot);
+
+/*
+ * A queue with shm NULL is acknowledged on the wire instead: its consumer
+ * (an attached worker, docs/wire.md) sends ACK messages on the channel,
+ * and the producer hands each one to bt_queue_on_ack.  Sequence numbers
+ * then start at 1.
+ */
+
+/* An ACK from the consumer of a wire-acknowledged queue: every batch up to
+ * ack->seq has arrived; ack->lost names items whose descriptor did not
+ * (they go back through the next reap's give()).  0; -EPROTO if the ACK
+ * names a batch not sent yet, or a lost id that is not an unsettled item
+ * with a descriptor of the batches it settles (the consumer is broken:
+ * drop it and bt_queue_take its items); -EINVAL for another kind of
+ * queue.  A repeated or older ACK without lost ids is harmless. */
+BT_API int bt_queue_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack);
 
 /* Close the channel and every descriptor the queue still holds: call
  * bt_queue_take first to keep them. */
