@@ -307,7 +307,19 @@ int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_
 		if (w->dead)
 			return 0;
 		int bad = 0;
-		if (msg->type == BT_WIRE_ACK) {
+		if (msg->type == BT_WIRE_HELLO && w->await_hello) {
+			/* An attached worker introduces itself: version 1 (the
+			 * highest it speaks is at least ours). */
+			bad = msg->u.hello.version < BT_WIRE_VERSION || msg->u.hello.flags != 0;
+			if (!bad) {
+				w->await_hello = 0;
+				w->pid = msg->u.hello.pid;
+				bt__log(BT_LOG_INFO, "acceptor: worker %u attached: pid %u", idx,
+					(unsigned)w->pid);
+			}
+		} else if (w->await_hello) {
+			bad = 1; /* anything before HELLO */
+		} else if (msg->type == BT_WIRE_ACK) {
 			/* A wire-acknowledged worker's (a forked one's go
 			 * through shared memory: -EINVAL, nothing to do). */
 			bad = bt_queue_on_ack(w->q, &msg->u.ack) == -EPROTO;

@@ -99,7 +99,7 @@ void bt__acc_give_back(void *ctx, const struct bt_wire_item *it)
 
 static int usable(const struct worker *w)
 {
-	return w->q && !w->dead && !w->full && !w->rest_until_ns;
+	return w->q && !w->dead && !w->full && !w->rest_until_ns && !w->await_hello;
 }
 
 /* Usable, and acknowledging: the first choice of every policy.  When every

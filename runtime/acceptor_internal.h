@@ -39,6 +39,10 @@ struct worker {
 	 * changed (bt__acc_worker_stalled_ns). */
 	uint64_t beat;
 	uint64_t beat_ns;
+	/* An attached worker (bt__acc_attach_guest): not used until its
+	 * HELLO; its pid, from the HELLO. */
+	uint8_t await_hello;
+	uint32_t pid;
 	struct bt_queue_stats gone; /* of earlier queues in this slot */
 };
 
@@ -158,6 +162,7 @@ void bt__acc_held_free(struct held *h);
  * acknowledged is closed, the rest redelivered, its queue freed; the
  * acknowledgement lag after a reap that released `acked` items. */
 void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx);
+
 void bt__acc_note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked);
 
 /* Events, from the backends. */

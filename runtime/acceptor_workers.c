@@ -30,6 +30,19 @@ int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 	return 0;
 }
 
+int bt__acc_attach_guest(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
+{
+	int rc = bt_acceptor_attach(acc, idx, q);
+	if (rc == 0)
+		acc->w[idx].await_hello = 1;
+	return rc;
+}
+
+uint32_t bt__acc_worker_pid(const bt_acceptor_t *acc, unsigned idx)
+{
+	return idx < acc->nw ? acc->w[idx].pid : 0;
+}
+
 void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
 {
 	if (!acc || idx >= acc->nw)

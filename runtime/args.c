@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <stddef.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,12 +168,60 @@ static void show_flush(const struct bt_runtime_config *cfg, char *buf, size_t ca
 	snprintf(buf, cap, "%s", bt_queue_flush_name(&qc, flush, sizeof(flush)));
 }
 
+static int set_workers(struct bt_runtime_config *cfg, const char *v)
+{
+	unsigned long n;
+	if (parse_uint(v, 0, 1024, &n) < 0)
+		return -1;
+	cfg->workers = n ? (unsigned)n : BT_RUNTIME_WORKERS_NONE;
+	return 0;
+}
+
 static void show_workers(const struct bt_runtime_config *cfg, char *buf, size_t cap)
 {
-	if (cfg->workers)
+	if (cfg->workers == BT_RUNTIME_WORKERS_NONE)
+		snprintf(buf, cap, "0");
+	else if (cfg->workers)
 		snprintf(buf, cap, "%u", cfg->workers);
 	else
 		snprintf(buf, cap, "one per online CPU");
+}
+
+static int set_attach(struct bt_runtime_config *cfg, const char *v)
+{
+	if (!*v || strlen(v) > 107)
+		return -1;
+	cfg->attach = v;
+	return 0;
+}
+
+static int set_worker_of(struct bt_runtime_config *cfg, const char *v)
+{
+	if (!*v || strlen(v) > 107)
+		return -1;
+	cfg->worker_of = v;
+	return 0;
+}
+
+static int set_attach_uid(struct bt_runtime_config *cfg, const char *v)
+{
+	unsigned long n;
+	if (cfg->nattach_uid == BT_RUNTIME_MAX_ATTACH_UIDS)
+		return -1;
+	if (parse_uint(v, 0, 0xfffffffeul, &n) < 0) {
+		struct passwd *pw = getpwnam(v);
+		if (!pw)
+			return -1;
+		n = pw->pw_uid;
+	}
+	cfg->attach_uid[cfg->nattach_uid++] = (unsigned)n;
+	return 0;
+}
+
+static void show_attach(const struct bt_runtime_config *cfg, char *buf, size_t cap)
+{
+	if (cfg->attach)
+		snprintf(buf, cap, "%s", cfg->attach);
 }
 
 static const struct rt_flag rt_flags[] = {
@@ -181,8 +230,9 @@ static const struct rt_flag rt_flags[] = {
 	 "with socket activation",
 	 F_FN, 0, 0, 0, 0, NULL, NULL, "HOST:PORT, [IPV6]:PORT or a path (at most 16 listeners)",
 	 set_listen, show_listen},
-	{"workers", "N", "worker processes (or threads in thread mode)", F_UINT, FIELD(workers), 1,
-	 1024, 0, "a number", NULL, NULL, NULL, show_workers},
+	{"workers", "N", "worker processes (or threads in thread mode); 0: none of our own, "
+	 "only attached ones (with --attach)", F_FN, 0, 0, 0, 0, NULL, NULL,
+	 "a number from 0 to 1024", set_workers, show_workers},
 	{"batch", "N", "connections per hand-off message, 1..253", F_UINT, FIELD(batch), 1, 253, 0,
 	 "a number", NULL, NULL, NULL, NULL},
 	{"flush", "POLICY", "when a batch goes: adaptive[:HOLD_US] | size | delay:US", F_FN, 0, 0, 0,
@@ -204,6 +254,16 @@ static const struct rt_flag rt_flags[] = {
 	 FIELD(out_high), 4096, 1ul << 30, 0, "bytes", NULL, NULL, NULL, NULL},
 	{"fire-and-forget", NULL, "close the acceptor's copy once sent (no redelivery; for comparison)",
 	 F_ON, FIELD(fire_and_forget), 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
+	{"attach", "ADDR",
+	 "let worker processes attach at ADDR (a path, created 0600, or @name) at any time",
+	 F_FN, 0, 0, 0, 0, NULL, NULL, "a path or @name (at most 107 bytes)", set_attach,
+	 show_attach},
+	{"attach-uid", "UID", "with --attach: a uid (or user name) that may attach besides ours; "
+	 "repeatable, at most 8", F_FN, 0, 0, 0, 0, NULL, NULL,
+	 "a uid or a user name (at most 8)", set_attach_uid, NULL},
+	{"worker-of", "ADDR", "run as an attached worker of the server at ADDR (see --attach), "
+	 "not as a server", F_FN, 0, 0, 0, 0, NULL, NULL, "a path or @name (at most 107 bytes)",
+	 set_worker_of, NULL},
 	{"backend", "NAME", "auto | io_uring | epoll", F_ENUM, FIELD(backend), 0, 0, 0, NULL,
 	 NAMES("auto", "io_uring", "epoll"), NULL, NULL, NULL},
 	{"help", NULL, "show this help and exit", F_HELP, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
@@ -490,7 +550,18 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 	if (cfg->threads > 1 && cfg->mode == BT_MODE_THREAD)
 		return bad(cfg, "--threads is for --mode process (worker processes of T threads each); "
 				"in thread mode --workers sets the number of threads%s%s", "", "");
-	unsigned long procs = cfg->workers ? cfg->workers : (unsigned long)sysconf(_SC_NPROCESSORS_ONLN);
+	if (cfg->workers == BT_RUNTIME_WORKERS_NONE && !cfg->attach)
+		return bad(cfg, "--workers: '0' is not %s%s",
+			   "a number from 1 to 1024 without --attach (0 leaves no worker of our "
+			   "own: give --attach ADDR for workers that attach)", "");
+	if (cfg->worker_of && cfg->attach)
+		return bad(cfg, "--worker-of and --attach: a program is a worker or a server, not "
+				"both%s%s", "", "");
+	if (cfg->nattach_uid && !cfg->attach)
+		return bad(cfg, "--attach-uid without --attach%s%s", "", "");
+	unsigned long procs = cfg->workers == BT_RUNTIME_WORKERS_NONE ? 0
+			      : cfg->workers ? cfg->workers
+					     : (unsigned long)sysconf(_SC_NPROCESSORS_ONLN);
 	if (cfg->threads > 1 && procs * cfg->threads > 4096) {
 		char n[32];
 		snprintf(n, sizeof(n), "%lu", procs * cfg->threads);

@@ -31,18 +31,30 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
 		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps,
 		(unsigned long long)st.lagged, (unsigned long long)st.pushed);
-	for (unsigned i = 0; i < s->nslots; i++) {
+	unsigned guests = s->attach_fd >= 0 || s->attached ? BT_RUNTIME_MAX_ATTACHED : 0;
+	for (unsigned i = 0; i < s->nslots + guests; i++) {
+		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
+		if (i >= s->nslots && !q)
+			continue; /* a free slot for attached workers */
 		struct bt_queue_stats qs;
 		bt_acceptor_get_worker_stats(s->acc, i, &qs);
 		char who[48];
-		s->ops->describe(s, i, who, sizeof(who));
-		const struct bt__worker_count *wc = &s->wc[i / s->tpp];
+		unsigned restarts = 0, stuck = 0, open;
+		if (i < s->nslots) {
+			s->ops->describe(s, i, who, sizeof(who));
+			restarts = s->wc[i / s->tpp].restarts;
+			stuck = s->wc[i / s->tpp].stuck;
+			open = s->ops->open(s, i);
+		} else {
+			snprintf(who, sizeof(who), "attached pid %u", (unsigned)bt__acc_worker_pid(s->acc, i));
+			open = bt_queue_consumer_load(q);
+		}
 		fprintf(stderr,
 			"  worker %u: %s, restarts %u, stuck %u, batches %llu, items %llu, acked %llu, "
 			"lost %llu, redelivered %llu, full %llu, open %u\n",
-			i, who, wc->restarts, wc->stuck, (unsigned long long)qs.batches,
+			i, who, restarts, stuck, (unsigned long long)qs.batches,
 			(unsigned long long)qs.items_sent, (unsigned long long)qs.acked,
 			(unsigned long long)qs.lost, (unsigned long long)qs.taken,
-			(unsigned long long)qs.full, s->ops->open(s, i));
+			(unsigned long long)qs.full, open);
 	}
 }

@@ -2,7 +2,7 @@
 /*
  * Stopping the server: the acceptor stops accepting and hands over what it
  * holds, every worker gets DRAIN with --drain-timeout, and once no worker
- * runs the acceptor's loop returns.  The worker set enforces the deadline
+ * runs (forked, or attached) the acceptor's loop returns.  The worker set enforces the deadline
  * (workers_proc.c SIGKILLs processes a grace second after it).
  */
 #include "supervisor.h"
@@ -28,6 +28,16 @@ void bt__sup_drain(struct bt_runtime *s, const char *why)
 
 void bt__sup_worker_ended(struct bt_runtime *s)
 {
-	if (s->draining && bt__sup_running(s) == 0)
+	if (s->draining && bt__sup_running(s) == 0 && s->attached == 0)
 		bt_acceptor_stop(s->acc);
+}
+
+void bt__sup_drain_due(struct bt_runtime *s, uint64_t now)
+{
+	if (!s->draining || now < s->drain_deadline_ns || !s->attached)
+		return;
+	bt__log(BT_LOG_WARN, "%u attached worker%s still there after the drain deadline: stopping "
+			     "without them", s->attached, s->attached == 1 ? "" : "s");
+	s->attached = 0;
+	bt__sup_worker_ended(s);
 }

@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <string.h>
@@ -120,7 +121,7 @@ int bt_fdpass_listen(const char *name, int flags)
 	return fd;
 }
 
-int bt_fdpass_accept(int lfd, uid_t allow_uid, int flags)
+int bt__fdpass_accept_uids(int lfd, const uid_t *uids, unsigned n, int flags)
 {
 	if (flags & ~BT_FDPASS_NONBLOCK)
 		return -EINVAL;
@@ -143,21 +144,29 @@ int bt_fdpass_accept(int lfd, uid_t allow_uid, int flags)
 		return bt__log_errno(BT_LOG_ERROR, err, "getsockopt(SO_PEERCRED)");
 	}
 	uid_t me = geteuid();
-	if (cred.uid != me && (allow_uid == BT_FDPASS_NO_UID || cred.uid != allow_uid)) {
+	int ok = cred.uid == me;
+	for (unsigned i = 0; i < n && !ok; i++)
+		ok = cred.uid == uids[i];
+	if (!ok) {
 		bt__close(fd);
-		if (allow_uid == BT_FDPASS_NO_UID)
-			bt__log(BT_LOG_WARN,
-				"refused channel peer pid %ld uid %lu: only uid %lu may attach",
-				(long)cred.pid, (unsigned long)cred.uid,
-				(unsigned long)me);
-		else
-			bt__log(BT_LOG_WARN,
-				"refused channel peer pid %ld uid %lu: only uids %lu and %lu may attach",
-				(long)cred.pid, (unsigned long)cred.uid,
-				(unsigned long)me, (unsigned long)allow_uid);
+		char also[96] = "";
+		size_t used = 0;
+		for (unsigned i = 0; i < n && used < sizeof(also); i++) {
+			int w = snprintf(also + used, sizeof(also) - used, "%s%lu",
+					 i + 1 == n ? " and " : ", ", (unsigned long)uids[i]);
+			if (w > 0)
+				used += (size_t)w;
+		}
+		bt__log(BT_LOG_WARN, "refused channel peer pid %ld uid %lu: only uid%s %lu%s may attach",
+			(long)cred.pid, (unsigned long)cred.uid, n ? "s" : "", (unsigned long)me, also);
 		return -EPERM;
 	}
 	return fd;
+}
+
+int bt_fdpass_accept(int lfd, uid_t allow_uid, int flags)
+{
+	return bt__fdpass_accept_uids(lfd, &allow_uid, allow_uid == BT_FDPASS_NO_UID ? 0 : 1, flags);
 }
 
 int bt_fdpass_connect(const char *name, int flags)

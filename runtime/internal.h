@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define BT__PRINTF(a, b) __attribute__((format(printf, a, b)))
 
@@ -35,6 +36,8 @@ int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h);
 
 /* The program name log lines start with (default: the executable's). */
 void bt__log_set_ident(const char *name);
+/* bt_fdpass_accept with a list of uids allowed besides our own. */
+int bt__fdpass_accept_uids(int lfd, const uid_t *uids, unsigned n, int flags);
 /* Would a line of this level be logged? */
 int bt__log_enabled(int level);
 
@@ -61,6 +64,11 @@ uint64_t bt__queue_beats(const struct bt_queue *q);
  * heartbeat has not moved while it has work (connections open or
  * unacknowledged), else 0 (acceptor.c). */
 struct bt_acceptor;
+/* An attached worker at slot idx: like bt_acceptor_attach, but dispatch
+ * passes it over until its HELLO.  0 or -errno. */
+int bt__acc_attach_guest(struct bt_acceptor *acc, unsigned idx, struct bt_queue *q);
+/* The pid an attached worker's HELLO gave (0: none yet, or forked). */
+uint32_t bt__acc_worker_pid(const struct bt_acceptor *acc, unsigned idx);
 uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);
 
 /* Register the pool's fork handler (once); end the process's job pool. */

@@ -79,6 +79,7 @@ static void on_timer(void *ctx)
 		s->watch_next_ns = now + watch_period_ns(s);
 	}
 	s->ops->tick(s, now);
+	bt__sup_drain_due(s, now);
 	bt__sup_schedule(s);
 }
 
@@ -87,6 +88,8 @@ void bt__sup_schedule(struct bt_runtime *s)
 	uint64_t next = s->ops->next_due(s), now = bt__now_ns();
 	if (s->watch_next_ns && !s->draining && (!next || s->watch_next_ns < next))
 		next = s->watch_next_ns;
+	if (s->draining && s->attached && (!next || s->drain_deadline_ns < next))
+		next = s->drain_deadline_ns;
 	if (next)
 		bt_acceptor_timer(s->acc, next > now ? (unsigned)((next - now) / 1000000ull) + 1 : 0,
 				  on_timer, s);
@@ -177,6 +180,11 @@ static int own_strings(struct bt_runtime *s)
 	return 0;
 }
 
+static void on_worker_gone(void *ctx, unsigned idx)
+{
+	bt__sup_attach_gone(ctx, idx); /* forked ones: SIGCHLD does the rest */
+}
+
 int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handler *h_in, void *user)
 {
 	struct bt_runtime sup, *s = &sup;
@@ -224,6 +232,18 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	}
 	bt__log_set_ident(cfg->name);
 	signal(SIGPIPE, SIG_IGN);
+	s->attach_fd = -1;
+	if (cfg->worker_of) {
+		s->tpp = cfg->threads > 1 ? cfg->threads : 1;
+		status = s->tpp > 64 ? 2 : bt__sup_run_worker_of(s);
+		goto out;
+	}
+	if (cfg->workers == BT_RUNTIME_WORKERS_NONE && !cfg->attach) {
+		bt__log(BT_LOG_ERROR, "bt_runtime_run: no workers (BT_RUNTIME_WORKERS_NONE) and no "
+				      "attach address");
+		status = 2;
+		goto out;
+	}
 
 	int lrc = open_listeners(s);
 	if (lrc) {
@@ -232,10 +252,12 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	}
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	s->nw = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+	s->nw = cfg->workers == BT_RUNTIME_WORKERS_NONE ? 0
+		: cfg->workers				 ? cfg->workers
+							 : (unsigned)(ncpu > 0 ? ncpu : 1);
 	s->tpp = cfg->mode == BT_MODE_PROCESS && cfg->threads > 1 ? cfg->threads : 1;
 	s->nslots = s->nw * s->tpp;
-	s->wc = calloc(s->nw, sizeof(*s->wc));
+	s->wc = calloc(s->nw ? s->nw : 1, sizeof(*s->wc));
 	int rc = !s->wc ? -ENOMEM : s->tpp > 64 || s->nslots > 4096 ? -EINVAL : 0;
 	if (rc < 0)
 		goto out;
@@ -245,8 +267,10 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	ac.dispatch = cfg->dispatch;
 	ac.backend = cfg->backend;
 	ac.ctx = s;
+	ac.on_worker_gone = on_worker_gone;
 	bt__sup_producer_config(s, &ac);
-	rc = bt_acceptor_create(&s->acc, &ac, s->nslots);
+	rc = bt_acceptor_create(&s->acc, &ac,
+				s->nslots + (cfg->attach ? BT_RUNTIME_MAX_ATTACHED : 0));
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_ERROR, rc, "cannot create the acceptor");
 		goto out;
@@ -256,7 +280,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 			goto out;
 		s->lfds[i] = -1; /* the acceptor's now */
 	}
-	if (bt__sup_signals(s) < 0 || s->ops->init(s) < 0)
+	if (bt__sup_signals(s) < 0 || s->ops->init(s) < 0 || bt__sup_attach_open(s) < 0)
 		goto out;
 
 	unsigned started = 0;
@@ -301,6 +325,7 @@ out:
 		s->ops->stop(s);
 	if (s->acc)
 		bt_acceptor_destroy(s->acc);
+	bt__sup_attach_close(s);
 	if (s->ops)
 		s->ops->fini(s);
 	bt__pool_shutdown_global(); /* thread mode: the workers' job pool */

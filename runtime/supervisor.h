@@ -10,6 +10,8 @@
  *   counters.c        the counters printed on SIGUSR1 and at exit
  *   producer.c        the program's work items (bt_runtime_push) and
  *                     watches on the supervisor's loop
+ *   attach.c          workers that attach by name (--attach), and this
+ *                     program as one (--worker-of)
  *   workers_proc.c    the worker set as processes (of one or more loops)
  *   workers_thread.c  the worker set as threads of this process
  *
@@ -99,6 +101,8 @@ struct bt_runtime {
 	uint64_t drain_deadline_ns;
 	uint64_t start_ns;
 	int start_failed; /* a worker could not start: exit status 1 */
+	int attach_fd;    /* --attach's listener, -1 */
+	unsigned attached; /* attached workers now (slots nslots.. ) */
 	uint64_t watch_next_ns; /* the watchdog's next look (0: off) */
 };
 
@@ -127,6 +131,16 @@ void bt__sup_producer_config(struct bt_runtime *s, struct bt_acceptor_config *ac
 int bt__sup_producer_start(struct bt_runtime *s);
 /* Worker loop slot ended while serving: tell the producer. */
 void bt__sup_worker_gone(struct bt_runtime *s, unsigned slot);
+
+/* attach.c: open and close --attach's listener (0, or -errno logged); a
+ * worker slot the acceptor dropped; run as --worker-of (exit status). */
+int bt__sup_attach_open(struct bt_runtime *s);
+void bt__sup_attach_close(struct bt_runtime *s);
+void bt__sup_attach_gone(struct bt_runtime *s, unsigned idx);
+int bt__sup_run_worker_of(struct bt_runtime *s);
+
+/* drain.c: past the drain's deadline, stop waiting for attached workers. */
+void bt__sup_drain_due(struct bt_runtime *s, uint64_t now);
 
 /* counters.c */
 void bt__sup_print_counters(struct bt_runtime *s, const char *why);

@@ -188,6 +188,8 @@ static int procs_init(struct bt_runtime *s)
 	s->set = ps;
 	for (unsigned i = 0; i < s->nw; i++)
 		ps->p[i].backoff_ms = RESPAWN_MIN_MS;
+	if (s->nslots == 0)
+		return 0; /* --workers 0: attached workers only */
 	int rc = bt_queue_shm_create(&ps->shm, s->nslots, s->qc.max_inflight);
 	if (rc < 0)
 		bt__log_errno(BT_LOG_ERROR, rc, "bt_queue_shm_create");

@@ -120,7 +120,7 @@ def test_flag_forms():
         r = run([prog, "--workers=1", "--bat", "4", "--flush=size", "--help"])
         assert r.returncode == 0 and "Usage:" in r.stdout, r
         # The same forms carry bad values to a clear error (exit 2).
-        for bad, why in ((["--worke=0"], "ambiguous option '--worke=0' (--workers or --worker-timeout)"),
+        for bad, why in ((["--worke=0"], "ambiguous option '--worke=0' (--workers or --worker-timeout or --worker-of)"),
                          (["--workers=0"], "--workers: '0' is not"),
                          (["--worker-t=50"], "--worker-timeout: '50' is not"),
                          (["--out-high=100"], "--out-high: '100' is not"),

@@ -50,6 +50,11 @@ extern "C" {
 
 #define BT_RUNTIME_MAX_LISTEN 16
 #define BT_RUNTIME_MAX_INHERIT 16
+#define BT_RUNTIME_MAX_ATTACH_UIDS 8
+#define BT_RUNTIME_MAX_ATTACHED 64
+/* workers: none of the server's own (--workers 0), with attach: only
+ * attached workers serve. */
+#define BT_RUNTIME_WORKERS_NONE 0xffffffffu
 
 /* The running supervisor, as the producer's callbacks see it. */
 typedef struct bt_runtime bt_runtime_t;
@@ -105,6 +110,17 @@ struct bt_runtime_config {
 	unsigned ninherit;
 	const struct bt_producer *producer; /* a program that queues its own
 				     * work items (below); NULL: none */
+	const char *attach;         /* --attach: a path (created 0600) or
+				     * "@name" (abstract) where worker processes
+				     * may attach at any time (docs/wire.md), at
+				     * most BT_RUNTIME_MAX_ATTACHED at once;
+				     * NULL: none */
+	unsigned attach_uid[BT_RUNTIME_MAX_ATTACH_UIDS]; /* --attach-uid: uids
+				     * that may attach besides our own */
+	unsigned nattach_uid;
+	const char *worker_of;      /* --worker-of: run as an attached worker of
+				     * the server at this address (--threads T:
+				     * T worker loops), not as a server */
 };
 
 /*
