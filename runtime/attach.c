@@ -14,6 +14,9 @@
 #include "supervisor.h"
 
 #include "internal.h"
+#include "loop_internal.h"
+
+#include <stdatomic.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -115,6 +118,8 @@ void bt__sup_attach_gone(struct bt_runtime *s, unsigned idx)
 
 /* --- --worker-of: this program as an attached worker ------------------------- */
 
+static _Atomic int guest_stopping; /* SIGTERM/SIGINT: we closed the channels */
+
 struct guest {
 	struct bt_runtime *s;
 	unsigned t;
@@ -158,6 +163,13 @@ static int guest_run(struct guest *g)
 		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", g->t);
 	}
 	rc = bt_loop_run(g->loop);
+	if (rc == 0 && g->loop->channel_eof && !g->loop->drain_asked && !atomic_load(&guest_stopping)) {
+		/* The server closed the channel without a DRAIN: it refused us
+		 * (uid, too many workers) or went away. */
+		bt__log(BT_LOG_ERROR, "worker %u: %s closed the channel without a DRAIN: refused "
+				      "(see the server's log) or gone", g->t, g->s->cfg->worker_of);
+		rc = -ECONNRESET;
+	}
 	bt_loop_destroy(g->loop);
 	return rc;
 }
@@ -185,6 +197,7 @@ static void *signal_thread(void *arg)
 	int sig;
 	if (sigwait(&set, &sig) == 0) {
 		bt__log(BT_LOG_INFO, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		atomic_store(&guest_stopping, 1);
 		for (unsigned t = 0; t < gs[0].s->tpp; t++)
 			shutdown(bt_fdpass_fd(gs[t].ch), SHUT_RD);
 	}

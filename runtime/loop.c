@@ -350,6 +350,7 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 		return 0;
 	}
 	case BT_WIRE_DRAIN:
+		loop->drain_asked = 1;
 		bt_loop_drain(loop, msg->u.drain.deadline_ms);
 		return 0;
 	default:

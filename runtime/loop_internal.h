@@ -126,6 +126,7 @@ struct bt_loop {
 	uint64_t drain_deadline_ns;
 	int stopping;  /* run() returns when nothing is left */
 	int channel_eof;
+	int drain_asked; /* a DRAIN came on the channel */
 	int started;
 	struct bt_loop_stats st;
 	uint64_t now_ns; /* refreshed once per wake-up */

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Workers that attach by name (--attach / --worker-of): baton-httpd with
+no worker of its own serves through attached ones, each connection once;
+forked and attached workers together; an attached worker SIGKILLed under
+load; peers of another uid refused (and let in with --attach-uid); a path
+channel is 0600; malformed HELLO and ACK from a raw peer drop that peer
+only; the acceptor's descriptors stay flat over 100 attach/detach cycles.
+
+Usage: test_attach.py BUILD_DIR [case ...]
+Every process a case starts is stopped by pid; waits have deadlines.
+"""
+import os
+import re
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
+from cases import Skip, terminate, until  # noqa: E402
+
+BUILD = os.path.abspath(sys.argv[1])
+HTTPD = os.path.join(BUILD, "apps", "baton-httpd")
+ECHO = os.path.join(BUILD, "apps", "baton-echo")
+ENV = dict(os.environ, BATON_LOG="info")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    """A program on the runtime, its stderr collected as it comes."""
+
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=ENV)
+        self.lines = []
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in iter(self.proc.stderr.readline, b""):
+            self.lines.append(line.decode(errors="replace"))
+
+    def text(self):
+        return "".join(self.lines)
+
+    def wait_log(self, pattern, timeout=20):
+        def seen():
+            assert re.search(pattern, self.text()), "no '%s' in the log yet" % pattern
+        until(seen, timeout=timeout)
+
+    def stop(self):
+        rc = terminate(self.proc)
+        self.t.join(5)
+        return rc
+
+
+def http_get(port, timeout=10):
+    """One request with Connection: close: the whole response, or raises."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return data
+            data += b
+
+
+def server(port, name, *extra):
+    s = Server([HTTPD, "--listen", "127.0.0.1:%d" % port, "--attach", name] + list(extra))
+    s.wait_log(r"workers may attach at")
+    return s
+
+
+def worker(name, *extra):
+    return Server([HTTPD, "--worker-of", name] + list(extra))
+
+
+def test_attached_only():
+    """--workers 0: a connection made before any worker waits in the
+    backlog; 2000 connections are each answered exactly once by the
+    attached worker's two loops."""
+    port, name = free_port(), "@baton-test-attach-%d" % os.getpid()
+    srv = server(port, name, "--workers", "0")
+    w = None
+    try:
+        early = socket.create_connection(("127.0.0.1", port), timeout=10)
+        early.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        w = worker(name, "--threads", "2")
+        srv.wait_log(r"worker 1 attached")
+        data = b""
+        while True:
+            b = early.recv(65536)
+            if not b:
+                break
+            data += b
+        early.close()
+        assert data.count(b"HTTP/1.1 200") == 1, data[:200]
+        for i in range(2000):
+            r = http_get(port)
+            assert r.count(b"HTTP/1.1 200") == 1, (i, r[:200])
+    finally:
+        if w:
+            assert w.stop() == 0, w.text()[-500:]
+        assert srv.stop() == 0, srv.text()[-800:]
+    held = re.findall(r"held (\d+)", srv.text())
+    assert held and held[-1] == "0", srv.text()[-500:]
+
+
+def test_forked_and_attached():
+    """Forked and attached workers serve together; both get connections."""
+    port, name = free_port(), "@baton-test-attach2-%d" % os.getpid()
+    srv = server(port, name, "--workers", "1")
+    w = worker(name)
+    try:
+        srv.wait_log(r"worker 1 attached")
+        for i in range(400):
+            assert http_get(port).count(b"HTTP/1.1 200") == 1
+        srv.proc.send_signal(signal.SIGUSR1)
+        srv.wait_log(r"worker 1: attached pid \d+, .* items [1-9]")
+        assert re.search(r"worker 0: pid \d+, .* items [1-9]", srv.text()), srv.text()[-800:]
+    finally:
+        w.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
+def test_sigkill_attached():
+    """Two attached workers under load; one is SIGKILLed.  Every client
+    finishes within its deadline, none gets two answers, and the server
+    goes on with the other worker."""
+    port, name = free_port(), "@baton-test-attach3-%d" % os.getpid()
+    srv = server(port, name, "--workers", "0")
+    w1, w2 = worker(name), worker(name)
+    results, lock = [], threading.Lock()
+    try:
+        srv.wait_log(r"worker 0 attached")
+        srv.wait_log(r"worker 1 attached")
+        stop = time.time() + 3
+
+        def client():
+            while time.time() < stop:
+                t0 = time.time()
+                try:
+                    r = http_get(port, timeout=10)
+                    res = r.count(b"HTTP/1.1 200")
+                except OSError:
+                    res = -1  # reset: its worker died holding it
+                with lock:
+                    results.append((res, time.time() - t0))
+        ts = [threading.Thread(target=client) for _ in range(8)]
+        for t in ts:
+            t.start()
+        time.sleep(1)
+        w1.proc.kill()
+        w1.proc.wait()
+        for t in ts:
+            t.join(30)
+            assert not t.is_alive(), "a client hangs"
+        srv.wait_log(r"worker \d \(attached, pid %d\) left" % w1.proc.pid)
+        assert all(n in (0, 1, -1) for n, _ in results), "answered twice"
+        assert all(d < 10 for _, d in results)
+        ok = sum(1 for n, _ in results if n == 1)
+        assert ok > 50 and ok >= len(results) - 10, (ok, len(results))
+        for i in range(50):  # the survivor serves everything now
+            assert http_get(port).count(b"HTTP/1.1 200") == 1
+    finally:
+        w1.stop()
+        w2.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
+def nobody_can_run():
+    try:
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            HTTPD, "--version"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def test_other_uid():
+    """A peer of another uid is refused on an abstract name (logged), and
+    let in with --attach-uid; a path channel is created 0600."""
+    if os.geteuid() != 0:
+        raise Skip("needs root to run a worker as nobody")
+    if not nobody_can_run():
+        raise Skip("nobody cannot run the build's programs")
+    port, name = free_port(), "@baton-test-attach4-%d" % os.getpid()
+    srv = server(port, name, "--workers", "1")
+    try:
+        w = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            HTTPD, "--worker-of", name], capture_output=True, timeout=30)
+        assert w.returncode != 0 and b"without a DRAIN" in w.stderr, w
+        srv.wait_log(r"refused channel peer pid \d+ uid 65534")
+        assert http_get(port).count(b"HTTP/1.1 200") == 1  # still serving
+    finally:
+        assert srv.stop() == 0
+    port, name = free_port(), "@baton-test-attach5-%d" % os.getpid()
+    srv = server(port, name, "--workers", "0", "--attach-uid", "65534")
+    w = Server(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", HTTPD,
+                "--worker-of", name])
+    try:
+        srv.wait_log(r"worker 0 attached")
+        assert http_get(port).count(b"HTTP/1.1 200") == 1
+    finally:
+        w.stop()
+        assert srv.stop() == 0
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "attach.sock")
+        srv = server(free_port(), path)
+        try:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        finally:
+            assert srv.stop() == 0
+        assert not os.path.exists(path)  # removed at exit
+
+
+HDR = struct.Struct("<IHHQIHHII")
+
+
+def msg(mtype, body, seq=0):
+    return HDR.pack(0x4e544142, 1, mtype, seq, HDR.size + len(body), 0, 0, 0, 0) + body
+
+
+def raw_peer(name, first, second=None):
+    """Attach with raw bytes: send first (and second); True if the server
+    then dropped us (EOF)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(10)
+    s.connect("\0" + name[1:])
+    s.send(first)
+    if second:
+        s.send(second)
+    try:
+        dropped = s.recv(65536) == b""
+    except ConnectionResetError:
+        dropped = True
+    s.close()
+    return dropped
+
+
+def test_malformed_peer():
+    """A HELLO of version 0, an ACK before HELLO, and an ACK for a batch
+    never sent each drop that peer with a log line; the server keeps
+    serving through a real worker."""
+    port, name = free_port(), "@baton-test-attach6-%d" % os.getpid()
+    srv = server(port, name, "--workers", "1")
+    try:
+        hello0 = msg(3, struct.pack("<IIII", 0, os.getpid(), 0, 0))
+        hello1 = msg(3, struct.pack("<IIII", 0, os.getpid(), 1, 0))
+        ack = msg(2, struct.pack("<QQII", 5, 0, 0, 0))
+        assert raw_peer(name, hello0)
+        srv.wait_log(r"sent a bad HELLO")
+        assert raw_peer(name, ack)
+        srv.wait_log(r"sent a bad ACK")
+        assert raw_peer(name, hello1, ack)
+
+        def two_bad_acks():
+            assert len(re.findall(r"sent a bad ACK", srv.text())) >= 2, "second bad ACK not logged"
+        until(two_bad_acks, timeout=10)
+        for i in range(20):
+            assert http_get(port).count(b"HTTP/1.1 200") == 1
+    finally:
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_fds_flat():
+    """100 raw peers attach (HELLO) and leave: the acceptor's descriptors
+    are what they were."""
+    port, name = free_port(), "@baton-test-attach7-%d" % os.getpid()
+    srv = server(port, name, "--workers", "1")
+    try:
+        before = fd_count(srv.proc.pid)
+        hello = msg(3, struct.pack("<IIII", 0, os.getpid(), 1, 0))
+        for i in range(100):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect("\0" + name[1:])
+            s.send(hello)
+            s.close()
+
+            def left():
+                n = len(re.findall(r"worker \d+ \(attached, pid \d+\) left", srv.text()))
+                assert n == i + 1, "%d of %d left" % (n, i + 1)
+            until(left, timeout=10)
+
+        def flat():
+            assert fd_count(srv.proc.pid) == before, (fd_count(srv.proc.pid), before)
+        until(flat, timeout=10)
+    finally:
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
+def main():
+    return cases.run(globals(), sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
