@@ -29,6 +29,8 @@ from cases import Skip, terminate, until  # noqa: E402
 BUILD = os.path.abspath(sys.argv[1])
 HTTPD = os.path.join(BUILD, "apps", "baton-httpd")
 ECHO = os.path.join(BUILD, "apps", "baton-echo")
+PYWORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps",
+                        "python", "baton_worker.py")
 ENV = dict(os.environ, BATON_LOG="info")
 
 
@@ -180,6 +182,48 @@ def test_sigkill_attached():
     finally:
         w1.stop()
         w2.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
+def test_python_worker():
+    """apps/python/baton_worker.py, written from docs/wire.md: 2000 HTTP
+    connections answered once each, then echo; it leaves on SIGTERM with
+    status 0 and the server goes on."""
+    port, name = free_port(), "@baton-test-attach8-%d" % os.getpid()
+    srv = server(port, name, "--workers", "0")
+    py = Server([sys.executable, PYWORKER, "--attach", name, "--http", "--body", "from python\n"])
+    try:
+        srv.wait_log(r"worker 0 attached")
+        for i in range(2000):
+            r = http_get(port)
+            assert r.count(b"HTTP/1.1 200") == 1 and r.endswith(b"from python\n"), (i, r[:200])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            for i in range(5):  # keep-alive
+                c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                got = b""
+                while not got.endswith(b"from python\n"):
+                    got += c.recv(4096)
+                assert got.count(b"HTTP/1.1 200") == 1, got
+        assert py.stop() == 0, py.text()
+        srv.wait_log(r"worker 0 \(attached, pid \d+\) left")
+    finally:
+        py.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+    port, name = free_port(), "@baton-test-attach9-%d" % os.getpid()
+    srv = Server([ECHO, "--listen", "127.0.0.1:%d" % port, "--workers", "0", "--attach", name])
+    srv.wait_log(r"workers may attach at")
+    py = Server([sys.executable, PYWORKER, "--attach", name, "--echo"])
+    try:
+        srv.wait_log(r"worker 0 attached")
+        for i in range(200):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(b"echo %d\n" % i)
+                got = b""
+                while len(got) < len(b"echo %d\n" % i):
+                    got += c.recv(100)
+                assert got == b"echo %d\n" % i, got
+    finally:
+        py.stop()
         assert srv.stop() == 0, srv.text()[-800:]
 
 
