@@ -93,26 +93,27 @@ int bt_fdpass_listen(const char *name, int flags)
 		return bt__log_errno(BT_LOG_ERROR, err, "fchmod(%s)", name);
 	}
 	int rc = bind(fd, (struct sockaddr *)&sun, (socklen_t)len);
-	if (rc < 0 && errno == EADDRINUSE && is_path &&
-	    stale_socket(&sun, (socklen_t)len)) {
+	int err = rc < 0 ? -errno : 0; /* before stale_socket's connect changes errno */
+	if (err == -EADDRINUSE && is_path && stale_socket(&sun, (socklen_t)len)) {
 		bt__log(BT_LOG_INFO, "replacing stale socket %s", name);
-		if (unlink(name) == 0)
+		if (unlink(name) == 0) {
 			rc = bind(fd, (struct sockaddr *)&sun, (socklen_t)len);
+			err = rc < 0 ? -errno : 0;
+		}
 	}
 	if (rc < 0) {
-		int err = -errno;
 		bt__close(fd);
 		return bt__log_errno(BT_LOG_ERROR, err, "bind(%s)", name);
 	}
 	/* Belt and braces: mode 0600 even under a umask that cleared bits. */
 	if (is_path && chmod(name, 0600) < 0) {
-		int err = -errno;
+		err = -errno;
 		bt__close(fd);
 		unlink(name);
 		return bt__log_errno(BT_LOG_ERROR, err, "chmod(%s)", name);
 	}
 	if (listen(fd, 128) < 0) {
-		int err = -errno;
+		err = -errno;
 		bt__close(fd);
 		if (is_path)
 			unlink(name);

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <netinet/in.h>
 
 /* --- helpers ---------------------------------------------------------- */
@@ -836,6 +837,18 @@ static void test_named_path_mode(void)
 	CHECK_OP(lfd, >=, 0);
 	CHECK(strstr(last_log, "stale") != NULL);
 	close(lfd);
+	unlink(name);
+
+	/* A live socket of another type (a stream server) is in use too:
+	 * -EADDRINUSE, not the probe's -EPROTOTYPE. */
+	int st_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un su = {.sun_family = AF_UNIX};
+	CHECK_OP(strlen(name), <, sizeof(su.sun_path));
+	memcpy(su.sun_path, name, strlen(name) + 1);
+	CHECK_SYS(bind(st_fd, (struct sockaddr *)&su, sizeof(su)));
+	CHECK_SYS(listen(st_fd, 1));
+	CHECK_ERR(bt_fdpass_listen(name, 0), -EADDRINUSE);
+	close(st_fd);
 	unlink(name);
 
 	/* A regular file is never replaced. */

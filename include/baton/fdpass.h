@@ -123,12 +123,14 @@ BT_API int bt_fdpass_send_batch(bt_fdpass_t *ch, uint64_t seq,
  * points into the channel and is valid until the next receive; each item's
  * fd (or -1) now belongs to the caller.
  *
- * Returns 1 (a message), 0 (the peer closed the channel), or:
+ * Returns 1 (a message), 0 (the peer closed the channel, or sent a 0-byte
+ * message, which reads the same on SOCK_SEQPACKET), or:
  *  -EAGAIN        non-blocking and nothing to read;
  *  -EMSGSIZE      the message was larger than BT_WIRE_MAX_MSG (MSG_TRUNC);
  *  -EBADMSG       malformed: bad magic, type, lengths, counts that disagree
  *                 with the descriptors that arrived, descriptors on a
- *                 message that may not carry them, an empty message;
+ *                 message that may not carry them, a message shorter
+ *                 than the header;
  *  -EPROTONOSUPPORT  another wire version;
  *  other errnos of recvmsg(2).
  * On every error all descriptors that arrived are closed and counted; after
