@@ -172,7 +172,9 @@ struct design {
 
 /* K_SERVER: a program built on the runtime (--server): it takes the
  * runtime's flags. */
-enum { K_BATON_PROC, K_BATON_THREAD, K_LISTEN, K_LISTEN_WORKERS, K_NGINX, K_SERVER };
+/* K_ATTACH: baton-httpd with no worker of its own (--workers 0 --attach)
+ * and N processes of baton-httpd --worker-of attached to it. */
+enum { K_BATON_PROC, K_BATON_THREAD, K_LISTEN, K_LISTEN_WORKERS, K_NGINX, K_SERVER, K_ATTACH };
 
 /* What every run of one command shares. */
 struct harness {

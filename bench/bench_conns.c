@@ -23,7 +23,8 @@ static void conns_usage(FILE *f)
 	fprintf(f,
 		"Usage: baton-bench conns [OPTION]...\n"
 		"Every server design under the same load, in one run: baton-proc and\n"
-		"baton-thread (baton-httpd), fork, prefork, reuseport, inplace, nginx when\n"
+		"baton-thread (baton-httpd), baton-attach (baton-httpd with --worker-of\n"
+		"workers attached), fork, prefork, reuseport, inplace, nginx when\n"
 		"installed, and your own servers built on the runtime (--server).  Designs\n"
 		"alternate over R repetitions; the table shows medians (min-max).\n"
 		"\n"

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@
 struct design bench_designs[] = {
 	DESIGN("baton-proc", "baton-httpd", SIGTERM, K_BATON_PROC),
 	DESIGN("baton-thread", "baton-httpd", SIGTERM, K_BATON_THREAD),
+	DESIGN("baton-attach", "baton-httpd", SIGTERM, K_ATTACH),
 	DESIGN("fork", "bench-fork", SIGTERM, K_LISTEN),
 	DESIGN("prefork", "bench-prefork", SIGTERM, K_LISTEN_WORKERS),
 	DESIGN("reuseport", "bench-reuseport", SIGTERM, K_LISTEN_WORKERS),
@@ -110,7 +113,56 @@ struct running {
 	pid_t pid;
 	char dir[64];
 	char listen[300];
+	pid_t extra[256]; /* K_ATTACH: the attached workers */
+	int nextra;
 };
+
+/* Start argv (stdout and stderr to logp, BATON_LOG=warn): its pid. */
+static pid_t spawn(const char *path, const char *const *argv, const char *logp)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		bench_die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		dup2(null, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		setenv("BATON_LOG", "warn", 1);
+		execv(path, (char *const *)argv);
+		fprintf(stderr, "baton-bench: cannot run %s: %s\n", path, strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Does the server take workers at its attach address (@name) yet? */
+static int attach_ready(const char *name)
+{
+	struct sockaddr_un su = {.sun_family = AF_UNIX};
+	size_t n = strlen(name);
+	memcpy(su.sun_path + 1, name + 1, n - 1); /* abstract: a NUL, then the name */
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int ok = fd >= 0 && connect(fd, (struct sockaddr *)&su,
+				    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) == 0;
+	if (fd >= 0)
+		close(fd); /* the server logs a worker that left without HELLO */
+	return ok;
+}
+
+/* The CPU seconds of a running design: its root's tree, and the attached
+ * workers' (not its descendants). */
+static double run_cpu(const struct running *r)
+{
+	double c = bench_tree_cpu(r->pid);
+	for (int i = 0; i < r->nextra && c >= 0; i++) {
+		double w = bench_tree_cpu(r->extra[i]);
+		c = w < 0 ? -1 : c + w;
+	}
+	return c;
+}
 
 static void write_nginx_conf(const char *dir, const char *listen, int workers)
 {
@@ -157,12 +209,24 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 	int rc = bench_addr_with_free_port(&h->listen, r->listen, sizeof(r->listen));
 	if (rc < 0)
 		bench_die("cannot find a free port on %s: %s", h->listen.text, strerror(-rc));
-	char nw[16], conf[128], err[128];
+	char nw[16], conf[128], err[128], attach[64];
+	static unsigned starts;
 	snprintf(nw, sizeof(nw), "%d", h->workers);
 	const char *argv[BENCH_MAX_ARGS + 32];
 	int a = 0;
 	argv[a++] = d->path;
 	switch (d->kind) {
+	case K_ATTACH:
+		snprintf(attach, sizeof(attach), "@baton-bench-%ld-%u", (long)getpid(), ++starts);
+		argv[a++] = "--listen";
+		argv[a++] = r->listen;
+		argv[a++] = "--workers";
+		argv[a++] = "0";
+		argv[a++] = "--attach";
+		argv[a++] = attach;
+		for (int i = 0; h->tuning[i]; i++)
+			argv[a++] = h->tuning[i];
+		break;
 	case K_BATON_PROC:
 	case K_BATON_THREAD:
 	case K_SERVER:
@@ -203,21 +267,8 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 	argv[a] = NULL;
 	char logp[128];
 	snprintf(logp, sizeof(logp), "%s/stderr", r->dir);
-	fflush(NULL);
-	r->pid = fork();
-	if (r->pid < 0)
-		bench_die("fork: %s", strerror(errno));
-	if (r->pid == 0) {
-		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		dup2(null, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		setenv("BATON_LOG", "warn", 1);
-		execv(d->path, (char *const *)argv);
-		fprintf(stderr, "baton-bench: cannot run %s: %s\n", d->path, strerror(errno));
-		_exit(127);
-	}
+	r->nextra = 0;
+	r->pid = spawn(d->path, argv, logp);
 	/* Ready when it accepts a connection (10 s at most). */
 	struct bench_addr at;
 	char perr[512];
@@ -235,6 +286,15 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 		int ok = fd >= 0 && connect(fd, (struct sockaddr *)&at.ss[0], at.len[0]) == 0;
 		if (fd >= 0)
 			close(fd);
+		if (ok && d->kind == K_ATTACH && !attach_ready(attach)) {
+			usleep(50000);
+			continue; /* listening, not yet taking workers */
+		}
+		if (ok && d->kind == K_ATTACH) {
+			const char *wargv[] = {d->path, "--worker-of", attach, NULL};
+			for (int k = 0; k < h->workers && k < 256; k++)
+				r->extra[r->nextra++] = spawn(d->path, wargv, logp);
+		}
 		if (ok)
 			return 0;
 		usleep(50000);
@@ -248,7 +308,7 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 
 static void stop(struct design *d, struct running *r)
 {
-	kill(r->pid, d->stop_sig);
+	kill(r->pid, d->stop_sig); /* a server drains its attached workers too */
 	int st;
 	for (int i = 0; i < 300; i++) {
 		if (waitpid(r->pid, &st, WNOHANG) == r->pid)
@@ -258,7 +318,16 @@ static void stop(struct design *d, struct running *r)
 	fprintf(stderr, "baton-bench: %s did not stop within 15 s: SIGKILL\n", d->name);
 	kill(r->pid, SIGKILL);
 	waitpid(r->pid, &st, 0);
-done:;
+done:
+	for (int i = 0; i < r->nextra; i++) {
+		int k = 0;
+		while (waitpid(r->extra[i], &st, WNOHANG) != r->extra[i] && k++ < 100)
+			usleep(50000);
+		if (k > 100) {
+			kill(r->extra[i], SIGKILL);
+			waitpid(r->extra[i], &st, 0);
+		}
+	}
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
 	if (system(cmd) != 0)
@@ -386,10 +455,10 @@ int bench_measure_run(struct design *d, struct harness *h, int clients, double r
 		char url[400];
 		snprintf(url, sizeof(url), "http://%s%s", run.listen, h->load.path);
 		rc = wrk_run(h, url, clients, warm, res);
-		c0 = bench_tree_cpu(run.pid);
+		c0 = run_cpu(&run);
 		if (rc == 0)
 			rc = wrk_run(h, url, clients, seconds, res);
-		c1 = bench_tree_cpu(run.pid);
+		c1 = run_cpu(&run);
 	} else {
 		struct load_cfg lc = h->load; /* the shared request bytes are rebuilt below */
 		lc.req = NULL;
@@ -404,11 +473,11 @@ int bench_measure_run(struct design *d, struct harness *h, int clients, double r
 		lc.rate = rate;
 		lc.seconds = warm;
 		rc = bench_load_run(&lc, res);
-		c0 = bench_tree_cpu(run.pid);
+		c0 = run_cpu(&run);
 		lc.seconds = seconds;
 		if (rc == 0)
 			rc = bench_load_run(&lc, res);
-		c1 = bench_tree_cpu(run.pid);
+		c1 = run_cpu(&run);
 		free(lc.req);
 	}
 	stop(d, &run);

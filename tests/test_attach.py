@@ -298,9 +298,9 @@ def raw_peer(name, first, second=None):
 
 
 def test_malformed_peer():
-    """A HELLO of version 0, an ACK before HELLO, and an ACK for a batch
-    never sent each drop that peer with a log line; the server keeps
-    serving through a real worker."""
+    """A HELLO of version 0, an ACK before HELLO, an ACK for a batch never
+    sent and one naming a lost id never sent each drop that peer with a log
+    line; the server keeps serving through its own worker."""
     port, name = free_port(), "@baton-test-attach6-%d" % os.getpid()
     srv = server(port, name, "--workers", "1")
     try:
@@ -313,9 +313,13 @@ def test_malformed_peer():
         srv.wait_log(r"sent a bad ACK")
         assert raw_peer(name, hello1, ack)
 
-        def two_bad_acks():
-            assert len(re.findall(r"sent a bad ACK", srv.text())) >= 2, "second bad ACK not logged"
-        until(two_bad_acks, timeout=10)
+        lost = msg(2, struct.pack("<QQII", 0, 0, 0, 1) + struct.pack("<Q", 999))
+        assert raw_peer(name, hello1, lost)  # a lost id never sent
+
+        def three_bad_acks():
+            n = len(re.findall(r"sent a bad ACK", srv.text()))
+            assert n >= 3, "%d bad ACKs logged" % n
+        until(three_bad_acks, timeout=10)
         for i in range(20):
             assert http_get(port).count(b"HTTP/1.1 200") == 1
     finally:

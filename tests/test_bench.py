@@ -173,6 +173,19 @@ def test_conns_server_adds_a_row():
         assert [x["design"] for x in rows] == ["e"] and int(rows[0]["errors"]) == 0, rows
 
 
+def test_conns_attach():
+    """The baton-attach design: baton-httpd with --workers 0 --attach and
+    --worker-of processes serves the load, with their CPU counted."""
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "c.csv")
+        bench("conns", "--designs", "baton-attach", "--seconds", "0.5", "--reps", "1",
+              "--clients", "4", "--workers", "2", "--csv", out)
+        rows = list(csv.DictReader(open(out)))
+        assert [x["design"] for x in rows] == ["baton-attach"], rows
+        assert int(rows[0]["errors"]) == 0 and float(rows[0]["conns_per_s"]) > 0, rows
+        assert float(rows[0]["server_cpu_us_per_conn"]) > 0, rows
+
+
 def test_conns_with_wrk():
     """conns --client wrk: the same designs, loaded by wrk (an independent
     client), one table; inplace-plain is run only when named."""
