@@ -145,6 +145,12 @@ static int guest_connect(struct bt_runtime *s, unsigned t, bt_fdpass_t **out)
 	unsigned char buf[BT_WIRE_HDR_SIZE + BT_WIRE_HELLO_SIZE];
 	long len = bt_wire_encode_hello(buf, sizeof(buf), 0, &h);
 	rc = len < 0 ? (int)len : bt_fdpass_send(*out, buf, (size_t)len, NULL, 0);
+	if (rc == -EPIPE || rc == -ECONNRESET) {
+		bt_fdpass_close(*out);
+		bt__log(BT_LOG_ERROR, "--worker-of %s: the server closed the channel at once: refused "
+				      "(see the server's log)", s->cfg->worker_of);
+		return rc;
+	}
 	if (rc < 0) {
 		bt_fdpass_close(*out);
 		return bt__log_errno(BT_LOG_ERROR, rc, "--worker-of %s: HELLO", s->cfg->worker_of);
@@ -167,7 +173,7 @@ static int guest_run(struct guest *g)
 		/* The server closed the channel without a DRAIN: it refused us
 		 * (uid, too many workers) or went away. */
 		bt__log(BT_LOG_ERROR, "worker %u: %s closed the channel without a DRAIN: refused "
-				      "(see the server's log) or gone", g->t, g->s->cfg->worker_of);
+				      "(see the server's log), or gone", g->t, g->s->cfg->worker_of);
 		rc = -ECONNRESET;
 	}
 	bt_loop_destroy(g->loop);
