@@ -302,9 +302,13 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	char of[32] = "";
 	if (s->tpp > 1)
 		snprintf(of, sizeof(of), " of %u threads", s->tpp);
-	char summary[256];
-	snprintf(summary, sizeof(summary), "%u worker %s%s, %s backend, batch %u, flush %s, dispatch %s",
-		 s->nw, s->ops->noun, of, bt_acceptor_backend(s->acc), s->qc.batch,
+	char summary[400];
+	char att[140] = "";
+	if (cfg->attach)
+		snprintf(att, sizeof(att), " (more attach at %s)", cfg->attach);
+	snprintf(summary, sizeof(summary),
+		 "%u worker %s%s%s, %s backend, batch %u, flush %s, dispatch %s", s->nw,
+		 s->ops->noun, of, att, bt_acceptor_backend(s->acc), s->qc.batch,
 		 bt_queue_flush_name(&s->qc, flush, sizeof(flush)),
 		 bt_acceptor_dispatch_name(cfg->dispatch));
 	bt__log(BT_LOG_INFO, "%s: %s", cfg->name, summary);
