@@ -3,6 +3,7 @@
 (one line each, a summary, exit status), and retry a check until it holds
 or a deadline passes (never a fixed sleep)."""
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,15 @@ import traceback
 
 class Skip(Exception):
     """The machine lacks something this case needs."""
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
 
 
 def until(check, timeout=10, interval=0.02):

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
-from cases import Skip, terminate, until  # noqa: E402
+from cases import Skip, free_port, terminate, until  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 HTTPD = os.path.join(BUILD, "apps", "baton-httpd")
@@ -32,14 +32,6 @@ ECHO = os.path.join(BUILD, "apps", "baton-echo")
 PYWORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps",
                         "python", "baton_worker.py")
 ENV = dict(os.environ, BATON_LOG="info")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Server:

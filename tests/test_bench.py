@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
+from cases import free_port  # noqa: E402
 from test_server import ECHO, HTTPD, Server  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
@@ -94,14 +95,6 @@ class PyServer:
 
     def __exit__(self, *exc):
         cases.terminate(self.proc, 10)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 # --- cases ---------------------------------------------------------------------

@@ -15,19 +15,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
-from cases import Skip  # noqa: E402
+from cases import Skip, free_port  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 BENCH = os.path.join(BUILD, "bench", "baton-bench")
 HTTPD = os.path.join(BUILD, "apps", "baton-httpd")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def load(port, *extra):
