@@ -198,13 +198,9 @@ void bt__acc_flush_worker(bt_acceptor_t *acc, unsigned idx)
 		return;
 	if (!w->owed_since_ns)
 		w->owed_since_ns = acc->now_ns; /* the lag clock starts at the send */
-	if (bt_queue_is_thread(w->q)) {
-		/* In-process consumer: publishing is the send. */
-		bt_queue_flush(w->q);
-		return;
-	}
+	/* A message to send, or nothing (a thread's ring publishes in place). */
 	struct msghdr *msg;
-	int n = bt_queue_flush_prepare(w->q, &msg);
+	int n = bt__queue_send_prepare(w->q, &msg);
 	if (n <= 0) {
 		if (n < 0)
 			bt__log_errno(BT_LOG_ERROR, n, "acceptor: preparing a batch for worker %u", idx);

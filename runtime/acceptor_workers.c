@@ -25,7 +25,7 @@ int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 	acc->w[idx].gone = gone;
 	acc->w[idx].q = q;
 	acc->alive++;
-	if (!bt_queue_is_thread(q))
+	if (bt_queue_channel(q)) /* messages and EOF from the worker */
 		acc->ops->arm_channel(acc, idx);
 	return 0;
 }
@@ -54,7 +54,7 @@ void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
 	acc->alive--;
 	/* End the channel's receive in flight (it completes with EOF), so
 	 * the queue can be reclaimed. */
-	if (!bt_queue_is_thread(w->q))
+	if (bt_queue_channel(w->q))
 		shutdown(bt_fdpass_fd(bt_queue_channel(w->q)), SHUT_RDWR);
 }
 
@@ -65,7 +65,7 @@ void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx)
 	struct worker *w = &acc->w[idx];
 	if (!w->q || !w->dead || w->sending || w->chan_armed)
 		return;
-	if (!bt_queue_is_thread(w->q))
+	if (bt_queue_channel(w->q))
 		acc->ops->forget_channel(acc, idx);
 	bt_queue_reap(w->q, bt__acc_give_back, acc);
 	unsigned n = bt_queue_take(w->q, bt__acc_give_back, acc);

@@ -47,6 +47,12 @@ uint64_t bt__now_ns(void);
 struct bt_queue;
 /* The queue's flush policy and delay, for the acceptor's scheduling. */
 int bt__queue_flush_policy(const struct bt_queue *q);
+/* The pending batch, for the acceptor, on any transport: a message to
+ * send (its item count, *msg set; bt_queue_flush_complete follows), 0 when
+ * nothing is left to send (nothing pending, or published in place), or
+ * -errno. */
+struct msghdr;
+int bt__queue_send_prepare(struct bt_queue *q, struct msghdr **msg);
 uint64_t bt__queue_delay_ns(const struct bt_queue *q);
 /* Close the producer's acknowledged copies with fn instead of close(2)
  * (the io_uring acceptor batches them into its ring). */

@@ -67,9 +67,7 @@ int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h)
 static void on_wake(void *ctx)
 {
 	bt_loop_t *loop = ctx;
-	/* Thread mode: the producer sees the consumer awake (bt_queue_idle). */
-	if (loop->cfg.queue)
-		bt_queue_awake(loop->cfg.queue);
+	loop->in->woke(loop);
 	loop->now_ns = loop->ev->now_ns;
 	loop->st.wakeups++;
 }
@@ -107,17 +105,15 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	loop->handler = h;
 	loop->h = &loop->handler;
 	loop->cfg.handler = loop->h;
-	if (cfg->channel && !cfg->shm) {
-		/* Acknowledged on the wire (an attached worker). */
-		loop->ack = calloc(1, sizeof(*loop->ack));
-		if (!loop->ack) {
-			free(loop);
-			return -ENOMEM;
-		}
+	loop->in = cfg->queue ? &bt__inlet_thread : cfg->shm ? &bt__inlet_forked : &bt__inlet_wire;
+	rc = loop->in->init(loop);
+	if (rc < 0) {
+		free(loop);
+		return rc;
 	}
 	rc = bt_pool_sink_create(&loop->sink);
 	if (rc < 0) {
-		free(loop->ack);
+		loop->in->fini(loop);
 		free(loop);
 		return rc;
 	}
@@ -142,12 +138,10 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	}
 	if (rc < 0) {
 		bt_pool_sink_destroy(loop->sink);
-		free(loop->ack);
+		loop->in->fini(loop);
 		free(loop);
 		return rc;
 	}
-	if (cfg->shm)
-		bt_queue_shm_set_load(cfg->shm, cfg->slot, 0);
 	*out = loop;
 	return 0;
 }
@@ -211,10 +205,7 @@ void bt_loop_get_stats_sized(const bt_loop_t *loop, struct bt_loop_stats *out, s
 
 void bt__loop_publish_load(bt_loop_t *loop)
 {
-	if (loop->cfg.queue)
-		bt_queue_consumer_set_load(loop->cfg.queue, loop->nconns);
-	else if (loop->cfg.shm)
-		bt_queue_shm_set_load(loop->cfg.shm, loop->cfg.slot, loop->nconns);
+	loop->in->load(loop);
 }
 
 /* A connection arrived in a batch: on_open, then start reading it. */
@@ -259,59 +250,6 @@ void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms)
 	}
 }
 
-static int send_ack(bt_loop_t *loop, int wait);
-
-/* The ACK of batch b, cumulative with any not sent yet; out now if the
- * channel takes it. */
-static void wire_ack(bt_loop_t *loop, const struct bt_wire_batch *b)
-{
-	struct bt_wire_ack *a = loop->ack;
-	if (a->n_lost + b->n_lost > BT_WIRE_MAX_FDS) {
-		/* Lost ids cannot wait any longer: wait for room (the
-		 * acceptor reads its channels at every wake-up). */
-		send_ack(loop, 1);
-	}
-	for (unsigned i = 0; i < b->n_items && a->n_lost < BT_WIRE_MAX_FDS; i++)
-		if (b->items[i].flags & BT_WIRE_ITEM_LOST)
-			a->lost[a->n_lost++] = b->items[i].id;
-	loop->fds_total += (uint64_t)(b->n_fds - b->n_lost);
-	a->seq = b->seq;
-	loop->ack_due = 1;
-	send_ack(loop, 0);
-}
-
-int bt__loop_send_ack(bt_loop_t *loop)
-{
-	return send_ack(loop, 0);
-}
-
-static int send_ack(bt_loop_t *loop, int wait)
-{
-	if (!loop->ack_due)
-		return 0;
-	struct bt_wire_ack *a = loop->ack;
-	a->fds_total = loop->fds_total;
-	a->load = loop->nconns;
-	unsigned char buf[BT_WIRE_HDR_SIZE + BT_WIRE_ACK_SIZE + 8 * BT_WIRE_MAX_FDS];
-	long len = bt_wire_encode_ack(buf, sizeof(buf), 0, a);
-	if (len < 0)
-		return bt__log_errno(BT_LOG_ERROR, (int)len, "worker %d: encoding an ACK",
-				     loop->cfg.worker_id);
-	ssize_t n;
-	do
-		n = send(bt_fdpass_fd(loop->cfg.channel), buf, (size_t)len,
-			 MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT));
-	while (n < 0 && errno == EINTR);
-	if (n < 0 && errno == EAGAIN)
-		return 0; /* the tick tries again; a later ACK covers this one */
-	if (n < 0)
-		return bt__log_errno(BT_LOG_ERROR, -errno, "worker %d: send(ACK)",
-				     loop->cfg.worker_id);
-	loop->ack_due = 0;
-	a->n_lost = 0;
-	return 0;
-}
-
 int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 {
 	if (rc == -EAGAIN || rc == -EINTR)
@@ -332,10 +270,7 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 		loop->st.lost += b->n_lost;
 		/* Acknowledge first: from here on the loop owns these fds and
 		 * the acceptor may close its copies. */
-		if (loop->cfg.shm)
-			bt_queue_ack_batch(loop->cfg.shm, loop->cfg.slot, b);
-		else
-			wire_ack(loop, b);
+		loop->in->ack(loop, b);
 		for (unsigned i = 0; i < b->n_items; i++) {
 			const struct bt_wire_item *it = &b->items[i];
 			if (loop->h->on_item) {
@@ -379,13 +314,9 @@ void bt__loop_consume(bt_loop_t *loop)
 
 int bt__loop_tick(bt_loop_t *loop)
 {
-	if (loop->ack_due)
-		send_ack(loop, 0); /* one the channel had no room for */
-	/* The heartbeat: the watchdog sees this loop is not stuck. */
-	if (loop->cfg.queue)
-		bt__tq_beat(loop->cfg.queue);
-	else if (loop->cfg.shm)
-		bt__queue_shm_beat(loop->cfg.shm, loop->cfg.slot);
+	/* The heartbeat (the watchdog sees this loop is not stuck), and what
+	 * the transport has to retry. */
+	loop->in->tick(loop);
 	bt__loop_flush(loop);
 	uint64_t now = loop->now_ns;
 	if (loop->draining && now >= loop->drain_deadline_ns) {
@@ -421,7 +352,7 @@ static int run(bt_loop_t *loop)
 			loop->ops->prepare(loop);
 		/* Thread mode: never sleep on published items (see
 		 * bt_queue_idle for the handshake with the producer). */
-		while (loop->cfg.queue && !bt_queue_idle(loop->cfg.queue)) {
+		while (loop->in->ready(loop)) {
 			bt__loop_consume(loop);
 			bt__loop_flush(loop);
 		}
@@ -505,10 +436,9 @@ void bt_loop_destroy(bt_loop_t *loop)
 	}
 	bt__loop_free_zombies(loop);
 	bt_pool_sink_destroy(loop->sink);
-	if (loop->ack_due)
-		send_ack(loop, 1); /* else the acceptor would send them again */
+	loop->in->leave(loop); /* e.g. the ACK still owed */
 	if (loop->cfg.channel)
 		bt_fdpass_close(loop->cfg.channel);
-	free(loop->ack);
+	loop->in->fini(loop);
 	free(loop);
 }

@@ -105,7 +105,29 @@ int bt__loop_uring_setup(void *ctx, struct io_uring *ring);
 void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe);
 void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events);
 
+/* How batches reach a loop and how it acknowledges them (loop_inlet.c). */
+struct bt__inlet_ops {
+	const char *kind; /* "thread", "forked", "attached" */
+	int (*init)(bt_loop_t *loop);
+	void (*fini)(bt_loop_t *loop);
+	/* Before the channel closes: what is still owed. */
+	void (*leave)(bt_loop_t *loop);
+	/* Each wake-up, and each tick (heartbeat, retries). */
+	void (*woke)(bt_loop_t *loop);
+	void (*tick)(bt_loop_t *loop);
+	/* A batch arrived on the channel: acknowledge it (first). */
+	void (*ack)(bt_loop_t *loop, const struct bt_wire_batch *b);
+	/* Publish loop->nconns for the least-loaded dispatch. */
+	void (*load)(bt_loop_t *loop);
+	/* Items wait in a ring (consume them before sleeping). */
+	int (*ready)(bt_loop_t *loop);
+};
+extern const struct bt__inlet_ops bt__inlet_thread;
+extern const struct bt__inlet_ops bt__inlet_forked;
+extern const struct bt__inlet_ops bt__inlet_wire;
+
 struct bt_loop {
+	const struct bt__inlet_ops *in;
 	struct bt_loop_config cfg;
 	struct bt_handler handler; /* the caller's, taken by size (docs/abi.md) */
 	const struct bt_handler *h; /* &handler */
@@ -150,9 +172,6 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg);
  * a drain request. */
 void bt__loop_consume(bt_loop_t *loop);
 
-/* Wire acknowledgement: send the ACK due, if any (and it fits in the
- * channel now); 0, or -errno other than -EAGAIN. */
-int bt__loop_send_ack(bt_loop_t *loop);
 
 /* Tell the acceptor how many connections the loop holds. */
 void bt__loop_publish_load(bt_loop_t *loop);

@@ -30,13 +30,14 @@
 #include <time.h>
 #include <unistd.h>
 
-uint64_t bt__queue_beats(const bt_queue_t *q)
+static uint64_t shm_beats(const bt_queue_t *q)
 {
-	if (q->tq)
-		return bt__tq_beats(q);
-	if (!q->shm)
-		return q->w_acks;
 	return atomic_load_explicit(&q->slot->beat, memory_order_relaxed);
+}
+
+static uint64_t wire_beats(const bt_queue_t *q)
+{
+	return q->w_acks; /* an attached worker's heartbeat: its ACKs */
 }
 
 /* --- producer ----------------------------------------------------------- */
@@ -73,6 +74,7 @@ int bt_queue_create(bt_queue_t **out, const struct bt_queue_config *cfg,
 	q->ch = ch;
 	q->shm = shm;
 	q->slot_idx = slot;
+	q->ops = shm ? &bt__queue_forked_ops : &bt__queue_wire_ops;
 	if (!shm) { /* acknowledged on the wire (bt_queue_on_ack) */
 		q->next_seq = 1;
 		*out = q;
@@ -112,14 +114,8 @@ static void rec_free(struct rec *r)
 	r->ext = NULL;
 }
 
-void bt_queue_destroy(bt_queue_t *q)
+static void ch_destroy(bt_queue_t *q)
 {
-	if (q && q->tq) {
-		bt__tq_destroy(q);
-		return;
-	}
-	if (!q)
-		return;
 	for (uint64_t n = q->head; n != q->tail; n++) {
 		struct rec *r = at(q, n);
 		if (r->flags & BT_WIRE_ITEM_FD)
@@ -131,12 +127,8 @@ void bt_queue_destroy(bt_queue_t *q)
 	free(q);
 }
 
-int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it)
+static int ch_push(bt_queue_t *q, const struct bt_wire_item *it)
 {
-	if (q && it && q->tq)
-		return bt__tq_push(q, it);
-	if (!q || !it)
-		return -EINVAL;
 	if ((it->flags & ~BT_WIRE_ITEM_WIRE_MASK) ||
 	    ((it->flags & BT_WIRE_ITEM_FD) && it->fd < 0))
 		return -EINVAL;
@@ -170,27 +162,21 @@ int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it)
 		r->pushed_ns = now_ns();
 	q->tail++;
 	q->st.pushed++;
-	return bt_queue_pending(q) >= q->cfg.batch ? 1 : 0;
+	return q->tail - q->sent >= q->cfg.batch ? 1 : 0;
 }
 
-unsigned bt_queue_pending(const bt_queue_t *q)
+static unsigned ch_pending(const bt_queue_t *q)
 {
-	if (q->tq)
-		return bt__tq_pending(q);
 	return (unsigned)(q->tail - q->sent);
 }
 
-unsigned bt_queue_inflight(const bt_queue_t *q)
+static unsigned ch_inflight(const bt_queue_t *q)
 {
-	if (q->tq)
-		return bt__tq_inflight(q);
 	return (unsigned)(q->tail - q->head);
 }
 
-uint64_t bt_queue_pending_since(const bt_queue_t *q)
+static uint64_t ch_pending_since(const bt_queue_t *q)
 {
-	if (q->tq)
-		return bt__tq_pending_since(q);
 	if (q->tail == q->sent)
 		return 0;
 	return at(q, q->sent)->pushed_ns;
@@ -210,12 +196,8 @@ static void to_item(const struct rec *r, struct bt_wire_item *it)
 	it->payload = r->payload_len ? r->ext + r->peer_len : NULL;
 }
 
-int bt_queue_flush_prepare(bt_queue_t *q, struct msghdr **msg)
+static int ch_send_prepare(bt_queue_t *q, struct msghdr **msg)
 {
-	if (q && q->tq)
-		return -EOPNOTSUPP; /* threads: bt_queue_flush */
-	if (!q || !msg)
-		return -EINVAL;
 	if (q->busy)
 		return -EBUSY;
 	unsigned n = bt_queue_pending(q);
@@ -267,9 +249,7 @@ static void unsend(bt_queue_t *q)
 
 int bt_queue_flush_complete(bt_queue_t *q, long res)
 {
-	if (q && q->tq)
-		return -EINVAL;
-	if (!q || !q->busy)
+	if (!q || !q->busy || !q->ch)
 		return -EINVAL;
 	int rc = bt_fdpass_tx_complete(q->ch, res);
 	unsigned n = q->busy_n;
@@ -303,12 +283,10 @@ int bt_queue_flush_complete(bt_queue_t *q, long res)
 	return rc;
 }
 
-int bt_queue_flush(bt_queue_t *q)
+static int ch_flush(bt_queue_t *q)
 {
-	if (q && q->tq)
-		return bt__tq_flush(q);
 	struct msghdr *msg;
-	int n = bt_queue_flush_prepare(q, &msg);
+	int n = ch_send_prepare(q, &msg);
 	if (n <= 0)
 		return n;
 	ssize_t r;
@@ -319,11 +297,9 @@ int bt_queue_flush(bt_queue_t *q)
 	return rc < 0 ? rc : n;
 }
 
-unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+static unsigned ch_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 {
-	if (q && q->tq)
-		return bt__tq_reap(q);
-	if (!q || q->head == q->sent)
+	if (q->head == q->sent)
 		return 0;
 	uint64_t acked = q->shm ? atomic_load_explicit(&q->slot->acked_seq, memory_order_acquire)
 				: q->w_acked;
@@ -368,12 +344,10 @@ unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 	return released;
 }
 
-unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+static unsigned ch_take_all(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 {
-	if (q && give && q->tq)
-		return bt__tq_take(q, give, ctx, 0);
 	/* A send in flight still refers to these descriptors. */
-	if (!q || !give || q->busy)
+	if (q->busy)
 		return 0;
 	unsigned n = 0;
 	while (q->head != q->tail) {
@@ -391,11 +365,11 @@ unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 	return n;
 }
 
-unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+static unsigned ch_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pending_only)
 {
-	if (q && give && q->tq)
-		return bt__tq_take(q, give, ctx, 1);
-	if (!q || !give || q->busy)
+	if (!pending_only)
+		return ch_take_all(q, give, ctx);
+	if (q->busy)
 		return 0;
 	unsigned n = 0;
 	for (uint64_t i = q->sent; i != q->tail; i++) {
@@ -412,19 +386,24 @@ unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 	return n;
 }
 
-uint32_t bt_queue_consumer_load(const bt_queue_t *q)
+static uint32_t shm_load(const bt_queue_t *q)
 {
-	if (q->tq)
-		return bt__tq_load(q);
-	if (!q->shm)
-		return q->w_load;
 	return atomic_load_explicit(&q->slot->load, memory_order_relaxed);
 }
 
-int bt_queue_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
+static uint32_t wire_load(const bt_queue_t *q)
 {
-	if (!q || !ack || q->tq || q->shm)
-		return -EINVAL;
+	return q->w_load;
+}
+
+static int shm_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
+{
+	(void)q, (void)ack;
+	return -EINVAL; /* acknowledged in shared memory */
+}
+
+static int wire_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
+{
 	/* Only batches that went out can be acknowledged: not the one whose
 	 * send is in flight, nor a seq never given. */
 	uint64_t top = q->next_seq - 1 - (q->busy ? 1 : 0);
@@ -472,17 +451,11 @@ uint64_t bt__queue_delay_ns(const struct bt_queue *q)
 
 bt_fdpass_t *bt_queue_channel(bt_queue_t *q)
 {
-	if (q && q->tq)
-		return NULL;
 	return q ? q->ch : NULL;
 }
 
-int bt_queue_send_drain(bt_queue_t *q, unsigned deadline_ms)
+static int ch_send_drain(bt_queue_t *q, unsigned deadline_ms)
 {
-	if (!q)
-		return -EINVAL;
-	if (q->tq)
-		return bt__tq_send_drain(q, deadline_ms);
 	unsigned char buf[64];
 	struct bt_wire_drain d = {.deadline_ms = deadline_ms};
 	long len = bt_wire_encode_drain(buf, sizeof(buf), 0, &d);
@@ -503,4 +476,96 @@ void bt_queue_get_stats_sized(const bt_queue_t *q, struct bt_queue_stats *out, s
 	struct bt_queue_stats st = q->st;
 	st.size = sizeof(st);
 	bt__sized_out(out, size, &st, sizeof(st));
+}
+
+#define CHANNEL_OPS(fork_or_wire)                                                          \
+	.destroy = ch_destroy, .push = ch_push, .send_prepare = ch_send_prepare,            \
+	.flush = ch_flush, .pending = ch_pending, .inflight = ch_inflight,                   \
+	.pending_since = ch_pending_since, .reap = ch_reap, .take = ch_take,                 \
+	.send_drain = ch_send_drain, .load = fork_or_wire##_load,                            \
+	.beats = fork_or_wire##_beats, .on_ack = fork_or_wire##_on_ack
+
+const struct bt__queue_ops bt__queue_forked_ops = {.kind = "forked", CHANNEL_OPS(shm)};
+const struct bt__queue_ops bt__queue_wire_ops = {.kind = "attached", CHANNEL_OPS(wire)};
+
+/* --- the public calls, on any transport -------------------------------------- */
+
+void bt_queue_destroy(bt_queue_t *q)
+{
+	if (q)
+		q->ops->destroy(q);
+}
+
+int bt_queue_push(bt_queue_t *q, const struct bt_wire_item *it)
+{
+	return q && it ? q->ops->push(q, it) : -EINVAL;
+}
+
+int bt_queue_flush_prepare(bt_queue_t *q, struct msghdr **msg)
+{
+	if (!q || !msg)
+		return -EINVAL;
+	if (!q->ch)
+		return -EOPNOTSUPP; /* in place: bt_queue_flush */
+	return q->ops->send_prepare(q, msg);
+}
+
+int bt__queue_send_prepare(bt_queue_t *q, struct msghdr **msg)
+{
+	return q->ops->send_prepare(q, msg);
+}
+
+int bt_queue_flush(bt_queue_t *q)
+{
+	return q ? q->ops->flush(q) : -EINVAL;
+}
+
+unsigned bt_queue_pending(const bt_queue_t *q)
+{
+	return q->ops->pending(q);
+}
+
+unsigned bt_queue_inflight(const bt_queue_t *q)
+{
+	return q->ops->inflight(q);
+}
+
+uint64_t bt_queue_pending_since(const bt_queue_t *q)
+{
+	return q->ops->pending_since(q);
+}
+
+unsigned bt_queue_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+{
+	return q ? q->ops->reap(q, give, ctx) : 0;
+}
+
+unsigned bt_queue_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+{
+	return q && give ? q->ops->take(q, give, ctx, 0) : 0;
+}
+
+unsigned bt_queue_take_pending(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
+{
+	return q && give ? q->ops->take(q, give, ctx, 1) : 0;
+}
+
+uint32_t bt_queue_consumer_load(const bt_queue_t *q)
+{
+	return q->ops->load(q);
+}
+
+uint64_t bt__queue_beats(const bt_queue_t *q)
+{
+	return q->ops->beats(q);
+}
+
+int bt_queue_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
+{
+	return q && ack ? q->ops->on_ack(q, ack) : -EINVAL;
+}
+
+int bt_queue_send_drain(bt_queue_t *q, unsigned deadline_ms)
+{
+	return q ? q->ops->send_drain(q, deadline_ms) : -EINVAL;
 }

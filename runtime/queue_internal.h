@@ -55,7 +55,43 @@ struct rec {
 	uint64_t pushed_ns;
 };
 
+/*
+ * The transport behind a producer queue: the same calls, three ways.
+ *   bt__queue_thread_ops  an in-memory ring to a thread of this process
+ *                         (queue_thread.c)
+ *   bt__queue_forked_ops  a channel to a forked process, acknowledged in
+ *                         shared memory (queue.c, queue_shm.c)
+ *   bt__queue_wire_ops    a channel to an attached process, acknowledged
+ *                         with ACK messages (queue.c)
+ * The public bt_queue_* calls go through q->ops; the acceptor and the loop
+ * never ask which transport a queue has.
+ */
+struct bt__queue_ops {
+	const char *kind; /* "thread", "forked", "attached" */
+	void (*destroy)(bt_queue_t *q);
+	int (*push)(bt_queue_t *q, const struct bt_wire_item *it);
+	/* The pending batch, for the acceptor: a message to send (items,
+	 * *msg set; bt_queue_flush_complete follows), or 0 when nothing is
+	 * left to send (nothing pending, or published in place). */
+	int (*send_prepare)(bt_queue_t *q, struct msghdr **msg);
+	int (*flush)(bt_queue_t *q);
+	unsigned (*pending)(const bt_queue_t *q);
+	unsigned (*inflight)(const bt_queue_t *q);
+	uint64_t (*pending_since)(const bt_queue_t *q);
+	unsigned (*reap)(bt_queue_t *q, bt_queue_give_fn give, void *ctx);
+	unsigned (*take)(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pending_only);
+	uint32_t (*load)(const bt_queue_t *q);
+	uint64_t (*beats)(const bt_queue_t *q);
+	int (*send_drain)(bt_queue_t *q, unsigned deadline_ms);
+	int (*on_ack)(bt_queue_t *q, const struct bt_wire_ack *ack);
+};
+
+extern const struct bt__queue_ops bt__queue_thread_ops;
+extern const struct bt__queue_ops bt__queue_forked_ops;
+extern const struct bt__queue_ops bt__queue_wire_ops;
+
 struct bt_queue {
+	const struct bt__queue_ops *ops;
 	struct bt_queue_config cfg;
 	bt_fdpass_t *ch;
 	bt_queue_shm_t *shm;
@@ -93,16 +129,6 @@ struct bt_queue {
 /* Take a caller's queue config by its size (docs/abi.md) and check it:
  * 0, -EINVAL, -E2BIG. */
 int bt__queue_config_take(struct bt_queue_config *dst, const struct bt_queue_config *cfg);
-void bt__tq_destroy(bt_queue_t *q);
-int bt__tq_push(bt_queue_t *q, const struct bt_wire_item *it);
-int bt__tq_flush(bt_queue_t *q);
-unsigned bt__tq_pending(const bt_queue_t *q);
-unsigned bt__tq_inflight(const bt_queue_t *q);
-uint64_t bt__tq_pending_since(const bt_queue_t *q);
-unsigned bt__tq_reap(bt_queue_t *q);
-unsigned bt__tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pending_only);
-uint32_t bt__tq_load(const bt_queue_t *q);
-int bt__tq_send_drain(bt_queue_t *q, unsigned deadline_ms);
 uint64_t bt__tq_wakes(const bt_queue_t *q);
 uint64_t bt__tq_beats(const bt_queue_t *q);
 

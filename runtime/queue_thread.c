@@ -101,6 +101,7 @@ int bt_queue_create_thread(bt_queue_t **out, const struct bt_queue_config *cfg)
 		return bt__log_errno(BT_LOG_ERROR, err, "eventfd");
 	}
 	t->cap = cap;
+	q->ops = &bt__queue_thread_ops;
 	q->cfg = *cfg;
 	q->tq = t;
 	*out = q;
@@ -109,10 +110,10 @@ int bt_queue_create_thread(bt_queue_t **out, const struct bt_queue_config *cfg)
 
 int bt_queue_is_thread(const bt_queue_t *q)
 {
-	return q && q->tq;
+	return q && q->ops == &bt__queue_thread_ops;
 }
 
-void bt__tq_destroy(bt_queue_t *q)
+static void tq_destroy(bt_queue_t *q)
 {
 	struct tq *t = q->tq;
 	uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
@@ -131,7 +132,9 @@ void bt__tq_destroy(bt_queue_t *q)
 	free(q);
 }
 
-int bt__tq_push(bt_queue_t *q, const struct bt_wire_item *it)
+static unsigned tq_pending(const bt_queue_t *q);
+
+static int tq_push(bt_queue_t *q, const struct bt_wire_item *it)
 {
 	struct tq *t = q->tq;
 	if ((it->flags & ~BT_WIRE_ITEM_WIRE_MASK) ||
@@ -164,7 +167,7 @@ int bt__tq_push(bt_queue_t *q, const struct bt_wire_item *it)
 			       : 0;
 	t->ptail++;
 	q->st.pushed++;
-	return bt__tq_pending(q) >= q->cfg.batch ? 1 : 0;
+	return tq_pending(q) >= q->cfg.batch ? 1 : 0;
 }
 
 static void wake(struct tq *t)
@@ -182,7 +185,7 @@ static void wake(struct tq *t)
 	}
 }
 
-int bt__tq_flush(bt_queue_t *q)
+static int tq_flush(bt_queue_t *q)
 {
 	struct tq *t = q->tq;
 	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
@@ -196,17 +199,17 @@ int bt__tq_flush(bt_queue_t *q)
 	return (int)n;
 }
 
-unsigned bt__tq_pending(const bt_queue_t *q)
+static unsigned tq_pending(const bt_queue_t *q)
 {
 	return (unsigned)(q->tq->ptail - atomic_load_explicit(&q->tq->tail, memory_order_relaxed));
 }
 
-unsigned bt__tq_inflight(const bt_queue_t *q)
+static unsigned tq_inflight(const bt_queue_t *q)
 {
 	return (unsigned)(q->tq->ptail - atomic_load_explicit(&q->tq->head, memory_order_acquire));
 }
 
-uint64_t bt__tq_pending_since(const bt_queue_t *q)
+static uint64_t tq_pending_since(const bt_queue_t *q)
 {
 	struct tq *t = q->tq;
 	uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
@@ -216,8 +219,9 @@ uint64_t bt__tq_pending_since(const bt_queue_t *q)
 }
 
 /* Items the consumer took since the last call: counted as acknowledged. */
-unsigned bt__tq_reap(bt_queue_t *q)
+static unsigned tq_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 {
+	(void)give, (void)ctx; /* a thread loses no descriptor */
 	struct tq *t = q->tq;
 	uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
 	unsigned n = (unsigned)(head - t->last_head);
@@ -228,7 +232,7 @@ unsigned bt__tq_reap(bt_queue_t *q)
 
 /* Give back what the consumer has not taken (all, or only the pending
  * items).  With pending_only 0 the consumer must have stopped. */
-unsigned bt__tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pending_only)
+static unsigned tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pending_only)
 {
 	struct tq *t = q->tq;
 	uint64_t from = pending_only ? atomic_load_explicit(&t->tail, memory_order_relaxed)
@@ -259,7 +263,7 @@ unsigned bt__tq_take(bt_queue_t *q, bt_queue_give_fn give, void *ctx, int pendin
 	return n;
 }
 
-uint32_t bt__tq_load(const bt_queue_t *q)
+static uint32_t tq_load(const bt_queue_t *q)
 {
 	return atomic_load_explicit(&q->tq->load, memory_order_relaxed);
 }
@@ -367,7 +371,7 @@ void bt_queue_consumer_set_load(bt_queue_t *q, uint32_t load)
 		atomic_store_explicit(&q->tq->load, load, memory_order_relaxed);
 }
 
-int bt__tq_send_drain(bt_queue_t *q, unsigned deadline_ms)
+static int tq_send_drain(bt_queue_t *q, unsigned deadline_ms)
 {
 	struct tq *t = q->tq;
 	atomic_store_explicit(&t->drain_ms, deadline_ms, memory_order_relaxed);
@@ -380,3 +384,39 @@ uint64_t bt__tq_wakes(const bt_queue_t *q)
 {
 	return atomic_load_explicit(&q->tq->wakes, memory_order_relaxed);
 }
+
+/* The acceptor's send: publishing is the send. */
+static int tq_send_prepare(bt_queue_t *q, struct msghdr **msg)
+{
+	*msg = NULL;
+	tq_flush(q);
+	return 0;
+}
+
+static uint64_t tq_beats(const bt_queue_t *q)
+{
+	return bt__tq_beats(q);
+}
+
+static int tq_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
+{
+	(void)q, (void)ack;
+	return -EINVAL; /* the ring is its own acknowledgement */
+}
+
+const struct bt__queue_ops bt__queue_thread_ops = {
+	.kind = "thread",
+	.destroy = tq_destroy,
+	.push = tq_push,
+	.send_prepare = tq_send_prepare,
+	.flush = tq_flush,
+	.pending = tq_pending,
+	.inflight = tq_inflight,
+	.pending_since = tq_pending_since,
+	.reap = tq_reap,
+	.take = tq_take,
+	.load = tq_load,
+	.beats = tq_beats,
+	.send_drain = tq_send_drain,
+	.on_ack = tq_on_ack,
+};
