@@ -24,7 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 static void on_attach(void *ctx)
@@ -118,7 +118,8 @@ void bt__sup_attach_gone(struct bt_runtime *s, unsigned idx)
 
 /* --- --worker-of: this program as an attached worker ------------------------- */
 
-static _Atomic int guest_stopping; /* SIGTERM/SIGINT: we closed the channels */
+static _Atomic int guest_stopping; /* SIGTERM/SIGINT: we leave */
+static int leave_fd = -1;         /* an eventfd made readable then */
 
 struct guest {
 	struct bt_runtime *s;
@@ -158,6 +159,16 @@ static int guest_connect(struct bt_runtime *s, unsigned t, bt_fdpass_t **out)
 	return 0;
 }
 
+/* On the loop's own thread: stop reading batches (the loop sees the
+ * channel's end and drains; the server gives what we had not acknowledged
+ * to the others when the channel closes). */
+static void on_leave(bt_loop_t *loop, bt_watch_t *w, int fd, unsigned revents, void *arg)
+{
+	(void)fd, (void)revents, (void)arg;
+	bt_loop_unwatch(loop, w); /* the eventfd stays readable for the others */
+	shutdown(bt_fdpass_fd(loop->cfg.channel), SHUT_RD);
+}
+
 static int guest_run(struct guest *g)
 {
 	struct bt_loop_config lc;
@@ -167,6 +178,12 @@ static int guest_run(struct guest *g)
 	if (rc < 0) {
 		bt_fdpass_close(g->ch);
 		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", g->t);
+	}
+	bt_watch_t *w;
+	rc = bt_loop_watch_fd(g->loop, &w, leave_fd, BT_WATCH_IN, on_leave, NULL);
+	if (rc < 0) {
+		bt_loop_destroy(g->loop);
+		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: watching for SIGTERM", g->t);
 	}
 	rc = bt_loop_run(g->loop);
 	if (rc == 0 && g->loop->channel_eof && !g->loop->drain_asked && !atomic_load(&guest_stopping)) {
@@ -190,12 +207,10 @@ static void *guest_thread(void *arg)
 	return NULL;
 }
 
-/* SIGTERM/SIGINT to an attached worker: stop reading batches (its loops
- * see the channel's end and drain); the server gives what it had not
- * acknowledged to the others. */
+/* SIGTERM/SIGINT to an attached worker: every loop leaves (on_leave). */
 static void *signal_thread(void *arg)
 {
-	struct guest *gs = arg;
+	(void)arg;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -204,8 +219,9 @@ static void *signal_thread(void *arg)
 	if (sigwait(&set, &sig) == 0) {
 		bt__log(BT_LOG_INFO, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		atomic_store(&guest_stopping, 1);
-		for (unsigned t = 0; t < gs[0].s->tpp; t++)
-			shutdown(bt_fdpass_fd(gs[t].ch), SHUT_RD);
+		uint64_t one = 1;
+		if (write(leave_fd, &one, sizeof(one)) != sizeof(one))
+			bt__log_errno(BT_LOG_ERROR, -errno, "write(eventfd)");
 	}
 	return NULL;
 }
@@ -230,13 +246,21 @@ int bt__sup_run_worker_of(struct bt_runtime *s)
 		free(gs);
 		return 1;
 	}
+	leave_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (leave_fd < 0) {
+		bt__log_errno(BT_LOG_ERROR, -errno, "eventfd");
+		for (unsigned t = 0; t < T; t++)
+			bt_fdpass_close(gs[t].ch);
+		free(gs);
+		return 1;
+	}
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread: sigwait takes them */
 	pthread_t sig_tid;
-	int sig_ok = pthread_create(&sig_tid, NULL, signal_thread, gs) == 0;
+	int sig_ok = pthread_create(&sig_tid, NULL, signal_thread, NULL) == 0;
 	char title[160];
 	snprintf(title, sizeof(title), "%s: worker of %s", s->cfg->name, s->cfg->worker_of);
 	bt__proctitle_set(title);
@@ -261,6 +285,8 @@ int bt__sup_run_worker_of(struct bt_runtime *s)
 		pthread_cancel(sig_tid);
 		pthread_join(sig_tid, NULL);
 	}
+	bt__close(leave_fd);
+	leave_fd = -1;
 	bt__pool_shutdown_global();
 	free(gs);
 	return status;
