@@ -24,10 +24,14 @@ struct fixture {
 	bt_fdpass_t *consumer;
 };
 
-static void setup(struct fixture *f, unsigned batch, unsigned max_inflight, int fnf)
+/* A producer queue to f->consumer, acknowledged in shared memory (slot 1
+ * of 2), or on the wire (wire: no shm). */
+static void setup_as(struct fixture *f, unsigned batch, unsigned max_inflight, int fnf, int wire)
 {
 	bt_log_set_handler(quiet, NULL);
-	CHECK_ERR(bt_queue_shm_create(&f->shm, 2, max_inflight), 0);
+	f->shm = NULL;
+	if (!wire)
+		CHECK_ERR(bt_queue_shm_create(&f->shm, 2, max_inflight), 0);
 	int sv[2];
 	CHECK_ERR(bt_fdpass_pair(sv, 0), 0);
 	bt_fdpass_t *prod;
@@ -39,7 +43,12 @@ static void setup(struct fixture *f, unsigned batch, unsigned max_inflight, int 
 	cfg.batch = batch;
 	cfg.max_inflight = max_inflight;
 	cfg.fire_and_forget = fnf;
-	CHECK_ERR(bt_queue_create(&f->q, &cfg, prod, f->shm, 1), 0);
+	CHECK_ERR(bt_queue_create(&f->q, &cfg, prod, f->shm, wire ? 0 : 1), 0);
+}
+
+static void setup(struct fixture *f, unsigned batch, unsigned max_inflight, int fnf)
+{
+	setup_as(f, batch, max_inflight, fnf, 0);
 }
 
 static void teardown(struct fixture *f)
@@ -668,18 +677,9 @@ static void test_thread_many_pairs(void) { thread_pairs(6, 50000); }
 
 static void setup_wire(struct fixture *f, unsigned batch)
 {
-	bt_log_set_handler(quiet, NULL);
-	f->shm = NULL;
-	int sv[2];
-	CHECK_ERR(bt_fdpass_pair(sv, 0), 0);
-	bt_fdpass_t *prod;
-	CHECK_ERR(bt_fdpass_open(&prod, sv[0]), 0);
-	CHECK_ERR(bt_fdpass_open(&f->consumer, sv[1]), 0);
-	CHECK_ERR(bt_fdpass_set_nonblock(f->consumer, 1), 0);
-	struct bt_queue_config cfg;
-	bt_queue_config_init(&cfg);
-	cfg.batch = batch;
-	CHECK_ERR(bt_queue_create(&f->q, &cfg, prod, NULL, 0), 0);
+	struct bt_queue_config d;
+	bt_queue_config_init(&d);
+	setup_as(f, batch, d.max_inflight, 0, 1);
 }
 
 /* The consumer sends ACK (seq, lost ids) on the channel; the producer
