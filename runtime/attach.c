@@ -207,7 +207,12 @@ static void *guest_thread(void *arg)
 	return NULL;
 }
 
-/* SIGTERM/SIGINT to an attached worker: every loop leaves (on_leave). */
+static _Atomic int guest_done; /* the loops have ended: the signal thread returns */
+
+/* SIGTERM/SIGINT to an attached worker: every loop leaves (on_leave).
+ * SIGUSR2, sent by us once the loops have ended, ends the thread (no
+ * pthread_cancel: cancelling a thread in sigwait upsets the sanitizers'
+ * runtimes). */
 static void *signal_thread(void *arg)
 {
 	(void)arg;
@@ -215,15 +220,21 @@ static void *signal_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	int sig;
-	if (sigwait(&set, &sig) == 0) {
+	sigaddset(&set, SIGUSR2);
+	for (;;) {
+		int sig;
+		if (sigwait(&set, &sig) != 0)
+			return NULL;
+		if (atomic_load(&guest_done))
+			return NULL;
+		if (sig == SIGUSR2 || atomic_load(&guest_stopping))
+			continue;
 		bt__log(BT_LOG_INFO, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		atomic_store(&guest_stopping, 1);
 		uint64_t one = 1;
 		if (write(leave_fd, &one, sizeof(one)) != sizeof(one))
 			bt__log_errno(BT_LOG_ERROR, -errno, "write(eventfd)");
 	}
-	return NULL;
 }
 
 int bt__sup_run_worker_of(struct bt_runtime *s)
@@ -258,6 +269,7 @@ int bt__sup_run_worker_of(struct bt_runtime *s)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread: sigwait takes them */
 	pthread_t sig_tid;
 	int sig_ok = pthread_create(&sig_tid, NULL, signal_thread, NULL) == 0;
@@ -282,7 +294,8 @@ int bt__sup_run_worker_of(struct bt_runtime *s)
 			status = 1;
 	}
 	if (sig_ok) {
-		pthread_cancel(sig_tid);
+		atomic_store(&guest_done, 1);
+		pthread_kill(sig_tid, SIGUSR2);
 		pthread_join(sig_tid, NULL);
 	}
 	bt__close(leave_fd);
