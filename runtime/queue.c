@@ -433,7 +433,6 @@ static int wire_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
 		at(q, pos[k])->flags |= BT_WIRE_ITEM_LOST;
 	if (ack->seq > q->w_acked)
 		q->w_acked = ack->seq;
-	q->w_fds = ack->fds_total;
 	q->w_load = ack->load;
 	q->w_acks++;
 	return 0;

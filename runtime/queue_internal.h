@@ -104,11 +104,10 @@ struct bt_queue {
 	uint64_t next_seq;
 	uint64_t lost_tail; /* producer's copy of slot->lost_tail */
 	/* Acknowledgements on the wire (no shm: an attached consumer's ACK
-	 * messages, bt_queue_on_ack): the last cumulative seq, the load and
-	 * descriptor count it reported, and how many ACKs came (the
-	 * watchdog's heartbeat).  Lost items are marked in their records. */
+	 * messages, bt_queue_on_ack): the last cumulative seq, the load it
+	 * reported, and how many ACKs came (the watchdog's heartbeat).  Lost
+	 * items are marked in their records. */
 	uint64_t w_acked;
-	uint64_t w_fds;
 	uint64_t w_acks;
 	uint32_t w_load;
 	int busy;           /* a send is in flight */
