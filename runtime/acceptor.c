@@ -310,12 +310,14 @@ int bt__acc_on_channel(bt_acceptor_t *acc, unsigned idx, int rc, struct bt_wire_
 		if (msg->type == BT_WIRE_HELLO && w->await_hello) {
 			/* An attached worker introduces itself: version 1 (the
 			 * highest it speaks is at least ours). */
-			bad = msg->u.hello.version < BT_WIRE_VERSION || msg->u.hello.flags != 0;
+			bad = msg->u.hello.version < BT_WIRE_VERSION;
 			if (!bad) {
 				w->await_hello = 0;
 				w->pid = msg->u.hello.pid;
-				bt__log(BT_LOG_INFO, "acceptor: worker %u attached: pid %u", idx,
-					(unsigned)w->pid);
+				bt__queue_cap_batch(w->q, msg->u.hello.max_batch);
+				bt__log(BT_LOG_INFO, "acceptor: worker %u attached: pid %u, takes up to %u "
+						     "items per batch", idx, (unsigned)w->pid,
+					msg->u.hello.max_batch ? msg->u.hello.max_batch : BT_WIRE_MAX_FDS);
 			}
 		} else if (w->await_hello) {
 			bad = 1; /* anything before HELLO */

@@ -233,7 +233,8 @@ static const struct rt_flag rt_flags[] = {
 	{"workers", "N", "worker processes (or threads in thread mode); 0: none of our own, "
 	 "only attached ones (with --attach)", F_FN, 0, 0, 0, 0, NULL, NULL,
 	 "a number from 0 to 1024", set_workers, show_workers},
-	{"batch", "N", "connections per hand-off message, 1..253", F_UINT, FIELD(batch), 1, 253, 0,
+	{"batch", "N", "connections per hand-off message, 1..253 (with --worker-of: the most this "
+	 "worker takes, told to the server in HELLO)", F_UINT, FIELD(batch), 1, 253, 0,
 	 "a number", NULL, NULL, NULL, NULL},
 	{"flush", "POLICY", "when a batch goes: adaptive[:HOLD_US] | size | delay:US", F_FN, 0, 0, 0,
 	 0, NULL, NULL, "adaptive, adaptive:US, size or delay:US (US from 1 to 1000000)", set_flush,

@@ -24,8 +24,101 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
+
+/* The process at the other end of a channel: a pidfd from SO_PEERPIDFD
+ * (Linux 6.5), else from pidfd_open of its SO_PEERCRED pid (5.3; that pid
+ * names another process only if ours exited and the pid was reused in
+ * between, and then the channel is at its end anyway).  Without either,
+ * pidfd is -1 and the watchdog cannot kill it. */
+static void peer_process(int fd, struct bt__guest *g)
+{
+	memset(g, 0, sizeof(*g));
+	g->pidfd = -1;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		g->pid = (long)cred.pid;
+		g->uid = (unsigned long)cred.uid;
+	}
+	int pidfd = -1;
+	len = sizeof(pidfd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0 || pidfd < 0) {
+		pidfd = g->pid > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)g->pid, 0) : -1;
+		if (pidfd >= 0)
+			(void)fcntl(pidfd, F_SETFD, FD_CLOEXEC); /* pidfd_open sets it; be sure */
+	}
+	g->pidfd = pidfd;
+}
+
+static void forget(struct bt__guest *g)
+{
+	if (g->pidfd >= 0)
+		bt__close(g->pidfd);
+	g->pidfd = -1;
+}
+
+/*
+ * The watchdog's look at the attached workers: one that holds items it has
+ * not acknowledged, or says it holds connections, and has sent no ACK for
+ * --worker-timeout is stuck.  We kill it if we may (its process as the
+ * kernel named it, by pidfd: never a reused pid), and its channel's end
+ * then gives what it had not acknowledged to the others.  If we may not
+ * (another uid, and we are not root), we say so once and leave its items
+ * to it: sending them to another worker while it may still serve them
+ * would answer a client twice.  Dispatch passes it over meanwhile.
+ */
+void bt__sup_attach_watch(struct bt_runtime *s, uint64_t now, uint64_t limit)
+{
+	if (s->attach_fd < 0 && !s->attached)
+		return;
+	for (unsigned k = 0; k < BT_RUNTIME_MAX_ATTACHED; k++) {
+		unsigned idx = s->nslots + k;
+		struct bt__guest *g = &s->guest[k];
+		bt_queue_t *q = bt_acceptor_queue(s->acc, idx);
+		if (!q || g->killing)
+			continue;
+		uint64_t stalled = bt__acc_worker_stalled_ns(s->acc, idx, now);
+		if (stalled <= limit) {
+			g->stuck_logged = 0;
+			continue;
+		}
+		unsigned owed = bt_queue_inflight(q) - bt_queue_pending(q);
+		unsigned open = bt_queue_consumer_load(q);
+		unsigned long long ms = (unsigned long long)(stalled / 1000000ull);
+		int err = g->pidfd < 0 ? -ESRCH
+			  : syscall(SYS_pidfd_send_signal, g->pidfd, SIGKILL, NULL, 0) == 0 ? 0
+			  : -errno;
+		if (err == 0) {
+			g->killing = 1;
+			s->attached_stuck++;
+			bt__log(BT_LOG_ERROR,
+				"worker %u (attached, pid %ld, uid %lu): no ACK for %llu ms with %u "
+				"connections open and %u unacknowledged: stuck (--worker-timeout %u): "
+				"SIGKILL",
+				idx, g->pid, g->uid, ms, open, owed, s->cfg->worker_timeout_ms);
+			bt__notify("STATUS=attached worker pid %ld stuck for %llu ms: killed", g->pid, ms);
+		} else if (!g->stuck_logged) {
+			g->stuck_logged = 1;
+			s->attached_stuck++;
+			bt__log(BT_LOG_ERROR,
+				"worker %u (attached, pid %ld, uid %lu): no ACK for %llu ms with %u "
+				"connections open and %u unacknowledged: stuck (--worker-timeout %u), "
+				"but pidfd_send_signal(SIGKILL): %s: its %u items wait for it; "
+				"dispatch passes it over",
+				idx, g->pid, g->uid, ms, open, owed, s->cfg->worker_timeout_ms,
+				strerror(-err), owed);
+		}
+	}
+}
 
 static void on_attach(void *ctx)
 {
@@ -53,23 +146,28 @@ static void on_attach(void *ctx)
 			bt__close(fd);
 			continue;
 		}
+		struct bt__guest *g = &s->guest[idx - s->nslots];
+		peer_process(fd, g);
 		bt_fdpass_t *ch;
 		bt_queue_t *q;
 		int rc = bt_fdpass_open(&ch, fd);
 		if (rc < 0) {
 			bt__close(fd);
+			forget(g);
 			continue;
 		}
 		rc = bt_queue_create(&q, &s->qc, ch, NULL, idx);
 		if (rc < 0) {
 			bt__log_errno(BT_LOG_ERROR, rc, "--attach: bt_queue_create");
 			bt_fdpass_close(ch);
+			forget(g);
 			continue;
 		}
 		rc = bt__acc_attach_guest(s->acc, idx, q);
 		if (rc < 0) {
 			bt__log_errno(BT_LOG_ERROR, rc, "--attach: worker slot %u", idx);
 			bt_queue_destroy(q);
+			forget(g);
 			continue;
 		}
 		s->attached++;
@@ -80,6 +178,8 @@ static void on_attach(void *ctx)
 int bt__sup_attach_open(struct bt_runtime *s)
 {
 	s->attach_fd = -1;
+	for (unsigned k = 0; k < BT_RUNTIME_MAX_ATTACHED; k++)
+		s->guest[k].pidfd = -1;
 	if (!s->cfg->attach)
 		return 0;
 	int fd = bt_fdpass_listen(s->cfg->attach, BT_FDPASS_NONBLOCK);
@@ -101,6 +201,8 @@ void bt__sup_attach_close(struct bt_runtime *s)
 		return;
 	bt__close(s->attach_fd); /* the acceptor's watch goes with the acceptor */
 	s->attach_fd = -1;
+	for (unsigned k = 0; k < BT_RUNTIME_MAX_ATTACHED; k++)
+		forget(&s->guest[k]);
 	if (s->cfg->attach && s->cfg->attach[0] == '/')
 		unlink(s->cfg->attach);
 }
@@ -111,6 +213,7 @@ void bt__sup_attach_gone(struct bt_runtime *s, unsigned idx)
 	if (idx < s->nslots || !s->attached)
 		return;
 	s->attached--;
+	forget(&s->guest[idx - s->nslots]);
 	bt__log(s->draining ? BT_LOG_DEBUG : BT_LOG_INFO, "worker %u (attached, pid %u) left", idx,
 		(unsigned)bt__acc_worker_pid(s->acc, idx));
 	bt__sup_worker_ended(s);
@@ -124,39 +227,23 @@ static int leave_fd = -1;         /* an eventfd made readable then */
 struct guest {
 	struct bt_runtime *s;
 	unsigned t;
-	bt_fdpass_t *ch;
+	bt_queue_inlet_t *in;
 	pthread_t tid;
 	int rc;
 	bt_loop_t *loop;
 };
 
-/* Connect, say HELLO: the channel of worker loop t.  0 or -errno. */
-static int guest_connect(struct bt_runtime *s, unsigned t, bt_fdpass_t **out)
+/* Connect, say HELLO (with --batch as the most we take per batch): the
+ * inlet of worker loop t.  0 or -errno. */
+static int guest_connect(struct bt_runtime *s, unsigned t, bt_queue_inlet_t **out)
 {
-	int fd = bt_fdpass_connect(s->cfg->worker_of, 0);
-	if (fd < 0)
-		return bt__log_errno(BT_LOG_ERROR, fd, "--worker-of %s: connect", s->cfg->worker_of);
-	int rc = bt_fdpass_open(out, fd);
-	if (rc < 0) {
-		bt__close(fd);
-		return rc;
-	}
-	struct bt_wire_hello h = {.worker_id = t, .pid = (uint32_t)getpid(),
-				  .version = BT_WIRE_VERSION, .flags = 0};
-	unsigned char buf[BT_WIRE_HDR_SIZE + BT_WIRE_HELLO_SIZE];
-	long len = bt_wire_encode_hello(buf, sizeof(buf), 0, &h);
-	rc = len < 0 ? (int)len : bt_fdpass_send(*out, buf, (size_t)len, NULL, 0);
-	if (rc == -EPIPE || rc == -ECONNRESET) {
-		bt_fdpass_close(*out);
+	int rc = bt_queue_inlet_attach(out, s->cfg->worker_of, t, s->cfg->batch);
+	if (rc == -EPIPE || rc == -ECONNRESET)
 		bt__log(BT_LOG_ERROR, "--worker-of %s: the server closed the channel at once: refused "
 				      "(see the server's log)", s->cfg->worker_of);
-		return rc;
-	}
-	if (rc < 0) {
-		bt_fdpass_close(*out);
-		return bt__log_errno(BT_LOG_ERROR, rc, "--worker-of %s: HELLO", s->cfg->worker_of);
-	}
-	return 0;
+	else if (rc < 0)
+		bt__log_errno(BT_LOG_ERROR, rc, "--worker-of %s: connect and HELLO", s->cfg->worker_of);
+	return rc;
 }
 
 /* On the loop's own thread: stop reading batches (the loop sees the
@@ -166,17 +253,17 @@ static void on_leave(bt_loop_t *loop, bt_watch_t *w, int fd, unsigned revents, v
 {
 	(void)fd, (void)revents, (void)arg;
 	bt_loop_unwatch(loop, w); /* the eventfd stays readable for the others */
-	shutdown(bt_fdpass_fd(loop->cfg.channel), SHUT_RD);
+	shutdown(bt_fdpass_fd(loop->inlet->ch), SHUT_RD);
 }
 
 static int guest_run(struct guest *g)
 {
 	struct bt_loop_config lc;
 	bt__sup_loop_config(g->s, g->t, &lc);
-	lc.channel = g->ch; /* no shm: acknowledged on the wire */
+	lc.inlet = g->in;
 	int rc = bt_loop_create(&g->loop, &lc);
 	if (rc < 0) {
-		bt_fdpass_close(g->ch);
+		bt_queue_inlet_destroy(g->in);
 		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", g->t);
 	}
 	bt_watch_t *w;
@@ -248,12 +335,12 @@ int bt__sup_run_worker_of(struct bt_runtime *s)
 	for (; made < T; made++) {
 		gs[made].s = s;
 		gs[made].t = made;
-		if (guest_connect(s, made, &gs[made].ch) < 0)
+		if (guest_connect(s, made, &gs[made].in) < 0)
 			break;
 	}
 	if (made < T) {
 		for (unsigned t = 0; t < made; t++)
-			bt_fdpass_close(gs[t].ch);
+			bt_queue_inlet_destroy(gs[t].in);
 		free(gs);
 		return 1;
 	}
@@ -261,7 +348,7 @@ int bt__sup_run_worker_of(struct bt_runtime *s)
 	if (leave_fd < 0) {
 		bt__log_errno(BT_LOG_ERROR, -errno, "eventfd");
 		for (unsigned t = 0; t < T; t++)
-			bt_fdpass_close(gs[t].ch);
+			bt_queue_inlet_destroy(gs[t].in);
 		free(gs);
 		return 1;
 	}
@@ -283,10 +370,10 @@ int bt__sup_run_worker_of(struct bt_runtime *s)
 		if (pthread_create(&gs[t].tid, NULL, guest_thread, &gs[t]) != 0) {
 			bt__log(BT_LOG_ERROR, "worker %u: pthread_create failed", t);
 			for (unsigned k = t; k < T; k++)
-				bt_fdpass_close(gs[k].ch);
+				bt_queue_inlet_destroy(gs[k].in);
 			break;
 		}
-	int rc = started == T ? guest_run(&gs[0]) : (bt_fdpass_close(gs[0].ch), -EAGAIN);
+	int rc = started == T ? guest_run(&gs[0]) : (bt_queue_inlet_destroy(gs[0].in), -EAGAIN);
 	status = rc == 0 ? 0 : 1;
 	for (unsigned t = 1; t < started; t++) {
 		pthread_join(gs[t].tid, NULL);

@@ -47,6 +47,9 @@ uint64_t bt__now_ns(void);
 struct bt_queue;
 /* The queue's flush policy and delay, for the acceptor's scheduling. */
 int bt__queue_flush_policy(const struct bt_queue *q);
+/* The consumer takes at most n items per batch (an attached worker's
+ * HELLO max_batch; 0: no limit of its own). */
+void bt__queue_cap_batch(struct bt_queue *q, unsigned n);
 /* The pending batch, for the acceptor, on any transport: a message to
  * send (its item count, *msg set; bt_queue_flush_complete follows), 0 when
  * nothing is left to send (nothing pending, or published in place), or

@@ -72,6 +72,16 @@ static void on_wake(void *ctx)
 	loop->st.wakeups++;
 }
 
+/* A loop that could not be made gives the caller's inlet back untouched;
+ * one it made from the deprecated parts goes, without their channel. */
+static void free_inlet(bt_loop_t *loop, const struct bt_loop_config *cfg)
+{
+	if (cfg->inlet)
+		return;
+	loop->inlet->ch = NULL;
+	bt_queue_inlet_destroy(loop->inlet);
+}
+
 int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 {
 	if (!out || !cfg)
@@ -88,8 +98,11 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	rc = bt__handler_take(&h, cfg->handler);
 	if (rc < 0)
 		return rc;
-	if ((!h.on_data && !h.on_item) ||
-	    !cfg->channel == !cfg->queue || (cfg->queue && !bt_queue_is_thread(cfg->queue)))
+	if (!h.on_data && !h.on_item)
+		return -EINVAL;
+	/* The transport: one inlet, or the parts ABI 1 programs give. */
+	int legacy = cfg->channel || cfg->queue || cfg->shm;
+	if (cfg->inlet ? legacy : !cfg->channel == !cfg->queue)
 		return -EINVAL;
 	if (cfg->buf_size < 512 || cfg->buf_size > (1u << 20) || cfg->buf_count == 0 ||
 	    cfg->buf_count > 32768 || (cfg->buf_count & (cfg->buf_count - 1)))
@@ -105,15 +118,24 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	loop->handler = h;
 	loop->h = &loop->handler;
 	loop->cfg.handler = loop->h;
-	loop->in = cfg->queue ? &bt__inlet_thread : cfg->shm ? &bt__inlet_forked : &bt__inlet_wire;
-	rc = loop->in->init(loop);
-	if (rc < 0) {
-		free(loop);
-		return rc;
+	loop->inlet = cfg->inlet;
+	if (!loop->inlet) {
+		rc = cfg->queue	 ? bt_queue_inlet_thread(&loop->inlet, cfg->queue)
+		     : cfg->shm ? bt_queue_inlet_forked(&loop->inlet, cfg->channel, cfg->shm, cfg->slot)
+				: bt_queue_inlet_wire(&loop->inlet, cfg->channel);
+		if (rc < 0) {
+			free(loop);
+			return rc;
+		}
 	}
-	rc = bt_pool_sink_create(&loop->sink);
+	loop->cfg.inlet = NULL, loop->cfg.channel = NULL, loop->cfg.shm = NULL;
+	loop->cfg.queue = NULL;
+	loop->in = loop->inlet->ops;
+	rc = loop->in->init(loop);
+	if (rc == 0)
+		rc = bt_pool_sink_create(&loop->sink);
 	if (rc < 0) {
-		loop->in->fini(loop);
+		free_inlet(loop, cfg);
 		free(loop);
 		return rc;
 	}
@@ -138,7 +160,7 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	}
 	if (rc < 0) {
 		bt_pool_sink_destroy(loop->sink);
-		loop->in->fini(loop);
+		free_inlet(loop, cfg);
 		free(loop);
 		return rc;
 	}
@@ -295,7 +317,7 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 
 void bt__loop_consume(bt_loop_t *loop)
 {
-	bt_queue_t *q = loop->cfg.queue;
+	bt_queue_t *q = loop->inlet->q;
 	struct bt_wire_item items[64];
 	int n;
 	while ((n = bt_queue_consume(q, items, 64)) > 0) {
@@ -356,12 +378,14 @@ static int run(bt_loop_t *loop)
 			bt__loop_consume(loop);
 			bt__loop_flush(loop);
 		}
-		/* A worker with connections open wakes at least every 100 ms:
+		/* A worker with connections open (or an ACK to send) wakes
+		 * at least every 100 ms:
 		 * its heartbeat (the watchdog), a drain's deadline, file
 		 * reads to retry.  One-shot, started again only after it
 		 * fired: stopping and restarting it as connections come and
 		 * go would move the ring's TIMEOUT at every burst. */
-		if ((loop->conns || loop->draining) && !bt__timer_armed(&loop->tick)) {
+		if ((loop->conns || loop->draining || loop->in->owed(loop)) &&
+		    !bt__timer_armed(&loop->tick)) {
 			loop->tick.cb = on_tick;
 			bt__timer_start(&loop->ev->timers, &loop->tick, bt__now_ns() + TICK_NS, 0);
 		}
@@ -437,8 +461,6 @@ void bt_loop_destroy(bt_loop_t *loop)
 	bt__loop_free_zombies(loop);
 	bt_pool_sink_destroy(loop->sink);
 	loop->in->leave(loop); /* e.g. the ACK still owed */
-	if (loop->cfg.channel)
-		bt_fdpass_close(loop->cfg.channel);
-	loop->in->fini(loop);
+	bt_queue_inlet_destroy(loop->inlet);
 	free(loop);
 }

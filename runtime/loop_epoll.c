@@ -50,9 +50,9 @@ static int ep_init(bt_loop_t *loop)
 		free(e);
 		return -ENOMEM;
 	}
-	int chfd = loop->cfg.queue ? bt_queue_wake_fd(loop->cfg.queue) : bt_fdpass_fd(loop->cfg.channel);
+	int chfd = loop->inlet->q ? bt_queue_wake_fd(loop->inlet->q) : bt_fdpass_fd(loop->inlet->ch);
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)loop | E_CHANNEL};
-	if ((!loop->cfg.queue && bt_fdpass_set_nonblock(loop->cfg.channel, 1) < 0) ||
+	if ((!loop->inlet->q && bt_fdpass_set_nonblock(loop->inlet->ch, 1) < 0) ||
 	    epoll_ctl(e->epfd, EPOLL_CTL_ADD, chfd, &ev) < 0) {
 		int err = -errno;
 		free(e->buf);
@@ -217,17 +217,17 @@ void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events)
 		bt_pool_sink_run(loop->sink);
 		return;
 	case E_CHANNEL:
-		if (loop->cfg.queue) {
+		if (loop->inlet->q) {
 			bt__loop_consume(loop);
 			return;
 		}
 		for (;;) {
 			struct bt_wire_msg msg;
-			int rc = bt_fdpass_recv(loop->cfg.channel, &msg);
+			int rc = bt_fdpass_recv(loop->inlet->ch, &msg);
 			if (rc == -EAGAIN)
 				break;
 			if (bt__loop_on_channel(loop, rc, &msg)) {
-				epoll_ctl(e->epfd, EPOLL_CTL_DEL, bt_fdpass_fd(loop->cfg.channel), NULL);
+				epoll_ctl(e->epfd, EPOLL_CTL_DEL, bt_fdpass_fd(loop->inlet->ch), NULL);
 				break;
 			}
 		}

@@ -108,8 +108,8 @@ void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events);
 /* How batches reach a loop and how it acknowledges them (loop_inlet.c). */
 struct bt__inlet_ops {
 	const char *kind; /* "thread", "forked", "attached" */
+	/* The loop that takes the inlet is made. */
 	int (*init)(bt_loop_t *loop);
-	void (*fini)(bt_loop_t *loop);
 	/* Before the channel closes: what is still owed. */
 	void (*leave)(bt_loop_t *loop);
 	/* Each wake-up, and each tick (heartbeat, retries). */
@@ -121,13 +121,30 @@ struct bt__inlet_ops {
 	void (*load)(bt_loop_t *loop);
 	/* Items wait in a ring (consume them before sleeping). */
 	int (*ready)(bt_loop_t *loop);
+	/* Something is still to say (a later tick must come, even with no
+	 * connection open). */
+	int (*owed)(bt_loop_t *loop);
 };
-extern const struct bt__inlet_ops bt__inlet_thread;
-extern const struct bt__inlet_ops bt__inlet_forked;
-extern const struct bt__inlet_ops bt__inlet_wire;
+
+/* The public inlet handle (baton/queue.h). */
+struct bt_queue_inlet {
+	const struct bt__inlet_ops *ops;
+	bt_fdpass_t *ch;     /* forked, attached: batches arrive here (owned) */
+	bt_queue_shm_t *shm; /* forked: acknowledgements go to its slot */
+	unsigned slot;
+	bt_queue_t *q;       /* thread: the ring's consumer side (not owned) */
+	/* attached: the ACK not yet sent (a full channel), cumulative, and
+	 * what the last one said (a heartbeat repeats it: see wire_tick). */
+	struct bt_wire_ack *ack;
+	int ack_due;
+	uint64_t fds_total;
+	uint64_t ack_sent_ns;
+	uint32_t load_sent;
+};
 
 struct bt_loop {
-	const struct bt__inlet_ops *in;
+	const struct bt__inlet_ops *in; /* inlet->ops */
+	bt_queue_inlet_t *inlet;
 	struct bt_loop_config cfg;
 	struct bt_handler handler; /* the caller's, taken by size (docs/abi.md) */
 	const struct bt_handler *h; /* &handler */
@@ -153,11 +170,6 @@ struct bt_loop {
 	struct bt_loop_stats st;
 	uint64_t now_ns; /* refreshed once per wake-up */
 	bt_pool_sink_t *sink; /* completions of offloaded jobs */
-	/* A channel without shm acknowledges on the wire (an attached
-	 * worker): the ACK not yet sent (a full channel), cumulative. */
-	struct bt_wire_ack *ack;
-	int ack_due;
-	uint64_t fds_total;
 };
 
 uint64_t bt__now_ns(void);

@@ -257,15 +257,15 @@ static void arm_channel(bt_loop_t *loop, struct uring *u)
 	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 	if (!sqe)
 		return;
-	if (loop->cfg.queue) {
+	if (loop->inlet->q) {
 		/* Thread mode: a multishot poll on the queue's eventfd. */
-		io_uring_prep_poll_multishot(sqe, bt_queue_wake_fd(loop->cfg.queue), POLLIN);
+		io_uring_prep_poll_multishot(sqe, bt_queue_wake_fd(loop->inlet->q), POLLIN);
 		io_uring_sqe_set_data64(sqe, ud(loop, OP_CHANNEL));
 		u->chan_armed = 1;
 		return;
 	}
-	io_uring_prep_recvmsg(sqe, bt_fdpass_fd(loop->cfg.channel),
-			      bt_fdpass_rx_prepare(loop->cfg.channel), MSG_CMSG_CLOEXEC);
+	io_uring_prep_recvmsg(sqe, bt_fdpass_fd(loop->inlet->ch),
+			      bt_fdpass_rx_prepare(loop->inlet->ch), MSG_CMSG_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, ud(loop, OP_CHANNEL));
 	u->chan_armed = 1;
 }
@@ -278,7 +278,7 @@ void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe
 	void *p = (void *)(uintptr_t)(data & ~TAG_MASK);
 	switch (op) {
 	case OP_CHANNEL: {
-		if (loop->cfg.queue) {
+		if (loop->inlet->q) {
 			if (!(cqe->flags & IORING_CQE_F_MORE))
 				u->chan_armed = 0;
 			bt__loop_consume(loop);
@@ -286,7 +286,7 @@ void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe
 		}
 		u->chan_armed = 0;
 		struct bt_wire_msg msg;
-		int rc = bt_fdpass_rx_complete(loop->cfg.channel, cqe->res, &msg);
+		int rc = bt_fdpass_rx_complete(loop->inlet->ch, cqe->res, &msg);
 		if (bt__loop_on_channel(loop, rc, &msg) == 0 && !loop->channel_eof)
 			arm_channel(loop, u);
 		break;

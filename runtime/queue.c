@@ -438,6 +438,12 @@ static int wire_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
 	return 0;
 }
 
+void bt__queue_cap_batch(struct bt_queue *q, unsigned n)
+{
+	if (n && n < q->cfg.batch)
+		q->cfg.batch = n;
+}
+
 int bt__queue_flush_policy(const struct bt_queue *q)
 {
 	return q->cfg.flush;

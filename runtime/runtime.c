@@ -62,12 +62,15 @@ unsigned bt__sup_running(const struct bt_runtime *s)
  * is stuck: a handler in an endless loop, a blocking call, SIGSTOP.  The
  * worker set decides what to do (workers_proc.c kills the process;
  * workers_thread.c reports the thread, which dispatch already passes over).
+ * An attached worker's heartbeat is its ACKs (it repeats the last one
+ * every second while it holds connections): attach.c kills it if we may.
  */
 static void watchdog(struct bt_runtime *s, uint64_t now)
 {
 	uint64_t limit = (uint64_t)s->cfg->worker_timeout_ms * 1000000ull;
 	for (unsigned i = 0; i < s->nslots; i++)
 		s->ops->watch(s, i, bt__acc_worker_stalled_ns(s->acc, i, now), limit);
+	bt__sup_attach_watch(s, now, limit);
 }
 
 static void on_timer(void *ctx)

@@ -103,6 +103,16 @@ struct bt_runtime {
 	int start_failed; /* a worker could not start: exit status 1 */
 	int attach_fd;    /* --attach's listener, -1 */
 	unsigned attached; /* attached workers now (slots nslots.. ) */
+	/* Each attached worker's process, as the kernel named it when it
+	 * connected (not as its HELLO says): for the watchdog's SIGKILL. */
+	struct bt__guest {
+		int pidfd; /* -1: none (gone, or the kernel gave none) */
+		long pid;
+		unsigned long uid;
+		int killing;
+		int stuck_logged; /* stuck, and we may not kill it: said once */
+	} guest[BT_RUNTIME_MAX_ATTACHED];
+	unsigned attached_stuck; /* attached workers found stuck */
 	uint64_t watch_next_ns; /* the watchdog's next look (0: off) */
 };
 
@@ -137,6 +147,8 @@ void bt__sup_worker_gone(struct bt_runtime *s, unsigned slot);
 int bt__sup_attach_open(struct bt_runtime *s);
 void bt__sup_attach_close(struct bt_runtime *s);
 void bt__sup_attach_gone(struct bt_runtime *s, unsigned idx);
+/* The watchdog's look at the attached workers. */
+void bt__sup_attach_watch(struct bt_runtime *s, uint64_t now, uint64_t limit);
 int bt__sup_run_worker_of(struct bt_runtime *s);
 
 /* drain.c: past the drain's deadline, stop waiting for attached workers. */

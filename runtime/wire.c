@@ -252,7 +252,7 @@ long bt_wire_encode_ack(void *buf, size_t cap, uint64_t seq,
 long bt_wire_encode_hello(void *buf, size_t cap, uint64_t seq,
 			  const struct bt_wire_hello *hello)
 {
-	if (!hello || hello->flags != 0)
+	if (!hello || hello->max_batch > BT_WIRE_MAX_FDS)
 		return -EINVAL;
 	size_t size = BT_WIRE_HDR_SIZE + BT_WIRE_HELLO_SIZE;
 	if (!buf || size > cap)
@@ -262,7 +262,7 @@ long bt_wire_encode_hello(void *buf, size_t cap, uint64_t seq,
 	put32(p + BT_WIRE_HDR_SIZE + 0, hello->worker_id);
 	put32(p + BT_WIRE_HDR_SIZE + 4, hello->pid);
 	put32(p + BT_WIRE_HDR_SIZE + 8, hello->version);
-	put32(p + BT_WIRE_HDR_SIZE + 12, 0);
+	put32(p + BT_WIRE_HDR_SIZE + 12, hello->max_batch);
 	return (long)size;
 }
 
@@ -479,12 +479,12 @@ int bt_wire_decode(const void *buf, size_t len, size_t nfds, int truncated,
 	}
 	case BT_WIRE_HELLO: {
 		struct bt_wire_hello *h = &out->u.hello;
-		if (body != BT_WIRE_HELLO_SIZE || get32(b + 12))
+		if (body != BT_WIRE_HELLO_SIZE || get32(b + 12) > BT_WIRE_MAX_FDS)
 			return -EBADMSG;
 		h->worker_id = get32(b + 0);
 		h->pid = get32(b + 4);
 		h->version = get32(b + 8);
-		h->flags = 0;
+		h->max_batch = get32(b + 12);
 		return 0;
 	}
 	case BT_WIRE_DRAIN: {

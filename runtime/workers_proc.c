@@ -68,13 +68,17 @@ static int run_slot(struct bt_runtime *s, unsigned slot, int chfd)
 		return rc;
 	struct bt_loop_config lc;
 	bt__sup_loop_config(s, slot, &lc);
-	lc.channel = ch;
-	lc.shm = P(s)->shm;
-	lc.slot = slot;
+	rc = bt_queue_inlet_forked(&lc.inlet, ch, P(s)->shm, slot);
+	if (rc < 0) {
+		bt_fdpass_close(ch);
+		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: its inlet", slot);
+	}
 	bt_loop_t *loop;
 	rc = bt_loop_create(&loop, &lc);
-	if (rc < 0)
+	if (rc < 0) {
+		bt_queue_inlet_destroy(lc.inlet);
 		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", slot);
+	}
 	rc = bt_loop_run(loop);
 	bt_loop_destroy(loop);
 	return rc;

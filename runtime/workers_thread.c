@@ -55,9 +55,13 @@ static void *worker_thread(void *arg)
 	struct bt_runtime *s = w->sup;
 	struct bt_loop_config lc;
 	bt__sup_loop_config(s, w->idx, &lc);
-	lc.queue = w->q;
 	bt_loop_t *loop;
-	int rc = bt_loop_create(&loop, &lc);
+	int rc = bt_queue_inlet_thread(&lc.inlet, w->q);
+	if (rc == 0) {
+		rc = bt_loop_create(&loop, &lc);
+		if (rc < 0)
+			bt_queue_inlet_destroy(lc.inlet);
+	}
 	w->start_rc = rc;
 	sem_post(&T(s)->ready);
 	if (rc < 0) {

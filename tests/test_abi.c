@@ -132,21 +132,72 @@ static void test_handler_size(void)
 	struct bt_handler h = {.on_data = on_data}; /* .size forgotten */
 	struct bt_loop_config lc;
 	bt_loop_config_init(&lc);
-	lc.channel = ch;
-	lc.shm = shm;
+	CHECK_EQ(bt_queue_inlet_forked(&lc.inlet, ch, shm, 0), 0);
 	lc.handler = &h;
 	bt_loop_t *loop;
-	CHECK_ERR(bt_loop_create(&loop, &lc), -EINVAL);
+	CHECK_ERR(bt_loop_create(&loop, &lc), -EINVAL); /* the inlet is still ours */
 	struct {
 		struct bt_handler h;
 		void (*on_future)(void);
 	} newer = {.h = {.size = sizeof(newer), .on_data = on_data}, .on_future = NULL};
 	lc.handler = &newer.h;
-	CHECK_EQ(bt_loop_create(&loop, &lc), 0); /* the loop owns ch now */
+	CHECK_EQ(bt_loop_create(&loop, &lc), 0); /* the loop owns the inlet now */
 	bt_loop_destroy(loop);
 	bt_queue_shm_destroy(shm);
 	close(sv[1]);
 }
+
+/* A program built against 0.2.0 gives the transport as the parts of
+ * bt_loop_config that 0.3 deprecates: still taken (process and thread),
+ * and never together with an inlet. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static void test_deprecated_transport_fields(void)
+{
+	int sv[2];
+	CHECK_EQ(bt_fdpass_pair(sv, 0), 0);
+	bt_fdpass_t *ch;
+	CHECK_EQ(bt_fdpass_open(&ch, sv[0]), 0);
+	struct bt_queue_shm *shm;
+	CHECK_EQ(bt_queue_shm_create(&shm, 1, 64), 0);
+	struct bt_handler h = {.size = sizeof(h), .on_data = on_data};
+	struct bt_loop_config lc;
+	bt_loop_config_init(&lc);
+	lc.channel = ch;
+	lc.shm = shm;
+	lc.slot = 0;
+	lc.handler = &h;
+	/* both ways at once: refused, and neither is taken */
+	bt_queue_t *tq;
+	struct bt_queue_config qc;
+	bt_queue_config_init(&qc);
+	CHECK_EQ(bt_queue_create_thread(&tq, &qc), 0);
+	CHECK_EQ(bt_queue_inlet_thread(&lc.inlet, tq), 0);
+	bt_loop_t *loop;
+	CHECK_ERR(bt_loop_create(&loop, &lc), -EINVAL);
+	bt_queue_inlet_destroy(lc.inlet);
+	lc.inlet = NULL;
+	/* a bad setting: the channel is still the caller's */
+	lc.buf_count = 3;
+	CHECK_ERR(bt_loop_create(&loop, &lc), -EINVAL);
+	lc.buf_count = 64;
+	CHECK_EQ(bt_loop_create(&loop, &lc), 0); /* the loop owns ch now */
+	CHECK_EQ(strcmp(bt_loop_backend(loop), "io_uring") == 0 ||
+			 strcmp(bt_loop_backend(loop), "epoll") == 0,
+		 1);
+	bt_loop_destroy(loop);
+	/* thread mode, the 0.2.0 way */
+	bt_loop_config_init(&lc);
+	lc.queue = tq;
+	lc.handler = &h;
+	lc.buf_count = 64;
+	CHECK_EQ(bt_loop_create(&loop, &lc), 0);
+	bt_loop_destroy(loop);
+	bt_queue_destroy(tq);
+	bt_queue_shm_destroy(shm);
+	close(sv[1]);
+}
+#pragma GCC diagnostic pop
 
 /* Stats: an older caller (shorter struct) gets its prefix and nothing
  * past it is written. */
@@ -198,6 +249,7 @@ static const struct check_case cases[] = {
 	{"init_newer_caller", test_init_newer_caller},
 	{"create_by_size", test_create_by_size},
 	{"handler_size", test_handler_size},
+	{"deprecated_transport_fields", test_deprecated_transport_fields},
 	{"stats_by_size", test_stats_by_size},
 	{"runtime_refuses_unsized", test_runtime_refuses_unsized},
 	{NULL, NULL},

@@ -219,6 +219,123 @@ def test_python_worker():
         assert srv.stop() == 0, srv.text()[-800:]
 
 
+def burst(port, n, timeout=30):
+    """n clients at once, each one request; returns each one's count of
+    responses (-1: an error), in a list filled as they finish."""
+    results, lock = [], threading.Lock()
+
+    def one():
+        try:
+            r = http_get(port, timeout=timeout).count(b"HTTP/1.1 200")
+        except OSError:
+            r = -1
+        with lock:
+            results.append(r)
+    ts = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for t in ts:
+        t.start()
+    return ts, results
+
+
+def test_stuck_attached():
+    """An attached worker stopped (SIGSTOP) while connections were sent to
+    it sends no ACK: after --worker-timeout the watchdog kills it, and
+    what it had not acknowledged is served by the forked worker, every
+    client exactly once."""
+    port, name = free_port(), "@baton-test-attach10-%d" % os.getpid()
+    srv = server(port, name, "--workers", "1", "--worker-timeout", "1000", "--flush", "size",
+                 "--batch", "1")
+    w = worker(name)
+    try:
+        srv.wait_log(r"worker 1 attached")
+        w.proc.send_signal(signal.SIGSTOP)
+        ts, results = burst(port, 40)
+        for t in ts:
+            t.join(30)
+            assert not t.is_alive(), "a client hangs"
+        srv.wait_log(r"worker 1 \(attached, pid %d, uid \d+\): no ACK for \d+ ms with \d+ "
+                     r"connections open and [1-9]\d* unacknowledged: stuck \(--worker-timeout "
+                     r"1000\): SIGKILL" % w.proc.pid)
+        assert w.proc.wait(10) == -signal.SIGKILL
+        assert sorted(results) == [1] * 40, results
+        srv.wait_log(r"worker 1 \(attached, pid %d\) left" % w.proc.pid)
+        assert http_get(port).count(b"HTTP/1.1 200") == 1
+    finally:
+        if w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGCONT)
+        w.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
+def test_stuck_unkillable():
+    """A stuck attached worker of another uid, under a server that may not
+    signal it: logged once, its items left to it (no second answer), the
+    others served; once it runs again it serves them."""
+    if os.geteuid() != 0:
+        raise Skip("needs root to run the server and the worker as two other users")
+    if not nobody_can_run():
+        raise Skip("nobody cannot run the build's programs")
+    port, name = free_port(), "@baton-test-attach11-%d" % os.getpid()
+    srv = Server(["setpriv", "--reuid=1", "--regid=1", "--clear-groups", HTTPD, "--listen",
+                  "127.0.0.1:%d" % port, "--attach", name, "--attach-uid", "65534",
+                  "--workers", "1", "--worker-timeout", "500", "--flush", "size",
+                  "--batch", "1"])
+    srv.wait_log(r"workers may attach at")
+    py = Server(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                 PYWORKER, "--attach", name, "--http"])
+    try:
+        srv.wait_log(r"worker 1 attached")
+        py.proc.send_signal(signal.SIGSTOP)
+        ts, results = burst(port, 20)
+        srv.wait_log(r"stuck \(--worker-timeout 500\), but pidfd_send_signal\(SIGKILL\): "
+                     r"Operation not permitted: its ([1-9]\d*) items wait for it")
+        waiting = int(re.findall(r"its (\d+) items wait for it", srv.text())[-1])
+
+        def others_done():
+            assert len(results) == 20 - waiting, (len(results), waiting)
+        until(others_done, timeout=15)
+        assert results == [1] * len(results), results
+        py.proc.send_signal(signal.SIGCONT)
+        for t in ts:
+            t.join(30)
+            assert not t.is_alive(), "a client hangs"
+        assert sorted(results) == [1] * 20, results
+        assert len(re.findall(r"but pidfd_send_signal", srv.text())) == 1, srv.text()[-800:]
+    finally:
+        py.proc.send_signal(signal.SIGCONT)
+        py.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
+def test_max_batch():
+    """HELLO's max_batch: a Python worker that takes 2 connections per
+    batch never gets more, though the server's batches hold 64 and wait
+    100 ms to fill; a C worker says its --batch."""
+    port, name = free_port(), "@baton-test-attach12-%d" % os.getpid()
+    srv = server(port, name, "--workers", "0", "--batch", "64", "--flush", "delay:100000")
+    py = Server([sys.executable, PYWORKER, "--attach", name, "--http", "--max-batch", "2", "-v"])
+    try:
+        srv.wait_log(r"worker 0 attached: pid %d, takes up to 2 items per batch" % py.proc.pid)
+        ts, results = burst(port, 60)
+        for t in ts:
+            t.join(30)
+            assert not t.is_alive(), "a client hangs"
+        assert sorted(results) == [1] * 60, results
+        sizes = [int(n) for n in re.findall(r"batch \d+: (\d+) items", py.text())]
+        assert sum(sizes) == 60 and max(sizes) <= 2, sizes
+    finally:
+        py.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+    port, name = free_port(), "@baton-test-attach13-%d" % os.getpid()
+    srv = server(port, name, "--workers", "0")
+    w = worker(name, "--batch", "4")
+    try:
+        srv.wait_log(r"worker 0 attached: pid %d, takes up to 4 items per batch" % w.proc.pid)
+    finally:
+        w.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+
+
 def nobody_can_run():
     try:
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
@@ -306,6 +423,8 @@ def test_malformed_peer():
         assert raw_peer(name, ack)
         srv.wait_log(r"sent a bad ACK")
         assert raw_peer(name, hello1, ack)
+        assert raw_peer(name, msg(3, struct.pack("<IIII", 0, os.getpid(), 1, 254)))
+        srv.wait_log(r"worker \d+'s channel closed \(Bad message\)")  # max_batch 254
 
         lost = msg(2, struct.pack("<QQII", 0, 0, 0, 1) + struct.pack("<Q", 999))
         assert raw_peer(name, hello1, lost)  # a lost id never sent

@@ -337,9 +337,9 @@ static void start(struct rig *r)
 			_exit(10);
 		struct bt_loop_config cfg;
 		bt_loop_config_init(&cfg);
-		cfg.channel = ch;
-		cfg.shm = rig_wire ? NULL : r->shm;
-		cfg.slot = 0;
+		if ((rig_wire ? bt_queue_inlet_wire(&cfg.inlet, ch)
+			      : bt_queue_inlet_forked(&cfg.inlet, ch, r->shm, 0)) < 0)
+			_exit(10);
 		cfg.handler = &echo;
 		cfg.backend = backend;
 		cfg.drain_timeout_ms = 2000;
@@ -459,6 +459,11 @@ static void expect_echo(int fd, const char *msg)
 
 /* --- cases ------------------------------------------------------------------ */
 
+static void echo_data_unused(bt_conn_t *c, const void *d, size_t n)
+{
+	(void)c, (void)d, (void)n;
+}
+
 static void test_echo_many(void)
 {
 	struct rig r;
@@ -495,6 +500,137 @@ static void test_echo_wire_ack(void)
 		close(fds[i]);
 	stop(&r, 0);
 	rig_wire = 0;
+}
+
+/* The next ACK from an attached loop, within timeout_ms. */
+static struct bt_wire_ack next_ack(struct rig *r, int timeout_ms)
+{
+	bt_fdpass_t *ch = bt_queue_channel(r->q);
+	struct pollfd p = {.fd = bt_fdpass_fd(ch), .events = POLLIN};
+	CHECK_EQ(poll(&p, 1, timeout_ms), 1);
+	struct bt_wire_msg m;
+	CHECK_EQ(bt_fdpass_recv(ch, &m), 1);
+	CHECK_EQ(m.type, BT_WIRE_ACK);
+	CHECK_ERR(bt_queue_on_ack(r->q, &m.u.ack), 0);
+	return m.u.ack;
+}
+
+/* An attached loop's ACKs: one per batch, one when its load changes, and
+ * a heartbeat (the last ACK again) while it holds an idle connection. */
+static void test_wire_heartbeat(void)
+{
+	rig_wire = 1;
+	struct rig r;
+	start(&r);
+	int fd = client(&r);
+	struct bt_wire_ack a = next_ack(&r, 5000);
+	CHECK_EQ(a.seq, 1);
+	CHECK_EQ(a.fds_total, 1);
+	while (a.load != 1) /* the batch's ACK goes before its connection opens */
+		a = next_ack(&r, 5000);
+	expect_echo(fd, "idle next\n");
+	/* Nothing happens now but the heartbeat: once a second. */
+	for (int beat = 0; beat < 2; beat++) {
+		a = next_ack(&r, 5000);
+		CHECK_EQ(a.seq, 1);
+		CHECK_EQ(a.load, 1);
+		CHECK_EQ(a.n_lost, 0);
+	}
+	close(fd);
+	do
+		a = next_ack(&r, 5000);
+	while (a.load != 0);
+	CHECK_EQ(bt_queue_inflight(r.q), 1); /* reaped below */
+	stop(&r, 0);
+	rig_wire = 0;
+}
+
+/* The inlet handles: every error leaves the caller what it had. */
+static void test_inlet_errors(void)
+{
+	struct bt_queue_config qc;
+	bt_queue_config_init(&qc);
+	bt_queue_t *tq;
+	CHECK_ERR(bt_queue_create_thread(&tq, &qc), 0);
+	int sv[2];
+	CHECK_ERR(bt_fdpass_pair(sv, 0), 0);
+	bt_fdpass_t *ch, *peer;
+	CHECK_ERR(bt_fdpass_open(&ch, sv[0]), 0);
+	CHECK_ERR(bt_fdpass_open(&peer, sv[1]), 0);
+	bt_queue_t *pq;
+	CHECK_ERR(bt_queue_create(&pq, &qc, peer, NULL, 0), 0); /* not a thread ring */
+	bt_queue_shm_t *shm;
+	CHECK_ERR(bt_queue_shm_create(&shm, 1, 64), 0);
+	bt_queue_inlet_t *in = NULL;
+
+	CHECK_ERR(bt_queue_inlet_thread(&in, pq), -EINVAL);
+	CHECK_ERR(bt_queue_inlet_thread(&in, NULL), -EINVAL);
+	CHECK_ERR(bt_queue_inlet_thread(NULL, tq), -EINVAL);
+	CHECK_ERR(bt_queue_inlet_forked(&in, ch, NULL, 0), -EINVAL);
+	CHECK_ERR(bt_queue_inlet_forked(&in, NULL, shm, 0), -EINVAL);
+	CHECK_ERR(bt_queue_inlet_wire(&in, NULL), -EINVAL);
+	CHECK(in == NULL);
+	CHECK_ERR(bt_queue_inlet_attach(&in, "/nonexistent/baton-test", 0, 0), -ENOENT);
+	CHECK_ERR(bt_queue_inlet_attach(&in, "@baton-test-inlet-nobody", 0, 0), -ECONNREFUSED);
+	CHECK_ERR(bt_queue_inlet_attach(&in, "@x", 0, BT_WIRE_MAX_FDS + 1), -EINVAL);
+	CHECK_ERR(bt_queue_inlet_attach(&in, NULL, 0, 0), -EINVAL);
+	CHECK(strcmp(bt_queue_inlet_kind(NULL), "none") == 0);
+	bt_queue_inlet_destroy(NULL);
+
+	/* A loop that refuses its config leaves the inlet to the caller. */
+	CHECK_ERR(bt_queue_inlet_thread(&in, tq), 0);
+	CHECK(strcmp(bt_queue_inlet_kind(in), "thread") == 0);
+	static const struct bt_handler h = {.size = sizeof(h), .on_data = echo_data_unused};
+	struct bt_loop_config lc;
+	bt_loop_config_init(&lc);
+	lc.inlet = in;
+	lc.handler = &h;
+	lc.buf_size = 1;
+	bt_loop_t *loop;
+	CHECK_ERR(bt_loop_create(&loop, &lc), -EINVAL);
+	bt_queue_inlet_destroy(in);
+	CHECK_ERR(bt_queue_inlet_forked(&in, ch, shm, 0), 0);
+	CHECK(strcmp(bt_queue_inlet_kind(in), "forked") == 0);
+	lc.inlet = in;
+	CHECK_ERR(bt_loop_create(&loop, &lc), -EINVAL);
+	lc.buf_size = 4096;
+	lc.buf_count = 64;
+	lc.backend = backend;
+	int rc = bt_loop_create(&loop, &lc);
+	if (rc == -ENOSYS || rc == -EPERM)
+		CHECK_SKIP("io_uring unavailable");
+	CHECK_ERR(rc, 0); /* the loop owns the inlet and ch now */
+	bt_loop_destroy(loop);
+	bt_queue_destroy(pq);
+	bt_queue_destroy(tq);
+	bt_queue_shm_destroy(shm);
+}
+
+/* bt_queue_inlet_attach: connect by name and say HELLO. */
+static void test_inlet_attach(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "@baton-test-inlet-%d", (int)getpid());
+	int lfd = bt_fdpass_listen(name, 0);
+	CHECK_OP(lfd, >=, 0);
+	bt_queue_inlet_t *in;
+	CHECK_ERR(bt_queue_inlet_attach(&in, name, 7, 16), 0);
+	CHECK(strcmp(bt_queue_inlet_kind(in), "attached") == 0);
+	int fd = bt_fdpass_accept(lfd, getuid(), 0);
+	CHECK_OP(fd, >=, 0);
+	bt_fdpass_t *ch;
+	CHECK_ERR(bt_fdpass_open(&ch, fd), 0);
+	struct bt_wire_msg m;
+	CHECK_EQ(bt_fdpass_recv(ch, &m), 1);
+	CHECK_EQ(m.type, BT_WIRE_HELLO);
+	CHECK_EQ(m.u.hello.worker_id, 7);
+	CHECK_EQ(m.u.hello.pid, (uint32_t)getpid());
+	CHECK_EQ(m.u.hello.version, BT_WIRE_VERSION);
+	CHECK_EQ(m.u.hello.max_batch, 16);
+	bt_queue_inlet_destroy(in); /* closes its channel: EOF here */
+	CHECK_EQ(bt_fdpass_recv(ch, &m), 0);
+	bt_fdpass_close(ch);
+	close(lfd);
 }
 
 /* A close by the server sends FIN at once (the client reads EOF) even
@@ -973,6 +1109,9 @@ static const struct check_case cases[] = {
 	{"offload_drain", test_offload_drain},
 	{"echo_many", test_echo_many},
 	{"echo_wire_ack", test_echo_wire_ack},
+	{"wire_heartbeat", test_wire_heartbeat},
+	{"inlet_errors", test_inlet_errors},
+	{"inlet_attach", test_inlet_attach},
 	{"server_close_fin", test_server_close_fin},
 	{"big_reply", test_big_reply},
 	{"half_close", test_half_close},

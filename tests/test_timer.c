@@ -53,8 +53,7 @@ static int run_loop(int (*start)(bt_loop_t *loop))
 	struct bt_handler h = {.size = sizeof(h), .on_data = on_data, .on_start = start};
 	struct bt_loop_config lc;
 	bt_loop_config_init(&lc);
-	lc.channel = ch;
-	lc.shm = shm;
+	CHECK_ERR(bt_queue_inlet_forked(&lc.inlet, ch, shm, 0), 0);
 	lc.handler = &h;
 	lc.backend = backend;
 	bt_loop_t *loop;

@@ -213,7 +213,7 @@ static void test_control_messages(void)
 	/* descriptors never ride on an ACK */
 	CHECK_ERR(bt_wire_decode(msg_buf, (size_t)len, 1, 0, &m), -EBADMSG);
 
-	struct bt_wire_hello h = {.worker_id = 3, .pid = 4242, .version = 1};
+	struct bt_wire_hello h = {.worker_id = 3, .pid = 4242, .version = 1, .max_batch = 16};
 	len = bt_wire_encode_hello(msg_buf, sizeof(msg_buf), 0, &h);
 	CHECK_EQ(len, 48);
 	CHECK_ERR(bt_wire_decode(msg_buf, (size_t)len, 0, 0, &m), 0);
@@ -221,6 +221,13 @@ static void test_control_messages(void)
 	CHECK_EQ(m.u.hello.worker_id, 3);
 	CHECK_EQ(m.u.hello.pid, 4242);
 	CHECK_EQ(m.u.hello.version, 1);
+	CHECK_EQ(m.u.hello.max_batch, 16);
+	/* max_batch above 253 is refused on the wire (offset 44) */
+	msg_buf[44] = 254;
+	CHECK_ERR(bt_wire_decode(msg_buf, (size_t)len, 0, 0, &m), -EBADMSG);
+	msg_buf[44] = 253;
+	CHECK_ERR(bt_wire_decode(msg_buf, (size_t)len, 0, 0, &m), 0);
+	CHECK_EQ(m.u.hello.max_batch, 253);
 
 	struct bt_wire_drain d = {.deadline_ms = 5000};
 	len = bt_wire_encode_drain(msg_buf, sizeof(msg_buf), 9, &d);
@@ -274,7 +281,7 @@ static void test_encode_errors(void)
 	CHECK_ERR(bt_wire_encode_ack(msg_buf, sizeof(msg_buf), 0, &ack), -E2BIG);
 	ack.n_lost = 0;
 	CHECK_ERR(bt_wire_encode_ack(msg_buf, 40, 0, &ack), -ENOBUFS);
-	struct bt_wire_hello h = {.flags = 1};
+	struct bt_wire_hello h = {.max_batch = BT_WIRE_MAX_FDS + 1};
 	CHECK_ERR(bt_wire_encode_hello(msg_buf, sizeof(msg_buf), 0, &h), -EINVAL);
 }
 

@@ -59,8 +59,9 @@ def _header(mtype, seq, length, items=0, fds=0):
     return HDR.pack(MAGIC, VERSION, mtype, seq, length, items, fds, 0, 0)
 
 
-def encode_hello(worker_id, pid):
-    body = HELLO_BODY.pack(worker_id, pid, VERSION, 0)
+def encode_hello(worker_id, pid, max_batch=0):
+    """max_batch: the most items we take in one BATCH (1..253; 0: 253)."""
+    body = HELLO_BODY.pack(worker_id, pid, VERSION, max_batch)
     return _header(HELLO, 0, HDR.size + len(body)) + body
 
 
@@ -216,17 +217,22 @@ class Worker:
     """One attached worker: a channel to the server and the connections it
     was given, on one selector."""
 
-    def __init__(self, address, handler=Echo, worker_id=0):
+    HEARTBEAT = 1.0  # seconds: the last ACK again while we hold connections
+
+    def __init__(self, address, handler=Echo, worker_id=0, max_batch=0, verbose=False):
         self.handler = handler
+        self.verbose = verbose
         self.sel = selectors.DefaultSelector()
         self.ch = connect(address)
-        self.ch.sendall(encode_hello(worker_id, os.getpid()))
+        self.ch.sendall(encode_hello(worker_id, os.getpid(), max_batch))
         self.ch.setblocking(False)
         self.sel.register(self.ch, selectors.EVENT_READ, None)
         self.conns = {}
         self.fds_total = 0
         self.ack_seq = 0
         self.ack_due = False
+        self.ack_sent_at = 0.0
+        self.load_sent = 0
         self.lost = []
         self.draining = False
         self.drain_deadline = None
@@ -264,6 +270,9 @@ class Worker:
             self._on_batch(seq, body, fds)
 
     def _on_batch(self, seq, items, fds):
+        if self.verbose:
+            print("baton_worker: batch %d: %d items, %d descriptors" % (seq, len(items), len(fds)),
+                  file=sys.stderr, flush=True)
         it_fds = iter(fds)
         for it in items:
             if not it["has_fd"]:
@@ -291,6 +300,17 @@ class Worker:
             return
         del self.lost[:MAX_FDS]
         self.ack_due = bool(self.lost)
+        self.ack_sent_at, self.load_sent = time.monotonic(), len(self.conns)
+
+    def _heartbeat(self):
+        """The server's watchdog reads ACKs as our heartbeat, and its
+        least-loaded dispatch reads their load: repeat the last ACK when the
+        load changed (after 0.1 s without an ACK), and every second while we
+        hold connections."""
+        quiet = time.monotonic() - self.ack_sent_at
+        if self.ack_seq and ((self.load_sent != len(self.conns) and quiet >= 0.1) or (
+                self.conns and quiet >= self.HEARTBEAT)):
+            self.ack_due = True
 
     def _stop_channel(self):
         if self.ch is None:
@@ -373,6 +393,7 @@ class Worker:
             if self.stop_asked and self.ch is not None:
                 self._stop_channel()
             if self.ch is not None:
+                self._heartbeat()
                 self._send_ack()
         for c in list(self.conns.values()):
             self._finish(c)
@@ -391,12 +412,19 @@ def main(argv=None):
     mode.add_argument("--echo", action="store_true", help="echo every byte back")
     mode.add_argument("--http", action="store_true", help="answer HTTP GET with a fixed body")
     ap.add_argument("--body", default="hello\n", help="--http: the body (default 'hello\\n')")
+    ap.add_argument("--max-batch", type=int, default=0, metavar="N",
+                    help="the most connections to take per batch, 1..253 (told in HELLO; "
+                    "default: as many as the server sends)")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="log each batch received on stderr")
     a = ap.parse_args(argv)
+    if not 0 <= a.max_batch <= MAX_FDS:
+        ap.error("--max-batch: %d is not in 1..%d" % (a.max_batch, MAX_FDS))
     handler = Echo
     if a.http:
         handler = type("HttpBody", (Http,), {"body": a.body.encode()})
     try:
-        w = Worker(a.attach, handler)
+        w = Worker(a.attach, handler, max_batch=a.max_batch, verbose=a.verbose)
     except OSError as e:
         print("baton_worker: connect(%s): %s" % (a.attach, os.strerror(e.errno or errno.EIO)),
               file=sys.stderr)

@@ -116,11 +116,15 @@ enum bt_backend {
 struct bt_loop_config {
 	size_t size;               /* sizeof(struct bt_loop_config): docs/abi.md */
 	int worker_id;              /* shown in logs and bt_loop_worker_id */
-	bt_fdpass_t *channel;       /* process mode: batches arrive here; the loop owns it */
-	bt_queue_shm_t *shm;        /* process mode: acknowledgements go here */
-	unsigned slot;
-	bt_queue_t *queue;          /* thread mode instead: the consumer side of a
-				       thread-transport queue (the producer owns it) */
+	/* Deprecated since 0.3 (ABI 1 keeps them, and a loop still takes
+	 * them when inlet is NULL): the transport's parts, now one handle
+	 * in `inlet` below.  channel + shm + slot is
+	 * bt_queue_inlet_forked(channel, shm, slot); channel alone,
+	 * bt_queue_inlet_wire(channel); queue, bt_queue_inlet_thread(queue). */
+	bt_fdpass_t *channel BT_DEPRECATED_FIELD("use inlet (bt_queue_inlet_forked or _wire)");
+	bt_queue_shm_t *shm BT_DEPRECATED_FIELD("use inlet (bt_queue_inlet_forked)");
+	unsigned slot BT_DEPRECATED_FIELD("use inlet (bt_queue_inlet_forked)");
+	bt_queue_t *queue BT_DEPRECATED_FIELD("use inlet (bt_queue_inlet_thread)");
 	const struct bt_handler *handler;
 	void *user;                 /* bt_loop_user() */
 	enum bt_backend backend;
@@ -133,9 +137,13 @@ struct bt_loop_config {
 				       pauses (default 262144; at least 4096) */
 	size_t out_low;             /* on_writable at or below it (default 0:
 				       out_high / 4; else below out_high) */
+	/* Since 0.3 (appended): where batches come from and acknowledgements
+	 * go (baton/queue.h: thread ring, forked or attached process).  The
+	 * loop owns it once bt_loop_create succeeds. */
+	bt_queue_inlet_t *inlet;
 };
 
-/* Defaults for everything but channel, shm and handler.  The inline sets
+/* Defaults for everything but inlet and handler.  The inline sets
  * size to the caller's sizeof (docs/abi.md); 0 or -EINVAL. */
 BT_API int bt_loop_config_init_sized(struct bt_loop_config *cfg, size_t size);
 static inline int bt_loop_config_init(struct bt_loop_config *cfg)
@@ -144,7 +152,8 @@ static inline int bt_loop_config_init(struct bt_loop_config *cfg)
 }
 
 /*
- * Create a loop.  On success it owns cfg->channel.  Returns 0 or -errno
+ * Create a loop.  On success it owns cfg->inlet (or the deprecated
+ * cfg->channel).  Returns 0 or -errno
  * (-EINVAL, -ENOMEM, the ring's set-up errors when io_uring was asked for
  * explicitly).
  */

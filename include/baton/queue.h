@@ -265,6 +265,47 @@ BT_API void bt_queue_consumer_set_load(bt_queue_t *q, uint32_t load);
 BT_API void bt_queue_set_consumer_load(bt_queue_t *q, uint32_t load)
 	__attribute__((deprecated("use bt_queue_consumer_set_load")));
 
+/* --- the consumer's end, whatever the transport ------------------------------ */
+
+/*
+ * An inlet: the end of a queue where a worker loop receives batches and
+ * acknowledges them (bt_loop_config.inlet).  One handle for the three
+ * transports, so that a loop never asks which one it has:
+ *   thread    the consumer side of a thread ring;
+ *   forked    a channel made before fork, acknowledged in shared memory;
+ *   attached  a named channel, acknowledged with ACK messages on it
+ *             (docs/wire.md).
+ * bt_loop_create takes the inlet on success (bt_loop_destroy frees it);
+ * until then it is the caller's, freed with bt_queue_inlet_destroy.
+ */
+typedef struct bt_queue_inlet bt_queue_inlet_t;
+
+/* The consumer side of q, a queue of bt_queue_create_thread (the producer
+ * keeps owning q).  0, -EINVAL (not a thread queue), -ENOMEM. */
+BT_API int bt_queue_inlet_thread(bt_queue_inlet_t **out, bt_queue_t *q);
+/* Batches on ch, acknowledged in shm's slot.  Takes ch on success; on
+ * failure the caller still owns it.  0, -EINVAL, -ENOMEM. */
+BT_API int bt_queue_inlet_forked(bt_queue_inlet_t **out, bt_fdpass_t *ch, bt_queue_shm_t *shm,
+				 unsigned slot);
+/* Batches on ch, acknowledged with ACK messages on it: ch is a channel to
+ * an acceptor that has had our HELLO.  Takes ch on success.  0, -EINVAL,
+ * -ENOMEM. */
+BT_API int bt_queue_inlet_wire(bt_queue_inlet_t **out, bt_fdpass_t *ch);
+/*
+ * Attach to a server: connect to addr (a path, or "@name" for an abstract
+ * name), send HELLO {worker_id, this pid, wire version, max_batch (1..253,
+ * 0 meaning 253)}, and make a wire inlet on that channel.  0, or the
+ * failing call's -errno: bt_fdpass_connect's (-ENOENT, -ECONNREFUSED,
+ * -EACCES, ...), -EPIPE or -ECONNRESET (the server refused us at once:
+ * its log says why), -EINVAL (max_batch above 253), -ENOMEM.
+ */
+BT_API int bt_queue_inlet_attach(bt_queue_inlet_t **out, const char *addr, unsigned worker_id,
+				 unsigned max_batch);
+/* Free an inlet no loop took (closes its channel, if it has one). */
+BT_API void bt_queue_inlet_destroy(bt_queue_inlet_t *in);
+/* "thread", "forked" or "attached". */
+BT_API const char *bt_queue_inlet_kind(const bt_queue_inlet_t *in);
+
 struct bt_queue_stats {
 	size_t size;               /* sizeof(struct bt_queue_stats): docs/abi.md */
 	uint64_t pushed;      /* items accepted by push */

@@ -95,7 +95,9 @@ struct bt_wire_hello {
 	uint32_t worker_id;
 	uint32_t pid;
 	uint32_t version; /* highest wire version the worker speaks */
-	uint32_t flags;   /* reserved, 0 */
+	/* The most items the worker takes in one BATCH: 1..253, or 0 for
+	 * 253 (this was a reserved 0 before 0.3: such a worker takes 253). */
+	uint32_t max_batch;
 };
 
 struct bt_wire_drain {
