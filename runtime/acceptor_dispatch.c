@@ -97,17 +97,26 @@ void bt__acc_give_back(void *ctx, const struct bt_wire_item *it)
 
 /* --- dispatch --------------------------------------------------------------- */
 
-static int usable(const struct worker *w)
+static int usable(const bt_acceptor_t *acc, const struct worker *w)
 {
+	(void)acc;
 	return w->q && !w->dead && !w->full && !w->rest_until_ns && !w->await_hello;
 }
 
-/* Usable, and acknowledging: the first choice of every policy.  When every
- * usable worker lags, dispatch falls back to usable ones (work is never
- * held back only because all workers are slow). */
-static int fresh(const struct worker *w)
+/* Usable, and acknowledging: the first choice of every policy. */
+static int fresh(const bt_acceptor_t *acc, const struct worker *w)
 {
-	return usable(w) && !w->lagging;
+	return usable(acc, w) && !w->lagging;
+}
+
+/* When every usable worker lags, dispatch falls back to usable ones (work
+ * is never held back only because all workers are slow), but not to one
+ * far behind the least behind (acc->newest_owed_ns): under a load that
+ * makes every worker lag now and then, a stopped one would otherwise keep
+ * its share. */
+static int behind_ok(const bt_acceptor_t *acc, const struct worker *w)
+{
+	return usable(acc, w) && !bt__acc_far_behind(w->owed_since_ns, acc->newest_owed_ns);
 }
 
 static uint32_t fnv1a(const void *data, size_t n)
@@ -134,8 +143,8 @@ static uint32_t hash_of(const struct held *h)
 	return fnv1a(&ss, len);
 }
 
-static int pick_with(bt_acceptor_t *acc, const struct held *h, int (*ok)(const struct worker *),
-		     int64_t *hash)
+static int pick_with(bt_acceptor_t *acc, const struct held *h,
+		     int (*ok)(const bt_acceptor_t *, const struct worker *), int64_t *hash)
 {
 	switch (acc->cfg.dispatch) {
 	case BT_DISPATCH_LEAST: {
@@ -143,7 +152,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h, int (*ok)(const s
 		uint64_t best_load = UINT64_MAX;
 		for (unsigned i = 0; i < acc->nw; i++) {
 			struct worker *w = &acc->w[i];
-			if (!ok(w))
+			if (!ok(acc, w))
 				continue;
 			uint64_t load = (uint64_t)bt_queue_consumer_load(w->q) + bt_queue_inflight(w->q);
 			if (load < best_load) {
@@ -160,7 +169,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h, int (*ok)(const s
 		 * client keeps its worker while others come and go. */
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = (unsigned)((uint32_t)*hash + k) % acc->nw;
-			if (ok(&acc->w[i]))
+			if (ok(acc, &acc->w[i]))
 				return (int)i;
 		}
 		return -1;
@@ -170,12 +179,12 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h, int (*ok)(const s
 			/* Round-robin by sweep: the whole catch goes to one
 			 * worker, one wake-up for all of it. */
 			unsigned i = acc->sweep_rr % acc->nw;
-			if (ok(&acc->w[i]))
+			if (ok(acc, &acc->w[i]))
 				return (int)i;
 		}
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = acc->rr++ % acc->nw;
-			if (ok(&acc->w[i]))
+			if (ok(acc, &acc->w[i]))
 				return (int)i;
 		}
 		return -1;
@@ -188,7 +197,13 @@ static int pick(bt_acceptor_t *acc, const struct held *h)
 		return -1;
 	int64_t hash = -1;
 	int i = pick_with(acc, h, fresh, &hash);
-	return i >= 0 ? i : pick_with(acc, h, usable, &hash);
+	if (i >= 0)
+		return i;
+	acc->newest_owed_ns = 0;
+	for (unsigned k = 0; k < acc->nw; k++)
+		if (usable(acc, &acc->w[k]) && acc->w[k].owed_since_ns > acc->newest_owed_ns)
+			acc->newest_owed_ns = acc->w[k].owed_since_ns;
+	return pick_with(acc, h, behind_ok, &hash);
 }
 
 void bt__acc_flush_worker(bt_acceptor_t *acc, unsigned idx)

@@ -102,6 +102,7 @@ struct bt_acceptor {
 	struct worker *w;
 	unsigned nw;      /* capacity */
 	unsigned alive;   /* attached and not dead */
+	uint64_t newest_owed_ns; /* dispatch's fallback: the least behind's owed_since_ns */
 	unsigned rr;
 
 	struct held *backlog; /* FIFO: [bhead, btail) of a ring of bcap */

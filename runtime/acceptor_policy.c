@@ -49,3 +49,8 @@ int bt__acc_lagging(uint64_t owed_since_ns, uint64_t now_ns)
 {
 	return owed_since_ns && now_ns - owed_since_ns > BT_LAG_NS;
 }
+
+int bt__acc_far_behind(uint64_t owed_since_ns, uint64_t newest_owed_since_ns)
+{
+	return owed_since_ns && owed_since_ns + BT_BEHIND_NS < newest_owed_since_ns;
+}

@@ -46,4 +46,10 @@ uint64_t bt__flush_deadline(int flush, uint64_t hold_ns, uint64_t since_ns);
  * for longer than BT_LAG_NS at now_ns. */
 int bt__acc_lagging(uint64_t owed_since_ns, uint64_t now_ns);
 
+/* When every usable worker lags, dispatch still goes on, but not to one
+ * that has owed acknowledgements BT_BEHIND_NS longer than the least behind
+ * of them: a stopped worker is left out while the others are merely slow. */
+#define BT_BEHIND_NS 100000000ull
+int bt__acc_far_behind(uint64_t owed_since_ns, uint64_t newest_owed_since_ns);
+
 #endif

@@ -73,6 +73,9 @@ static void test_flush_units(void)
 	CHECK_EQ(bt__acc_lagging(0, t), 0);
 	CHECK_EQ(bt__acc_lagging(t, t + 20 * MS), 0);
 	CHECK_EQ(bt__acc_lagging(t, t + 20 * MS + 1), 1);
+	CHECK_EQ(bt__acc_far_behind(0, t), 0);
+	CHECK_EQ(bt__acc_far_behind(t, t + 100 * MS), 0);
+	CHECK_EQ(bt__acc_far_behind(t, t + 100 * MS + 1), 1);
 }
 
 /* --- a fake backend ------------------------------------------------------------------ */
@@ -415,6 +418,43 @@ static void test_lag_all(void)
 	step(&r, 0);
 	CHECK_EQ(bt_queue_inflight(r.q[0]) + bt_queue_inflight(r.q[1]), 3);
 	CHECK_EQ(bt_acceptor_held(r.acc), 3);
+	rig_stop(&r);
+}
+
+/* Every worker lags, but one is far behind (stopped, say): the fallback
+ * leaves it out while the others are merely slow. */
+static void test_lag_far_behind(void)
+{
+	struct rig r;
+	rig_start(&r, 2, BT_DISPATCH_RR, "size", 1);
+	accept_from(&r, 1, 10 * MS); /* worker 0's, never taken */
+	step(&r, 0);
+	accept_from(&r, 1, 1 * MS); /* worker 1's */
+	step(&r, 0);
+	CHECK_EQ(bt_queue_inflight(r.q[0]), 1);
+	CHECK_EQ(bt_queue_inflight(r.q[1]), 1);
+	step(&r, 200 * MS);
+	CHECK(r.acc->w[0].lagging && r.acc->w[1].lagging);
+	/* Both 200 ms behind: neither is far behind the other. */
+	accept_from(&r, 1, 0);
+	accept_from(&r, 1, 0);
+	step(&r, 0);
+	CHECK_EQ(bt_queue_inflight(r.q[0]) + bt_queue_inflight(r.q[1]), 4);
+	CHECK_OP(bt_queue_inflight(r.q[0]), >=, 2);
+	/* Worker 1 catches up and falls behind again, 21 ms this time. */
+	consume(&r, 1);
+	step(&r, 1 * MS);
+	CHECK_EQ(r.acc->w[1].lagging, 0);
+	accept_from(&r, 1, 0);
+	step(&r, 0);
+	step(&r, 21 * MS);
+	CHECK(r.acc->w[0].lagging && r.acc->w[1].lagging);
+	unsigned before0 = bt_queue_inflight(r.q[0]), before1 = bt_queue_inflight(r.q[1]);
+	for (int i = 0; i < 4; i++)
+		accept_from(&r, 1, 0);
+	step(&r, 0);
+	CHECK_EQ(bt_queue_inflight(r.q[0]), before0); /* over 200 ms behind: left out */
+	CHECK_EQ(bt_queue_inflight(r.q[1]), before1 + 4);
 	rig_stop(&r);
 }
 
@@ -799,6 +839,7 @@ static const struct check_case cases[] = {
 	{"lag_rr", test_lag_rr},
 	{"lag_hash", test_lag_hash},
 	{"lag_all", test_lag_all},
+	{"lag_far_behind", test_lag_far_behind},
 	{"flush_size", test_flush_size},
 	{"flush_delay", test_flush_delay},
 	{"flush_adaptive", test_flush_adaptive},
