@@ -4,8 +4,10 @@
 docs/wire.md: it attaches to a server started with --attach ADDR, says
 HELLO, receives batches of connections (SCM_RIGHTS), acknowledges each
 batch with an ACK (cumulative, with the ids whose descriptor did not arrive
-after MSG_CTRUNC), serves the connections, and on DRAIN (or the channel's
-end) finishes what it holds and exits.
+after MSG_CTRUNC), repeats its last ACK every second while it holds
+connections (the server's watchdog reads it as a heartbeat), serves the
+connections, and on DRAIN (or the channel's end) finishes what it holds and
+exits.
 
 As a program:
 
