@@ -178,6 +178,25 @@ static int accepting(const bt_acceptor_t *acc)
 	return !acc->draining && !acc->paused && acc->emfile_until_ns == 0;
 }
 
+void bt__acc_kick_listeners(bt_acceptor_t *acc)
+{
+	for (unsigned i = 0; i < acc->nl; i++) {
+		struct listener *l = &acc->l[i];
+		for (int k = 0; k < 256 && l->fd >= 0 && !l->closing && !acc->paused &&
+				!acc->emfile_until_ns;
+		     k++) {
+			int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0) {
+				bt__acc_on_accept(acc, l, fd, 1);
+				continue;
+			}
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			break; /* EAGAIN; anything else, the armed accept reports */
+		}
+	}
+}
+
 void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more)
 {
 	if (!more)

@@ -45,6 +45,7 @@ static void config_defaults(struct bt_runtime_config *cfg)
 	cfg->dispatch = BT_DISPATCH_RR;
 	cfg->backend = BT_BACKEND_AUTO;
 	cfg->worker_timeout_ms = 10000;
+	cfg->reload_timeout_ms = 10000;
 	struct bt_loop_config lc;
 	bt_loop_config_init(&lc);
 	cfg->out_high = lc.out_high;
@@ -203,6 +204,14 @@ static int set_worker_of(struct bt_runtime_config *cfg, const char *v)
 	return 0;
 }
 
+static int set_pid_file(struct bt_runtime_config *cfg, const char *v)
+{
+	if (!*v || strlen(v) > 4000)
+		return -1;
+	cfg->pid_file = v;
+	return 0;
+}
+
 static int set_attach_uid(struct bt_runtime_config *cfg, const char *v)
 {
 	unsigned long n;
@@ -265,6 +274,11 @@ static const struct rt_flag rt_flags[] = {
 	{"worker-of", "ADDR", "run as an attached worker of the server at ADDR (see --attach), "
 	 "not as a server", F_FN, 0, 0, 0, 0, NULL, NULL, "a path or @name (at most 107 bytes)",
 	 set_worker_of, NULL},
+	{"pid-file", "FILE", "write the main pid to FILE (atomically, at start)", F_FN, 0, 0, 0, 0,
+	 NULL, NULL, "a file name", set_pid_file, NULL},
+	{"reload-timeout", "MS", "on SIGHUP, time the new generation gets to be ready; "
+	 "else the old one serves on", F_UINT, FIELD(reload_timeout_ms), 100, 3600000, 0,
+	 "milliseconds", NULL, NULL, NULL, NULL},
 	{"backend", "NAME", "auto | io_uring | epoll", F_ENUM, FIELD(backend), 0, 0, 0, NULL,
 	 NAMES("auto", "io_uring", "epoll"), NULL, NULL, NULL},
 	{"help", NULL, "show this help and exit", F_HELP, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
@@ -384,8 +398,10 @@ static void usage(FILE *f, const struct bt_runtime_config *cfg, const struct bt_
 		"  TERM, INT   stop accepting, hand over what is held, let workers finish\n"
 		"              open connections (up to --drain-timeout), then exit 0\n"
 		"  USR1        print the counters to stderr (they are printed at exit too)\n"
-		"  HUP         logged and otherwise ignored: there is no reload yet;\n"
-		"              restart to change the configuration\n"
+		"  HUP         reload: start the program again from its path on disk,\n"
+		"              with the same arguments; the new generation takes the\n"
+		"              listeners over, the old one finishes its connections;\n"
+		"              the main pid stays (docs/reload.md)\n"
 		"\nExit status:\n"
 		"  0   drained cleanly after TERM or INT, or --help/--version\n"
 		"  1   start-up failure (the failing call is logged)\n"

@@ -177,14 +177,18 @@ static void on_attach(void *ctx)
 
 int bt__sup_attach_open(struct bt_runtime *s)
 {
-	s->attach_fd = -1;
 	for (unsigned k = 0; k < BT_RUNTIME_MAX_ATTACHED; k++)
 		s->guest[k].pidfd = -1;
 	if (!s->cfg->attach)
 		return 0;
-	int fd = bt_fdpass_listen(s->cfg->attach, BT_FDPASS_NONBLOCK);
+	/* After a reload, the previous generation's listener (handover.c). */
+	int fd = s->attach_fd >= 0 ? s->attach_fd : bt_fdpass_listen(s->cfg->attach, BT_FDPASS_NONBLOCK);
+	s->attach_fd = -1;
 	if (fd < 0)
 		return bt__log_errno(BT_LOG_ERROR, fd, "--attach %s", s->cfg->attach);
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 	int rc = bt_acceptor_watch(s->acc, fd, on_attach, s);
 	if (rc < 0) {
 		bt__close(fd);
@@ -203,7 +207,7 @@ void bt__sup_attach_close(struct bt_runtime *s)
 	s->attach_fd = -1;
 	for (unsigned k = 0; k < BT_RUNTIME_MAX_ATTACHED; k++)
 		forget(&s->guest[k]);
-	if (s->cfg->attach && s->cfg->attach[0] == '/')
+	if (s->cfg->attach && s->cfg->attach[0] == '/' && !s->attach_kept)
 		unlink(s->cfg->attach);
 }
 

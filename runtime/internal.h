@@ -76,6 +76,11 @@ struct bt_acceptor;
 /* An attached worker at slot idx: like bt_acceptor_attach, but dispatch
  * passes it over until its HELLO.  0 or -errno. */
 int bt__acc_attach_guest(struct bt_acceptor *acc, unsigned idx, struct bt_queue *q);
+/* Accept what waits on the listeners now.  After a reload the previous
+ * generation's accept, on the same sockets, may have taken a wake-up that
+ * was this one's (the kernel wakes one waiter of a listener): the new
+ * generation looks once that one has stopped. */
+void bt__acc_kick_listeners(struct bt_acceptor *acc);
 /* The pid an attached worker's HELLO gave (0: none yet, or forked). */
 uint32_t bt__acc_worker_pid(const struct bt_acceptor *acc, unsigned idx);
 uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);

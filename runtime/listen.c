@@ -144,6 +144,53 @@ int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
 	return fd;
 }
 
+int bt__listen_matches(const char *spec, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (!spec || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	if (spec[0] == '/' || spec[0] == '.') {
+		const struct sockaddr_un *sun = (const struct sockaddr_un *)&ss;
+		return ss.ss_family == AF_UNIX && sl > offsetof(struct sockaddr_un, sun_path) &&
+		       strncmp(sun->sun_path, spec, sizeof(sun->sun_path)) == 0;
+	}
+	char host[256];
+	const char *port;
+	if (spec[0] == '[') {
+		const char *close = strchr(spec, ']');
+		if (!close || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
+			return 0;
+		memcpy(host, spec + 1, (size_t)(close - spec - 1));
+		host[close - spec - 1] = 0;
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(spec, ':');
+		if (!colon || (size_t)(colon - spec) >= sizeof(host))
+			return 0;
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = 0;
+		port = colon + 1;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	if (getaddrinfo(*host && strcmp(host, "*") ? host : NULL, port, &hints, &res) != 0)
+		return 0;
+	int same = 0;
+	if (res->ai_family == ss.ss_family && res->ai_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)res->ai_addr, *b = (const void *)&ss;
+		same = a->sin_addr.s_addr == b->sin_addr.s_addr &&
+		       (a->sin_port == 0 || a->sin_port == b->sin_port);
+	} else if (res->ai_family == ss.ss_family && res->ai_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)res->ai_addr, *b = (const void *)&ss;
+		same = !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) &&
+		       (a->sin6_port == 0 || a->sin6_port == b->sin6_port);
+	}
+	freeaddrinfo(res);
+	return same;
+}
+
 int bt__listen_inherited(int *fds, int max)
 {
 	const char *pid = getenv("LISTEN_PID");

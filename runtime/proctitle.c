@@ -15,9 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char *area;
 static size_t area_len;
+/* For a reload (master.c): the arguments in their first order (getopt
+ * permutes the caller's array), and the executable's path as it was at
+ * start (a file replaced since is what runs next). */
+static char **saved_argv;
+static char exe_path[4096];
 
 void bt_runtime_take_argv(int argc, char **argv)
 {
@@ -31,6 +37,9 @@ void bt_runtime_take_argv(int argc, char **argv)
 			end = argv[i] + strlen(argv[i]);
 	area = argv[0];
 	area_len = (size_t)(end - area);
+	ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+	exe_path[n > 0 ? n : 0] = 0;
+	saved_argv = calloc((size_t)argc + 1, sizeof(char *));
 	/* Whatever the program keeps from argv must survive the titles:
 	 * point argv at copies, and keep the original memory for titles. */
 	for (int i = 0; i < argc; i++) {
@@ -41,7 +50,19 @@ void bt_runtime_take_argv(int argc, char **argv)
 			return;
 		}
 		argv[i] = copy;
+		if (saved_argv)
+			saved_argv[i] = copy;
 	}
+}
+
+char *const *bt__saved_argv(void)
+{
+	return saved_argv;
+}
+
+const char *bt__exe_path(void)
+{
+	return exe_path[0] ? exe_path : NULL;
 }
 
 int bt__proctitle_in_area(const char *p)

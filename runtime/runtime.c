@@ -119,6 +119,8 @@ static int open_listeners(struct bt_runtime *s)
 		return 1;
 	if (n > 0) {
 		s->nl = n;
+		for (int i = 0; i < n; i++)
+			s->lrole[i] = 'S';
 		if (cfg->nlisten > 0) {
 			bt__log(BT_LOG_ERROR,
 				"--listen %s given together with %d socket%s from systemd (LISTEN_FDS): "
@@ -154,6 +156,7 @@ static int open_listeners(struct bt_runtime *s)
 			close_listeners(s);
 			return 1;
 		}
+		s->lrole[s->nl] = 'L';
 		s->lfds[s->nl++] = fd;
 		bt__log(BT_LOG_INFO, "listening on %s", desc);
 	}
@@ -236,6 +239,23 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	bt__log_set_ident(cfg->name);
 	signal(SIGPIPE, SIG_IGN);
 	s->attach_fd = -1;
+	s->ctl_fd = -1;
+	s->handover_fd = -1;
+	if (bt__gen_from_env(s) == 2) {
+		status = 2;
+		goto out;
+	}
+	if (s->ctl_fd < 0 && !cfg->worker_of && bt__master_wanted(s)) {
+		/* The master holds the pid across reloads (master.c); the
+		 * first generation goes on below, in a child. */
+		int mrc = bt__master_run(s);
+		if (mrc >= 0) {
+			status = mrc;
+			goto out;
+		}
+	}
+	if (s->ctl_fd >= 0)
+		bt__notify_relay(s->ctl_fd);
 	if (cfg->worker_of) {
 		s->tpp = cfg->threads > 1 ? cfg->threads : 1;
 		status = s->tpp > 64 ? 2 : bt__sup_run_worker_of(s);
@@ -248,7 +268,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		goto out;
 	}
 
-	int lrc = open_listeners(s);
+	int lrc = s->handover_fd >= 0 ? (bt__gen_take_listeners(s) < 0 ? 1 : 0) : open_listeners(s);
 	if (lrc) {
 		status = lrc;
 		goto out;
@@ -281,9 +301,11 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	for (int i = 0; i < s->nl; i++) {
 		if (bt_acceptor_add_listener(s->acc, s->lfds[i]) < 0)
 			goto out;
+		s->lkeep[s->nkeep++] = s->lfds[i]; /* for a reload: handover.c */
 		s->lfds[i] = -1; /* the acceptor's now */
 	}
-	if (bt__sup_signals(s) < 0 || s->ops->init(s) < 0 || bt__sup_attach_open(s) < 0)
+	if (bt__sup_signals(s) < 0 || bt__gen_watch(s) < 0 || s->ops->init(s) < 0 ||
+	    bt__sup_attach_open(s) < 0)
 		goto out;
 
 	unsigned started = 0;
@@ -315,8 +337,10 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		 bt_queue_flush_name(&s->qc, flush, sizeof(flush)),
 		 bt_acceptor_dispatch_name(cfg->dispatch));
 	bt__log(BT_LOG_INFO, "%s: %s", cfg->name, summary);
-	if (!s->draining)
+	if (!s->draining) {
 		bt__notify("READY=1\nMAINPID=%ld\nSTATUS=serving: %s", (long)getpid(), summary);
+		bt__gen_ready(s); /* a reload's new generation: the old one stops accepting */
+	}
 
 	if (cfg->worker_timeout_ms) {
 		s->watch_next_ns = bt__now_ns() + watch_period_ns(s);
@@ -341,6 +365,12 @@ out:
 			close(s->lfds[k]);
 	if (s->sigfd >= 0)
 		close(s->sigfd);
+	if (s->handover_fd >= 0)
+		close(s->handover_fd);
+	if (s->ctl_fd >= 0) {
+		bt__notify_relay(-1);
+		close(s->ctl_fd);
+	}
 	free(s->wc);
 	for (unsigned i = 0; i < s->nowned; i++)
 		free(s->owned[i]);

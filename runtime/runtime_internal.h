@@ -13,6 +13,9 @@
  * the bound address ("127.0.0.1:8080", "[::1]:80", "unix:/path"). */
 int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen);
 
+/* Is fd listening on what spec names (a port 0 matches any port)? */
+int bt__listen_matches(const char *spec, int fd);
+
 /* Sockets passed the systemd way, into fds: count, 0 if none, -errno. */
 int bt__listen_inherited(int *fds, int max);
 
@@ -24,6 +27,10 @@ void bt__describe_addr(const struct sockaddr *sa, socklen_t len, char *buf, size
 void bt__proctitle_set(const char *title);
 /* Does p point into the memory titles are written over? */
 int bt__proctitle_in_area(const char *p);
+/* What a reload runs again: argv as main got it (NULL if the program never
+ * gave it: bt_runtime_take_argv), and /proc/self/exe as it was then. */
+char *const *bt__saved_argv(void);
+const char *bt__exe_path(void);
 /* A thread's name (top -H, ps -L): 15 bytes, cut. */
 void bt__thread_name(pthread_t t, const char *name);
 
@@ -38,5 +45,10 @@ void bt__runtime_queue_config(const struct bt_runtime_config *cfg, struct bt_que
  * name written with a leading '@').  A no-op without NOTIFY_SOCKET.  0 or
  * -errno (logged once). */
 int bt__notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, already formatted (the master relays with it). */
+int bt__notify_text(const char *text);
+/* Send this process's notifications to the master on fd instead
+ * ('N' and the text, one message); -1: to NOTIFY_SOCKET again. */
+void bt__notify_relay(int fd);
 
 #endif

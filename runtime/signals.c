@@ -7,7 +7,7 @@
  *   SIGCHLD        a worker process ended: the worker set reaps it
  *   SIGTERM, INT   drain (drain.c)
  *   SIGUSR1        print the counters (counters.c)
- *   SIGHUP         logged: there is no reload yet
+ *   SIGHUP         logged: the master reloads (master.c), not a generation
  */
 #include "supervisor.h"
 
@@ -38,8 +38,15 @@ static void on_signal(void *ctx)
 			bt__sup_print_counters(s, "SIGUSR1");
 			break;
 		case SIGHUP:
-			bt__log(BT_LOG_WARN, "SIGHUP ignored: there is no reload yet; restart to change "
-					     "the configuration");
+			if (s->ctl_fd >= 0)
+				bt__log(BT_LOG_WARN, "SIGHUP to a generation (pid %ld) is ignored: send "
+						     "it to the master (pid %ld) to reload",
+					(long)getpid(), (long)getppid());
+			else
+				bt__log(BT_LOG_WARN, "SIGHUP ignored: this program cannot reload (%s); "
+						     "restart it to change its configuration",
+					s->has_producer ? "it queues its own work items"
+							: "its arguments are unknown");
 			break;
 		}
 	}

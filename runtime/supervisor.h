@@ -113,6 +113,14 @@ struct bt_runtime {
 		int stuck_logged; /* stuck, and we may not kill it: said once */
 	} guest[BT_RUNTIME_MAX_ATTACHED];
 	unsigned attached_stuck; /* attached workers found stuck */
+	/* Generations (master.c, handover.c). */
+	int ctl_fd;      /* to the master, -1: none (no master) */
+	int handover_fd; /* to the next generation (old) or the previous one (new), -1 */
+	int handing_over; /* old: the new generation took over; we finish */
+	int lkeep[BT_RUNTIME_MAX_LISTEN + 64]; /* the listeners the acceptor owns */
+	char lrole[BT_RUNTIME_MAX_LISTEN + 64]; /* 'L' --listen, 'S' from systemd */
+	int nkeep;
+	int attach_kept; /* the attach listener went to the next generation: no unlink */
 	uint64_t watch_next_ns; /* the watchdog's next look (0: off) */
 };
 
@@ -150,6 +158,22 @@ void bt__sup_attach_gone(struct bt_runtime *s, unsigned idx);
 /* The watchdog's look at the attached workers. */
 void bt__sup_attach_watch(struct bt_runtime *s, uint64_t now, uint64_t limit);
 int bt__sup_run_worker_of(struct bt_runtime *s);
+
+/* master.c: is a master wanted (a program on the command line that can be
+ * run again), and run it: its exit status, or -1 in the first generation's
+ * process (which goes on serving, with s->ctl_fd). */
+int bt__master_wanted(const struct bt_runtime *s);
+int bt__master_run(struct bt_runtime *s);
+
+/* handover.c: a generation's side of a reload.  From BATON_GENERATION: our
+ * control and handover channels (0, or -1 when it names none; 2: bad).
+ * The listeners the previous generation passed that our flags name (count
+ * into s->lfds, or -errno).  Watch the control channel (under a master)
+ * and the handover channel. Say we are ready (to the previous generation). */
+int bt__gen_from_env(struct bt_runtime *s);
+int bt__gen_take_listeners(struct bt_runtime *s);
+int bt__gen_watch(struct bt_runtime *s);
+void bt__gen_ready(struct bt_runtime *s);
 
 /* drain.c: past the drain's deadline, stop waiting for attached workers. */
 void bt__sup_drain_due(struct bt_runtime *s, uint64_t now);

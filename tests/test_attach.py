@@ -443,13 +443,32 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def acceptor(master):
+    """The master's child that serves ('NAME: acceptor')."""
+    def find():
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    with open("/proc/%s/stat" % p) as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    with open("/proc/%s/cmdline" % p, "rb") as f:
+                        title = f.read().split(b"\0")[0]
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == master and title.endswith(b": acceptor"):
+                    return int(p)
+        raise AssertionError("no acceptor under %d" % master)
+    return until(find, timeout=10)
+
+
 def test_fds_flat():
     """100 raw peers attach (HELLO) and leave: the acceptor's descriptors
     are what they were."""
     port, name = free_port(), "@baton-test-attach7-%d" % os.getpid()
     srv = server(port, name, "--workers", "1")
     try:
-        before = fd_count(srv.proc.pid)
+        acc = acceptor(srv.proc.pid)
+        before = fd_count(acc)
         hello = msg(3, struct.pack("<IIII", 0, os.getpid(), 1, 0))
         for i in range(100):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -463,7 +482,7 @@ def test_fds_flat():
             until(left, timeout=10)
 
         def flat():
-            assert fd_count(srv.proc.pid) == before, (fd_count(srv.proc.pid), before)
+            assert fd_count(acc) == before, (fd_count(acc), before)
         until(flat, timeout=10)
     finally:
         assert srv.stop() == 0, srv.text()[-800:]

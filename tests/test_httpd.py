@@ -48,7 +48,7 @@ def rss(pid, field="VmRSS"):
 def worker_pids(srv):
     """The processes whose memory the bound is about: the workers, or the
     server itself in thread mode."""
-    return [srv.proc.pid] if MODE == "thread" else srv.workers()
+    return [srv.acc] if MODE == "thread" else srv.workers()
 
 
 class RssBound:

@@ -35,6 +35,28 @@ MODE_ARGS = {"process": ["--mode", "process"], "thread": ["--mode", "thread"],
 THREADS = 2 if MODE == "hybrid" else 1  # worker loops per worker process
 
 
+def children(pid):
+    """pids whose parent is pid, sorted."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % p) as f:
+                st = f.read()
+            if int(st.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(p))
+        except (OSError, ValueError, IndexError):
+            pass
+    return sorted(out)
+
+
+def started(pid):
+    """pid's start time (clock ticks since boot)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
 class Server:
     """A server process with its stderr collected; the listening address is
     read from its log ('listening on HOST:PORT')."""
@@ -86,35 +108,45 @@ class Server:
     def port(self):
         return int(self.addrs[0].rsplit(":", 1)[1])
 
+    @property
+    def acc(self):
+        """pid of the acceptor: the master (proc.pid) holds the main pid,
+        and its child titled 'NAME: acceptor' serves (the newest one while
+        a reload finishes)."""
+        deadline = time.time() + 10
+        while True:
+            found = []
+            for c in children(self.proc.pid):
+                try:
+                    with open("/proc/%d/cmdline" % c, "rb") as f:
+                        if b": acceptor" in f.read().split(b"\0")[0]:
+                            found.append(c)
+                except OSError:
+                    pass
+            if found:
+                return max(found, key=started)
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise AssertionError("no acceptor under the master %d" % self.proc.pid)
+            time.sleep(0.02)
+
     def workers(self):
         """pids of the worker processes (children), or in thread mode the
         tids of the worker threads."""
+        acc = self.acc
         if MODE == "thread":
             out = []
-            for t in os.listdir("/proc/%d/task" % self.proc.pid):
+            for t in os.listdir("/proc/%d/task" % acc):
                 try:
-                    with open("/proc/%d/task/%s/comm" % (self.proc.pid, t)) as f:
+                    with open("/proc/%d/task/%s/comm" % (acc, t)) as f:
                         if f.read().startswith("worker "):
                             out.append(int(t))
                 except OSError:
                     pass
             return sorted(out)
-        out = []
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % p) as f:
-                    st = f.read()
-                ppid = int(st.rsplit(")", 1)[1].split()[1])
-                if ppid == self.proc.pid:
-                    out.append(int(p))
-            except (OSError, ValueError, IndexError):
-                pass
-        return sorted(out)
+        return children(acc)
 
     def fds(self):
-        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+        return len(os.listdir("/proc/%d/fd" % self.acc))
 
     def counters(self):
         before = self.text().count("counters (SIGUSR1)")
@@ -527,12 +559,35 @@ def pid_gone(pid):
         return True
 
 
+def test_master_sigkill():
+    """kill -9 of the master: the acceptor sees its control channel end
+    and drains, so the port is soon free and everything exits."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--drain-timeout", "2000")
+    try:
+        acc, port = srv.acc, srv.port
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        srv.wait(10)
+        cases.until(lambda: pid_gone(acc) or (_ for _ in ()).throw(AssertionError("acceptor")),
+                    timeout=10)
+        again = Server(HTTPD, "--listen", "127.0.0.1:%d" % port, "--workers", "1")
+        try:
+            s = connect(port)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert recv_all(s).endswith(b"hello\n")
+            s.close()
+        finally:
+            assert again.stop() == 0
+    finally:
+        if srv.proc.poll() is None:
+            srv.stop()
+
+
 def test_supervisor_sigkill():
-    """kill -9 of the supervisor: its workers go with it within a second,
-    and the port is free for a new instance at once.  The workers hold a
-    connection each, so nothing but their supervisor's death ends them.
-    (Worker threads die with their process: there only the port is
-    checked.)"""
+    """kill -9 of the supervisor (the acceptor's process): its workers go
+    with it within a second, the master exits, and the port is free for a
+    new instance at once.  The workers hold a connection each, so nothing
+    but their supervisor's death ends them.  (Worker threads die with
+    their process: there only the port is checked.)"""
     srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2")
     held = []
     try:
@@ -544,7 +599,7 @@ def test_supervisor_sigkill():
             read_response(s)
             held.append(s)
         port = srv.port
-        os.kill(srv.proc.pid, signal.SIGKILL)
+        os.kill(srv.acc, signal.SIGKILL)
         srv.wait(10)
         t0 = time.time()
 
@@ -662,7 +717,7 @@ def test_emfile_recovers():
                               or (_ for _ in ()).throw(AssertionError("bad echo")), threads=16)
         assert not errors, errors[:3]
         assert "accept4: pausing accepts" in srv.text(), srv.text()[-2000:]
-        cpu = open("/proc/%d/stat" % srv.proc.pid).read().rsplit(")", 1)[1].split()
+        cpu = open("/proc/%d/stat" % srv.acc).read().rsplit(")", 1)[1].split()
         assert int(cpu[11]) + int(cpu[12]) < 500, cpu[11:13]  # ticks: no spinning
     finally:
         assert srv.stop() == 0
@@ -848,7 +903,7 @@ def test_pin_and_titles():
             assert len(pids) == 2, pids
             titles = {}
             for pid in pids:
-                base = "/proc/%d" % pid if MODE != "thread" else "/proc/%d/task/%d" % (srv.proc.pid, pid)
+                base = "/proc/%d" % pid if MODE != "thread" else "/proc/%d/task/%d" % (srv.acc, pid)
                 if MODE == "thread":
                     with open(base + "/comm") as f:
                         title = f.read().strip()
@@ -882,17 +937,19 @@ def test_pin_and_titles():
                     with open("/proc/%d/task/%d/status" % (pid, pid)) as f:
                         main_cpus = re.search(r"Cpus_allowed_list:\s*(\S+)", f.read()).group(1)
                     assert main_cpus == str((p * 2) % ncpu), (main_cpus, names)
-            with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+            with open("/proc/%d/cmdline" % srv.acc, "rb") as f:
                 assert f.read().startswith(b"baton-echo: acceptor")
-            # comm stays the program's name: pgrep -x finds the acceptor and
-            # every worker process (threads are not processes).
-            found = subprocess.run(["pgrep", "-x", "-P", str(srv.proc.pid), "baton-echo"],
+            with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+                assert f.read().startswith(b"baton-echo: master")
+            # comm stays the program's name: pgrep -x finds the master, the
+            # acceptor and every worker process (threads are not processes).
+            found = subprocess.run(["pgrep", "-x", "-P", str(srv.acc), "baton-echo"],
                                    capture_output=True, text=True, timeout=10).stdout.split()
             want = [] if MODE == "thread" else pids
             assert sorted(int(p) for p in found) == sorted(want), (found, want)
             found = subprocess.run(["pgrep", "-x", "baton-echo"], capture_output=True, text=True,
                                    timeout=10).stdout.split()
-            assert str(srv.proc.pid) in found, found
+            assert str(srv.proc.pid) in found and str(srv.acc) in found, found
 
         # A worker sets its title, then pins itself: wait (with a deadline)
         # until every worker has got that far.

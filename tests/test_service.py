@@ -36,6 +36,20 @@ def run(argv, timeout=20, **kw):
                           stdin=subprocess.DEVNULL, **kw)
 
 
+def children(pid):
+    """pids whose parent is pid, sorted."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+    return sorted(out)
+
+
 def wait_for(cond, what, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -235,12 +249,12 @@ def test_journal_priorities():
         port = srv.started()
         assert echo_once(port) == b"hi\n"
         srv.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "SIGHUP" in srv.text(), "the SIGHUP line")
+        wait_for(lambda: "reload 1:" in srv.text(), "the reload line")
         text = srv.text()
         pid = srv.proc.pid
-        assert re.search(r"^<6>baton-echo\[%d\]: info: listening on 127\.0\.0\.1:" % pid, text,
+        assert re.search(r"^<6>baton-echo\[\d+\]: info: listening on 127\.0\.0\.1:", text,
                          re.M), text
-        assert re.search(r"^<4>baton-echo\[%d\]: warn: SIGHUP ignored" % pid, text, re.M), text
+        assert re.search(r"^<6>baton-echo\[%d\]: info: SIGHUP: reloading" % pid, text, re.M), text
         # Every line the log writes carries one (the counters block is
         # plain stderr text, printed at exit).
         for line in text.splitlines():
@@ -253,8 +267,7 @@ def test_journal_priorities():
                  env={"JOURNAL_STREAM": "%d:%d" % (other.st_dev, other.st_ino)})
     try:
         srv.started()
-        assert re.search(r"^baton-echo\[%d\]: info: listening" % srv.proc.pid, srv.text(),
-                         re.M), srv.text()
+        assert re.search(r"^baton-echo\[\d+\]: info: listening", srv.text(), re.M), srv.text()
         assert "<6>" not in srv.text()
     finally:
         assert srv.stop() == 0
@@ -313,14 +326,19 @@ def test_named_after_argv0():
         srv = Server([link, "--listen", "127.0.0.1:0", "--workers", "2", "--threads", "2"])
         try:
             port = srv.started()
-            pid = srv.proc.pid
-            assert re.search(r"^my-echo\[%d\]: info: my-echo: 2 worker processes of 2 threads"
-                             % pid, srv.text(), re.M), srv.text()
+            master = srv.proc.pid
+            assert re.search(r"^my-echo\[\d+\]: info: my-echo: 2 worker processes of 2 threads",
+                             srv.text(), re.M), srv.text()
 
             def named():
+                accs = children(master)
+                assert len(accs) == 1, accs
+                pid = accs[0]
                 found = run(["pgrep", "-x", "my-echo"]).stdout.split()
                 kids = run(["pgrep", "-x", "-P", str(pid), "my-echo"]).stdout.split()
-                assert str(pid) in found and len(kids) == 2, (found, kids)
+                assert str(pid) in found and str(master) in found and len(kids) == 2, (found, kids)
+                with open("/proc/%d/cmdline" % master, "rb") as f:
+                    assert f.read().split(b"\0")[0] == b"my-echo: master"
                 titles = set()
                 for k in kids:
                     with open("/proc/%s/cmdline" % k, "rb") as f:
@@ -345,14 +363,23 @@ def test_named_after_argv0():
             assert srv.stop() == 0
 
 
-def test_sighup_keeps_serving():
+def test_sighup_reloads():
+    """SIGHUP to the master: a new generation serves on the same port, the
+    main pid stays; SIGHUP to a generation is refused with the master's
+    pid in the message."""
     srv = Server([ECHO, "--listen", "127.0.0.1:0", "--workers", "2"])
     try:
         port = srv.started()
         for i in range(1, 4):  # one at a time: pending signals merge
             srv.proc.send_signal(signal.SIGHUP)
-            wait_for(lambda: srv.text().count("SIGHUP ignored") == i, "SIGHUP line %d" % i)
+            wait_for(lambda: srv.text().count("reload %d:" % i) == 1, "reload %d" % i)
+            assert echo_once(port) == b"hi\n"
         assert srv.proc.poll() is None
+        wait_for(lambda: len(children(srv.proc.pid)) == 1, "one generation left")
+        gen = children(srv.proc.pid)[0]
+        os.kill(gen, signal.SIGHUP)
+        wait_for(lambda: "send it to the master (pid %d)" % srv.proc.pid in srv.text(),
+                 "the refusal")
         assert echo_once(port) == b"hi\n"
     finally:
         assert srv.stop() == 0

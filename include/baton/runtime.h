@@ -121,6 +121,12 @@ struct bt_runtime_config {
 	const char *worker_of;      /* --worker-of: run as an attached worker of
 				     * the server at this address (--threads T:
 				     * T worker loops), not as a server */
+	/* Since 0.3 (appended): live upgrade (docs/reload.md). */
+	const char *pid_file;       /* --pid-file: the main pid, written
+				     * atomically at start; NULL: none */
+	unsigned reload_timeout_ms; /* SIGHUP: the new generation must be
+				     * ready within this, else the old one
+				     * serves on (default 10000) */
 };
 
 /*

@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A generation's side of a reload (the master's is master.c;
+ * docs/reload.md has the whole sequence).
+ *
+ * The serving ("old") generation gets the handover channel from the master
+ * ('H' on its control channel) and at once sends its listeners on it: one
+ * BATCH whose items carry the listening sockets, tagged by their payload
+ * ("L" from --listen, "S" from systemd, "A" the --attach listener), ended
+ * by an item "E" without a descriptor.  It keeps accepting.
+ *
+ * The new generation takes the listeners its own flags name (matched by
+ * address; a port 0 matches any port of the same address), closes the
+ * others and binds what it lacks.  Once its workers run it tells the master
+ * (READY=1), which tells the old generation ('T' on its control channel):
+ * that one stops accepting and drains: its workers finish their
+ * connections.  The listening sockets are the same
+ * kernel sockets throughout, so a client connecting at any moment is
+ * accepted by one generation or the other.
+ *
+ * If the channel ends before that (the new generation failed: the master
+ * killed it), the old generation forgets it and serves on.
+ */
+#include "supervisor.h"
+
+#include "internal.h"
+#include "runtime_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define LISTENERS_WAIT_MS 5000
+
+int bt__gen_from_env(struct bt_runtime *s)
+{
+	s->ctl_fd = -1;
+	s->handover_fd = -1;
+	const char *env = getenv("BATON_GENERATION");
+	if (!env)
+		return 0;
+	int ctl, ho;
+	if (sscanf(env, "ctl=%d,handover=%d", &ctl, &ho) != 2 || ctl < 0 || ho < 0 ||
+	    fcntl(ctl, F_GETFD) < 0 || fcntl(ho, F_GETFD) < 0) {
+		bt__log(BT_LOG_ERROR, "BATON_GENERATION=%s: not two open descriptors", env);
+		return 2;
+	}
+	fcntl(ctl, F_SETFD, FD_CLOEXEC);
+	fcntl(ho, F_SETFD, FD_CLOEXEC);
+	unsetenv("BATON_GENERATION");
+	s->ctl_fd = ctl;
+	s->handover_fd = ho;
+	return 0;
+}
+
+/* --- the new generation ------------------------------------------------------------ */
+
+static int wanted_spec(const struct bt_runtime *s, int fd, int *used)
+{
+	const char *const *specs = s->cfg->listen;
+	unsigned count = s->cfg->nlisten;
+	if (count == 0 && s->cfg->default_listen) {
+		specs = &s->cfg->default_listen;
+		count = 1;
+	}
+	for (unsigned i = 0; i < count; i++)
+		if (!used[i] && bt__listen_matches(specs[i], fd))
+			return (int)i;
+	return -1;
+}
+
+int bt__gen_take_listeners(struct bt_runtime *s)
+{
+	bt_fdpass_t *ch;
+	int dupfd = fcntl(s->handover_fd, F_DUPFD_CLOEXEC, 0);
+	int rc = dupfd < 0 ? -errno : bt_fdpass_open(&ch, dupfd);
+	if (rc < 0) {
+		if (dupfd >= 0)
+			bt__close(dupfd);
+		return bt__log_errno(BT_LOG_ERROR, rc, "reload: the handover channel");
+	}
+	struct pollfd p = {.fd = s->handover_fd, .events = POLLIN};
+	int r;
+	do
+		r = poll(&p, 1, LISTENERS_WAIT_MS);
+	while (r < 0 && errno == EINTR);
+	struct bt_wire_msg msg;
+	rc = r == 1 ? bt_fdpass_recv(ch, &msg) : r == 0 ? -ETIMEDOUT : -errno;
+	if (rc <= 0 || msg.type != BT_WIRE_BATCH) {
+		if (rc == 1)
+			bt__log(BT_LOG_ERROR, "reload: the serving generation sent a %s, not its "
+					      "listeners", bt_wire_type_name(msg.type));
+		else
+			bt__log_errno(BT_LOG_ERROR, rc ? rc : -ECONNRESET,
+				      "reload: the serving generation's listeners");
+		bt_fdpass_close(ch);
+		return rc < 0 ? rc : -EPROTO;
+	}
+	int used[BT_RUNTIME_MAX_LISTEN] = {0};
+	int slot[BT_RUNTIME_MAX_LISTEN];
+	for (int i = 0; i < BT_RUNTIME_MAX_LISTEN; i++)
+		slot[i] = -1;
+	int activated = 0;
+	const struct bt_wire_batch *b = &msg.u.batch;
+	for (unsigned i = 0; i < b->n_items; i++) {
+		const struct bt_wire_item *it = &b->items[i];
+		char role = it->payload_len == 1 ? *(const char *)it->payload : '?';
+		if (it->fd < 0)
+			continue; /* "E", or a listener that did not arrive */
+		int keep = 0;
+		if (role == 'S' && s->cfg->nlisten == 0 && s->nl < BT_RUNTIME_MAX_LISTEN + 64) {
+			s->lfds[s->nl] = it->fd;
+			s->lrole[s->nl++] = 'S';
+			activated++;
+			keep = 1;
+		} else if (role == 'L') {
+			int k = wanted_spec(s, it->fd, used);
+			if (k >= 0) {
+				used[k] = 1;
+				slot[k] = it->fd;
+				keep = 1;
+			}
+		} else if (role == 'A' && s->cfg->attach && s->attach_fd < 0) {
+			s->attach_fd = it->fd;
+			keep = 1;
+		}
+		if (!keep)
+			bt__close(it->fd);
+	}
+	bt_fdpass_close(ch); /* the items pointed into its buffer */
+	if (activated)
+		return 0;
+	/* Ours in the order of the flags; the rest bound as at a start. */
+	unsigned count = s->cfg->nlisten ? s->cfg->nlisten : s->cfg->default_listen ? 1 : 0;
+	for (unsigned i = 0; i < count; i++) {
+		const char *spec = s->cfg->nlisten ? s->cfg->listen[i] : s->cfg->default_listen;
+		char desc[160];
+		int fd = slot[i];
+		if (fd >= 0) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			getsockname(fd, (struct sockaddr *)&ss, &sl);
+			bt__describe_addr((struct sockaddr *)&ss, sl, desc, sizeof(desc));
+			bt__log(BT_LOG_INFO, "listening on %s (from the previous generation)", desc);
+		} else {
+			fd = bt__listen_open(spec, s->cfg->backlog, desc, sizeof(desc));
+			if (fd < 0) {
+				for (unsigned k = i + 1; k < count; k++)
+					if (slot[k] >= 0)
+						bt__close(slot[k]);
+				return fd;
+			}
+			bt__log(BT_LOG_INFO, "listening on %s", desc);
+		}
+		s->lfds[s->nl] = fd;
+		s->lrole[s->nl++] = 'L';
+	}
+	return 0;
+}
+
+static bt_runtime_watch_t *ho_watch;
+
+static void end_handover(struct bt_runtime *s)
+{
+	if (ho_watch)
+		bt_runtime_unwatch(s, ho_watch);
+	ho_watch = NULL;
+	if (s->handover_fd >= 0)
+		bt__close(s->handover_fd);
+	s->handover_fd = -1;
+}
+
+/* The new generation's end: nothing more comes on it yet (the previous
+ * generation finishes its own connections); its end is that generation's. */
+static void on_previous(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents,
+			void *arg)
+{
+	(void)w, (void)revents, (void)arg;
+	char buf[64];
+	ssize_t n;
+	do
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if ((n < 0 && errno == EAGAIN) || n > 0)
+		return;
+	/* The previous generation stopped accepting (its end closes after
+	 * its accepts are cancelled): anything its accept woke up for and
+	 * left is ours. */
+	bt__acc_kick_listeners(rt->acc);
+	end_handover(rt);
+}
+
+/* The new generation's workers run: keep the channel until the previous
+ * generation is gone. */
+void bt__gen_ready(struct bt_runtime *s)
+{
+	if (s->handover_fd < 0 || s->handing_over || ho_watch)
+		return;
+	int rc = bt_runtime_watch_fd(s, &ho_watch, s->handover_fd, BT_WATCH_IN, on_previous, NULL);
+	if (rc < 0)
+		end_handover(s);
+}
+
+/* --- the old generation -------------------------------------------------------------- */
+
+static void send_listeners(struct bt_runtime *s)
+{
+	struct bt_wire_item it[BT_RUNTIME_MAX_LISTEN + 64 + 2];
+	static const char tags[] = "LSAE";
+	size_t n = 0;
+	memset(it, 0, sizeof(it));
+	for (int i = 0; i < s->nkeep; i++) {
+		it[n].id = n + 1;
+		it[n].flags = BT_WIRE_ITEM_FD;
+		it[n].fd = s->lkeep[i];
+		it[n].payload = s->lrole[i] == 'S' ? &tags[1] : &tags[0];
+		it[n++].payload_len = 1;
+	}
+	if (s->attach_fd >= 0) {
+		it[n].id = n + 1;
+		it[n].flags = BT_WIRE_ITEM_FD;
+		it[n].fd = s->attach_fd;
+		it[n].payload = &tags[2];
+		it[n++].payload_len = 1;
+	}
+	it[n].id = n + 1;
+	it[n].fd = -1;
+	it[n].payload = &tags[3];
+	it[n++].payload_len = 1;
+	bt_fdpass_t *ch;
+	int dupfd = fcntl(s->handover_fd, F_DUPFD_CLOEXEC, 0);
+	int rc = dupfd < 0 ? -errno : bt_fdpass_open(&ch, dupfd);
+	if (rc == 0) {
+		rc = bt_fdpass_send_batch(ch, 1, it, n);
+		bt_fdpass_close(ch);
+	} else if (dupfd >= 0) {
+		bt__close(dupfd);
+	}
+	if (rc < 0)
+		bt__log_errno(BT_LOG_ERROR, rc, "reload: sending the listeners to the new generation");
+	else
+		bt__log(BT_LOG_DEBUG, "reload: %zu listeners sent to the new generation", n - 1);
+}
+
+/* The old generation's end: the new generation only closes it (it failed,
+ * and the master killed it). */
+static void on_handover(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents,
+			void *arg)
+{
+	(void)w, (void)revents, (void)arg;
+	unsigned char buf[64];
+	ssize_t n;
+	do
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return;
+	if (n > 0)
+		return;
+	bt__log(BT_LOG_WARN, "reload: the new generation went away before it served: serving on");
+	end_handover(rt);
+}
+
+/* The master promoted the new generation ('T'): stop accepting, finish. */
+static void take_over(struct bt_runtime *s)
+{
+	bt__log(BT_LOG_INFO, "reload: a new generation serves: this one stops accepting and "
+			     "finishes its connections");
+	s->handing_over = 1;
+	if (s->attach_fd >= 0 && s->handover_fd >= 0)
+		s->attach_kept = 1; /* its path is the new generation's now */
+	bt__sup_drain(s, "reload"); /* the listeners' accepts cancelled first, */
+	end_handover(s);            /* then the new generation looks at them */
+}
+
+static void on_ctl(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents, void *arg)
+{
+	(void)revents, (void)arg;
+	struct bt_runtime *s = rt;
+	char tag;
+	struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+	} cm;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+			    .msg_controllen = sizeof(cm.buf)};
+	ssize_t n;
+	do
+		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return;
+	int got = -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+				int f;
+				memcpy(&f, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+				if (got < 0 && n == 1 && tag == 'H')
+					got = f;
+				else
+					bt__close(f);
+			}
+	if (n <= 0) {
+		bt_runtime_unwatch(rt, w);
+		bt__notify_relay(-1);
+		bt__close(s->ctl_fd);
+		s->ctl_fd = -1;
+		bt__sup_drain(s, "the master went away");
+		return;
+	}
+	if (n == 1 && tag == 'T') {
+		take_over(s);
+		return;
+	}
+	if (got < 0)
+		return;
+	if (s->draining || s->handover_fd >= 0) {
+		bt__close(got); /* too late, or one is going on: its end tells the master */
+		return;
+	}
+	s->handover_fd = got;
+	send_listeners(s);
+	int rc = bt_runtime_watch_fd(s, &ho_watch, got, BT_WATCH_IN, on_handover, NULL);
+	if (rc < 0) {
+		bt__log_errno(BT_LOG_ERROR, rc, "reload: watching the handover channel");
+		end_handover(s);
+	}
+}
+
+int bt__gen_watch(struct bt_runtime *s)
+{
+	if (s->ctl_fd < 0)
+		return 0;
+	bt__notify_relay(s->ctl_fd);
+	bt_runtime_watch_t *w;
+	int rc = bt_runtime_watch_fd(s, &w, s->ctl_fd, BT_WATCH_IN, on_ctl, NULL);
+	if (rc < 0)
+		bt__log_errno(BT_LOG_ERROR, rc, "watching the master's channel");
+	return rc;
+}

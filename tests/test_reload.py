@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Live upgrade (SIGHUP to the master), in the mode BATON_TEST_MODE names:
+reloads under 'Connection: close' load fail no request; a binary replaced
+on disk is the one running afterwards (master and generation); a new binary
+that exits, or is never ready, changes nothing; the main pid and the pid
+file stay; the master's descriptors stay flat over 20 reloads; systemd
+hears RELOADING=1 then READY=1.
+
+Usage: test_reload.py BUILD_DIR [case ...]
+Every process a case starts is stopped by pid; waits have deadlines.
+"""
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
+from test_server import (HTTPD, MODE, Server, children, connect, recv_all)  # noqa: E402
+
+
+def get_close(port, timeout=5):
+    """One 'Connection: close' request; True if answered 200 in full."""
+    try:
+        s = connect(port, timeout=timeout)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = recv_all(s, timeout=timeout)
+        s.close()
+        return data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello\n")
+    except (OSError, AssertionError) as e:
+        if os.environ.get("DEBUG_RELOAD"):
+            print("get_close:", repr(e))
+        return False
+
+
+class Load:
+    """n client threads sending 'Connection: close' requests until stopped;
+    counts answered and failed requests."""
+
+    def __init__(self, port, n=8):
+        self.port, self.ok, self.failed, self.stopped = port, 0, 0, False
+        self.lock = threading.Lock()
+        self.ts = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        for t in self.ts:
+            t.start()
+
+    def _run(self):
+        while not self.stopped:
+            good = get_close(self.port)
+            with self.lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+
+    def stop(self):
+        self.stopped = True
+        for t in self.ts:
+            t.join(30)
+            assert not t.is_alive(), "a client hangs"
+        return self.ok, self.failed
+
+
+def wait_log(srv, needle, timeout=20):
+    """Wait for needle in the server's log; the log in the failure."""
+    def seen():
+        text = srv.text()
+        assert needle in text, "no %r in:\n%s" % (needle, text[-3000:])
+    cases.until(seen, timeout=timeout)
+
+
+def reload(srv, n, timeout=20):
+    """SIGHUP to the master; wait for 'reload n:' in its log."""
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_log(srv, "reload %d:" % n, timeout)
+
+
+def generations(srv):
+    return children(srv.proc.pid)
+
+
+def wait_one_generation(srv, timeout=20):
+    def one():
+        g = generations(srv)
+        assert len(g) == 1, g
+        return g[0]
+    return cases.until(one, timeout=timeout)
+
+
+def test_reload_close_load():
+    """5 reloads under 'Connection: close' load: no request fails, the main
+    pid stays, each reload brings a new acceptor."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2")
+    try:
+        first = srv.acc
+        load = Load(srv.port)
+        time.sleep(0.3)
+        for i in range(1, 6):
+            reload(srv, i)
+            time.sleep(0.3)
+        ok, failed = load.stop()
+        assert failed == 0 and ok > 50, (ok, failed)
+        assert srv.proc.poll() is None
+        last = wait_one_generation(srv)
+        assert last != first
+        print("     %d requests, %d failed, over 5 reloads" % (ok, failed))
+    finally:
+        assert srv.stop() == 0, srv.text()[-2000:]
+
+
+def copy_of_httpd(d):
+    path = os.path.join(d, "baton-httpd")
+    shutil.copy2(HTTPD, path)
+    return path
+
+
+def replace_with(path, content_from=None, script=None):
+    """Replace path the way a package upgrade does: a new file renamed over
+    it (the running one's inode lives on, deleted)."""
+    tmp = path + ".new"
+    if script is not None:
+        with open(tmp, "w") as f:
+            f.write(script)
+    else:
+        shutil.copy2(content_from, tmp)
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, path)
+
+
+def exe(pid):
+    return os.readlink("/proc/%d/exe" % pid)
+
+
+def test_binary_replaced():
+    """The file replaced on disk is what runs after the reload: the master
+    (same pid) and the new generation, neither '(deleted)'."""
+    with tempfile.TemporaryDirectory() as d:
+        path = copy_of_httpd(d)
+        srv = Server(path, "--listen", "127.0.0.1:0", "--workers", "1")
+        try:
+            master = srv.proc.pid
+            replace_with(path, content_from=HTTPD)
+            assert exe(master).endswith("(deleted)"), exe(master)
+            reload(srv, 1)
+
+            def fresh():
+                assert exe(master) == path, exe(master)
+                gen = wait_one_generation(srv)
+                assert exe(gen) == path, exe(gen)
+            cases.until(fresh, timeout=20)
+            assert srv.proc.pid == master and srv.proc.poll() is None
+            assert get_close(srv.port)
+        finally:
+            assert srv.stop() == 0, srv.text()[-2000:]
+
+
+def test_failed_new_binary():
+    """A new binary that exits 1, then one that never gets ready: the
+    reload fails with a log line saying why, load keeps passing and the
+    same generation serves on."""
+    with tempfile.TemporaryDirectory() as d:
+        path = copy_of_httpd(d)
+        srv = Server(path, "--listen", "127.0.0.1:0", "--workers", "2",
+                     "--reload-timeout", "1000")
+        try:
+            gen = srv.acc
+            load = Load(srv.port, n=4)
+            replace_with(path, script="#!/bin/sh\nexit 1\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            wait_log(srv, "exited with status 1; the serving generation keeps serving")
+            hung = os.path.join(d, "hung.pid")
+            replace_with(path, script="#!/bin/sh\necho $$ > %s\nexec sleep 60\n" % hung)
+            srv.proc.send_signal(signal.SIGHUP)
+            wait_log(srv, "was not ready within 1000 ms (--reload-timeout)")
+            with open(hung) as f:
+                sleeper = int(f.read())
+
+            def killed():
+                try:
+                    with open("/proc/%d/stat" % sleeper) as f:
+                        assert f.read().rsplit(")", 1)[1].split()[0] == "Z", "still running"
+                except OSError:
+                    pass
+            cases.until(killed, timeout=10)
+            time.sleep(0.3)
+            ok, failed = load.stop()
+            assert failed == 0 and ok > 20, (ok, failed, srv.text())
+            assert generations(srv) == [gen], (generations(srv), gen)
+            assert "reload 1:" not in srv.text()
+            # The real binary back: a reload works again.
+            replace_with(path, content_from=HTTPD)
+            reload(srv, 1)
+            assert get_close(srv.port)
+        finally:
+            assert srv.stop() == 0, srv.text()[-2000:]
+
+
+def test_pid_file_and_fds():
+    """--pid-file holds the master's pid, the same after reloads, and goes
+    at exit; the master's descriptors after 20 reloads are what they were
+    after the start."""
+    with tempfile.TemporaryDirectory() as d:
+        pidfile = os.path.join(d, "httpd.pid")
+        srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1", "--pid-file", pidfile)
+        try:
+            master = srv.proc.pid
+            with open(pidfile) as f:
+                assert f.read() == "%d\n" % master
+            assert stat.S_IMODE(os.stat(pidfile).st_mode) == 0o644
+            before = sorted(os.listdir("/proc/%d/fd" % master))
+            for i in range(1, 21):
+                reload(srv, i)
+            wait_one_generation(srv)
+            with open(pidfile) as f:
+                assert f.read() == "%d\n" % master
+            after = sorted(os.listdir("/proc/%d/fd" % master))
+            assert len(after) == len(before), (before, after)
+            assert get_close(srv.port)
+        finally:
+            assert srv.stop() == 0, srv.text()[-2000:]
+        assert not os.path.exists(pidfile)
+        assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
+
+
+def test_sd_notify_reload():
+    """Under systemd's notify protocol: RELOADING=1, then READY=1 with the
+    same MAINPID."""
+    with tempfile.TemporaryDirectory() as d:
+        addr = os.path.join(d, "notify")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(addr)
+        s.settimeout(20)
+        srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1",
+                     env={"NOTIFY_SOCKET": addr})
+        try:
+            def until_msg(key):
+                got = []
+                while True:
+                    m = s.recv(4096).decode()
+                    got.append(m)
+                    if key in m.split("\n"):
+                        return got
+            first = until_msg("READY=1")
+            assert any("MAINPID=%d" % srv.proc.pid in m for m in first), first
+            srv.proc.send_signal(signal.SIGHUP)
+            got = until_msg("RELOADING=1")
+            got += until_msg("READY=1")
+            ready = [m for m in got if "READY=1" in m.split("\n")][-1]
+            assert "MAINPID=%d" % srv.proc.pid in ready, got
+            assert get_close(srv.port), srv.text()
+        finally:
+            assert srv.stop() == 0, srv.text()[-2000:]
+            s.close()
+
+
+def main():
+    print("mode: %s" % MODE)
+    return cases.run(globals(), sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
