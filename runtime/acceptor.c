@@ -178,23 +178,30 @@ static int accepting(const bt_acceptor_t *acc)
 	return !acc->draining && !acc->paused && acc->emfile_until_ns == 0;
 }
 
+void bt__acc_accept_burst(bt_acceptor_t *acc, struct listener *l, int more_on_error)
+{
+	/* A bounded burst, so one busy listener does not starve the rest. */
+	for (int k = 0; k < 256; k++) {
+		if (l->fd < 0 || l->closing || acc->paused || acc->emfile_until_ns)
+			break;
+		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0) {
+			bt__acc_on_accept(acc, l, fd, 1);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno != EAGAIN)
+			bt__acc_on_accept(acc, l, -errno, more_on_error);
+		break;
+	}
+}
+
 void bt__acc_kick_listeners(bt_acceptor_t *acc)
 {
-	for (unsigned i = 0; i < acc->nl; i++) {
-		struct listener *l = &acc->l[i];
-		for (int k = 0; k < 256 && l->fd >= 0 && !l->closing && !acc->paused &&
-				!acc->emfile_until_ns;
-		     k++) {
-			int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0) {
-				bt__acc_on_accept(acc, l, fd, 1);
-				continue;
-			}
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			break; /* EAGAIN; anything else, the armed accept reports */
-		}
-	}
+	/* The backend's own accept stays armed (more_on_error 1). */
+	for (unsigned i = 0; i < acc->nl; i++)
+		bt__acc_accept_burst(acc, &acc->l[i], 1);
 }
 
 void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more)

@@ -110,21 +110,7 @@ static void ae_forget_channel(bt_acceptor_t *acc, unsigned idx)
 
 static void on_listener(bt_acceptor_t *acc, struct listener *l)
 {
-	/* A bounded burst, so one busy listener does not starve the rest. */
-	for (int k = 0; k < 256; k++) {
-		if (l->closing || acc->paused || acc->emfile_until_ns)
-			break;
-		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd >= 0) {
-			bt__acc_on_accept(acc, l, fd, 1);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		if (errno != EAGAIN)
-			bt__acc_on_accept(acc, l, -errno, 0);
-		break;
-	}
+	bt__acc_accept_burst(acc, l, 0); /* an error disarms it */
 	if (!l->closing && (acc->paused || acc->emfile_until_ns || !l->armed)) {
 		set_listener(acc, l, 0); /* re-armed by the core when it may */
 		l->armed = 0;

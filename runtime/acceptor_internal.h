@@ -168,6 +168,9 @@ void bt__acc_note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked);
 
 /* Events, from the backends. */
 void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more);
+/* accept4 on l until EAGAIN, a pause or 256 connections; an error goes to
+ * bt__acc_on_accept with more = more_on_error. */
+void bt__acc_accept_burst(bt_acceptor_t *acc, struct listener *l, int more_on_error);
 /* A listener's sweep ended (its last completion). res < 0 other than -EAGAIN:
  * the sweep failed (-EINVAL: the kernel cannot sweep). */
 void bt__acc_sweep_done(bt_acceptor_t *acc, int res);

@@ -212,6 +212,13 @@ static int set_pid_file(struct bt_runtime_config *cfg, const char *v)
 	return 0;
 }
 
+static int set_flags_file(struct bt_runtime_config *cfg, const char *v)
+{
+	(void)cfg, (void)v;
+	return -1; /* read before getopt (expand_flags_files): here only when
+		    * abbreviated, or inside a flags file */
+}
+
 static int set_attach_uid(struct bt_runtime_config *cfg, const char *v)
 {
 	unsigned long n;
@@ -274,6 +281,10 @@ static const struct rt_flag rt_flags[] = {
 	{"worker-of", "ADDR", "run as an attached worker of the server at ADDR (see --attach), "
 	 "not as a server", F_FN, 0, 0, 0, 0, NULL, NULL, "a path or @name (at most 107 bytes)",
 	 set_worker_of, NULL},
+	{"flags-file", "FILE", "more flags from FILE, one per line ('--name value', '#' comments), "
+	 "where this flag stands; read again at every reload", F_FN, 0, 0, 0, 0, NULL, NULL,
+	 "a readable file, named in full (--flags-file), not inside a flags file",
+	 set_flags_file, NULL},
 	{"pid-file", "FILE", "write the main pid to FILE (atomically, at start)", F_FN, 0, 0, 0, 0,
 	 NULL, NULL, "a file name", set_pid_file, NULL},
 	{"reload-timeout", "MS", "on SIGHUP, time the new generation gets to be ready; "
@@ -423,6 +434,112 @@ static int bad(const struct bt_runtime_config *cfg, const char *fmt, const char 
 	return 2;
 }
 
+#define FLAGS_FILE_MAX (64 * 1024)
+#define FLAGS_MAX 1024
+#define FLAGS_FILES_MAX 8
+
+/* What expand_flags_files made: kept for the process's life (the config
+ * points into it), and reachable from here so that nothing reads as a
+ * leak.  Each expansion's array holds the arguments, a NULL, the files'
+ * texts, and the array of the expansion before. */
+static char **flags_argv;
+#define TEXTS (FLAGS_MAX + 1)
+#define CHAIN (TEXTS + FLAGS_FILES_MAX)
+
+/* One line of a flags file into out[] (at most 2 arguments): "--name
+ * value" splits at the first blank, "--name=value" and anything else stay
+ * whole; blank lines and '#' comments give none.  The count. */
+static int file_line(char *line, char **out)
+{
+	while (*line == ' ' || *line == '\t')
+		line++;
+	size_t n = strlen(line);
+	while (n && (line[n - 1] == ' ' || line[n - 1] == '\t' || line[n - 1] == '\r'))
+		line[--n] = 0;
+	if (!n || line[0] == '#')
+		return 0;
+	char *blank = strpbrk(line, " \t");
+	out[0] = line;
+	if (line[0] != '-' || line[1] != '-' || !blank || memchr(line, '=', (size_t)(blank - line)))
+		return 1;
+	*blank++ = 0;
+	while (*blank == ' ' || *blank == '\t')
+		blank++;
+	out[1] = blank;
+	return 2;
+}
+
+/*
+ * --flags-file FILE: the file's flags take its place in argv (later flags
+ * still win).  The copy and its strings live as long as the process: the
+ * config points into them.  0, or the exit status 2 after the message.
+ */
+static int expand_flags_files(const struct bt_runtime_config *cfg, int argc, char **argv,
+			      int *xargc, char ***xargv)
+{
+	*xargc = argc;
+	*xargv = argv;
+	int found = 0;
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		found |= !strcmp(argv[i], "--flags-file") || !strncmp(argv[i], "--flags-file=", 13);
+	if (!found)
+		return 0;
+	char **out = calloc(CHAIN + 1, sizeof(char *));
+	if (!out)
+		return bad(cfg, "out of memory%s%s", "", "");
+	out[CHAIN] = (char *)flags_argv;
+	flags_argv = out;
+	int nfiles = 0;
+	int n = 0, rest = 0;
+	out[n++] = argv[0];
+	for (int i = 1; i < argc; i++) {
+		const char *path = NULL;
+		if (!rest && !strcmp(argv[i], "--"))
+			rest = 1;
+		else if (!rest && !strcmp(argv[i], "--flags-file")) {
+			if (i + 1 == argc)
+				return bad(cfg, "--flags-file needs a value%s%s", "", "");
+			path = argv[++i];
+		} else if (!rest && !strncmp(argv[i], "--flags-file=", 13))
+			path = argv[i] + 13;
+		if (!path) {
+			if (n == FLAGS_MAX)
+				return bad(cfg, "more than %s arguments%s", "1024", "");
+			out[n++] = argv[i];
+			continue;
+		}
+		if (nfiles == FLAGS_FILES_MAX)
+			return bad(cfg, "--flags-file: more than %s files%s", "8", "");
+		FILE *f = fopen(path, "re");
+		if (!f)
+			return bad(cfg, "--flags-file %s: %s", path, strerror(errno));
+		char *text = out[TEXTS + nfiles++] = malloc(FLAGS_FILE_MAX + 1);
+		size_t len = text ? fread(text, 1, FLAGS_FILE_MAX + 1, f) : 0;
+		int err = ferror(f);
+		fclose(f);
+		if (!text || err || len > FLAGS_FILE_MAX) {
+			return bad(cfg, "--flags-file %s: %s", path,
+				   err ? "cannot be read" : "larger than 64 KiB, or out of memory");
+		}
+		text[len] = 0;
+		for (char *line = text, *next; line; line = next) {
+			next = strchr(line, '\n');
+			if (next)
+				*next++ = 0;
+			char *args[2];
+			int k = file_line(line, args);
+			if (n + k > FLAGS_MAX)
+				return bad(cfg, "more than %s arguments%s", "1024", "");
+			for (int j = 0; j < k; j++)
+				out[n++] = args[j];
+		}
+	}
+	out[n] = NULL;
+	*xargc = n;
+	*xargv = out;
+	return 0;
+}
+
 /* Apply one runtime flag that takes a value; 0, or -1 for a bad value. */
 static int set_runtime(struct bt_runtime_config *cfg, const struct rt_flag *r, const char *v)
 {
@@ -485,6 +602,9 @@ int bt_runtime_parse_args_sized(struct bt_runtime_config *cfg, int argc, char **
 	/* Before any value is taken from argv: titles will be written over
 	 * its original memory. */
 	bt_runtime_take_argv(argc, argv);
+	int xrc = expand_flags_files(cfg, argc, argv, &argc, &argv);
+	if (xrc)
+		return xrc;
 	size_t napp = 0;
 	while (app && flag_at(app, stride, napp)->name)
 		napp++;

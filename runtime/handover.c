@@ -40,7 +40,8 @@
 int bt__gen_from_env(struct bt_runtime *s)
 {
 	s->ctl_fd = -1;
-	s->handover_fd = -1;
+	s->prev_fd = -1;
+	s->next_fd = -1;
 	const char *env = getenv("BATON_GENERATION");
 	if (!env)
 		return 0;
@@ -54,7 +55,7 @@ int bt__gen_from_env(struct bt_runtime *s)
 	fcntl(ho, F_SETFD, FD_CLOEXEC);
 	unsetenv("BATON_GENERATION");
 	s->ctl_fd = ctl;
-	s->handover_fd = ho;
+	s->prev_fd = ho;
 	return 0;
 }
 
@@ -77,14 +78,14 @@ static int wanted_spec(const struct bt_runtime *s, int fd, int *used)
 int bt__gen_take_listeners(struct bt_runtime *s)
 {
 	bt_fdpass_t *ch;
-	int dupfd = fcntl(s->handover_fd, F_DUPFD_CLOEXEC, 0);
+	int dupfd = fcntl(s->prev_fd, F_DUPFD_CLOEXEC, 0);
 	int rc = dupfd < 0 ? -errno : bt_fdpass_open(&ch, dupfd);
 	if (rc < 0) {
 		if (dupfd >= 0)
 			bt__close(dupfd);
 		return bt__log_errno(BT_LOG_ERROR, rc, "reload: the handover channel");
 	}
-	struct pollfd p = {.fd = s->handover_fd, .events = POLLIN};
+	struct pollfd p = {.fd = s->prev_fd, .events = POLLIN};
 	int r;
 	do
 		r = poll(&p, 1, LISTENERS_WAIT_MS);
@@ -163,16 +164,19 @@ int bt__gen_take_listeners(struct bt_runtime *s)
 	return 0;
 }
 
-static bt_runtime_watch_t *ho_watch;
+/* The channels to the previous generation (we are the new one) and to the
+ * next (we are the old one): both may be open at once, when a reload
+ * follows one whose old generation is still finishing. */
+static bt_runtime_watch_t *prev_watch, *next_watch;
 
-static void end_handover(struct bt_runtime *s)
+static void end_channel(struct bt_runtime *s, int *fd, bt_runtime_watch_t **w)
 {
-	if (ho_watch)
-		bt_runtime_unwatch(s, ho_watch);
-	ho_watch = NULL;
-	if (s->handover_fd >= 0)
-		bt__close(s->handover_fd);
-	s->handover_fd = -1;
+	if (*w)
+		bt_runtime_unwatch(s, *w);
+	*w = NULL;
+	if (*fd >= 0)
+		bt__close(*fd);
+	*fd = -1;
 }
 
 /* The new generation's end: nothing more comes on it yet (the previous
@@ -192,18 +196,18 @@ static void on_previous(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigne
 	 * its accepts are cancelled): anything its accept woke up for and
 	 * left is ours. */
 	bt__acc_kick_listeners(rt->acc);
-	end_handover(rt);
+	end_channel(rt, &rt->prev_fd, &prev_watch);
 }
 
 /* The new generation's workers run: keep the channel until the previous
  * generation is gone. */
 void bt__gen_ready(struct bt_runtime *s)
 {
-	if (s->handover_fd < 0 || s->handing_over || ho_watch)
+	if (s->prev_fd < 0 || prev_watch)
 		return;
-	int rc = bt_runtime_watch_fd(s, &ho_watch, s->handover_fd, BT_WATCH_IN, on_previous, NULL);
+	int rc = bt_runtime_watch_fd(s, &prev_watch, s->prev_fd, BT_WATCH_IN, on_previous, NULL);
 	if (rc < 0)
-		end_handover(s);
+		end_channel(s, &s->prev_fd, &prev_watch);
 }
 
 /* --- the old generation -------------------------------------------------------------- */
@@ -233,7 +237,7 @@ static void send_listeners(struct bt_runtime *s)
 	it[n].payload = &tags[3];
 	it[n++].payload_len = 1;
 	bt_fdpass_t *ch;
-	int dupfd = fcntl(s->handover_fd, F_DUPFD_CLOEXEC, 0);
+	int dupfd = fcntl(s->next_fd, F_DUPFD_CLOEXEC, 0);
 	int rc = dupfd < 0 ? -errno : bt_fdpass_open(&ch, dupfd);
 	if (rc == 0) {
 		rc = bt_fdpass_send_batch(ch, 1, it, n);
@@ -263,7 +267,7 @@ static void on_handover(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigne
 	if (n > 0)
 		return;
 	bt__log(BT_LOG_WARN, "reload: the new generation went away before it served: serving on");
-	end_handover(rt);
+	end_channel(rt, &rt->next_fd, &next_watch);
 }
 
 /* The master promoted the new generation ('T'): stop accepting, finish. */
@@ -272,10 +276,10 @@ static void take_over(struct bt_runtime *s)
 	bt__log(BT_LOG_INFO, "reload: a new generation serves: this one stops accepting and "
 			     "finishes its connections");
 	s->handing_over = 1;
-	if (s->attach_fd >= 0 && s->handover_fd >= 0)
+	if (s->attach_fd >= 0 && s->next_fd >= 0)
 		s->attach_kept = 1; /* its path is the new generation's now */
 	bt__sup_drain(s, "reload"); /* the listeners' accepts cancelled first, */
-	end_handover(s);            /* then the new generation looks at them */
+	end_channel(s, &s->next_fd, &next_watch); /* then the new generation looks */
 }
 
 static void on_ctl(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents, void *arg)
@@ -321,16 +325,16 @@ static void on_ctl(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned rev
 	}
 	if (got < 0)
 		return;
-	if (s->draining || s->handover_fd >= 0) {
+	if (s->draining || s->next_fd >= 0) {
 		bt__close(got); /* too late, or one is going on: its end tells the master */
 		return;
 	}
-	s->handover_fd = got;
+	s->next_fd = got;
 	send_listeners(s);
-	int rc = bt_runtime_watch_fd(s, &ho_watch, got, BT_WATCH_IN, on_handover, NULL);
+	int rc = bt_runtime_watch_fd(s, &next_watch, got, BT_WATCH_IN, on_handover, NULL);
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_ERROR, rc, "reload: watching the handover channel");
-		end_handover(s);
+		end_channel(s, &s->next_fd, &next_watch);
 	}
 }
 

@@ -536,13 +536,7 @@ int bt__master_run(struct bt_runtime *s)
 	for (int i = 0; i < MAX_GENS; i++)
 		m.g[i].ctl = -1;
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	bt__sup_sigset(&set); /* the supervisor's signals, read the same way */
 	const char *env = getenv("BATON_MASTER");
 	if (env) {
 		char copy[512];

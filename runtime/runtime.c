@@ -240,7 +240,8 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	signal(SIGPIPE, SIG_IGN);
 	s->attach_fd = -1;
 	s->ctl_fd = -1;
-	s->handover_fd = -1;
+	s->prev_fd = -1;
+	s->next_fd = -1;
 	if (bt__gen_from_env(s) == 2) {
 		status = 2;
 		goto out;
@@ -268,7 +269,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		goto out;
 	}
 
-	int lrc = s->handover_fd >= 0 ? (bt__gen_take_listeners(s) < 0 ? 1 : 0) : open_listeners(s);
+	int lrc = s->prev_fd >= 0 ? (bt__gen_take_listeners(s) < 0 ? 1 : 0) : open_listeners(s);
 	if (lrc) {
 		status = lrc;
 		goto out;
@@ -365,8 +366,10 @@ out:
 			close(s->lfds[k]);
 	if (s->sigfd >= 0)
 		close(s->sigfd);
-	if (s->handover_fd >= 0)
-		close(s->handover_fd);
+	if (s->prev_fd >= 0)
+		close(s->prev_fd);
+	if (s->next_fd >= 0)
+		close(s->next_fd);
 	if (s->ctl_fd >= 0) {
 		bt__notify_relay(-1);
 		close(s->ctl_fd);

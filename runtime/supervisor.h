@@ -26,6 +26,7 @@
 #include <baton/runtime.h>
 
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 
 struct bt_runtime;
@@ -115,7 +116,8 @@ struct bt_runtime {
 	unsigned attached_stuck; /* attached workers found stuck */
 	/* Generations (master.c, handover.c). */
 	int ctl_fd;      /* to the master, -1: none (no master) */
-	int handover_fd; /* to the next generation (old) or the previous one (new), -1 */
+	int prev_fd;     /* the handover channel from the previous generation, -1 */
+	int next_fd;     /* the handover channel to the next one, -1 */
 	int handing_over; /* old: the new generation took over; we finish */
 	int lkeep[BT_RUNTIME_MAX_LISTEN + 64]; /* the listeners the acceptor owns */
 	char lrole[BT_RUNTIME_MAX_LISTEN + 64]; /* 'L' --listen, 'S' from systemd */
@@ -137,6 +139,9 @@ unsigned bt__sup_running(const struct bt_runtime *s);
 /* signals.c: block the signals the supervisor handles and read them from
  * a signalfd on the acceptor's loop.  0 or -1 (logged). */
 int bt__sup_signals(struct bt_runtime *s);
+/* The signals the supervisor (and the master) read from a signalfd:
+ * CHLD, TERM, INT, USR1, HUP, blocked in this thread and put in set. */
+void bt__sup_sigset(sigset_t *set);
 
 /* drain.c */
 void bt__sup_drain(struct bt_runtime *s, const char *why);

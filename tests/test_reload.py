@@ -228,6 +228,41 @@ def test_pid_file_and_fds():
         assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
 
 
+def test_flags_file_changes_listeners():
+    """--flags-file is read again at a reload: a second address added and
+    the first dropped in the file take effect, the kept one without a
+    moment refused; a bad file fails the reload and changes nothing."""
+    a, b = cases.free_port(), cases.free_port()
+    with tempfile.TemporaryDirectory() as d:
+        flags = os.path.join(d, "httpd.flags")
+        with open(flags, "w") as f:
+            f.write("# the addresses\n--listen 127.0.0.1:%d\n\n--workers 1\n" % a)
+        srv = Server(HTTPD, "--flags-file", flags)
+        try:
+            assert get_close(a)
+            with open(flags, "w") as f:
+                f.write("--listen 127.0.0.1:%d\n--listen=127.0.0.1:%d\n--workers 1\n" % (a, b))
+            reload(srv, 1)
+            assert get_close(a) and get_close(b)
+            with open(flags, "w") as f:
+                f.write("--listen 127.0.0.1:%d\n--workers 1\n" % b)
+            load = Load(b, n=4)
+            reload(srv, 2)
+            wait_one_generation(srv)
+            time.sleep(0.2)
+            ok, failed = load.stop()
+            assert failed == 0 and ok > 10, (ok, failed)
+            assert not get_close(a, timeout=2)  # dropped: refused
+            with open(flags, "w") as f:
+                f.write("--listen 127.0.0.1:%d\n--workers nonsense\n" % b)
+            srv.proc.send_signal(signal.SIGHUP)
+            wait_log(srv, "--workers: 'nonsense' is not")
+            wait_log(srv, "exited with status 2; the serving generation keeps serving")
+            assert get_close(b)
+        finally:
+            assert srv.stop() == 0, srv.text()[-2000:]
+
+
 def test_sd_notify_reload():
     """Under systemd's notify protocol: RELOADING=1, then READY=1 with the
     same MAINPID."""

@@ -559,6 +559,18 @@ def pid_gone(pid):
         return True
 
 
+def serves_again(port):
+    """A new instance can listen on port at once, and serves."""
+    again = Server(HTTPD, "--listen", "127.0.0.1:%d" % port, "--workers", "1")
+    try:
+        s = connect(port)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert recv_all(s).endswith(b"hello\n")
+        s.close()
+    finally:
+        assert again.stop() == 0
+
+
 def test_master_sigkill():
     """kill -9 of the master: the acceptor sees its control channel end
     and drains, so the port is soon free and everything exits."""
@@ -569,14 +581,7 @@ def test_master_sigkill():
         srv.wait(10)
         cases.until(lambda: pid_gone(acc) or (_ for _ in ()).throw(AssertionError("acceptor")),
                     timeout=10)
-        again = Server(HTTPD, "--listen", "127.0.0.1:%d" % port, "--workers", "1")
-        try:
-            s = connect(port)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            assert recv_all(s).endswith(b"hello\n")
-            s.close()
-        finally:
-            assert again.stop() == 0
+        serves_again(port)
     finally:
         if srv.proc.poll() is None:
             srv.stop()
@@ -608,14 +613,7 @@ def test_supervisor_sigkill():
             assert not left, "workers still running: %s" % left
         cases.until(gone, timeout=5)
         assert time.time() - t0 < 1.0, "workers took %.2f s to die" % (time.time() - t0)
-        again = Server(HTTPD, "--listen", "127.0.0.1:%d" % port, "--workers", "1")
-        try:
-            s = connect(port)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            assert recv_all(s).endswith(b"hello\n")
-            s.close()
-        finally:
-            assert again.stop() == 0
+        serves_again(port)
     finally:
         for s in held:
             s.close()

@@ -14,15 +14,21 @@
  *   signals    SIGTERM/SIGINT: stop accepting, hand over what is held, let
  *              workers finish open connections up to --drain-timeout, exit
  *              0.  SIGUSR1: print the counters (also printed at exit).
- *              SIGHUP: logged and otherwise ignored (no reload yet);
+ *              SIGHUP: reload (docs/reload.md): the program starts
+ *              again from its path on disk, takes the listeners over,
+ *              and the old generation finishes; the main pid stays;
  *   systemd    with NOTIFY_SOCKET set: READY=1 once listening with every
  *              worker started, STATUS= lines, STOPPING=1 when the drain
  *              starts (sd_notify's datagram protocol, no libsystemd).
  *              With JOURNAL_STREAM naming stderr, log lines carry <N>
  *              priority prefixes (baton/log.h).
  *
- * The process that calls bt_runtime_run is the supervisor and runs the
- * acceptor ring.  Every process keeps the program's name as its comm (so
+ * The process that calls bt_runtime_run becomes the master ("NAME:
+ * master"), which holds the main pid across reloads, and its child, the
+ * supervisor, runs the acceptor ring.  (A program with a producer, one run
+ * with --worker-of, or one that never gave its argv to
+ * bt_runtime_parse_args or bt_runtime_take_argv has no master: there the
+ * calling process is the supervisor.)  Every process keeps the program's name as its comm (so
  * `pgrep -x NAME` finds them all); the command line ps shows becomes
  * "NAME: acceptor" and "NAME: worker N", NAME being cfg->name (default
  * argv[0]'s basename).  With --mode thread the workers are threads of that
