@@ -492,6 +492,22 @@ static void on_drain(bt_conn_t *c)
 		bt_conn_close(c); /* after what is queued */
 }
 
+/*
+ * A reload moves connections to the next generation (docs/reload.md):
+ * one is at a safe point when no request is in progress (a partial head
+ * goes along as the carried bytes, and is completed over there); one with
+ * a response going out or a body being skipped moves after it.
+ */
+static int on_handover(bt_conn_t *c, const void **carry, size_t *len)
+{
+	struct req_state *st = state(c, 0);
+	if (st && (st->skip || st->blocked || st->body_left))
+		return 0;
+	*carry = st ? st->buf : NULL;
+	*len = st ? st->len : 0;
+	return 1;
+}
+
 static void on_close(bt_conn_t *c, int why)
 {
 	(void)why;
@@ -630,6 +646,7 @@ int main(int argc, char **argv)
 		.on_close = on_close,
 		.on_timeout = on_timeout,
 		.on_drain = on_drain,
+		.on_handover = on_handover,
 		.on_start = on_start,
 		.on_writable = on_writable,
 	};

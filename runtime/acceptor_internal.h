@@ -42,6 +42,7 @@ struct worker {
 	/* An attached worker (bt__acc_attach_guest): not used until its
 	 * HELLO; its pid, from the HELLO. */
 	uint8_t await_hello;
+	uint8_t guest;       /* attached (bt__acc_attach_guest), not ours */
 	uint32_t pid;
 	struct bt_queue_stats gone; /* of earlier queues in this slot */
 };

@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -34,8 +35,32 @@ int bt__acc_attach_guest(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 {
 	int rc = bt_acceptor_attach(acc, idx, q);
 	if (rc == 0)
-		acc->w[idx].await_hello = 1;
+		acc->w[idx].await_hello = acc->w[idx].guest = 1;
 	return rc;
+}
+
+unsigned bt__acc_handover(bt_acceptor_t *acc, int fd)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < acc->nw; i++) {
+		struct worker *w = &acc->w[i];
+		if (!w->q || w->dead || w->guest)
+			continue; /* attached workers: docs/reload.md */
+		struct bt_wire_item it = {.id = ++acc->next_id, .accept_ns = acc->now_ns,
+					  .flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_HANDOVER,
+					  .fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)};
+		if (it.fd < 0) {
+			bt__log_errno(BT_LOG_ERROR, -errno, "reload: dup(handover channel)");
+			continue;
+		}
+		if (bt_queue_push(w->q, &it) < 0) {
+			bt__close(it.fd);
+			continue;
+		}
+		bt__acc_flush_worker(acc, i);
+		n++;
+	}
+	return n;
 }
 
 uint32_t bt__acc_worker_pid(const bt_acceptor_t *acc, unsigned idx)

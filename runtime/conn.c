@@ -181,6 +181,7 @@ void bt__loop_free_zombies(bt_loop_t *loop)
 		}
 		free(c->spare);
 		free(c->held);
+		free(c->carry);
 		free(c->peer);
 		free(c);
 	}
@@ -225,7 +226,7 @@ static int pressure(bt_conn_t *c)
 }
 
 /* Reading resumes: input held while paused goes to on_data first. */
-static void resume(bt_conn_t *c)
+void bt__conn_resume(bt_conn_t *c)
 {
 	bt_loop_t *loop = c->loop;
 	c->paused = 0;
@@ -417,7 +418,7 @@ void bt__conn_sent(bt_conn_t *c, size_t n)
 		}
 		if (c->state == CONN_OPEN && c->paused && !c->want_writable &&
 		    c->out_bytes <= loop->cfg.out_high)
-			resume(c);
+			bt__conn_resume(c);
 		if (c->state == CONN_DONE)
 			return;
 	}
@@ -537,6 +538,11 @@ int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)
 		return -errno;
 	*len = l;
 	return 0;
+}
+
+int bt_conn_resumed(const bt_conn_t *c)
+{
+	return c ? c->resumed : 0;
 }
 
 int bt_conn_fd(const bt_conn_t *c)

@@ -179,35 +179,94 @@ static void end_channel(struct bt_runtime *s, int *fd, bt_runtime_watch_t **w)
 	*fd = -1;
 }
 
-/* The new generation's end: nothing more comes on it yet (the previous
- * generation finishes its own connections); its end is that generation's. */
+static bt_fdpass_t *prev_ch;
+static uint64_t taken, taken_bytes, refused;
+
+static void end_previous(struct bt_runtime *s)
+{
+	if (prev_watch)
+		bt_runtime_unwatch(s, prev_watch);
+	prev_watch = NULL;
+	if (prev_ch)
+		bt_fdpass_close(prev_ch); /* it owns s->prev_fd */
+	else if (s->prev_fd >= 0)
+		bt__close(s->prev_fd);
+	prev_ch = NULL;
+	s->prev_fd = -1;
+	if (taken || refused)
+		bt__log(BT_LOG_INFO, "reload: %llu connections taken over from the previous "
+				     "generation (%llu bytes carried)%s",
+			(unsigned long long)taken, (unsigned long long)taken_bytes,
+			refused ? ", some refused (logged)" : "");
+}
+
+/* The new generation's end: the old generation's workers hand their
+ * connections over on it (BATCHes of items flagged RESUMED), the old
+ * acceptor says DRAIN once it has stopped accepting, and the end of it is
+ * the end of the old generation. */
 static void on_previous(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents,
 			void *arg)
 {
-	(void)w, (void)revents, (void)arg;
-	char buf[64];
-	ssize_t n;
-	do
-		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if ((n < 0 && errno == EAGAIN) || n > 0)
-		return;
-	/* The previous generation stopped accepting (its end closes after
-	 * its accepts are cancelled): anything its accept woke up for and
-	 * left is ours. */
-	bt__acc_kick_listeners(rt->acc);
-	end_channel(rt, &rt->prev_fd, &prev_watch);
+	(void)w, (void)fd, (void)revents, (void)arg;
+	struct bt_runtime *s = rt;
+	for (int k = 0; k < 64; k++) {
+		struct bt_wire_msg msg;
+		int rc = bt_fdpass_recv(prev_ch, &msg);
+		if (rc == -EAGAIN || rc == -EINTR)
+			return;
+		if (rc <= 0) {
+			if (rc < 0)
+				bt__log_errno(BT_LOG_WARN, rc, "reload: the previous generation's channel");
+			bt__acc_kick_listeners(s->acc);
+			end_previous(s);
+			return;
+		}
+		if (msg.type == BT_WIRE_DRAIN) {
+			/* It stopped accepting: anything its accept woke up for
+			 * and left on the listeners is ours. */
+			bt__acc_kick_listeners(s->acc);
+			continue;
+		}
+		if (msg.type != BT_WIRE_BATCH)
+			continue;
+		for (unsigned i = 0; i < msg.u.batch.n_items; i++) {
+			struct bt_wire_item it = msg.u.batch.items[i];
+			if (it.fd < 0)
+				continue;
+			if (!(it.flags & BT_WIRE_ITEM_RESUMED)) {
+				bt__close(it.fd);
+				continue;
+			}
+			it.peer_len = 0;
+			int prc = bt_acceptor_push(s->acc, &it);
+			if (prc < 0) {
+				refused++;
+				bt__log_errno(BT_LOG_WARN, prc, "reload: taking connection %llu over",
+					      (unsigned long long)it.id);
+				bt__close(it.fd);
+				continue;
+			}
+			taken++;
+			taken_bytes += it.payload_len;
+		}
+	}
 }
 
-/* The new generation's workers run: keep the channel until the previous
- * generation is gone. */
+/* The new generation's workers run: take what the previous generation's
+ * workers hand over, until it is gone. */
 void bt__gen_ready(struct bt_runtime *s)
 {
 	if (s->prev_fd < 0 || prev_watch)
 		return;
-	int rc = bt_runtime_watch_fd(s, &prev_watch, s->prev_fd, BT_WATCH_IN, on_previous, NULL);
-	if (rc < 0)
-		end_channel(s, &s->prev_fd, &prev_watch);
+	int rc = bt_fdpass_open(&prev_ch, s->prev_fd);
+	if (rc == 0) {
+		bt_fdpass_set_nonblock(prev_ch, 1);
+		rc = bt_runtime_watch_fd(s, &prev_watch, s->prev_fd, BT_WATCH_IN, on_previous, NULL);
+	}
+	if (rc < 0) {
+		bt__log_errno(BT_LOG_ERROR, rc, "reload: the channel from the previous generation");
+		end_previous(s);
+	}
 }
 
 /* --- the old generation -------------------------------------------------------------- */
@@ -278,8 +337,19 @@ static void take_over(struct bt_runtime *s)
 	s->handing_over = 1;
 	if (s->attach_fd >= 0 && s->next_fd >= 0)
 		s->attach_kept = 1; /* its path is the new generation's now */
-	bt__sup_drain(s, "reload"); /* the listeners' accepts cancelled first, */
-	end_channel(s, &s->next_fd, &next_watch); /* then the new generation looks */
+	/* Our workers get the channel ahead of their DRAIN, and hand their
+	 * connections over on it at safe points (loop_handover.c). */
+	unsigned n = s->next_fd >= 0 ? bt__acc_handover(s->acc, s->next_fd) : 0;
+	bt__log(BT_LOG_DEBUG, "reload: %u workers hand their connections over", n);
+	bt__sup_drain(s, "reload"); /* the listeners' accepts cancelled, */
+	if (s->next_fd >= 0) {      /* then the new generation looks at them */
+		struct bt_wire_drain d = {.deadline_ms = 0};
+		unsigned char buf[BT_WIRE_HDR_SIZE + BT_WIRE_DRAIN_SIZE];
+		long len = bt_wire_encode_drain(buf, sizeof(buf), 0, &d);
+		if (len > 0 && send(s->next_fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			bt__log_errno(BT_LOG_WARN, -errno, "reload: send(DRAIN) to the new generation");
+	}
+	end_channel(s, &s->next_fd, &next_watch);
 }
 
 static void on_ctl(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents, void *arg)

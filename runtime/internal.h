@@ -81,6 +81,9 @@ int bt__acc_attach_guest(struct bt_acceptor *acc, unsigned idx, struct bt_queue 
  * was this one's (the kernel wakes one waiter of a listener): the new
  * generation looks once that one has stopped. */
 void bt__acc_kick_listeners(struct bt_acceptor *acc);
+/* A reload: every worker of ours (not attached ones) gets a copy of fd, the
+ * channel to the next generation, ahead of its DRAIN.  How many did. */
+unsigned bt__acc_handover(struct bt_acceptor *acc, int fd);
 /* The pid an attached worker's HELLO gave (0: none yet, or forked). */
 uint32_t bt__acc_worker_pid(const struct bt_acceptor *acc, unsigned idx);
 uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);

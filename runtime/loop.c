@@ -210,7 +210,9 @@ int bt_loop_worker_id(const bt_loop_t *loop)
 
 int bt_loop_draining(const bt_loop_t *loop)
 {
-	return loop->draining;
+	/* Handing its connections to the next generation, a loop is not
+	 * draining: they move at their safe points, they need not end. */
+	return loop->draining && !loop->handing_over;
 }
 
 unsigned bt_loop_conns(const bt_loop_t *loop)
@@ -236,14 +238,20 @@ static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
 	bt_conn_t *c = bt__conn_new(loop, it);
 	if (!c)
 		return;
+	c->resumed = (it->flags & BT_WIRE_ITEM_RESUMED) != 0;
 	if (loop->h->on_open)
 		loop->h->on_open(c);
+	/* A connection from the previous generation: what it had read and
+	 * not consumed comes first. */
+	if (c->resumed && it->payload_len && c->state == CONN_OPEN)
+		bt__conn_input(c, it->payload, it->payload_len);
 	if (c->state != CONN_OPEN)
 		return;
 	int rc = loop->ops->conn_start(loop, c);
 	if (rc < 0)
 		bt__conn_ended(c, rc);
-	if (loop->draining && !c->drained && c->state == CONN_OPEN && loop->h->on_drain) {
+	if (loop->draining && !loop->handing_over && !c->drained && c->state == CONN_OPEN &&
+	    loop->h->on_drain) {
 		c->drained = 1;
 		loop->h->on_drain(c);
 	}
@@ -261,8 +269,8 @@ void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms)
 	loop->drain_deadline_ns = bt__now_ns() + (uint64_t)deadline_ms * 1000000ull;
 	bt__log(BT_LOG_DEBUG, "worker %d: draining %u connections, deadline %u ms",
 		loop->cfg.worker_id, loop->nconns, deadline_ms);
-	if (!loop->h->on_drain)
-		return;
+	if (bt__loop_handover_begin(loop) || !loop->h->on_drain)
+		return; /* a reload: they move at their safe points instead */
 	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->state == CONN_OPEN && !c->drained) {
@@ -295,6 +303,10 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 		loop->in->ack(loop, b);
 		for (unsigned i = 0; i < b->n_items; i++) {
 			const struct bt_wire_item *it = &b->items[i];
+			if (it->flags & BT_WIRE_ITEM_HANDOVER) {
+				bt__loop_handover_channel(loop, it->fd);
+				continue;
+			}
 			if (loop->h->on_item) {
 				if (!(it->flags & BT_WIRE_ITEM_LOST))
 					loop->h->on_item(loop, it);
@@ -323,7 +335,9 @@ void bt__loop_consume(bt_loop_t *loop)
 	while ((n = bt_queue_consume(q, items, 64)) > 0) {
 		loop->st.batches++;
 		for (int i = 0; i < n; i++) {
-			if (loop->h->on_item)
+			if (items[i].flags & BT_WIRE_ITEM_HANDOVER)
+				bt__loop_handover_channel(loop, items[i].fd);
+			else if (loop->h->on_item)
 				loop->h->on_item(loop, &items[i]);
 			else if (items[i].fd >= 0)
 				open_conn(loop, &items[i]);
@@ -340,10 +354,13 @@ int bt__loop_tick(bt_loop_t *loop)
 	 * the transport has to retry. */
 	loop->in->tick(loop);
 	bt__loop_flush(loop);
+	bt__loop_handover_tick(loop);
 	uint64_t now = loop->now_ns;
 	if (loop->draining && now >= loop->drain_deadline_ns) {
 		for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 			next = c->next;
+			if (c->state != CONN_DONE)
+				loop->closed_at_deadline++;
 			bt__conn_finish(c, -ETIMEDOUT, 1);
 		}
 	}
@@ -415,6 +432,11 @@ int bt_loop_run(bt_loop_t *loop)
 		loop->cfg.worker_id, loop->ev->name, (unsigned long long)loop->st.conns,
 		(unsigned long long)loop->st.batches, (unsigned long long)loop->st.lost,
 		(unsigned long long)loop->st.wakeups);
+	if (loop->ho)
+		bt__log(BT_LOG_INFO, "worker %d: %llu connections handed over to the next generation "
+				     "(%llu bytes carried), %u closed at the drain deadline",
+			loop->cfg.worker_id, (unsigned long long)loop->handed,
+			(unsigned long long)loop->carried, loop->closed_at_deadline);
 	if (loop->h->on_stop)
 		loop->h->on_stop(loop);
 	return rc;
@@ -462,5 +484,7 @@ void bt_loop_destroy(bt_loop_t *loop)
 	bt_pool_sink_destroy(loop->sink);
 	loop->in->leave(loop); /* e.g. the ACK still owed */
 	bt_queue_inlet_destroy(loop->inlet);
+	if (loop->ho)
+		bt_fdpass_close(loop->ho);
 	free(loop);
 }

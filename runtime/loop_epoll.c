@@ -158,6 +158,16 @@ static void ep_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 		bt__conn_finish(c, c->abort_reason, c->abort_reason != 0);
 }
 
+/* A handover: out of the epoll set; the socket itself is not touched. */
+static void ep_conn_detach(bt_loop_t *loop, bt_conn_t *c)
+{
+	struct ep *e = loop->backend;
+	if (c->registered && epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
+		bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(DEL connection)");
+	c->registered = 0;
+	c->reading = 0;
+}
+
 static void ep_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 {
 	struct ep *e = loop->backend;
@@ -253,4 +263,5 @@ const struct loop_ops bt__loop_epoll_ops = {
 	.conn_flush = ep_conn_flush,
 	.conn_finish = ep_conn_finish,
 	.conn_pause = ep_conn_pause,
+	.conn_detach = ep_conn_detach,
 };

@@ -50,6 +50,9 @@ struct bt_conn {
 	uint8_t pollout;   /* epoll: EPOLLOUT is wanted (a send blocked) */
 	uint8_t registered; /* epoll: the fd is in the epoll set */
 	uint8_t close_queued; /* on the loop's close queue: on_close is due */
+	uint8_t handing;   /* moving to the next generation (loop_handover.c):
+			      reading stopped, its receive being cancelled */
+	uint8_t resumed;   /* came from the previous generation */
 	int close_reason;
 	int abort_reason;  /* CLOSING towards an abort (a file range failed) */
 	unsigned ops;      /* operations in flight that name this conn (sends,
@@ -68,6 +71,9 @@ struct bt_conn {
 	 * flight), delivered when it resumes. */
 	char *held;
 	size_t held_len;
+	/* Handing over: what the handler had read and not consumed. */
+	char *carry;
+	size_t carry_len;
 	uint8_t flush_queued;
 	struct bt_conn *flush_next;
 	struct bt_conn *zombie_next;
@@ -90,6 +96,10 @@ struct loop_ops {
 	void (*conn_flush)(bt_loop_t *loop, bt_conn_t *c);
 	/* Shut the socket and close it; free c when nothing refers to it. */
 	void (*conn_finish)(bt_loop_t *loop, bt_conn_t *c, int abort);
+	/* Stop every operation on c without touching the socket (a handover:
+	 * the fd goes to the next generation); c->reading clears when the
+	 * receive in flight has completed. */
+	void (*conn_detach)(bt_loop_t *loop, bt_conn_t *c);
 	/* Reading was paused (c->paused set) or resumed (cleared): stop or
 	 * start receiving.  An io_uring receive in flight may still complete:
 	 * its bytes go through bt__conn_input, which holds them. */
@@ -170,7 +180,24 @@ struct bt_loop {
 	struct bt_loop_stats st;
 	uint64_t now_ns; /* refreshed once per wake-up */
 	bt_pool_sink_t *sink; /* completions of offloaded jobs */
+	/* A reload (loop_handover.c): the channel to the next generation,
+	 * and whether the drain hands connections over on it. */
+	bt_fdpass_t *ho;
+	int handing_over;
+	unsigned nhanding;
+	uint64_t handed, carried; /* connections and bytes handed over */
+	unsigned closed_at_deadline;
 };
+
+/* Reading resumes (c->paused cleared): held input to on_data, then the
+ * receive re-armed. */
+void bt__conn_resume(bt_conn_t *c);
+
+/* loop_handover.c: a channel to the next generation arrived (an item
+ * BT_WIRE_ITEM_HANDOVER; the loop owns fd); the drain began; each tick. */
+void bt__loop_handover_channel(bt_loop_t *loop, int fd);
+int bt__loop_handover_begin(bt_loop_t *loop);
+void bt__loop_handover_tick(bt_loop_t *loop);
 
 uint64_t bt__now_ns(void);
 

@@ -213,11 +213,38 @@ static void uring_conn_pause(bt_loop_t *loop, bt_conn_t *c)
 		bt__conn_ended(c, -EBUSY);
 }
 
+/* A handover: the receive in flight is cancelled (its completion, with
+ * data or -ECANCELED, clears c->reading); the socket is not touched. */
+static void uring_conn_detach(bt_loop_t *loop, bt_conn_t *c)
+{
+	struct uring *u = loop->backend;
+	if (!c->reading)
+		return;
+	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
+	if (!sqe)
+		return; /* the receive completes when the next bytes come */
+	io_uring_prep_cancel64(sqe, ud(c, OP_RECV), 0);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, 0); /* the core ignores it: -ENOENT/-EALREADY, it completes anyway */
+}
+
 static void on_recv(struct uring *u, bt_conn_t *c, const struct io_uring_cqe *cqe)
 {
 	int res = cqe->res;
 	c->ops--;
 	c->reading = 0;
+	if (c->handing) {
+		/* Bytes that came as it was cancelled go with it (held: reading
+		 * is paused); the end of it is for the next generation to see. */
+		if (res > 0)
+			bt__conn_input(c, u->bufs + (size_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT) *
+						     u->bufsize,
+				       (size_t)res);
+		if (cqe->flags & IORING_CQE_F_BUFFER)
+			recycle(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		bt__conn_maybe_free(c);
+		return;
+	}
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		bt__conn_input(c, u->bufs + (size_t)bid * u->bufsize, (size_t)res);
@@ -336,4 +363,5 @@ const struct loop_ops bt__loop_uring_ops = {
 	.conn_flush = uring_conn_flush,
 	.conn_finish = uring_conn_finish,
 	.conn_pause = uring_conn_pause,
+	.conn_detach = uring_conn_detach,
 };

@@ -52,6 +52,8 @@ struct seen {
 	int writable;       /* on_writable calls */
 	size_t max_pending; /* the most output queued when a write returned 1 */
 	int rc[8];          /* results of the sendfile error cases */
+	int exdev;          /* on_close with -EXDEV: handed over */
+	int resumed;        /* on_open of a connection from the previous generation */
 	int fd_ok[8];
 };
 static struct seen *seen;
@@ -63,6 +65,7 @@ struct cstate {
 	int tail_on_timeout; /* "tail": on_timeout writes above the mark, */
 	int tailing;         /* then on_writable writes the end and closes */
 	size_t pump_left; /* "pump": bytes still to write */
+	int busy;         /* "busy": never at a safe point for a handover */
 };
 #define CSTATE_MAGIC 0x5ea7ed
 
@@ -207,6 +210,11 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 		pump(c);
 		return;
 	}
+	if (len >= 4 && memcmp(data, "busy", 4) == 0) {
+		cstate(c)->busy = 1;
+		bt_conn_write(c, "busy", 4);
+		return;
+	}
 	if (len >= 4 && memcmp(data, "tail", 4) == 0) {
 		cstate(c)->tail_on_timeout = 1;
 		bt_conn_set_timeout(c, 50);
@@ -231,7 +239,7 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 		memcpy(o->buf, (const char *)data + 4, o->len);
 		if (bt_loop_submit(bt_conn_loop(c), NULL, offload_work, offload_done, o) < 0) {
 			free(o);
-			bt_conn_write(c, "busy\n", 5);
+			bt_conn_write(c, "busy", 4);
 		}
 		return;
 	}
@@ -281,11 +289,24 @@ static void echo_close(bt_conn_t *c, int reason)
 	struct cstate *st = bt_conn_data(c);
 	seen->closes++;
 	seen->close_reason = reason;
+	seen->exdev += reason == -EXDEV;
 	if (st) {
 		st->magic = 0; /* poison: a use after this is caught */
 		free(st);
 		bt_conn_set_data(c, NULL);
 	}
+}
+
+/* A reload: every connection is at a safe point, and carries "abc"; one
+ * that said "busy" is not (it finishes here, at the deadline). */
+static int echo_handover(bt_conn_t *c, const void **carry, size_t *len)
+{
+	struct cstate *st = bt_conn_data(c);
+	if (st && st->busy)
+		return 0;
+	*carry = "abc";
+	*len = 3;
+	return 1;
 }
 
 static const struct bt_handler echo = {
@@ -294,6 +315,7 @@ static const struct bt_handler echo = {
 	.on_close = echo_close,
 	.on_writable = echo_writable,
 	.on_timeout = echo_timeout,
+	.on_handover = echo_handover,
 };
 
 static size_t rig_out_high; /* the worker's out_high; 0: the default */
@@ -543,6 +565,92 @@ static void test_wire_heartbeat(void)
 	CHECK_EQ(bt_queue_inflight(r.q), 1); /* reaped below */
 	stop(&r, 0);
 	rig_wire = 0;
+}
+
+/* A reload, the worker's side: a channel to the next generation (an item
+ * flagged HANDOVER), then DRAIN.  Each connection at a safe point moves:
+ * its descriptor and the handler's carried bytes arrive on the channel as
+ * one RESUMED item, the client's socket goes on working through it, and the
+ * worker ends it with -EXDEV; one never at a safe point is closed at the
+ * deadline.  And the other way: a RESUMED item's payload reaches on_data
+ * after on_open. */
+static void test_handover(void)
+{
+	struct rig r;
+	start(&r);
+	int moving = client(&r);
+	expect_echo(moving, "before\n");
+	int busy = client(&r);
+	expect_echo(busy, "busy");
+	/* A connection from "the previous generation", with input carried. */
+	int resumed = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK_SYS(connect(resumed, (struct sockaddr *)&r.addr, sizeof(r.addr)));
+	struct bt_wire_item it;
+	memset(&it, 0, sizeof(it));
+	it.id = ++r.next_id;
+	it.flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_RESUMED;
+	it.fd = accept4(r.lfd, NULL, NULL, SOCK_CLOEXEC);
+	it.payload = "carried\n";
+	it.payload_len = 8;
+	CHECK_OP(bt_queue_push(r.q, &it), >=, 0);
+	CHECK_OP(bt_queue_flush(r.q), >=, 1);
+	char buf[64];
+	CHECK_EQ(read_all(resumed, buf, 8, 5000), 8);
+	CHECK(memcmp(buf, "carried\n", 8) == 0);
+	expect_echo(resumed, "and on\n");
+	close(resumed);
+
+	int ho[2];
+	CHECK_ERR(bt_fdpass_pair(ho, 0), 0);
+	memset(&it, 0, sizeof(it));
+	it.id = ++r.next_id;
+	it.flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_HANDOVER;
+	it.fd = ho[0];
+	CHECK_OP(bt_queue_push(r.q, &it), >=, 0);
+	CHECK_OP(bt_queue_flush(r.q), >=, 1);
+	struct bt_wire_drain d = {.deadline_ms = 1000};
+	unsigned char dbuf[64];
+	long dlen = bt_wire_encode_drain(dbuf, sizeof(dbuf), 0, &d);
+	CHECK_ERR(bt_fdpass_send(bt_queue_channel(r.q), dbuf, (size_t)dlen, NULL, 0), 0);
+
+	bt_fdpass_t *next;
+	CHECK_ERR(bt_fdpass_open(&next, ho[1]), 0);
+	struct pollfd p = {.fd = ho[1], .events = POLLIN};
+	CHECK_EQ(poll(&p, 1, 5000), 1);
+	struct bt_wire_msg m;
+	CHECK_EQ(bt_fdpass_recv(next, &m), 1);
+	CHECK_EQ(m.type, BT_WIRE_BATCH);
+	CHECK_EQ(m.u.batch.n_items, 1);
+	const struct bt_wire_item *got = &m.u.batch.items[0];
+	CHECK_EQ(got->flags & (BT_WIRE_ITEM_FD | BT_WIRE_ITEM_RESUMED),
+		 BT_WIRE_ITEM_FD | BT_WIRE_ITEM_RESUMED);
+	CHECK_EQ(got->payload_len, 3);
+	CHECK(memcmp(got->payload, "abc", 3) == 0);
+	int fd = got->fd;
+	CHECK_OP(fd, >=, 0);
+	/* The same connection: what the client sends now is read here. */
+	CHECK_EQ(write(moving, "there\n", 6), 6);
+	CHECK_EQ(read_all(fd, buf, 6, 5000), 6);
+	CHECK(memcmp(buf, "there\n", 6) == 0);
+	CHECK_EQ(write(fd, "ok\n", 3), 3);
+	CHECK_EQ(read_all(moving, buf, 3, 5000), 3);
+	close(fd);
+	close(moving);
+	/* The busy one is closed at the deadline (1 s): EOF. */
+	CHECK_EQ(read_all(busy, buf, sizeof(buf), 5000), 0);
+	close(busy);
+	int st;
+	CHECK_EQ(waitpid(r.worker, &st, 0), r.worker);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+		CHECK_SKIP("io_uring unavailable");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ(seen->exdev, 1);
+	bt_queue_reap(r.q, NULL, NULL); /* our copy of the channel's end goes */
+	CHECK_EQ(bt_fdpass_recv(next, &m), 0); /* and the worker's is closed */
+	bt_fdpass_close(next);
+	bt_queue_destroy(r.q);
+	bt_queue_shm_destroy(r.shm);
+	close(r.lfd);
 }
 
 /* The inlet handles: every error leaves the caller what it had. */
@@ -1110,6 +1218,7 @@ static const struct check_case cases[] = {
 	{"echo_many", test_echo_many},
 	{"echo_wire_ack", test_echo_wire_ack},
 	{"wire_heartbeat", test_wire_heartbeat},
+	{"handover", test_handover},
 	{"inlet_errors", test_inlet_errors},
 	{"inlet_attach", test_inlet_attach},
 	{"server_close_fin", test_server_close_fin},

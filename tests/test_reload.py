@@ -11,6 +11,7 @@ Usage: test_reload.py BUILD_DIR [case ...]
 Every process a case starts is stopped by pid; waits have deadlines.
 """
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,7 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
-from test_server import (HTTPD, MODE, Server, children, connect, recv_all)  # noqa: E402
+from test_server import (HTTPD, MODE, Server, children, connect, read_response,  # noqa: E402
+                         recv_all)
 
 
 def get_close(port, timeout=5):
@@ -32,7 +34,10 @@ def get_close(port, timeout=5):
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         data = recv_all(s, timeout=timeout)
         s.close()
-        return data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello\n")
+        good = data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello\n")
+        if not good and os.environ.get("DEBUG_RELOAD"):
+            print("get_close: got %r" % data[:300])
+        return good
     except (OSError, AssertionError) as e:
         if os.environ.get("DEBUG_RELOAD"):
             print("get_close:", repr(e))
@@ -75,6 +80,57 @@ def wait_log(srv, needle, timeout=20):
     cases.until(seen, timeout=timeout)
 
 
+class KeepAliveLoad:
+    """n clients, each on one keep-alive connection, a request after a
+    pause of 0-20 ms, again and again: a request that gets no full
+    response is a failure (then the client connects again)."""
+
+    def __init__(self, port, n=32):
+        self.port, self.ok, self.failed, self.stopped = port, 0, 0, False
+        self.reconnects = 0
+        self.lock = threading.Lock()
+        self.ts = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
+        for t in self.ts:
+            t.start()
+
+    def _run(self, i):
+        rnd = random.Random(i)
+        s = None
+        while not self.stopped:
+            try:
+                if s is None:
+                    s = connect(self.port, timeout=5)
+                time.sleep(rnd.random() * 0.02)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                data = b""
+                while not data.endswith(b"hello\n"):
+                    b = s.recv(4096)
+                    if not b:
+                        raise ConnectionResetError("EOF instead of a response")
+                    data += b
+                good = data.startswith(b"HTTP/1.1 200") and data.count(b"HTTP/1.1") == 1
+            except OSError:
+                good = False
+            with self.lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.reconnects += 1
+            if not good and s is not None:
+                s.close()
+                s = None
+        if s is not None:
+            s.close()
+
+    def stop(self):
+        self.stopped = True
+        for t in self.ts:
+            t.join(30)
+            assert not t.is_alive(), "a client hangs"
+        return self.ok, self.failed
+
+
 def reload(srv, n, timeout=20):
     """SIGHUP to the master; wait for 'reload n:' in its log."""
     srv.proc.send_signal(signal.SIGHUP)
@@ -110,6 +166,59 @@ def test_reload_close_load():
         last = wait_one_generation(srv)
         assert last != first
         print("     %d requests, %d failed, over 5 reloads" % (ok, failed))
+    finally:
+        assert srv.stop() == 0, srv.text()[-2000:]
+
+
+def test_reload_keepalive_load():
+    """10 reloads under keep-alive load with pauses between requests (32
+    clients): no request fails, every idle connection moves to the new
+    generation instead of closing."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2")
+    try:
+        load = KeepAliveLoad(srv.port)
+        time.sleep(0.5)
+        t0 = time.time()
+        for i in range(1, 11):
+            reload(srv, i)
+            time.sleep(0.3)
+        ok, failed = load.stop()
+        took = time.time() - t0
+        assert failed == 0 and ok > 100, (ok, failed, srv.text()[-3000:])
+        assert "connections taken over from the previous generation" in srv.text()
+        print("     %d requests, %d failed, over 10 reloads in %.1f s" % (ok, failed, took))
+    finally:
+        assert srv.stop() == 0, srv.text()[-2000:]
+
+
+def test_idle_and_half_head():
+    """A keep-alive connection idle across a reload answers its next
+    request after the old generation has exited: the same socket, no
+    reconnect.  A request head sent half before the reload and half
+    after is answered 200."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2")
+    try:
+        idle = connect(srv.port, timeout=10)
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = read_response(idle)
+        half = connect(srv.port, timeout=10)
+        half.sendall(b"GET / HTTP/1.1\r\nHo")
+        old = srv.acc
+        time.sleep(0.1)  # the half head has reached the server
+        reload(srv, 1)
+
+        def old_gone():
+            assert old not in generations(srv), generations(srv)
+        cases.until(old_gone, timeout=20)
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        again = read_response(idle)
+        assert first[0].startswith(b"HTTP/1.1 200") and again[0].startswith(b"HTTP/1.1 200"), again
+        half.sendall(b"st: t\r\nConnection: close\r\n\r\n")
+        rest = recv_all(half)
+        assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"hello\n"), rest
+        assert "2 connections taken over from the previous generation" in srv.text(), srv.text()
+        idle.close()
+        half.close()
     finally:
         assert srv.stop() == 0, srv.text()[-2000:]
 
@@ -251,7 +360,7 @@ def test_flags_file_changes_listeners():
             wait_one_generation(srv)
             time.sleep(0.2)
             ok, failed = load.stop()
-            assert failed == 0 and ok > 10, (ok, failed)
+            assert failed == 0 and ok > 10, (ok, failed, srv.text()[-4000:])
             assert not get_close(a, timeout=2)  # dropped: refused
             with open(flags, "w") as f:
                 f.write("--listen 127.0.0.1:%d\n--workers nonsense\n" % b)

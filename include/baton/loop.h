@@ -105,6 +105,17 @@ struct bt_handler {
 	 * more.  Reading the connection resumes after it returns (if the
 	 * output is still at or below the high-water mark). */
 	void (*on_writable)(bt_conn_t *c);
+	/* Since 0.3 (ABI 1, appended): optional.  A reload moves connections
+	 * to the next generation of the server instead of closing them
+	 * (docs/reload.md).  While it does, the loop asks this of every open
+	 * connection with no output queued, at every turn: return 1 if c is
+	 * at a safe point (between requests), with *carry and *carry_len set
+	 * to the bytes it has read and not consumed (copied at once; they
+	 * reach the next generation's on_data before anything else), or 0 if
+	 * not now.  A connection moved ends here with on_close(c, -EXDEV).
+	 * Without this callback, or one never at a safe point before the
+	 * drain deadline, connections finish here as on SIGTERM. */
+	int (*on_handover)(bt_conn_t *c, const void **carry, size_t *carry_len);
 };
 
 enum bt_backend {
@@ -303,6 +314,9 @@ BT_API int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *le
  * connection is ending (closed or aborted, on_close due), the value a
  * descriptor check `fd < 0` expects; no errno is set. */
 BT_API int bt_conn_fd(const bt_conn_t *c);
+/* 1 if c was handed over by the previous generation of the server (a
+ * reload: docs/reload.md), else 0. */
+BT_API int bt_conn_resumed(const bt_conn_t *c);
 BT_API void bt_conn_set_data(bt_conn_t *c, void *data);
 BT_API void *bt_conn_data(const bt_conn_t *c);
 BT_API bt_loop_t *bt_conn_loop(const bt_conn_t *c);

@@ -54,8 +54,16 @@ enum bt_wire_type {
 #define BT_WIRE_ITEM_FD 0x1u       /* the item carries a descriptor */
 #define BT_WIRE_ITEM_LOST 0x2u     /* receiver only: its descriptor did not
                                       arrive (MSG_CTRUNC); never on the wire */
+/* Since 0.3, between generations of one server (docs/reload.md): */
+#define BT_WIRE_ITEM_HANDOVER 0x4u /* the descriptor is a channel to the next
+                                      generation: hand idle connections over
+                                      on it (to a worker, before DRAIN) */
+#define BT_WIRE_ITEM_RESUMED 0x8u  /* a connection handed over by the previous
+                                      generation; its payload is input read
+                                      there and not consumed */
 #define BT_WIRE_ITEM_APP_MASK 0xffff0000u
-#define BT_WIRE_ITEM_WIRE_MASK (BT_WIRE_ITEM_FD | BT_WIRE_ITEM_APP_MASK)
+#define BT_WIRE_ITEM_WIRE_MASK                                                                  \
+	(BT_WIRE_ITEM_FD | BT_WIRE_ITEM_HANDOVER | BT_WIRE_ITEM_RESUMED | BT_WIRE_ITEM_APP_MASK)
 
 /*
  * One work item.  When encoding, fd is the descriptor to send (used only by
