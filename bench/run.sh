@@ -8,6 +8,9 @@
 #   bench/run.sh conns ARGS...   with options (try --help)
 #   bench/run.sh fdpass ARGS...  descriptors/s through SCM_RIGHTS by batch size
 #   bench/run.sh load ARGS...    the load generator alone
+#   bench/run.sh reload ARGS...  reloads under keep-alive load: baton, a
+#                                restart of baton, nginx and HAProxy
+#                                (bench/reload_bench.py; about 2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .ci/deps bench
@@ -20,5 +23,6 @@ cmd=${1:-conns}
 case $cmd in
   conns) exec build/release/bench/baton-bench conns --csv build/results/conns.csv "$@" ;;
   fdpass) exec build/release/bench/baton-bench fdpass --csv build/results/fdpass.csv "$@" ;;
+  reload) exec python3 bench/reload_bench.py build/release "$@" ;;
   *) exec build/release/bench/baton-bench "$cmd" "$@" ;;
 esac

@@ -31,6 +31,13 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
 		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps,
 		(unsigned long long)st.lagged, (unsigned long long)st.pushed);
+	if (s->taken || s->taken_refused || s->prev_fd >= 0)
+		fprintf(stderr,
+			"  reload: taken over %llu connections (%llu bytes carried) from the previous "
+			"generation, refused %llu%s\n",
+			(unsigned long long)s->taken, (unsigned long long)s->taken_bytes,
+			(unsigned long long)s->taken_refused,
+			s->prev_fd >= 0 ? ", the previous generation still finishing" : "");
 	unsigned guests = s->attach_fd >= 0 || s->attached ? BT_RUNTIME_MAX_ATTACHED : 0;
 	for (unsigned i = 0; i < s->nslots + guests; i++) {
 		bt_queue_t *q = bt_acceptor_queue(s->acc, i);

@@ -180,7 +180,6 @@ static void end_channel(struct bt_runtime *s, int *fd, bt_runtime_watch_t **w)
 }
 
 static bt_fdpass_t *prev_ch;
-static uint64_t taken, taken_bytes, refused;
 
 static void end_previous(struct bt_runtime *s)
 {
@@ -193,11 +192,11 @@ static void end_previous(struct bt_runtime *s)
 		bt__close(s->prev_fd);
 	prev_ch = NULL;
 	s->prev_fd = -1;
-	if (taken || refused)
+	if (s->taken || s->taken_refused)
 		bt__log(BT_LOG_INFO, "reload: %llu connections taken over from the previous "
 				     "generation (%llu bytes carried)%s",
-			(unsigned long long)taken, (unsigned long long)taken_bytes,
-			refused ? ", some refused (logged)" : "");
+			(unsigned long long)s->taken, (unsigned long long)s->taken_bytes,
+			s->taken_refused ? ", some refused (logged)" : "");
 }
 
 /* The new generation's end: the old generation's workers hand their
@@ -240,14 +239,14 @@ static void on_previous(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigne
 			it.peer_len = 0;
 			int prc = bt_acceptor_push(s->acc, &it);
 			if (prc < 0) {
-				refused++;
+				s->taken_refused++;
 				bt__log_errno(BT_LOG_WARN, prc, "reload: taking connection %llu over",
 					      (unsigned long long)it.id);
 				bt__close(it.fd);
 				continue;
 			}
-			taken++;
-			taken_bytes += it.payload_len;
+			s->taken++;
+			s->taken_bytes += it.payload_len;
 		}
 	}
 }

@@ -119,6 +119,7 @@ struct bt_runtime {
 	int prev_fd;     /* the handover channel from the previous generation, -1 */
 	int next_fd;     /* the handover channel to the next one, -1 */
 	int handing_over; /* old: the new generation took over; we finish */
+	uint64_t taken, taken_bytes, taken_refused; /* new: connections handed to us */
 	int lkeep[BT_RUNTIME_MAX_LISTEN + 64]; /* the listeners the acceptor owns */
 	char lrole[BT_RUNTIME_MAX_LISTEN + 64]; /* 'L' --listen, 'S' from systemd */
 	int nkeep;

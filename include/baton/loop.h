@@ -11,8 +11,10 @@
  *   on_data   bytes arrived: data is valid only during the call;
  *   on_close  the connection is finished: the peer closed it (reason 0),
  *             an error (-errno), bt_conn_close (0), bt_conn_abort
- *             (-ECONNABORTED), or the drain deadline (-ETIMEDOUT).  The
- *             conn pointer is invalid after it returns.
+ *             (-ECONNABORTED), the drain deadline (-ETIMEDOUT), or a
+ *             reload that moved it to the next generation (-EXDEV, see
+ *             on_handover).  The conn pointer is invalid after it
+ *             returns.
  *
  * Callbacks may close.  Any callback may call bt_conn_close or
  * bt_conn_abort on any connection; on_close never runs inside those calls
