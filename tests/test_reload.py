@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -321,6 +322,30 @@ def test_flags_file_changes_listeners():
             assert get_close(b)
         finally:
             assert srv.stop() == 0, srv.text()[-2000:]
+
+
+def test_attach_listener_moves():
+    """The --attach listener passes to the new generation too: after a
+    reload a worker attaches there (the path is not removed by the old
+    generation, and nothing is bound twice)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "attach.sock")
+        srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1", "--attach", path)
+        w = None
+        try:
+            reload(srv, 1)
+            wait_one_generation(srv)
+            assert os.path.exists(path)
+            w = subprocess.Popen([HTTPD, "--worker-of", path], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_log(srv, "attached: pid %d" % w.pid)
+            for _ in range(20):
+                assert get_close(srv.port)
+        finally:
+            if w:
+                cases.terminate(w)
+            assert srv.stop() == 0, srv.text()[-2000:]
+        assert not os.path.exists(path)
 
 
 def test_sd_notify_reload():
