@@ -224,7 +224,7 @@ static void reload(struct master *m)
 	char mono[64];
 	snprintf(mono, sizeof(mono), "MONOTONIC_USEC=%llu", (unsigned long long)monotonic_us());
 	bt__notify_text(mono);
-	int ho;
+	int ho = -1;
 	if (spawn_next(m, &ho) < 0) {
 		m->failed++;
 		bt__notify_text("READY=1\nSTATUS=reload failed: serving on");
