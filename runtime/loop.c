@@ -241,15 +241,17 @@ static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
 	c->resumed = (it->flags & BT_WIRE_ITEM_RESUMED) != 0;
 	if (loop->h->on_open)
 		loop->h->on_open(c);
-	/* A connection from the previous generation: what it had read and
-	 * not consumed comes first. */
-	if (c->resumed && it->payload_len && c->state == CONN_OPEN)
-		bt__conn_input(c, it->payload, it->payload_len);
 	if (c->state != CONN_OPEN)
 		return;
 	int rc = loop->ops->conn_start(loop, c);
 	if (rc < 0)
 		bt__conn_ended(c, rc);
+	/* A connection from the previous generation: what it had read and
+	 * not consumed comes first (a receive just armed completes after
+	 * this returns; the backend has the socket, so a reply that closes
+	 * it goes out as any other). */
+	if (c->resumed && it->payload_len && c->state == CONN_OPEN)
+		bt__conn_input(c, it->payload, it->payload_len);
 	if (loop->draining && !loop->handing_over && !c->drained && c->state == CONN_OPEN &&
 	    loop->h->on_drain) {
 		c->drained = 1;
