@@ -330,7 +330,9 @@ static void promote(struct master *m, struct gen *g)
 
 /* --- the generations' messages and ends ---------------------------------------- */
 
-static void on_ctl(struct master *m, struct gen *g)
+/* One message from a generation's control channel: 1, or 0 when there is
+ * none (now, or any more). */
+static int on_ctl(struct master *m, struct gen *g)
 {
 	char buf[600];
 	ssize_t n;
@@ -338,17 +340,17 @@ static void on_ctl(struct master *m, struct gen *g)
 		n = recv(g->ctl, buf, sizeof(buf) - 1, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && errno == EAGAIN)
-		return;
+		return 0;
 	if (n <= 0) {
 		/* It is ending: its exit is reaped (a new generation that closes
 		 * the channel and lives on meets the reload's deadline). */
 		bt__close(g->ctl);
 		g->ctl = -1;
-		return;
+		return 0;
 	}
 	buf[n] = 0;
 	if (buf[0] != 'N')
-		return;
+		return 1;
 	/* sd_notify from a generation: MAINPID is ours, READY=1 of a new
 	 * generation is the reload's success. */
 	char out[600];
@@ -368,12 +370,13 @@ static void on_ctl(struct master *m, struct gen *g)
 	}
 	if (ready && g->role == STARTING) {
 		promote(m, g);
-		return;
+		return 1;
 	}
 	if (ready)
 		o += (size_t)snprintf(out + o, sizeof(out) - o, "\nMAINPID=%ld", (long)getpid());
 	if (g->role == SERVING && o)
 		bt__notify_text(out);
+	return 1;
 }
 
 static void reap(struct master *m)
@@ -393,6 +396,11 @@ static void reap(struct master *m)
 		else
 			snprintf(how, sizeof(how), "was killed by signal %d", WTERMSIG(st));
 		int code = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+		/* What it said before it ended (STOPPING=1, say) is still
+		 * queued: relay it before its channel goes.  (A new generation's
+		 * late READY=1 must not promote it: it is gone.) */
+		while (g->role == SERVING && g->ctl >= 0 && on_ctl(m, g))
+			;
 		switch (g->role) {
 		case STARTING:
 			rollback(m, g, how);
@@ -523,8 +531,7 @@ static int restore(struct master *m, const char *env)
 
 int bt__master_wanted(const struct bt_runtime *s)
 {
-	return !s->has_producer && !s->cfg->worker_of && bt__saved_argv() && bt__exe_path() &&
-	       !getenv("BATON_NO_MASTER");
+	return !s->has_producer && !s->cfg->worker_of && bt__saved_argv() && bt__exe_path();
 }
 
 int bt__master_run(struct bt_runtime *s)
