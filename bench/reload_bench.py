@@ -137,13 +137,10 @@ def stop(proc, sig=signal.SIGTERM):
             proc.wait()
 
 
-class Baton:
-    name = "baton"
-
-    def __init__(self, build, port, d):
-        self.argv = [os.path.join(build, "apps", "baton-httpd"), "--listen",
-                     "127.0.0.1:%d" % port, "--workers", "2"]
-        self.port = port
+class Design:
+    """A server started from argv, reloaded and stopped by signals to its
+    main process."""
+    reload_sig, stop_sig = signal.SIGHUP, signal.SIGTERM
 
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
@@ -151,25 +148,35 @@ class Baton:
         wait_port(self.port, self.proc)
 
     def reload(self):
-        self.proc.send_signal(signal.SIGHUP)
+        self.proc.send_signal(self.reload_sig)
 
     def stop(self):
-        stop(self.proc)
+        stop(self.proc, self.stop_sig)
+
+
+class Baton(Design):
+    name = "baton"
+
+    def __init__(self, build, port, d):
+        self.argv = [os.path.join(build, "apps", "baton-httpd"), "--listen",
+                     "127.0.0.1:%d" % port, "--workers", "2"]
+        self.port = port
 
 
 class BatonRestart(Baton):
     name = "baton-restart"
 
     def reload(self):
-        stop(self.proc)
+        self.stop()
         self.start()
 
 
-class Nginx:
+class Nginx(Design):
     name = "nginx"
+    stop_sig = signal.SIGQUIT  # graceful
 
     def __init__(self, build, port, d):
-        self.port, self.d = port, d
+        self.port = port
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
             f.write("worker_processes 2;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\n"
@@ -182,23 +189,14 @@ class Nginx:
                     % (d, d, d, d, d, d, d, port))
         self.argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-p", d]
 
-    def start(self):
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.proc)
 
-    def reload(self):
-        self.proc.send_signal(signal.SIGHUP)
-
-    def stop(self):
-        stop(self.proc, signal.SIGQUIT)
-
-
-class Haproxy(Nginx):
+class Haproxy(Design):
     name = "haproxy"
+    reload_sig = signal.SIGUSR2  # master-worker reload
+    stop_sig = signal.SIGUSR1    # soft stop: finish, then exit
 
     def __init__(self, build, port, d):
-        self.port, self.d = port, d
+        self.port = port
         conf = os.path.join(d, "haproxy.cfg")
         with open(conf, "w") as f:
             f.write("global\n  master-worker\n  nbthread 2\n"
@@ -209,12 +207,6 @@ class Haproxy(Nginx):
                     "  http-request return status 200 content-type text/plain string hello\n"
                     % (d, port))
         self.argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-W", "-db", "-f", conf]
-
-    def reload(self):
-        self.proc.send_signal(signal.SIGUSR2)
-
-    def stop(self):
-        stop(self.proc, signal.SIGUSR1)  # soft stop: finish, then exit
 
 
 DESIGNS = {"baton": Baton, "baton-restart": BatonRestart, "nginx": Nginx, "haproxy": Haproxy}

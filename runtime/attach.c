@@ -99,7 +99,6 @@ void bt__sup_attach_watch(struct bt_runtime *s, uint64_t now, uint64_t limit)
 			  : -errno;
 		if (err == 0) {
 			g->killing = 1;
-			s->attached_stuck++;
 			bt__log(BT_LOG_ERROR,
 				"worker %u (attached, pid %ld, uid %lu): no ACK for %llu ms with %u "
 				"connections open and %u unacknowledged: stuck (--worker-timeout %u): "
@@ -108,7 +107,6 @@ void bt__sup_attach_watch(struct bt_runtime *s, uint64_t now, uint64_t limit)
 			bt__notify("STATUS=attached worker pid %ld stuck for %llu ms: killed", g->pid, ms);
 		} else if (!g->stuck_logged) {
 			g->stuck_logged = 1;
-			s->attached_stuck++;
 			bt__log(BT_LOG_ERROR,
 				"worker %u (attached, pid %ld, uid %lu): no ACK for %llu ms with %u "
 				"connections open and %u unacknowledged: stuck (--worker-timeout %u), "

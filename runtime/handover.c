@@ -63,12 +63,8 @@ int bt__gen_from_env(struct bt_runtime *s)
 
 static int wanted_spec(const struct bt_runtime *s, int fd, int *used)
 {
-	const char *const *specs = s->cfg->listen;
-	unsigned count = s->cfg->nlisten;
-	if (count == 0 && s->cfg->default_listen) {
-		specs = &s->cfg->default_listen;
-		count = 1;
-	}
+	unsigned count;
+	const char *const *specs = bt__sup_listen_specs(s, &count);
 	for (unsigned i = 0; i < count; i++)
 		if (!used[i] && bt__listen_matches(specs[i], fd))
 			return (int)i;
@@ -137,9 +133,10 @@ int bt__gen_take_listeners(struct bt_runtime *s)
 	if (activated)
 		return 0;
 	/* Ours in the order of the flags; the rest bound as at a start. */
-	unsigned count = s->cfg->nlisten ? s->cfg->nlisten : s->cfg->default_listen ? 1 : 0;
+	unsigned count;
+	const char *const *specs = bt__sup_listen_specs(s, &count);
 	for (unsigned i = 0; i < count; i++) {
-		const char *spec = s->cfg->nlisten ? s->cfg->listen[i] : s->cfg->default_listen;
+		const char *spec = specs[i];
 		char desc[160];
 		int fd = slot[i];
 		if (fd >= 0) {
@@ -333,7 +330,6 @@ static void take_over(struct bt_runtime *s)
 {
 	bt__log(BT_LOG_INFO, "reload: a new generation serves: this one stops accepting and "
 			     "finishes its connections");
-	s->handing_over = 1;
 	if (s->attach_fd >= 0 && s->next_fd >= 0)
 		s->attach_kept = 1; /* its path is the new generation's now */
 	/* Our workers get the channel ahead of their DRAIN, and hand their

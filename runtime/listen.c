@@ -64,19 +64,17 @@ bound:
 	return fd;
 }
 
-int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
+/* An IP spec ("HOST:PORT", "[IPV6]:PORT", "*:PORT") to its address: 0 and
+ * *res (freeaddrinfo it), or -EINVAL, logged unless quiet. */
+static int resolve(const char *spec, struct addrinfo **res, int quiet)
 {
-	if (!spec || !*spec)
-		return -EINVAL;
-	if (spec[0] == '/' || spec[0] == '.')
-		return open_unix(spec, backlog, desc, dlen);
-
 	char host[256];
 	const char *port;
 	if (spec[0] == '[') {
 		const char *close = strchr(spec, ']');
 		if (!close || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host)) {
-			bt__log(BT_LOG_ERROR, "listen %s: expected [IPV6]:PORT", spec);
+			if (!quiet)
+				bt__log(BT_LOG_ERROR, "listen %s: expected [IPV6]:PORT", spec);
 			return -EINVAL;
 		}
 		memcpy(host, spec + 1, (size_t)(close - spec - 1));
@@ -85,7 +83,9 @@ int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
 	} else {
 		const char *colon = strrchr(spec, ':');
 		if (!colon || (size_t)(colon - spec) >= sizeof(host) || strchr(spec, ':') != colon) {
-			bt__log(BT_LOG_ERROR, "listen %s: expected HOST:PORT, [IPV6]:PORT or a path", spec);
+			if (!quiet)
+				bt__log(BT_LOG_ERROR,
+					"listen %s: expected HOST:PORT, [IPV6]:PORT or a path", spec);
 			return -EINVAL;
 		}
 		memcpy(host, spec, (size_t)(colon - spec));
@@ -95,17 +95,30 @@ int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
 	char *end;
 	long p = strtol(port, &end, 10);
 	if (!*port || *end || p < 0 || p > 65535) {
-		bt__log(BT_LOG_ERROR, "listen %s: '%s' is not a port (0..65535)", spec, port);
+		if (!quiet)
+			bt__log(BT_LOG_ERROR, "listen %s: '%s' is not a port (0..65535)", spec, port);
 		return -EINVAL;
 	}
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
 				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-	struct addrinfo *res = NULL;
-	int gai = getaddrinfo(*host && strcmp(host, "*") ? host : NULL, port, &hints, &res);
+	int gai = getaddrinfo(*host && strcmp(host, "*") ? host : NULL, port, &hints, res);
 	if (gai != 0) {
-		bt__log(BT_LOG_ERROR, "listen %s: getaddrinfo: %s", spec, gai_strerror(gai));
+		if (!quiet)
+			bt__log(BT_LOG_ERROR, "listen %s: getaddrinfo: %s", spec, gai_strerror(gai));
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
+{
+	if (!spec || !*spec)
+		return -EINVAL;
+	if (spec[0] == '/' || spec[0] == '.')
+		return open_unix(spec, backlog, desc, dlen);
+	struct addrinfo *res = NULL;
+	if (resolve(spec, &res, 0) < 0)
+		return -EINVAL;
 	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		int err = -errno;
@@ -155,27 +168,8 @@ int bt__listen_matches(const char *spec, int fd)
 		return ss.ss_family == AF_UNIX && sl > offsetof(struct sockaddr_un, sun_path) &&
 		       strncmp(sun->sun_path, spec, sizeof(sun->sun_path)) == 0;
 	}
-	char host[256];
-	const char *port;
-	if (spec[0] == '[') {
-		const char *close = strchr(spec, ']');
-		if (!close || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
-			return 0;
-		memcpy(host, spec + 1, (size_t)(close - spec - 1));
-		host[close - spec - 1] = 0;
-		port = close + 2;
-	} else {
-		const char *colon = strrchr(spec, ':');
-		if (!colon || (size_t)(colon - spec) >= sizeof(host))
-			return 0;
-		memcpy(host, spec, (size_t)(colon - spec));
-		host[colon - spec] = 0;
-		port = colon + 1;
-	}
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
-	if (getaddrinfo(*host && strcmp(host, "*") ? host : NULL, port, &hints, &res) != 0)
+	if (resolve(spec, &res, 1) < 0)
 		return 0;
 	int same = 0;
 	if (res->ai_family == ss.ss_family && res->ai_family == AF_INET) {

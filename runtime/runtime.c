@@ -98,6 +98,16 @@ void bt__sup_schedule(struct bt_runtime *s)
 				  on_timer, s);
 }
 
+const char *const *bt__sup_listen_specs(const struct bt_runtime *s, unsigned *count)
+{
+	if (s->cfg->nlisten == 0 && s->cfg->default_listen) {
+		*count = 1;
+		return &s->cfg->default_listen;
+	}
+	*count = s->cfg->nlisten;
+	return s->cfg->listen;
+}
+
 /* Close the listeners opened so far. */
 static void close_listeners(struct bt_runtime *s)
 {
@@ -138,12 +148,8 @@ static int open_listeners(struct bt_runtime *s)
 		}
 		return 0;
 	}
-	const char *const *specs = cfg->listen;
-	unsigned count = cfg->nlisten;
-	if (count == 0 && cfg->default_listen) {
-		specs = &cfg->default_listen;
-		count = 1;
-	}
+	unsigned count;
+	const char *const *specs = bt__sup_listen_specs(s, &count);
 	if (count == 0 && s->has_producer)
 		return 0; /* a work queue alone */
 	if (count == 0) {

@@ -113,12 +113,10 @@ struct bt_runtime {
 		int killing;
 		int stuck_logged; /* stuck, and we may not kill it: said once */
 	} guest[BT_RUNTIME_MAX_ATTACHED];
-	unsigned attached_stuck; /* attached workers found stuck */
 	/* Generations (master.c, handover.c). */
 	int ctl_fd;      /* to the master, -1: none (no master) */
 	int prev_fd;     /* the handover channel from the previous generation, -1 */
 	int next_fd;     /* the handover channel to the next one, -1 */
-	int handing_over; /* old: the new generation took over; we finish */
 	uint64_t taken, taken_bytes, taken_refused; /* new: connections handed to us */
 	int lkeep[BT_RUNTIME_MAX_LISTEN + 64]; /* the listeners the acceptor owns */
 	char lrole[BT_RUNTIME_MAX_LISTEN + 64]; /* 'L' --listen, 'S' from systemd */
@@ -130,6 +128,9 @@ struct bt_runtime {
 /* runtime.c */
 /* The loop config of worker loop slot, but for its transport. */
 void bt__sup_loop_config(const struct bt_runtime *s, unsigned slot, struct bt_loop_config *lc);
+/* The --listen specs in force: the flags', else the program's default
+ * (count 0: none). */
+const char *const *bt__sup_listen_specs(const struct bt_runtime *s, unsigned *count);
 /* --pin: the CPU of worker loop slot. */
 cpu_set_t bt__sup_cpu(unsigned slot);
 /* Arm the acceptor's timer for the next thing due. */
