@@ -101,8 +101,8 @@ int bt__acc_create_with(bt_acceptor_t **out, const struct bt_acceptor_config *cf
 	if (!acc)
 		return -ENOMEM;
 	acc->cfg = c;
-	acc->nw = max_workers;
-	acc->w = calloc(max_workers, sizeof(*acc->w));
+	acc->cap = max_workers;
+	acc->w = calloc(max_workers ? max_workers : 1, sizeof(*acc->w));
 	acc->bcap = 1024;
 	acc->backlog = malloc(acc->bcap * sizeof(*acc->backlog));
 	if (!acc->w || !acc->backlog) {
@@ -448,14 +448,17 @@ void bt_acceptor_timer(bt_acceptor_t *acc, unsigned ms, void (*cb)(void *ctx), v
 
 /* --- the loop ------------------------------------------------------------------ */
 
+/* DRAIN to every worker (the whole acceptor drains) or to the retiring
+ * ones, once nothing is pending for them. */
 static void send_drains(bt_acceptor_t *acc)
 {
 	for (unsigned i = 0; i < acc->nw; i++) {
 		struct worker *w = &acc->w[i];
-		if (!w->q || w->dead || w->drain_sent || w->sending || bt_queue_pending(w->q))
+		if (!w->q || w->dead || w->drain_sent || w->sending || bt_queue_pending(w->q) ||
+		    (!acc->draining && !w->retiring))
 			continue;
 		/* Non-blocking: a full channel is retried at the next wake-up. */
-		if (bt_queue_send_drain(w->q, acc->drain_ms) == 0)
+		if (bt_queue_send_drain(w->q, acc->draining ? acc->drain_ms : w->retire_ms) == 0)
 			w->drain_sent = 1;
 	}
 }
@@ -538,7 +541,7 @@ static void end_of_wakeup(bt_acceptor_t *acc)
 	}
 	if (accepting(acc))
 		arm_all_listeners(acc);
-	if (acc->draining)
+	if (acc->draining || acc->retiring)
 		send_drains(acc);
 }
 

@@ -88,6 +88,14 @@ void bt__acc_give_back(void *ctx, const struct bt_wire_item *it)
 	struct held h;
 	if ((it->flags & BT_WIRE_ITEM_FD) && it->fd < 0)
 		return;
+	if (it->flags & BT_WIRE_ITEM_HANDOVER) {
+		/* A channel to hand over on was for that worker alone (a
+		 * reload, or it was retiring): another must not drain on it. */
+		if (it->fd >= 0)
+			bt__close(it->fd);
+		acc->internal--;
+		return;
+	}
 	if (held_from(&h, it) < 0 || backlog_push(acc, &h) < 0) {
 		drop(acc, &h);
 		return;
@@ -100,7 +108,8 @@ void bt__acc_give_back(void *ctx, const struct bt_wire_item *it)
 static int usable(const bt_acceptor_t *acc, const struct worker *w)
 {
 	(void)acc;
-	return w->q && !w->dead && !w->full && !w->rest_until_ns && !w->await_hello;
+	return w->q && !w->dead && !w->full && !w->rest_until_ns && !w->await_hello &&
+	       !w->retiring;
 }
 
 /* Usable, and acknowledging: the first choice of every policy. */

@@ -43,6 +43,10 @@ struct worker {
 	 * HELLO; its pid, from the HELLO. */
 	uint8_t await_hello;
 	uint8_t guest;       /* attached (bt__acc_attach_guest), not ours */
+	/* Retiring (bt__acc_retire): nothing new goes to it; DRAIN with
+	 * retire_ms once its pending batch is back with the others. */
+	uint8_t retiring;
+	unsigned retire_ms;
 	uint32_t pid;
 	struct bt_queue_stats gone; /* of earlier queues in this slot */
 };
@@ -101,7 +105,9 @@ struct bt_acceptor {
 	struct listener l[BT_MAX_LISTENERS];
 	unsigned nl;
 	struct worker *w;
-	unsigned nw;      /* capacity */
+	unsigned cap;     /* capacity: slots 0..cap-1 */
+	unsigned nw;      /* slots ever attached, +1 at most: the loops' bound */
+	unsigned retiring; /* workers told to drain alone (bt__acc_retire) */
 	unsigned alive;   /* attached and not dead */
 	uint64_t newest_owed_ns; /* dispatch's fallback: the least behind's owed_since_ns */
 	unsigned rr;
@@ -138,6 +144,10 @@ struct bt_acceptor {
 	uint64_t now_ns;
 	struct bt_acceptor_stats st;
 	uint64_t batches_gone, items_gone; /* of queues since destroyed */
+	/* Channels given to our own workers to hand connections over on (a
+	 * reload, a retiring worker), less those closed unread because their
+	 * worker died: items that are neither accepted nor pushed. */
+	uint64_t internal;
 };
 
 uint64_t bt__now_ns(void);

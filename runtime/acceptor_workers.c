@@ -17,7 +17,7 @@
 
 int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 {
-	if (!acc || !q || idx >= acc->nw)
+	if (!acc || !q || idx >= acc->cap)
 		return -EINVAL;
 	if (acc->w[idx].q)
 		return -EBUSY; /* the previous one is still being reclaimed */
@@ -26,6 +26,8 @@ int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 	acc->w[idx].gone = gone;
 	acc->w[idx].q = q;
 	acc->alive++;
+	if (idx >= acc->nw)
+		acc->nw = idx + 1; /* the loops look no further */
 	if (bt_queue_channel(q)) /* messages and EOF from the worker */
 		acc->ops->arm_channel(acc, idx);
 	return 0;
@@ -57,6 +59,7 @@ unsigned bt__acc_handover(bt_acceptor_t *acc, int fd)
 			bt__close(it.fd);
 			continue;
 		}
+		acc->internal++;
 		bt__acc_flush_worker(acc, i);
 		n++;
 	}
@@ -65,12 +68,12 @@ unsigned bt__acc_handover(bt_acceptor_t *acc, int fd)
 
 uint32_t bt__acc_worker_pid(const bt_acceptor_t *acc, unsigned idx)
 {
-	return idx < acc->nw ? acc->w[idx].pid : 0;
+	return idx < acc->cap ? acc->w[idx].pid : 0;
 }
 
 void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
 {
-	if (!acc || idx >= acc->nw)
+	if (!acc || idx >= acc->cap)
 		return;
 	struct worker *w = &acc->w[idx];
 	if (!w->q || w->dead)
@@ -109,8 +112,37 @@ void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx)
 	gone.full += qs.full;
 	gone.toomanyrefs += qs.toomanyrefs;
 	bt_queue_destroy(w->q);
+	if (w->retiring)
+		acc->retiring--;
 	memset(w, 0, sizeof(*w));
 	w->gone = gone;
+}
+
+void bt__acc_retire(bt_acceptor_t *acc, unsigned idx, unsigned deadline_ms, int handover_fd)
+{
+	struct worker *w = idx < acc->cap ? &acc->w[idx] : NULL;
+	if (!w || !w->q || w->dead || w->retiring) {
+		if (handover_fd >= 0)
+			bt__close(handover_fd);
+		return;
+	}
+	w->retiring = 1;
+	w->retire_ms = deadline_ms;
+	acc->retiring++;
+	/* Dispatch passes it over from now on.  What is pending for it still
+	 * goes (it serves it), then the channel to hand its connections
+	 * back on, then DRAIN (send_drains, once nothing is pending). */
+	if (handover_fd >= 0) {
+		struct bt_wire_item it = {.id = ++acc->next_id, .accept_ns = acc->now_ns,
+					  .flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_HANDOVER,
+					  .fd = handover_fd};
+		if (bt_queue_push(w->q, &it) < 0) {
+			bt__close(handover_fd);
+		} else {
+			acc->internal++;
+			bt__acc_flush_worker(acc, idx);
+		}
+	}
 }
 
 void bt_acceptor_get_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
@@ -119,7 +151,7 @@ void bt_acceptor_get_worker_stats_sized(const bt_acceptor_t *acc, unsigned idx,
 	struct bt_queue_stats st, *out = &st;
 	memset(out, 0, sizeof(*out));
 	out->size = sizeof(st);
-	if (!acc || idx >= acc->nw) {
+	if (!acc || idx >= acc->cap) {
 		bt__sized_out(dst, size, &st, sizeof(st));
 		return;
 	}
@@ -147,7 +179,7 @@ unsigned bt_acceptor_workers(const bt_acceptor_t *acc)
 
 bt_queue_t *bt_acceptor_queue(bt_acceptor_t *acc, unsigned idx)
 {
-	return acc && idx < acc->nw ? acc->w[idx].q : NULL;
+	return acc && idx < acc->cap ? acc->w[idx].q : NULL;
 }
 
 unsigned bt_acceptor_held(const bt_acceptor_t *acc)

@@ -212,6 +212,22 @@ static int set_pid_file(struct bt_runtime_config *cfg, const char *v)
 	return 0;
 }
 
+static int set_control(struct bt_runtime_config *cfg, const char *v)
+{
+	if (!*v || strlen(v) > 107)
+		return -1;
+	cfg->control = v;
+	return 0;
+}
+
+static void show_control(const struct bt_runtime_config *cfg, char *buf, size_t cap)
+{
+	if (cfg->control)
+		snprintf(buf, cap, "%s", cfg->control);
+	else
+		snprintf(buf, cap, "$RUNTIME_DIRECTORY/control when set, else none");
+}
+
 static int set_flags_file(struct bt_runtime_config *cfg, const char *v)
 {
 	(void)cfg, (void)v;
@@ -290,6 +306,9 @@ static const struct rt_flag rt_flags[] = {
 	{"reload-timeout", "MS", "on SIGHUP, time the new generation gets to be ready; "
 	 "else the old one serves on", F_UINT, FIELD(reload_timeout_ms), 100, 3600000, 0,
 	 "milliseconds", NULL, NULL, NULL, NULL},
+	{"control", "ADDR", "the control socket for baton-ctl: a path (created 0600), @name, or "
+	 "none", F_FN, 0, 0, 0, 0, NULL, NULL, "a path, @name or none (at most 107 bytes)",
+	 set_control, show_control},
 	{"backend", "NAME", "auto | io_uring | epoll", F_ENUM, FIELD(backend), 0, 0, 0, NULL,
 	 NAMES("auto", "io_uring", "epoll"), NULL, NULL, NULL},
 	{"help", NULL, "show this help and exit", F_HELP, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
@@ -446,6 +465,22 @@ static char **flags_argv;
 #define TEXTS (FLAGS_MAX + 1)
 #define CHAIN (TEXTS + FLAGS_FILES_MAX)
 
+/* The text of each flags file as this process first read it (for
+ * bt__flags_export). */
+static char *flags_raw[FLAGS_FILES_MAX];
+
+void bt__flags_export(int on)
+{
+	for (int i = 0; i < FLAGS_FILES_MAX && flags_raw[i]; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "BATON_FLAGS_FILE_%d", i);
+		if (on)
+			setenv(name, flags_raw[i], 1);
+		else
+			unsetenv(name);
+	}
+}
+
 /* One line of a flags file into out[] (at most 2 arguments): "--name
  * value" splits at the first blank, "--name=value" and anything else stay
  * whole; blank lines and '#' comments give none.  The count. */
@@ -510,18 +545,37 @@ static int expand_flags_files(const struct bt_runtime_config *cfg, int argc, cha
 		}
 		if (nfiles == FLAGS_FILES_MAX)
 			return bad(cfg, "--flags-file: more than %s files%s", "8", "");
-		FILE *f = fopen(path, "re");
-		if (!f)
-			return bad(cfg, "--flags-file %s: %s", path, strerror(errno));
-		char *text = out[TEXTS + nfiles++] = malloc(FLAGS_FILE_MAX + 1);
-		size_t len = text ? fread(text, 1, FLAGS_FILE_MAX + 1, f) : 0;
-		int err = ferror(f);
-		fclose(f);
-		if (!text || err || len > FLAGS_FILE_MAX) {
-			return bad(cfg, "--flags-file %s: %s", path,
-				   err ? "cannot be read" : "larger than 64 KiB, or out of memory");
+		char *text = out[TEXTS + nfiles] = malloc(FLAGS_FILE_MAX + 1);
+		if (!text)
+			return bad(cfg, "--flags-file %s: %s", path, "out of memory");
+		/* A master that execs itself after a reload reads what it read
+		 * at its start (bt__flags_export), not the file, which may be
+		 * half-written now: a bad file must not end the master. */
+		char name[32];
+		snprintf(name, sizeof(name), "BATON_FLAGS_FILE_%d", nfiles);
+		const char *kept = getenv("BATON_MASTER") ? getenv(name) : NULL;
+		size_t len;
+		if (kept) {
+			len = strlen(kept);
+			if (len > FLAGS_FILE_MAX)
+				len = FLAGS_FILE_MAX;
+			memcpy(text, kept, len);
+		} else {
+			FILE *f = fopen(path, "re");
+			if (!f)
+				return bad(cfg, "--flags-file %s: %s", path, strerror(errno));
+			len = fread(text, 1, FLAGS_FILE_MAX + 1, f);
+			int err = ferror(f);
+			fclose(f);
+			if (err || len > FLAGS_FILE_MAX)
+				return bad(cfg, "--flags-file %s: %s", path,
+					   err ? "cannot be read" : "larger than 64 KiB");
 		}
+		unsetenv(name); /* the generations this process starts read the file */
 		text[len] = 0;
+		if (!flags_raw[nfiles])
+			flags_raw[nfiles] = strdup(text);
+		nfiles++;
 		for (char *line = text, *next; line; line = next) {
 			next = strchr(line, '\n');
 			if (next)

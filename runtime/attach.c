@@ -3,7 +3,7 @@
  * Attached workers (--attach ADDR): worker processes that join the server
  * at any time over a named channel (docs/wire.md), in any language.  Each
  * gets one of BT_RUNTIME_MAX_ATTACHED acceptor slots after the forked
- * workers' (from s->nslots on), a queue acknowledged on the wire, and
+ * workers' (from s->gbase on), a queue acknowledged on the wire, and
  * work once its HELLO arrives.  Its peer uid must be ours or one of
  * --attach-uid.  When it leaves, what it had not acknowledged goes to the
  * other workers.  The supervisor neither starts nor restarts them.
@@ -43,6 +43,7 @@ static void peer_process(int fd, struct bt__guest *g)
 {
 	memset(g, 0, sizeof(*g));
 	g->pidfd = -1;
+	g->since_ns = bt__now_ns();
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
@@ -81,7 +82,7 @@ void bt__sup_attach_watch(struct bt_runtime *s, uint64_t now, uint64_t limit)
 	if (s->attach_fd < 0 && !s->attached)
 		return;
 	for (unsigned k = 0; k < BT_RUNTIME_MAX_ATTACHED; k++) {
-		unsigned idx = s->nslots + k;
+		unsigned idx = s->gbase + k;
 		struct bt__guest *g = &s->guest[k];
 		bt_queue_t *q = bt_acceptor_queue(s->acc, idx);
 		if (!q || g->killing)
@@ -135,16 +136,16 @@ static void on_attach(void *ctx)
 			bt__close(fd);
 			continue;
 		}
-		unsigned idx = s->nslots;
-		while (idx < s->nslots + BT_RUNTIME_MAX_ATTACHED && bt_acceptor_queue(s->acc, idx))
+		unsigned idx = s->gbase;
+		while (idx < s->gbase + BT_RUNTIME_MAX_ATTACHED && bt_acceptor_queue(s->acc, idx))
 			idx++;
-		if (idx == s->nslots + BT_RUNTIME_MAX_ATTACHED) {
+		if (idx == s->gbase + BT_RUNTIME_MAX_ATTACHED) {
 			bt__log(BT_LOG_WARN, "--attach %s: %d workers are attached already: refusing "
 					     "one more", s->cfg->attach, BT_RUNTIME_MAX_ATTACHED);
 			bt__close(fd);
 			continue;
 		}
-		struct bt__guest *g = &s->guest[idx - s->nslots];
+		struct bt__guest *g = &s->guest[idx - s->gbase];
 		peer_process(fd, g);
 		bt_fdpass_t *ch;
 		bt_queue_t *q;
@@ -212,10 +213,10 @@ void bt__sup_attach_close(struct bt_runtime *s)
 /* The acceptor dropped worker slot idx (its channel closed or failed). */
 void bt__sup_attach_gone(struct bt_runtime *s, unsigned idx)
 {
-	if (idx < s->nslots || !s->attached)
+	if (idx < s->gbase || !s->attached)
 		return;
 	s->attached--;
-	forget(&s->guest[idx - s->nslots]);
+	forget(&s->guest[idx - s->gbase]);
 	bt__log(s->draining ? BT_LOG_DEBUG : BT_LOG_INFO, "worker %u (attached, pid %u) left", idx,
 		(unsigned)bt__acc_worker_pid(s->acc, idx));
 	bt__sup_worker_ended(s);

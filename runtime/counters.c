@@ -38,11 +38,9 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 			(unsigned long long)s->taken, (unsigned long long)s->taken_bytes,
 			(unsigned long long)s->taken_refused,
 			s->prev_fd >= 0 ? ", the previous generation still finishing" : "");
-	unsigned guests = s->attach_fd >= 0 || s->attached ? BT_RUNTIME_MAX_ATTACHED : 0;
-	for (unsigned i = 0; i < s->nslots + guests; i++) {
+	for (int k = bt__sup_slot_next(s, -1); k >= 0; k = bt__sup_slot_next(s, k)) {
+		unsigned i = (unsigned)k;
 		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
-		if (i >= s->nslots && !q)
-			continue; /* a free slot for attached workers */
 		struct bt_queue_stats qs;
 		bt_acceptor_get_worker_stats(s->acc, i, &qs);
 		char who[48];

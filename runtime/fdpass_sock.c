@@ -57,12 +57,12 @@ static int make_addr(const char *name, struct sockaddr_un *sun)
 }
 
 /* Is there a socket file at path that nobody listens on? */
-static int stale_socket(const struct sockaddr_un *sun, socklen_t len)
+static int stale_socket(const struct sockaddr_un *sun, socklen_t len, int type)
 {
 	struct stat st;
 	if (lstat(sun->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
 		return 0;
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return 0;
 	int rc = connect(fd, (const struct sockaddr *)sun, len);
@@ -71,7 +71,7 @@ static int stale_socket(const struct sockaddr_un *sun, socklen_t len)
 	return rc < 0 && err == ECONNREFUSED;
 }
 
-int bt_fdpass_listen(const char *name, int flags)
+int bt__unix_listen(const char *name, int type, int flags)
 {
 	struct sockaddr_un sun;
 	int len = make_addr(name, &sun);
@@ -80,7 +80,7 @@ int bt_fdpass_listen(const char *name, int flags)
 	if (flags & ~BT_FDPASS_NONBLOCK)
 		return -EINVAL;
 
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | sock_flags(flags), 0);
+	int fd = socket(AF_UNIX, type | sock_flags(flags), 0);
 	if (fd < 0)
 		return bt__log_errno(BT_LOG_ERROR, -errno, "socket(AF_UNIX)");
 
@@ -94,7 +94,7 @@ int bt_fdpass_listen(const char *name, int flags)
 	}
 	int rc = bind(fd, (struct sockaddr *)&sun, (socklen_t)len);
 	int err = rc < 0 ? -errno : 0; /* before stale_socket's connect changes errno */
-	if (err == -EADDRINUSE && is_path && stale_socket(&sun, (socklen_t)len)) {
+	if (err == -EADDRINUSE && is_path && stale_socket(&sun, (socklen_t)len, type)) {
 		bt__log(BT_LOG_INFO, "replacing stale socket %s", name);
 		if (unlink(name) == 0) {
 			rc = bind(fd, (struct sockaddr *)&sun, (socklen_t)len);
@@ -120,6 +120,11 @@ int bt_fdpass_listen(const char *name, int flags)
 		return bt__log_errno(BT_LOG_ERROR, err, "listen(%s)", name);
 	}
 	return fd;
+}
+
+int bt_fdpass_listen(const char *name, int flags)
+{
+	return bt__unix_listen(name, SOCK_SEQPACKET, flags);
 }
 
 int bt__fdpass_accept_uids(int lfd, const uid_t *uids, unsigned n, int flags)

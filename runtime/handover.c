@@ -6,8 +6,8 @@
  * The serving ("old") generation gets the handover channel from the master
  * ('H' on its control channel) and at once sends its listeners on it: one
  * BATCH whose items carry the listening sockets, tagged by their payload
- * ("L" from --listen, "S" from systemd, "A" the --attach listener), ended
- * by an item "E" without a descriptor.  It keeps accepting.
+ * ("L" from --listen, "S" from systemd, "A" the --attach listener, "C"
+ * the control socket), ended by an item "E" without a descriptor.  It keeps accepting.
  *
  * The new generation takes the listeners its own flags name (matched by
  * address; a port 0 matches any port of the same address), closes the
@@ -32,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define LISTENERS_WAIT_MS 5000
@@ -69,6 +71,23 @@ static int wanted_spec(const struct bt_runtime *s, int fd, int *used)
 		if (!used[i] && bt__listen_matches(specs[i], fd))
 			return (int)i;
 	return -1;
+}
+
+/* Is fd a unix socket bound to name (a path, or @name)? */
+static int unix_named(int fd, const char *name)
+{
+	struct sockaddr_un sun;
+	socklen_t len = sizeof(sun);
+	memset(&sun, 0, sizeof(sun));
+	if (getsockname(fd, (struct sockaddr *)&sun, &len) < 0 || sun.sun_family != AF_UNIX)
+		return 0;
+	size_t n = len > offsetof(struct sockaddr_un, sun_path)
+			   ? len - offsetof(struct sockaddr_un, sun_path)
+			   : 0;
+	if (name[0] == '@')
+		return n >= 1 && sun.sun_path[0] == 0 && n - 1 == strlen(name + 1) &&
+		       !memcmp(sun.sun_path + 1, name + 1, n - 1);
+	return n >= 1 && sun.sun_path[0] && !strncmp(sun.sun_path, name, sizeof(sun.sun_path));
 }
 
 int bt__gen_take_listeners(struct bt_runtime *s)
@@ -124,6 +143,10 @@ int bt__gen_take_listeners(struct bt_runtime *s)
 			}
 		} else if (role == 'A' && s->cfg->attach && s->attach_fd < 0) {
 			s->attach_fd = it->fd;
+			keep = 1;
+		} else if (role == 'C' && s->ctl_name[0] && s->ctl_lfd < 0 &&
+			   unix_named(it->fd, s->ctl_name)) {
+			s->ctl_lfd = it->fd;
 			keep = 1;
 		}
 		if (!keep)
@@ -196,6 +219,33 @@ static void end_previous(struct bt_runtime *s)
 			s->taken_refused ? ", some refused (logged)" : "");
 }
 
+/* Connections handed over (items flagged RESUMED) into our acceptor, which
+ * dispatches them as work items; counted in n and bytes. */
+static void take_resumed(struct bt_runtime *s, const struct bt_wire_batch *b, uint64_t *n,
+			 uint64_t *bytes, const char *what)
+{
+	for (unsigned i = 0; i < b->n_items; i++) {
+		struct bt_wire_item it = b->items[i];
+		if (it.fd < 0)
+			continue;
+		if (!(it.flags & BT_WIRE_ITEM_RESUMED)) {
+			bt__close(it.fd);
+			continue;
+		}
+		it.peer_len = 0;
+		int prc = bt_acceptor_push(s->acc, &it);
+		if (prc < 0) {
+			s->taken_refused++;
+			bt__log_errno(BT_LOG_WARN, prc, "%s: taking connection %llu over", what,
+				      (unsigned long long)it.id);
+			bt__close(it.fd);
+			continue;
+		}
+		(*n)++;
+		*bytes += it.payload_len;
+	}
+}
+
 /* The new generation's end: the old generation's workers hand their
  * connections over on it (BATCHes of items flagged RESUMED), the old
  * acceptor says DRAIN once it has stopped accepting, and the end of it is
@@ -223,29 +273,77 @@ static void on_previous(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigne
 			bt__acc_kick_listeners(s->acc);
 			continue;
 		}
-		if (msg.type != BT_WIRE_BATCH)
-			continue;
-		for (unsigned i = 0; i < msg.u.batch.n_items; i++) {
-			struct bt_wire_item it = msg.u.batch.items[i];
-			if (it.fd < 0)
-				continue;
-			if (!(it.flags & BT_WIRE_ITEM_RESUMED)) {
-				bt__close(it.fd);
-				continue;
-			}
-			it.peer_len = 0;
-			int prc = bt_acceptor_push(s->acc, &it);
-			if (prc < 0) {
-				s->taken_refused++;
-				bt__log_errno(BT_LOG_WARN, prc, "reload: taking connection %llu over",
-					      (unsigned long long)it.id);
-				bt__close(it.fd);
-				continue;
-			}
-			s->taken++;
-			s->taken_bytes += it.payload_len;
-		}
+		if (msg.type == BT_WIRE_BATCH)
+			take_resumed(s, &msg.u.batch, &s->taken, &s->taken_bytes, "reload");
 	}
+}
+
+/* --- live scaling: a retiring worker's connections come back ------------------- */
+
+/* The retiring workers' end: the same items as at a reload, from workers
+ * of this generation (loop_handover.c), for the others. */
+static void on_rehome(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents, void *arg)
+{
+	(void)w, (void)fd, (void)revents, (void)arg;
+	struct bt_runtime *s = rt;
+	uint64_t bytes = 0;
+	for (int k = 0; k < 64; k++) {
+		struct bt_wire_msg msg;
+		int rc = bt_fdpass_recv(s->rehome_ch, &msg);
+		if (rc == -EAGAIN || rc == -EINTR)
+			return;
+		if (rc <= 0) {
+			/* We hold the other end: this is an error, not an end. */
+			bt__log_errno(BT_LOG_WARN, rc ? rc : -EPIPE, "handing connections back");
+			return;
+		}
+		if (msg.type == BT_WIRE_BATCH)
+			take_resumed(s, &msg.u.batch, &s->rehomed, &bytes, "handing back");
+	}
+}
+
+int bt__sup_rehome_fd(struct bt_runtime *s)
+{
+	if (s->rehome[0] < 0) {
+		int sv[2];
+		int rc = bt_fdpass_pair(sv, 0);
+		if (rc < 0)
+			return -1;
+		rc = bt_fdpass_open(&s->rehome_ch, sv[0]);
+		if (rc == 0) {
+			bt_fdpass_set_nonblock(s->rehome_ch, 1);
+			rc = bt_runtime_watch_fd(s, &s->rehome_w, sv[0], BT_WATCH_IN, on_rehome, NULL);
+		} else {
+			bt__close(sv[0]);
+		}
+		if (rc < 0) {
+			bt__log_errno(BT_LOG_WARN, rc, "a channel for connections handed back");
+			if (s->rehome_ch)
+				bt_fdpass_close(s->rehome_ch);
+			s->rehome_ch = NULL;
+			bt__close(sv[1]);
+			return -1;
+		}
+		s->rehome[0] = sv[0]; /* the channel's */
+		s->rehome[1] = sv[1];
+	}
+	int fd = fcntl(s->rehome[1], F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		bt__log_errno(BT_LOG_WARN, -errno, "dup(handing back channel)");
+	return fd;
+}
+
+void bt__sup_rehome_close(struct bt_runtime *s)
+{
+	if (s->rehome_w && s->acc)
+		bt_runtime_unwatch(s, s->rehome_w);
+	s->rehome_w = NULL;
+	if (s->rehome_ch)
+		bt_fdpass_close(s->rehome_ch); /* closes rehome[0] */
+	s->rehome_ch = NULL;
+	if (s->rehome[1] >= 0)
+		bt__close(s->rehome[1]);
+	s->rehome[0] = s->rehome[1] = -1;
 }
 
 /* The new generation's workers run: take what the previous generation's
@@ -269,8 +367,8 @@ void bt__gen_ready(struct bt_runtime *s)
 
 static void send_listeners(struct bt_runtime *s)
 {
-	struct bt_wire_item it[BT_RUNTIME_MAX_LISTEN + 64 + 2];
-	static const char tags[] = "LSAE";
+	struct bt_wire_item it[BT_RUNTIME_MAX_LISTEN + 64 + 3];
+	static const char tags[] = "LSAEC";
 	size_t n = 0;
 	memset(it, 0, sizeof(it));
 	for (int i = 0; i < s->nkeep; i++) {
@@ -285,6 +383,13 @@ static void send_listeners(struct bt_runtime *s)
 		it[n].flags = BT_WIRE_ITEM_FD;
 		it[n].fd = s->attach_fd;
 		it[n].payload = &tags[2];
+		it[n++].payload_len = 1;
+	}
+	if (s->ctl_lfd >= 0) {
+		it[n].id = n + 1;
+		it[n].flags = BT_WIRE_ITEM_FD;
+		it[n].fd = s->ctl_lfd;
+		it[n].payload = &tags[4];
 		it[n++].payload_len = 1;
 	}
 	it[n].id = n + 1;
@@ -325,13 +430,24 @@ static void on_handover(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigne
 	end_channel(rt, &rt->next_fd, &next_watch);
 }
 
-/* The master promoted the new generation ('T'): stop accepting, finish. */
-static void take_over(struct bt_runtime *s)
+/* The master promoted the new generation ('T', and what it says of it):
+ * stop accepting, finish. */
+static void take_over(struct bt_runtime *s, const char *what)
 {
 	bt__log(BT_LOG_INFO, "reload: a new generation serves: this one stops accepting and "
 			     "finishes its connections");
+	char msg[200];
+	snprintf(msg, sizeof(msg), "%s; the previous generation (pid %ld) finishes its connections",
+		 *what ? what : "a new generation serves", (long)getpid());
 	if (s->attach_fd >= 0 && s->next_fd >= 0)
 		s->attach_kept = 1; /* its path is the new generation's now */
+	if (s->next_fd >= 0) {
+		s->handed_over = 1;
+		/* The control socket's too: it stops accepting before it answers
+		 * the reload, so that the next request reaches the new one. */
+		bt__ctl_handed_over(s);
+	}
+	bt__ctl_reload_done(s, 1, msg);
 	/* Our workers get the channel ahead of their DRAIN, and hand their
 	 * connections over on it at safe points (loop_handover.c). */
 	unsigned n = s->next_fd >= 0 ? bt__acc_handover(s->acc, s->next_fd) : 0;
@@ -351,8 +467,8 @@ static void on_ctl(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned rev
 {
 	(void)revents, (void)arg;
 	struct bt_runtime *s = rt;
-	char tag;
-	struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+	char text[256];
+	struct iovec iov = {.iov_base = text, .iov_len = sizeof(text) - 1};
 	union {
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int) * 4)];
@@ -371,7 +487,7 @@ static void on_ctl(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned rev
 			for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
 				int f;
 				memcpy(&f, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-				if (got < 0 && n == 1 && tag == 'H')
+				if (got < 0 && n == 1 && text[0] == 'H')
 					got = f;
 				else
 					bt__close(f);
@@ -384,8 +500,14 @@ static void on_ctl(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned rev
 		bt__sup_drain(s, "the master went away");
 		return;
 	}
-	if (n == 1 && tag == 'T') {
-		take_over(s);
+	text[n] = 0;
+	if (text[0] == 'T') {
+		take_over(s, text + 1);
+		return;
+	}
+	if (text[0] == 'F') {
+		/* A reload failed or was refused (what the master says). */
+		bt__ctl_reload_done(s, 0, text + 1);
 		return;
 	}
 	if (got < 0)

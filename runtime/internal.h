@@ -36,6 +36,9 @@ int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h);
 
 /* The program name log lines start with (default: the executable's). */
 void bt__log_set_ident(const char *name);
+/* bt_fdpass_listen for a socket of any type (SOCK_STREAM: the control
+ * socket). */
+int bt__unix_listen(const char *name, int type, int flags);
 /* bt_fdpass_accept with a list of uids allowed besides our own. */
 int bt__fdpass_accept_uids(int lfd, const uid_t *uids, unsigned n, int flags);
 /* Would a line of this level be logged? */
@@ -50,6 +53,12 @@ int bt__queue_flush_policy(const struct bt_queue *q);
 /* The consumer takes at most n items per batch (an attached worker's
  * HELLO max_batch; 0: no limit of its own). */
 void bt__queue_cap_batch(struct bt_queue *q, unsigned n);
+/* Items the consumer took and the producer has not reaped yet (a thread
+ * ring's), and inflight, read together so that they add up. */
+unsigned bt__queue_unreaped(const struct bt_queue *q, unsigned *inflight);
+/* Live settings (the control socket's set batch / set flush): the next
+ * flush follows them; batch stays within the consumer's cap. */
+void bt__queue_set_policy(struct bt_queue *q, unsigned batch, int flush, unsigned delay_us);
 /* The pending batch, for the acceptor, on any transport: a message to
  * send (its item count, *msg set; bt_queue_flush_complete follows), 0 when
  * nothing is left to send (nothing pending, or published in place), or
@@ -84,6 +93,10 @@ void bt__acc_kick_listeners(struct bt_acceptor *acc);
 /* A reload: every worker of ours (not attached ones) gets a copy of fd, the
  * channel to the next generation, ahead of its DRAIN.  How many did. */
 unsigned bt__acc_handover(struct bt_acceptor *acc, int fd);
+/* Worker idx takes nothing new: what is pending goes to it, then
+ * handover_fd (a channel to hand its connections back on: taken, -1:
+ * none), then DRAIN with deadline_ms (live scaling, drain-worker). */
+void bt__acc_retire(struct bt_acceptor *acc, unsigned idx, unsigned deadline_ms, int handover_fd);
 /* The pid an attached worker's HELLO gave (0: none yet, or forked). */
 uint32_t bt__acc_worker_pid(const struct bt_acceptor *acc, unsigned idx);
 uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);

@@ -34,6 +34,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,28 +199,52 @@ static int spawn_next(struct master *m, int *handover_keep)
 
 /* --- reload ------------------------------------------------------------------------ */
 
-static void reload(struct master *m)
+/* Tell generation g a tag and a text: 'T' (a reload's success), 'F' (its
+ * failure or refusal).  baton-ctl reload waits for them (control.c). */
+static void tell(struct gen *g, char tag, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void tell(struct gen *g, char tag, const char *fmt, ...)
+{
+	if (!g || g->ctl < 0)
+		return;
+	char buf[256];
+	buf[0] = tag;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf + 1, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	size_t len = n < 0 ? 1 : (size_t)n + 1 < sizeof(buf) ? (size_t)n + 1 : sizeof(buf) - 1;
+	if (send(g->ctl, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		bt__log_errno(BT_LOG_WARN, -errno, "telling generation pid %ld", (long)g->pid);
+}
+
+static void reload(struct master *m, const char *why)
 {
 	struct gen *cur = find(m, SERVING);
 	if (m->stopping || !cur) {
-		bt__log(BT_LOG_WARN, "SIGHUP: stopping: no reload");
+		bt__log(BT_LOG_WARN, "%s: stopping: no reload", why);
+		tell(cur, 'F', "the server is stopping");
 		return;
 	}
 	if (find(m, STARTING)) {
-		bt__log(BT_LOG_WARN, "SIGHUP: a reload is in progress already: ignored");
+		/* Its outcome is the answer to whoever asked (no 'F'). */
+		bt__log(BT_LOG_WARN, "%s: a reload is in progress already: ignored", why);
 		return;
 	}
 	if (!slot(m)) {
-		bt__log(BT_LOG_WARN, "SIGHUP: %d generations still finishing: reload refused until "
-				     "one has ended", MAX_GENS - 1);
+		bt__log(BT_LOG_WARN, "%s: %d generations still finishing: reload refused until "
+				     "one has ended", why, MAX_GENS - 1);
+		tell(cur, 'F', "%d generations are still finishing: no reload until one has ended",
+		     MAX_GENS - 1);
 		return;
 	}
 	if (!bt__exe_path() || !bt__saved_argv()) {
-		bt__log(BT_LOG_ERROR, "SIGHUP: cannot reload: the program's arguments are unknown "
-				      "(it did not call bt_runtime_parse_args or bt_runtime_take_argv)");
+		bt__log(BT_LOG_ERROR, "%s: cannot reload: the program's arguments are unknown "
+				      "(it did not call bt_runtime_parse_args or bt_runtime_take_argv)", why);
+		tell(cur, 'F', "the program's arguments are unknown");
 		return;
 	}
-	bt__log(BT_LOG_INFO, "SIGHUP: reloading: starting %s", bt__exe_path());
+	bt__log(BT_LOG_INFO, "%s: reloading: starting %s", why, bt__exe_path());
 	bt__notify_text("RELOADING=1\nSTATUS=reloading");
 	char mono[64];
 	snprintf(mono, sizeof(mono), "MONOTONIC_USEC=%llu", (unsigned long long)monotonic_us());
@@ -228,6 +253,7 @@ static void reload(struct master *m)
 	if (spawn_next(m, &ho) < 0) {
 		m->failed++;
 		bt__notify_text("READY=1\nSTATUS=reload failed: serving on");
+		tell(cur, 'F', "the new generation could not be started (see the log)");
 		return;
 	}
 	/* The serving generation gets the other end of the handover channel. */
@@ -276,6 +302,8 @@ static void rollback(struct master *m, struct gen *g, const char *why)
 	}
 	g->role = OLD; /* reaped as it goes */
 	bt__notify_text("READY=1\nSTATUS=reload failed: serving on");
+	tell(find(m, SERVING), 'F', "the new generation (pid %ld) %s; this one serves on, nothing "
+				    "changed", (long)g->pid, why);
 }
 
 /* Across our own exec: "reloads=N,failed=F;PID:FD:ROLE;..." */
@@ -294,7 +322,9 @@ static void reexec(struct master *m)
 			fcntl(g->ctl, F_SETFD, 0);
 	}
 	setenv("BATON_MASTER", env, 1);
+	bt__flags_export(1);
 	execv(exe, bt__saved_argv());
+	bt__flags_export(0);
 	bt__log_errno(BT_LOG_WARN, -errno, "reload: execv(%s) for the master: it keeps running "
 					   "the binary it started with", exe);
 	unsetenv("BATON_MASTER");
@@ -309,15 +339,14 @@ static void promote(struct master *m, struct gen *g)
 	struct gen *cur = find(m, SERVING);
 	if (cur) {
 		cur->role = OLD;
-		/* It stops accepting and finishes (handover.c). */
-		char t = 'T';
-		if (cur->ctl < 0 || send(cur->ctl, &t, 1, MSG_NOSIGNAL) != 1)
-			bt__log_errno(BT_LOG_WARN, -errno, "reload: telling pid %ld to stop accepting",
-				      (long)cur->pid);
 	}
 	g->role = SERVING;
 	m->deadline_ns = 0;
 	m->reloads++;
+	/* It stops accepting and finishes (handover.c). */
+	if (cur)
+		tell(cur, 'T', "reload %u: generation pid %ld serves, ready in %llu ms", m->reloads,
+		     (long)g->pid, (unsigned long long)((bt__now_ns() - g->started_ns) / 1000000ull));
 	bt__log(BT_LOG_INFO, "reload %u: generation pid %ld serves (ready in %llu ms)%s", m->reloads,
 		(long)g->pid, (unsigned long long)((bt__now_ns() - g->started_ns) / 1000000ull),
 		cur ? "; the previous one finishes its connections" : "");
@@ -349,6 +378,11 @@ static int on_ctl(struct master *m, struct gen *g)
 		return 0;
 	}
 	buf[n] = 0;
+	if (buf[0] == 'R' && g->role == SERVING) {
+		/* baton-ctl reload, through the serving generation. */
+		reload(m, "control socket");
+		return 1;
+	}
 	if (buf[0] != 'N')
 		return 1;
 	/* sd_notify from a generation: MAINPID is ours, READY=1 of a new
@@ -453,7 +487,7 @@ static void on_signals(struct master *m)
 			break;
 		}
 		case SIGHUP:
-			reload(m);
+			reload(m, "SIGHUP");
 			break;
 		}
 	}

@@ -438,10 +438,26 @@ static int wire_on_ack(bt_queue_t *q, const struct bt_wire_ack *ack)
 	return 0;
 }
 
+unsigned bt__queue_unreaped(const struct bt_queue *q, unsigned *inflight)
+{
+	if (q->ops->unreaped)
+		return q->ops->unreaped(q, inflight);
+	*inflight = q->ops->inflight(q);
+	return 0;
+}
+
 void bt__queue_cap_batch(struct bt_queue *q, unsigned n)
 {
+	q->batch_cap = n;
 	if (n && n < q->cfg.batch)
 		q->cfg.batch = n;
+}
+
+void bt__queue_set_policy(struct bt_queue *q, unsigned batch, int flush, unsigned delay_us)
+{
+	q->cfg.batch = q->batch_cap && q->batch_cap < batch ? q->batch_cap : batch;
+	q->cfg.flush = (enum bt_flush)flush;
+	q->cfg.delay_us = delay_us;
 }
 
 int bt__queue_flush_policy(const struct bt_queue *q)

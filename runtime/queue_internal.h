@@ -84,6 +84,10 @@ struct bt__queue_ops {
 	uint64_t (*beats)(const bt_queue_t *q);
 	int (*send_drain)(bt_queue_t *q, unsigned deadline_ms);
 	int (*on_ack)(bt_queue_t *q, const struct bt_wire_ack *ack);
+	/* Optional: items the consumer has taken that the producer has not
+	 * reaped yet, and inflight, from one reading (the control socket's
+	 * snapshot, which must add up); NULL: none such, ops->inflight. */
+	unsigned (*unreaped)(const bt_queue_t *q, unsigned *inflight);
 };
 
 extern const struct bt__queue_ops bt__queue_thread_ops;
@@ -93,6 +97,7 @@ extern const struct bt__queue_ops bt__queue_wire_ops;
 struct bt_queue {
 	const struct bt__queue_ops *ops;
 	struct bt_queue_config cfg;
+	unsigned batch_cap; /* the consumer's HELLO max_batch, 0: none */
 	bt_fdpass_t *ch;
 	bt_queue_shm_t *shm;
 	unsigned slot_idx;

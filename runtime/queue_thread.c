@@ -218,6 +218,13 @@ static uint64_t tq_pending_since(const bt_queue_t *q)
 	return t->slots[tail & (t->cap - 1)].pushed_ns;
 }
 
+static unsigned tq_unreaped(const bt_queue_t *q, unsigned *inflight)
+{
+	uint64_t head = atomic_load_explicit(&q->tq->head, memory_order_acquire);
+	*inflight = (unsigned)(q->tq->ptail - head);
+	return (unsigned)(head - q->tq->last_head);
+}
+
 /* Items the consumer took since the last call: counted as acknowledged. */
 static unsigned tq_reap(bt_queue_t *q, bt_queue_give_fn give, void *ctx)
 {
@@ -412,6 +419,7 @@ const struct bt__queue_ops bt__queue_thread_ops = {
 	.flush = tq_flush,
 	.pending = tq_pending,
 	.inflight = tq_inflight,
+	.unreaped = tq_unreaped,
 	.pending_since = tq_pending_since,
 	.reap = tq_reap,
 	.take = tq_take,

@@ -192,6 +192,20 @@ static int own_strings(struct bt_runtime *s)
 	return 0;
 }
 
+int bt__sup_slot_next(const struct bt_runtime *s, int i)
+{
+	for (unsigned k = (unsigned)(i + 1);; k++) {
+		if (k < s->nslots)
+			return (int)k;
+		if (k < s->gbase)
+			k = s->gbase;
+		if (k >= s->gbase + BT_RUNTIME_MAX_ATTACHED)
+			return -1;
+		if (bt_acceptor_queue(s->acc, k))
+			return (int)k;
+	}
+}
+
 static void on_worker_gone(void *ctx, unsigned idx)
 {
 	bt__sup_attach_gone(ctx, idx); /* forked ones: SIGCHLD does the rest */
@@ -201,6 +215,8 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 {
 	struct bt_runtime sup, *s = &sup;
 	memset(s, 0, sizeof(*s));
+	s->ctl_lfd = -1;
+	s->rehome[0] = s->rehome[1] = -1;
 	if (!cfg_in || !h_in || bt__runtime_config_take(&s->config, cfg_in) < 0 ||
 	    bt__handler_take(&s->handler, h_in) < 0)
 		return 2;
@@ -275,6 +291,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		goto out;
 	}
 
+	bt__ctl_resolve(s);
 	int lrc = s->prev_fd >= 0 ? (bt__gen_take_listeners(s) < 0 ? 1 : 0) : open_listeners(s);
 	if (lrc) {
 		status = lrc;
@@ -287,7 +304,18 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 							 : (unsigned)(ncpu > 0 ? ncpu : 1);
 	s->tpp = cfg->mode == BT_MODE_PROCESS && cfg->threads > 1 ? cfg->threads : 1;
 	s->nslots = s->nw * s->tpp;
-	s->wc = calloc(s->nw ? s->nw : 1, sizeof(*s->wc));
+	s->want = s->nw;
+	/* Room to scale up live (baton-ctl workers N): 4 times the start, or
+	 * 2 per CPU, at least 8, within the flags' own limits. */
+	unsigned room = s->nw * 4 > (unsigned)ncpu * 2 ? s->nw * 4 : (unsigned)ncpu * 2;
+	if (room < 8)
+		room = 8;
+	unsigned lim = 4096 / s->tpp < 1024 ? 4096 / s->tpp : 1024;
+	s->maxw = room > lim ? lim : room;
+	if (s->maxw < s->nw)
+		s->maxw = s->nw;
+	s->gbase = s->maxw * s->tpp;
+	s->wc = calloc(s->maxw ? s->maxw : 1, sizeof(*s->wc));
 	int rc = !s->wc ? -ENOMEM : s->tpp > 64 || s->nslots > 4096 ? -EINVAL : 0;
 	if (rc < 0)
 		goto out;
@@ -300,7 +328,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	ac.on_worker_gone = on_worker_gone;
 	bt__sup_producer_config(s, &ac);
 	rc = bt_acceptor_create(&s->acc, &ac,
-				s->nslots + (cfg->attach ? BT_RUNTIME_MAX_ATTACHED : 0));
+				s->gbase + (cfg->attach ? BT_RUNTIME_MAX_ATTACHED : 0));
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_ERROR, rc, "cannot create the acceptor");
 		goto out;
@@ -312,7 +340,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		s->lfds[i] = -1; /* the acceptor's now */
 	}
 	if (bt__sup_signals(s) < 0 || bt__gen_watch(s) < 0 || s->ops->init(s) < 0 ||
-	    bt__sup_attach_open(s) < 0)
+	    bt__sup_attach_open(s) < 0 || bt__ctl_open(s) < 0)
 		goto out;
 
 	unsigned started = 0;
@@ -345,6 +373,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		 bt_acceptor_dispatch_name(cfg->dispatch));
 	bt__log(BT_LOG_INFO, "%s: %s", cfg->name, summary);
 	if (!s->draining) {
+		s->ready = 1;
 		bt__notify("READY=1\nMAINPID=%ld\nSTATUS=serving: %s", (long)getpid(), summary);
 		bt__gen_ready(s); /* a reload's new generation: the old one stops accepting */
 	}
@@ -359,8 +388,12 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		bt__sup_print_counters(s, "exit");
 	status = rc == 0 && s->draining && !s->start_failed ? 0 : 1;
 out:
+	bt__ctl_close(s); /* before the acceptor: its calls run there */
+	if (s->ctl_lfd >= 0)
+		close(s->ctl_lfd); /* from the previous generation, never opened */
 	if (s->set)
 		s->ops->stop(s);
+	bt__sup_rehome_close(s);
 	if (s->acc)
 		bt_acceptor_destroy(s->acc);
 	bt__sup_attach_close(s);

@@ -30,6 +30,9 @@ int bt__proctitle_in_area(const char *p);
 /* What a reload runs again: argv as main got it (NULL if the program never
  * gave it: bt_runtime_take_argv), and /proc/self/exe as it was then. */
 char *const *bt__saved_argv(void);
+/* Put the flags files' texts, as this process read them, in the
+ * environment for its own exec (on), or take them out again (off). */
+void bt__flags_export(int on);
 const char *bt__exe_path(void);
 /* A thread's name (top -H, ps -L): 15 bytes, cut. */
 void bt__thread_name(pthread_t t, const char *name);

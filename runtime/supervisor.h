@@ -52,9 +52,15 @@ struct bt__workers_ops {
 	unsigned (*open)(const struct bt_runtime *s, unsigned slot);
 	/* "pid 123", "pid 123 thread 1", "thread": who runs slot. */
 	void (*describe)(const struct bt_runtime *s, unsigned slot, char *buf, size_t cap);
+	/* Worker i as numbers: its pid (0: none runs now), and when it
+	 * started (the control socket's status). */
+	void (*info)(const struct bt_runtime *s, unsigned i, long *pid, uint64_t *started_ns);
 	/* The watchdog's look at slot: stalled_ns without moving while it
 	 * has work, against limit_ns. */
 	void (*watch)(struct bt_runtime *s, unsigned slot, uint64_t stalled_ns, uint64_t limit_ns);
+	/* Worker i should run (live scaling): start it now, or as soon as
+	 * the acceptor has its slots back.  0 or -errno (logged). */
+	int (*revive)(struct bt_runtime *s, unsigned i);
 	/* SIGCHLD arrived: collect the workers that ended (NULL: the set
 	 * has no processes). */
 	void (*reap)(struct bt_runtime *s);
@@ -75,6 +81,9 @@ extern const struct bt__workers_ops bt__workers_thread;
 struct bt__worker_count {
 	unsigned restarts;
 	unsigned stuck; /* times the watchdog found it stuck */
+	/* Told to drain alone (control.c): 1 retires it (workers N took it
+	 * away), 2 replaces it once it has drained (drain-worker). */
+	int retire;
 };
 
 struct bt_runtime {
@@ -89,10 +98,20 @@ struct bt_runtime {
 	bt_acceptor_t *acc;
 	const struct bt__workers_ops *ops;
 	void *set;       /* the worker set's own state */
-	struct bt__worker_count *wc;
-	unsigned nw;     /* worker processes (process mode) or threads (thread mode) */
+	struct bt__worker_count *wc; /* maxw of them */
+	unsigned nw;     /* worker processes (or threads) started so far, retired
+			  * ones included: the loops' bound */
+	unsigned want;   /* how many should run (--workers, then workers N) */
+	unsigned maxw;   /* at most this many (the slots made at start) */
 	unsigned tpp;    /* worker loops per process: --threads (1 in thread mode) */
-	unsigned nslots; /* the acceptor's worker slots: nw x tpp */
+	unsigned nslots; /* the acceptor's slots of our workers so far: nw x tpp */
+	unsigned gbase;  /* attached workers' first slot: maxw x tpp */
+	/* Live scaling: a retiring worker hands its connections back on this
+	 * channel (handover.c), and they go to the others. */
+	int rehome[2];
+	bt_fdpass_t *rehome_ch;
+	bt_runtime_watch_t *rehome_w;
+	uint64_t rehomed;
 	char *owned[BT_RUNTIME_MAX_LISTEN + 2]; /* config strings copied out of argv */
 	unsigned nowned;
 	int sigfd;
@@ -112,6 +131,7 @@ struct bt_runtime {
 		unsigned long uid;
 		int killing;
 		int stuck_logged; /* stuck, and we may not kill it: said once */
+		uint64_t since_ns; /* when it connected */
 	} guest[BT_RUNTIME_MAX_ATTACHED];
 	/* Generations (master.c, handover.c). */
 	int ctl_fd;      /* to the master, -1: none (no master) */
@@ -122,6 +142,11 @@ struct bt_runtime {
 	char lrole[BT_RUNTIME_MAX_LISTEN + 64]; /* 'L' --listen, 'S' from systemd */
 	int nkeep;
 	int attach_kept; /* the attach listener went to the next generation: no unlink */
+	int handed_over; /* a next generation serves ('T'): we finish */
+	struct bt__ctl *ctl; /* the control socket (control.c), NULL: none */
+	char ctl_name[110]; /* its address: --control, or under RUNTIME_DIRECTORY; "" none */
+	int ctl_lfd;     /* its listener (-1): the control thread's; sent at a reload */
+	int ready;       /* READY=1 was said: this generation served */
 	uint64_t watch_next_ns; /* the watchdog's next look (0: off) */
 };
 
@@ -135,6 +160,10 @@ const char *const *bt__sup_listen_specs(const struct bt_runtime *s, unsigned *co
 cpu_set_t bt__sup_cpu(unsigned slot);
 /* Arm the acceptor's timer for the next thing due. */
 void bt__sup_schedule(struct bt_runtime *s);
+/* The worker slots to show, in order: ours (0..nslots-1), then the
+ * attached ones in use.  The one after slot i (-1: the first); -1 at the
+ * end. */
+int bt__sup_slot_next(const struct bt_runtime *s, int i);
 /* Worker processes or threads running now. */
 unsigned bt__sup_running(const struct bt_runtime *s);
 
@@ -182,10 +211,70 @@ int bt__gen_take_listeners(struct bt_runtime *s);
 int bt__gen_watch(struct bt_runtime *s);
 void bt__gen_ready(struct bt_runtime *s);
 
+/* handover.c: a channel end for a retiring worker's connections to come
+ * back on (a dup, the caller's; -1 if there is none), and its end. */
+int bt__sup_rehome_fd(struct bt_runtime *s);
+void bt__sup_rehome_close(struct bt_runtime *s);
+
 /* drain.c: past the drain's deadline, stop waiting for attached workers. */
 void bt__sup_drain_due(struct bt_runtime *s, uint64_t now);
 
 /* counters.c */
 void bt__sup_print_counters(struct bt_runtime *s, const char *why);
+
+/* snapshot.c: the control socket's view of the server (docs/control.md). */
+#define BT__BUF_MAX (16u << 20)
+struct bt__buf {
+	char *p;
+	size_t len, cap;
+	int failed; /* out of memory, or past BT__BUF_MAX */
+};
+void bt__buf_printf(struct bt__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void bt__buf_free(struct bt__buf *b);
+
+struct bt__snap_worker {
+	unsigned slot;
+	const char *kind; /* "process", "thread", "attached" (static strings) */
+	long pid;         /* 0: none runs now */
+	unsigned thread;  /* hybrid: the loop's thread in its process */
+	int running, lagging, retiring, retired;
+	unsigned restarts, stuck, open, inflight, batch;
+	uint64_t up_ns;
+	struct bt_queue_stats qs;
+};
+struct bt__snap {
+	char name[64];
+	const char *state; /* "serving", "reloading", "draining", "handing over" */
+	long pid, master_pid;
+	uint64_t up_ns;
+	char backend[16];
+	const char *mode; /* "process", "thread", "hybrid" */
+	unsigned workers, threads, attached;
+	unsigned batch, max_inflight, drain_timeout_ms, worker_timeout_ms;
+	char flush[32];
+	const char *dispatch;
+	int fire_and_forget;
+	struct bt_acceptor_stats as;
+	unsigned held;
+	uint64_t taken, taken_bytes, taken_refused, rehomed, internal;
+	unsigned maxw;
+	unsigned nworkers;
+	struct bt__snap_worker w[];
+};
+/* On the supervisor's thread: malloc'd (free it), NULL without memory. */
+struct bt__snap *bt__snap_take(struct bt_runtime *s);
+/* On any thread: status as text (a table), or one line of JSON. */
+void bt__snap_text(const struct bt__snap *sn, struct bt__buf *b);
+void bt__snap_json(const struct bt__snap *sn, struct bt__buf *b);
+
+/* control.c: the control socket (--control) and its thread.  Open it
+ * (0, or -errno logged: exit status 1); the supervisor's side of a reload
+ * asked for on it (ok, and what to say); the listener went to the next
+ * generation; stop the thread and close everything. */
+void bt__ctl_resolve(struct bt_runtime *s);
+int bt__ctl_open(struct bt_runtime *s);
+void bt__ctl_reload_done(struct bt_runtime *s, int ok, const char *msg);
+void bt__ctl_handed_over(struct bt_runtime *s);
+void bt__ctl_close(struct bt_runtime *s);
 
 #endif

@@ -186,15 +186,15 @@ static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t
 
 static int procs_init(struct bt_runtime *s)
 {
-	struct procs *ps = calloc(1, sizeof(*ps) + s->nw * sizeof(ps->p[0]));
+	struct procs *ps = calloc(1, sizeof(*ps) + s->maxw * sizeof(ps->p[0]));
 	if (!ps)
 		return -ENOMEM;
 	s->set = ps;
-	for (unsigned i = 0; i < s->nw; i++)
+	for (unsigned i = 0; i < s->maxw; i++)
 		ps->p[i].backoff_ms = RESPAWN_MIN_MS;
-	if (s->nslots == 0)
-		return 0; /* --workers 0: attached workers only */
-	int rc = bt_queue_shm_create(&ps->shm, s->nslots, s->qc.max_inflight);
+	/* A slot for every worker it may ever have (live scaling): untouched
+	 * pages of a shared anonymous mapping cost nothing. */
+	int rc = bt_queue_shm_create(&ps->shm, s->gbase, s->qc.max_inflight);
 	if (rc < 0)
 		bt__log_errno(BT_LOG_ERROR, rc, "bt_queue_shm_create");
 	return rc;
@@ -295,6 +295,12 @@ static void procs_describe(const struct bt_runtime *s, unsigned slot, char *buf,
 		snprintf(buf, cap, "pid %ld", pid);
 }
 
+static void procs_info(const struct bt_runtime *s, unsigned i, long *pid, uint64_t *started_ns)
+{
+	*pid = (long)P(s)->p[i].pid;
+	*started_ns = P(s)->p[i].started_ns;
+}
+
 /* A stuck loop takes its whole process: SIGKILL, then the usual path (its
  * unacknowledged connections to the others, a respawn). */
 static void procs_watch(struct bt_runtime *s, unsigned slot, uint64_t stalled, uint64_t limit)
@@ -338,9 +344,32 @@ static void procs_reap(struct bt_runtime *s)
 		int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
 		const char *how = WIFEXITED(st) ? "exited with status" : "killed by signal";
 		int code = WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st);
+		int retire = s->wc[i].retire;
+		s->wc[i].retire = 0;
 		if (s->draining) {
 			bt__log(clean ? BT_LOG_DEBUG : BT_LOG_WARN, "worker %u (pid %ld) %s %d", i,
 				(long)pid, how, code);
+			continue;
+		}
+		if (i >= s->want) {
+			/* Taken away (workers N): it drained; no respawn. */
+			bt__log(clean ? BT_LOG_INFO : BT_LOG_WARN, "worker %u (pid %ld) retired: %s %d",
+				i, (long)pid, how, code);
+			if (!clean)
+				for (unsigned t = 0; t < s->tpp; t++)
+					bt__sup_worker_gone(s, i * s->tpp + t);
+			continue;
+		}
+		if (retire) {
+			/* drain-worker, or workers N brought it back while it
+			 * drained: its replacement starts at once. */
+			bt__log(clean ? BT_LOG_INFO : BT_LOG_WARN, "worker %u (pid %ld) drained (%s %d): "
+				"replacing it", i, (long)pid, how, code);
+			w->backoff_ms = RESPAWN_MIN_MS;
+			w->respawn_at_ns = bt__now_ns();
+			if (!clean)
+				for (unsigned t = 0; t < s->tpp; t++)
+					bt__sup_worker_gone(s, i * s->tpp + t);
 			continue;
 		}
 		if (lived > STABLE_NS || !w->backoff_ms)
@@ -356,6 +385,24 @@ static void procs_reap(struct bt_runtime *s)
 	}
 	bt__sup_schedule(s);
 	bt__sup_worker_ended(s);
+}
+
+static int slots_free(const struct bt_runtime *s, unsigned p);
+
+static int procs_revive(struct bt_runtime *s, unsigned i)
+{
+	struct proc *w = &P(s)->p[i];
+	if (w->pid || w->respawn_at_ns)
+		return 0; /* running, or on its way */
+	if (!slots_free(s, i)) {
+		w->respawn_at_ns = bt__now_ns(); /* once its slots are back (procs_tick) */
+		return 0;
+	}
+	w->backoff_ms = RESPAWN_MIN_MS;
+	int rc = procs_start(s, i);
+	if (rc == 0)
+		bt__log(BT_LOG_INFO, "worker %u: started as pid %ld", i, (long)w->pid);
+	return rc;
 }
 
 /* Every slot of process p reclaimed by the acceptor (its connections
@@ -375,6 +422,10 @@ static void procs_tick(struct bt_runtime *s, uint64_t now)
 		struct proc *w = &ps->p[i];
 		if (w->pid || !w->respawn_at_ns || w->respawn_at_ns > now)
 			continue;
+		if (i >= s->want) {
+			w->respawn_at_ns = 0; /* taken away meanwhile (workers N) */
+			continue;
+		}
 		if (!slots_free(s, i)) {
 			/* Its connections are still being handed back. */
 			w->respawn_at_ns = now + 10000000ull;
@@ -443,6 +494,8 @@ const struct bt__workers_ops bt__workers_proc = {
 	.alive = procs_alive,
 	.open = procs_open,
 	.describe = procs_describe,
+	.info = procs_info,
+	.revive = procs_revive,
 	.watch = procs_watch,
 	.reap = procs_reap,
 	.tick = procs_tick,

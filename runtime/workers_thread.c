@@ -27,6 +27,8 @@ struct thr {
 	int rc;
 	int start_rc;         /* bt_loop_create's result */
 	int stuck_now;        /* reported, not yet moving again */
+	uint64_t started_ns;
+	int restart;          /* start it again once its slot is free (thrs_tick) */
 	bt_queue_t *q;
 	struct bt_runtime *sup;
 	unsigned idx;
@@ -94,6 +96,16 @@ static void on_thread_done(void *ctx)
 		pthread_join(w->tid, NULL);
 		w->running = 0;
 		bt_acceptor_detach(s->acc, i);
+		int retire = s->wc[i].retire;
+		s->wc[i].retire = 0;
+		if (!s->draining && (retire || i >= s->want) && w->rc == 0) {
+			/* It drained alone (control.c): taken away, or replaced. */
+			int again = i < s->want;
+			bt__log(BT_LOG_INFO, "worker %u (thread) drained: %s", i,
+				again ? "replacing it" : "retired");
+			w->restart = again;
+			continue;
+		}
 		if (w->rc != 0 || !s->draining)
 			bt__log(BT_LOG_ERROR, "worker %u (thread) ended%s: %s", i,
 				s->draining ? "" : " while the server runs",
@@ -101,11 +113,12 @@ static void on_thread_done(void *ctx)
 		bt__sup_worker_gone(s, i);
 	}
 	bt__sup_worker_ended(s);
+	bt__sup_schedule(s); /* a restart is due (thrs_next_due) */
 }
 
 static int thrs_init(struct bt_runtime *s)
 {
-	struct thrs *ts = calloc(1, sizeof(*ts) + s->nw * sizeof(ts->t[0]));
+	struct thrs *ts = calloc(1, sizeof(*ts) + s->maxw * sizeof(ts->t[0]));
 	if (!ts)
 		return -ENOMEM;
 	s->set = ts;
@@ -143,6 +156,7 @@ static int thrs_start(struct bt_runtime *s, unsigned idx)
 		return bt__log_errno(BT_LOG_ERROR, -rc, "pthread_create(worker %u)", idx);
 	}
 	w->running = 1;
+	w->started_ns = bt__now_ns();
 	char name[32];
 	snprintf(name, sizeof(name), "worker %u", idx);
 	bt__thread_name(w->tid, name);
@@ -183,6 +197,12 @@ static void thrs_describe(const struct bt_runtime *s, unsigned slot, char *buf, 
 	snprintf(buf, cap, "thread%s", T(s)->t[slot].running ? "" : " (ended)");
 }
 
+static void thrs_info(const struct bt_runtime *s, unsigned i, long *pid, uint64_t *started_ns)
+{
+	*pid = T(s)->t[i].running ? (long)getpid() : 0;
+	*started_ns = T(s)->t[i].started_ns;
+}
+
 static void thrs_watch(struct bt_runtime *s, unsigned i, uint64_t stalled, uint64_t limit)
 {
 	struct thr *w = &T(s)->t[i];
@@ -204,14 +224,46 @@ static void thrs_watch(struct bt_runtime *s, unsigned i, uint64_t stalled, uint6
 		s->cfg->worker_timeout_ms);
 }
 
+/* Start worker i again, or as soon as the acceptor has its slot back. */
+static int thrs_revive(struct bt_runtime *s, unsigned i)
+{
+	struct thr *w = &T(s)->t[i];
+	if (w->running)
+		return 0;
+	if (bt_acceptor_queue(s->acc, i)) {
+		w->restart = 1;
+		return 0;
+	}
+	w->restart = 0;
+	int rc = thrs_start(s, i);
+	if (rc == 0)
+		bt__log(BT_LOG_INFO, "worker %u (thread): started", i);
+	return rc;
+}
+
+/* Threads drain on their own deadline; a drained one due to come back
+ * starts once its slot is free. */
 static void thrs_tick(struct bt_runtime *s, uint64_t now)
 {
-	(void)s, (void)now; /* threads drain on their own deadline */
+	(void)now;
+	for (unsigned i = 0; i < s->nw && !s->draining; i++) {
+		struct thr *w = &T(s)->t[i];
+		if (!w->restart || w->running)
+			continue;
+		if (i >= s->want) {
+			w->restart = 0;
+			continue;
+		}
+		if (!bt_acceptor_queue(s->acc, i) && thrs_revive(s, i) == 0)
+			s->wc[i].restarts++;
+	}
 }
 
 static uint64_t thrs_next_due(const struct bt_runtime *s)
 {
-	(void)s;
+	for (unsigned i = 0; i < s->nw && !s->draining; i++)
+		if (T(s)->t[i].restart && !T(s)->t[i].running)
+			return bt__now_ns() + 10000000ull; /* its slot is being reclaimed */
 	return 0;
 }
 
@@ -250,6 +302,8 @@ const struct bt__workers_ops bt__workers_thread = {
 	.alive = thrs_alive,
 	.open = thrs_open,
 	.describe = thrs_describe,
+	.info = thrs_info,
+	.revive = thrs_revive,
 	.watch = thrs_watch,
 	.reap = NULL,
 	.tick = thrs_tick,

@@ -133,6 +133,11 @@ struct bt_runtime_config {
 	unsigned reload_timeout_ms; /* SIGHUP: the new generation must be
 				     * ready within this, else the old one
 				     * serves on (default 10000) */
+	/* Since 0.3 (appended): operating it (docs/control.md). */
+	const char *control;        /* --control: the control socket, a path
+				     * (created 0600) or "@name"; "none": no
+				     * socket; NULL: $RUNTIME_DIRECTORY/control
+				     * under systemd, else none */
 };
 
 /*
