@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include <baton/loop.h>
+#include <baton/metrics.h>
 #include <baton/runtime.h>
 
 #include "http_parse.h"
@@ -135,6 +136,16 @@ static const char *reason(int code)
 	}
 }
 
+/* Responses by status class, exported on --metrics (baton/metrics.h):
+ * httpd_responses_total{class="2xx"} and its siblings. */
+static int responses[6] = {-1, -1, -1, -1, -1, -1};
+
+static void count(bt_conn_t *c, int code)
+{
+	if (code >= 100 && code < 600)
+		bt_loop_metric_add(bt_conn_loop(c), responses[code / 100], 1);
+}
+
 /* An error response; the connection closes after it. */
 static void error_reply(bt_conn_t *c, int code)
 {
@@ -145,6 +156,7 @@ static void error_reply(bt_conn_t *c, int code)
 			 "HTTP/1.1 %d %s\r\nServer: baton\r\nContent-Type: text/plain\r\n"
 			 "Content-Length: %d\r\nConnection: close\r\n%s\r\n%s",
 			 code, reason(code), blen, code == 405 ? "Allow: GET, HEAD\r\n" : "", body);
+	count(c, code);
 	bt_conn_write(c, buf, (size_t)n);
 	bt_conn_close(c);
 }
@@ -226,6 +238,7 @@ static int serve_file(bt_conn_t *c, const struct http_req *r, int keep)
 			  "HTTP/1.1 200 OK\r\nServer: baton\r\nContent-Length: %lld\r\n%s\r\n",
 			  (long long)st.st_size, keep ? "" : "Connection: close\r\n");
 	int rc = bt_conn_write(c, head, (size_t)hn);
+	count(c, 200);
 	if (rc >= 0 && r->method != HTTP_HEAD && st.st_size > 0) {
 		/* The length promised is st_size: a file that shrinks meanwhile
 		 * ends the connection after its last byte (the loop aborts it). */
@@ -308,6 +321,7 @@ static int handle_request(bt_conn_t *c, const char *buf, size_t len, uint64_t *b
 		return serve_file(c, &r, keep);
 	int rc = bt_conn_write(c, keep ? opt.fixed_head : opt.fixed_head_close,
 			       keep ? opt.fixed_head_len : opt.fixed_head_close_len);
+	count(c, 200);
 	if (rc >= 0 && r.method != HTTP_HEAD)
 		return fixed_body(c, 0, !keep);
 	if (rc < 0) {
@@ -650,5 +664,11 @@ int main(int argc, char **argv)
 		.on_start = on_start,
 		.on_writable = on_writable,
 	};
+	for (int k = 1; k <= 5; k++) {
+		char name[64];
+		snprintf(name, sizeof(name), "httpd_responses_total{class=\"%dxx\"}", k);
+		responses[k] = bt_metric_register(name, "HTTP responses sent, by status class.",
+						  BT_METRIC_COUNTER);
+	}
 	return bt_runtime_run(&cfg, &h, NULL);
 }

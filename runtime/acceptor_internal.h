@@ -7,6 +7,7 @@
 #include <baton/acceptor.h>
 
 #include "ev.h"
+#include "internal.h"
 
 #include <stdint.h>
 
@@ -49,6 +50,7 @@ struct worker {
 	unsigned retire_ms;
 	uint32_t pid;
 	struct bt_queue_stats gone; /* of earlier queues in this slot */
+	uint64_t bhist_gone[BT__BATCH_BUCKETS];
 };
 
 struct watch { /* bt_acceptor_watch */

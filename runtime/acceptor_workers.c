@@ -9,6 +9,7 @@
 #include "acceptor_policy.h"
 
 #include "internal.h"
+#include "queue_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,8 +23,11 @@ int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 	if (acc->w[idx].q)
 		return -EBUSY; /* the previous one is still being reclaimed */
 	struct bt_queue_stats gone = acc->w[idx].gone;
+	uint64_t bh[BT__BATCH_BUCKETS];
+	memcpy(bh, acc->w[idx].bhist_gone, sizeof(bh));
 	memset(&acc->w[idx], 0, sizeof(acc->w[idx]));
 	acc->w[idx].gone = gone;
+	memcpy(acc->w[idx].bhist_gone, bh, sizeof(bh));
 	acc->w[idx].q = q;
 	acc->alive++;
 	if (idx >= acc->nw)
@@ -111,11 +115,22 @@ void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx)
 	gone.taken += qs.taken;
 	gone.full += qs.full;
 	gone.toomanyrefs += qs.toomanyrefs;
+	uint64_t bh[BT__BATCH_BUCKETS];
+	for (unsigned k = 0; k < BT__BATCH_BUCKETS; k++)
+		bh[k] = w->bhist_gone[k] + w->q->bhist[k];
 	bt_queue_destroy(w->q);
 	if (w->retiring)
 		acc->retiring--;
 	memset(w, 0, sizeof(*w));
 	w->gone = gone;
+	memcpy(w->bhist_gone, bh, sizeof(bh));
+}
+
+void bt__acc_worker_bhist(const bt_acceptor_t *acc, unsigned idx, uint64_t *out)
+{
+	const struct worker *w = &acc->w[idx];
+	for (unsigned k = 0; k < BT__BATCH_BUCKETS; k++)
+		out[k] = w->bhist_gone[k] + (w->q ? w->q->bhist[k] : 0);
 }
 
 void bt__acc_retire(bt_acceptor_t *acc, unsigned idx, unsigned deadline_ms, int handover_fd)

@@ -228,6 +228,14 @@ static void show_control(const struct bt_runtime_config *cfg, char *buf, size_t 
 		snprintf(buf, cap, "$RUNTIME_DIRECTORY/control when set, else none");
 }
 
+static int set_metrics(struct bt_runtime_config *cfg, const char *v)
+{
+	if (!*v || strlen(v) > 200)
+		return -1;
+	cfg->metrics = v;
+	return 0;
+}
+
 static int set_flags_file(struct bt_runtime_config *cfg, const char *v)
 {
 	(void)cfg, (void)v;
@@ -309,6 +317,9 @@ static const struct rt_flag rt_flags[] = {
 	{"control", "ADDR", "the control socket for baton-ctl: a path (created 0600), @name, or "
 	 "none", F_FN, 0, 0, 0, 0, NULL, NULL, "a path, @name or none (at most 107 bytes)",
 	 set_control, show_control},
+	{"metrics", "ADDR", "serve GET /metrics (Prometheus text) on HOST:PORT, [IPV6]:PORT or a "
+	 "unix path", F_FN, 0, 0, 0, 0, NULL, NULL, "HOST:PORT, [IPV6]:PORT or a path", set_metrics,
+	 NULL},
 	{"backend", "NAME", "auto | io_uring | epoll", F_ENUM, FIELD(backend), 0, 0, 0, NULL,
 	 NAMES("auto", "io_uring", "epoll"), NULL, NULL, NULL},
 	{"help", NULL, "show this help and exit", F_HELP, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},

@@ -28,6 +28,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -40,9 +41,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CLIENTS 16
-#define LINE_MAX_BYTES 1024
+#define MAX_CLIENTS 32     /* 16 of each kind */
+#define MAX_OF_KIND 16
+#define LINE_MAX_BYTES 1024 /* a control request */
+#define HEAD_MAX 4096       /* an HTTP request's head (--metrics) */
 #define IDLE_NS (60ull * 1000000000ull)
+#define HTTP_IDLE_NS (10ull * 1000000000ull)
 #define CALL_WAIT_MS 5000
 #define REPLY_MAX (4u << 20) /* a client's unsent output, at most */
 
@@ -63,7 +67,8 @@ struct client {
 	int fd; /* -1: free */
 	unsigned long uid;
 	long pid;
-	char in[LINE_MAX_BYTES + 1];
+	int http; /* a --metrics client, not a control one */
+	char in[HEAD_MAX + 1];
 	size_t inlen;
 	int eof;
 	struct bt__buf out;
@@ -77,7 +82,8 @@ struct bt__ctl {
 	struct bt_runtime *s;
 	pthread_t thr;
 	int thr_started;
-	int lfd;
+	int lfd;        /* the control socket, -1: none (or handed over) */
+	int mfd;        /* --metrics' listener, -1: none (or handed over) */
 	char name[110]; /* as given: a path, or @name */
 	int wake_fd;    /* the supervisor -> the control thread */
 	int call_fd;    /* the control thread -> the supervisor */
@@ -94,6 +100,7 @@ struct bt__ctl {
 	/* The control thread's own. */
 	struct client cl[MAX_CLIENTS];
 	uint64_t reload_deadline_ns; /* clients wait for a reload's outcome */
+	uint64_t stats_due_ns;       /* on_stats's next call, 0: none */
 	int kept;      /* the next generation has the path: do not unlink it */
 	int from_prev; /* the previous generation's listener: ours to unlink
 			* only once we have served (s->ready) */
@@ -551,11 +558,90 @@ static void serve(struct bt__ctl *c, struct client *cl)
 	}
 }
 
+/* --- the control thread: --metrics ------------------------------------------------ */
+
+static void http_reply(struct client *cl, const char *status, const char *extra,
+		       const char *type, const char *body, size_t len)
+{
+	bt__buf_printf(&cl->out,
+		       "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: "
+		       "close\r\n\r\n",
+		       status, type, len, extra);
+	if (body && len && !cl->out.failed) {
+		bt__buf_printf(&cl->out, "%.*s", (int)len, body);
+	}
+	cl->off = 0;
+	cl->close_after = 1;
+}
+
+/* One request head, then one response and the end of the connection (a
+ * scraper connects again: nothing to keep per client). */
+static void serve_http(struct bt__ctl *c, struct client *cl)
+{
+	if (cl->out.len || cl->close_after)
+		return;
+	cl->in[cl->inlen] = 0;
+	char *end = strstr(cl->in, "\r\n\r\n");
+	if (!end)
+		end = strstr(cl->in, "\n\n");
+	if (!end) {
+		if (cl->inlen == HEAD_MAX) {
+			static const char big[] = "request head too large\n";
+			http_reply(cl, "431 Request Header Fields Too Large", "", "text/plain",
+				   big, sizeof(big) - 1);
+		} else if (cl->eof) {
+			drop(cl);
+		}
+		return;
+	}
+	char method[16], path[256], version[16];
+	if (sscanf(cl->in, "%15s %255s %15s", method, path, version) != 3 ||
+	    strncmp(version, "HTTP/1.", 7)) {
+		static const char bad[] = "bad request\n";
+		http_reply(cl, "400 Bad Request", "", "text/plain", bad, sizeof(bad) - 1);
+		return;
+	}
+	int head_only = !strcmp(method, "HEAD");
+	if (strcmp(method, "GET") && !head_only) {
+		static const char no[] = "only GET and HEAD\n";
+		http_reply(cl, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", "text/plain", no,
+			   sizeof(no) - 1);
+		return;
+	}
+	size_t plen = strcspn(path, "?");
+	if (plen != 8 || strncmp(path, "/metrics", 8)) {
+		static const char nf[] = "not found: the metrics are at /metrics\n";
+		http_reply(cl, "404 Not Found", "", "text/plain", nf, sizeof(nf) - 1);
+		return;
+	}
+	struct call k = {.fn = op_snap};
+	int rc = call_sup(c, &k);
+	if (rc < 0 || k.rc != C_OK) {
+		static const char un[] = "the server is stopping or did not answer\n";
+		http_reply(cl, "503 Service Unavailable", "", "text/plain", un, sizeof(un) - 1);
+		free(k.snap);
+		return;
+	}
+	struct bt__buf body = {0};
+	bt__metrics_text(k.snap, c->s->metrics, &body);
+	free(k.snap);
+	if (body.failed) {
+		static const char oom[] = "out of memory\n";
+		http_reply(cl, "500 Internal Server Error", "", "text/plain", oom, sizeof(oom) - 1);
+	} else {
+		/* HEAD: the length GET would send, and no body. */
+		http_reply(cl, "200 OK", "", "text/plain; version=0.0.4; charset=utf-8",
+			   head_only ? NULL : body.p, body.len);
+	}
+	bt__buf_free(&body);
+}
+
 static void on_readable(struct bt__ctl *c, struct client *cl)
 {
 	ssize_t n;
+	size_t cap = cl->http ? HEAD_MAX : LINE_MAX_BYTES;
 	do
-		n = recv(cl->fd, cl->in + cl->inlen, LINE_MAX_BYTES - cl->inlen, MSG_DONTWAIT);
+		n = recv(cl->fd, cl->in + cl->inlen, cap - cl->inlen, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && errno == EAGAIN)
 		return;
@@ -564,7 +650,10 @@ static void on_readable(struct bt__ctl *c, struct client *cl)
 	else
 		cl->inlen += (size_t)n;
 	cl->last_ns = now_ns();
-	serve(c, cl);
+	if (cl->http)
+		serve_http(c, cl);
+	else
+		serve(c, cl);
 }
 
 static void on_writable(struct bt__ctl *c, struct client *cl)
@@ -595,13 +684,14 @@ static void on_writable(struct bt__ctl *c, struct client *cl)
 		drop(cl);
 		return;
 	}
-	serve(c, cl);
+	if (!cl->http)
+		serve(c, cl);
 }
 
-static void on_accept(struct bt__ctl *c)
+static void on_accept(struct bt__ctl *c, int lfd, int http)
 {
 	for (;;) {
-		int fd = accept4(c->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -613,7 +703,19 @@ static void on_accept(struct bt__ctl *c)
 		socklen_t len = sizeof(cred);
 		const char *no = NULL;
 		char why[160];
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		unsigned same = 0;
+		for (int i = 0; i < MAX_CLIENTS; i++)
+			same += c->cl[i].fd >= 0 && c->cl[i].http == http;
+		if (http) {
+			if (same >= MAX_OF_KIND) {
+				/* A scraper's burst: it tries again at its next interval. */
+				static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+							   "Content-Length: 0\r\nConnection: close\r\n\r\n";
+				(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+				bt__close(fd);
+				continue;
+			}
+		} else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
 			no = "its credentials are unknown";
 		} else if (cred.uid != geteuid() && cred.uid != 0) {
 			snprintf(why, sizeof(why), "uid %lu may not use this control socket (only uid "
@@ -622,7 +724,7 @@ static void on_accept(struct bt__ctl *c)
 			no = why;
 		}
 		struct client *cl = NULL;
-		for (int i = 0; i < MAX_CLIENTS && !no && !cl; i++)
+		for (int i = 0; i < MAX_CLIENTS && !no && !cl && same < MAX_OF_KIND; i++)
 			if (c->cl[i].fd < 0)
 				cl = &c->cl[i];
 		if (!no && !cl)
@@ -638,6 +740,7 @@ static void on_accept(struct bt__ctl *c)
 		}
 		memset(cl, 0, sizeof(*cl));
 		cl->fd = fd;
+		cl->http = http;
 		cl->uid = (unsigned long)cred.uid;
 		cl->pid = (long)cred.pid;
 		cl->last_ns = now_ns();
@@ -662,6 +765,10 @@ static int on_wake(struct bt__ctl *c)
 		c->lfd = -1;
 		c->kept = 1;
 	}
+	if (handed && c->mfd >= 0) {
+		bt__close(c->mfd);
+		c->mfd = -1;
+	}
 	if (done)
 		for (int i = 0; i < MAX_CLIENTS; i++) {
 			struct client *cl = &c->cl[i];
@@ -673,20 +780,41 @@ static int on_wake(struct bt__ctl *c)
 	return stop;
 }
 
+/* The program's on_stats: the snapshot as JSON. */
+static void give_stats(struct bt__ctl *c)
+{
+	struct call k = {.fn = op_snap};
+	if (call_sup(c, &k) < 0 || k.rc != C_OK) {
+		free(k.snap);
+		return;
+	}
+	struct bt__buf b = {0};
+	bt__snap_json(k.snap, &b);
+	free(k.snap);
+	if (!b.failed && b.p)
+		c->s->cfg->on_stats(b.p, b.len, c->s->user);
+	bt__buf_free(&b);
+}
+
 static void *ctl_main(void *arg)
 {
 	struct bt__ctl *c = arg;
-	struct pollfd p[2 + MAX_CLIENTS];
-	int who[2 + MAX_CLIENTS];
+	struct pollfd p[3 + MAX_CLIENTS];
+	int who[3 + MAX_CLIENTS];
 	for (;;) {
 		uint64_t now = now_ns(), next = now + IDLE_NS;
 		int n = 0;
 		p[n++] = (struct pollfd){.fd = c->wake_fd, .events = POLLIN};
-		int lslot = -1;
+		int lslot = -1, mslot = -1;
 		if (c->lfd >= 0) {
 			lslot = n;
 			p[n++] = (struct pollfd){.fd = c->lfd, .events = POLLIN};
 		}
+		if (c->mfd >= 0) {
+			mslot = n;
+			p[n++] = (struct pollfd){.fd = c->mfd, .events = POLLIN};
+		}
+		int first = n;
 		int waiting = 0;
 		for (int i = 0; i < MAX_CLIENTS; i++) {
 			struct client *cl = &c->cl[i];
@@ -696,13 +824,15 @@ static void *ctl_main(void *arg)
 				waiting = 1;
 				continue;
 			}
-			if (cl->last_ns + IDLE_NS <= now) {
-				drop(cl); /* idle: nothing read or written for 60 s */
+			uint64_t idle = cl->http ? HTTP_IDLE_NS : IDLE_NS;
+			if (cl->last_ns + idle <= now) {
+				drop(cl); /* idle: nothing read or written for 60 s (10 s) */
 				continue;
 			}
-			if (cl->last_ns + IDLE_NS < next)
-				next = cl->last_ns + IDLE_NS;
-			short ev = cl->out.len ? POLLOUT : cl->inlen < LINE_MAX_BYTES ? POLLIN : 0;
+			if (cl->last_ns + idle < next)
+				next = cl->last_ns + idle;
+			size_t cap = cl->http ? HEAD_MAX : LINE_MAX_BYTES;
+			short ev = cl->out.len ? POLLOUT : cl->inlen < cap ? POLLIN : 0;
 			who[n] = i;
 			p[n++] = (struct pollfd){.fd = cl->fd, .events = ev};
 		}
@@ -717,6 +847,13 @@ static void *ctl_main(void *arg)
 		}
 		if (waiting && c->reload_deadline_ns < next)
 			next = c->reload_deadline_ns;
+		if (c->stats_due_ns && c->stats_due_ns <= now) {
+			give_stats(c);
+			c->stats_due_ns = now + (uint64_t)c->s->cfg->stats_interval_ms * 1000000ull;
+			continue;
+		}
+		if (c->stats_due_ns && c->stats_due_ns < next)
+			next = c->stats_due_ns;
 		int ms = (int)((next - now) / 1000000ull) + 1;
 		int r = poll(p, (nfds_t)n, ms);
 		if (r < 0 && errno != EINTR) {
@@ -728,8 +865,10 @@ static void *ctl_main(void *arg)
 		if ((p[0].revents & POLLIN) && on_wake(c))
 			break;
 		if (lslot >= 0 && (p[lslot].revents & POLLIN) && c->lfd >= 0)
-			on_accept(c);
-		for (int k = lslot >= 0 ? 2 : 1; k < n; k++) {
+			on_accept(c, c->lfd, 0);
+		if (mslot >= 0 && (p[mslot].revents & POLLIN) && c->mfd >= 0)
+			on_accept(c, c->mfd, 1);
+		for (int k = first; k < n; k++) {
 			struct client *cl = &c->cl[who[k]];
 			if (cl->fd != p[k].fd || !p[k].revents)
 				continue;
@@ -746,7 +885,7 @@ static void *ctl_main(void *arg)
 		struct client *cl = &c->cl[i];
 		if (cl->fd < 0)
 			continue;
-		if (cl->waiting || memchr(cl->in, '\n', cl->inlen)) {
+		if (!cl->http && (cl->waiting || memchr(cl->in, '\n', cl->inlen))) {
 			char m[96];
 			snprintf(m, sizeof(m), "this generation (pid %ld) has stopped: ask again",
 				 (long)getpid());
@@ -797,21 +936,27 @@ void bt__ctl_resolve(struct bt_runtime *s)
 int bt__ctl_open(struct bt_runtime *s)
 {
 	const char *name = s->ctl_name[0] ? s->ctl_name : NULL;
-	if (!name) {
-		if (s->ctl_lfd >= 0)
-			bt__close(s->ctl_lfd);
+	const char *metrics = s->cfg->metrics;
+	if (!name && s->ctl_lfd >= 0)
+		bt__close(s->ctl_lfd); /* the previous generation's: not ours to use */
+	if (!name)
 		s->ctl_lfd = -1;
+	if (!metrics && s->metrics_lfd >= 0)
+		bt__close(s->metrics_lfd);
+	if (!metrics)
+		s->metrics_lfd = -1;
+	int stats = s->cfg->on_stats && s->cfg->stats_interval_ms;
+	if (!name && !metrics && !stats)
 		return 0;
-	}
 	struct bt__ctl *c = calloc(1, sizeof(*c));
 	if (!c)
 		return bt__log_errno(BT_LOG_ERROR, -ENOMEM, "--control");
 	c->s = s;
-	c->lfd = -1;
+	c->lfd = c->mfd = -1;
 	c->wake_fd = c->call_fd = -1;
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		c->cl[i].fd = -1;
-	snprintf(c->name, sizeof(c->name), "%s", name);
+	snprintf(c->name, sizeof(c->name), "%s", name ? name : "");
 	int rc = 0;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -820,15 +965,38 @@ int bt__ctl_open(struct bt_runtime *s)
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&c->mu, NULL);
 	s->ctl = c;
-	/* After a reload, the previous generation's listener (handover.c). */
+	/* After a reload, the previous generation's listeners (handover.c). */
 	int from_prev = s->ctl_lfd >= 0;
 	c->from_prev = from_prev;
-	c->lfd = from_prev ? s->ctl_lfd : bt__unix_listen(name, SOCK_STREAM, BT_FDPASS_NONBLOCK);
-	s->ctl_lfd = c->lfd;
-	if (c->lfd < 0) {
-		rc = c->lfd;
-		bt__log_errno(BT_LOG_ERROR, rc, "--control %s", name);
-		goto fail;
+	if (name) {
+		c->lfd = from_prev ? s->ctl_lfd
+				   : bt__unix_listen(name, SOCK_STREAM, BT_FDPASS_NONBLOCK);
+		s->ctl_lfd = c->lfd;
+		if (c->lfd < 0) {
+			rc = c->lfd;
+			bt__log_errno(BT_LOG_ERROR, rc, "--control %s", name);
+			goto fail;
+		}
+	}
+	char mdesc[160] = "";
+	if (metrics) {
+		int mprev = s->metrics_lfd >= 0;
+		c->mfd = mprev ? s->metrics_lfd : bt__listen_open(metrics, 64, mdesc, sizeof(mdesc));
+		s->metrics_lfd = c->mfd;
+		if (c->mfd < 0) {
+			rc = c->mfd;
+			bt__log(BT_LOG_ERROR, "--metrics %s: cannot listen", metrics);
+			goto fail;
+		}
+		if (mprev) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			getsockname(c->mfd, (struct sockaddr *)&ss, &sl);
+			bt__describe_addr((struct sockaddr *)&ss, sl, mdesc, sizeof(mdesc));
+		}
+		int fl = fcntl(c->mfd, F_GETFL);
+		if (fl >= 0 && !(fl & O_NONBLOCK))
+			fcntl(c->mfd, F_SETFL, fl | O_NONBLOCK);
 	}
 	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	c->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -841,6 +1009,8 @@ int bt__ctl_open(struct bt_runtime *s)
 		bt__log_errno(BT_LOG_ERROR, rc, "--control: watching its eventfd");
 		goto fail;
 	}
+	if (stats)
+		c->stats_due_ns = bt__now_ns() + (uint64_t)s->cfg->stats_interval_ms * 1000000ull;
 	rc = pthread_create(&c->thr, NULL, ctl_main, c);
 	if (rc != 0) {
 		rc = bt__log_errno(BT_LOG_ERROR, -rc, "--control: pthread_create");
@@ -848,7 +1018,11 @@ int bt__ctl_open(struct bt_runtime *s)
 	}
 	c->thr_started = 1;
 	bt__thread_name(c->thr, "control");
-	bt__log(BT_LOG_INFO, "control socket %s%s", name, from_prev ? " (from the previous generation)" : "");
+	if (name)
+		bt__log(BT_LOG_INFO, "control socket %s%s", name,
+			from_prev ? " (from the previous generation)" : "");
+	if (metrics)
+		bt__log(BT_LOG_INFO, "metrics on http://%s/metrics", mdesc);
 	return 0;
 fail:
 	bt__ctl_close(s);
@@ -880,7 +1054,10 @@ void bt__ctl_close(struct bt_runtime *s)
 		if (c->name[0] != '@' && !c->kept && (!c->from_prev || s->ready))
 			unlink(c->name);
 	}
+	if (c->mfd >= 0)
+		bt__close(c->mfd);
 	s->ctl_lfd = -1;
+	s->metrics_lfd = -1;
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);

@@ -7,7 +7,8 @@
  * ('H' on its control channel) and at once sends its listeners on it: one
  * BATCH whose items carry the listening sockets, tagged by their payload
  * ("L" from --listen, "S" from systemd, "A" the --attach listener, "C"
- * the control socket), ended by an item "E" without a descriptor.  It keeps accepting.
+ * the control socket, "M" the --metrics listener), ended by an item "E"
+ * without a descriptor.  It keeps accepting.
  *
  * The new generation takes the listeners its own flags name (matched by
  * address; a port 0 matches any port of the same address), closes the
@@ -147,6 +148,10 @@ int bt__gen_take_listeners(struct bt_runtime *s)
 		} else if (role == 'C' && s->ctl_name[0] && s->ctl_lfd < 0 &&
 			   unix_named(it->fd, s->ctl_name)) {
 			s->ctl_lfd = it->fd;
+			keep = 1;
+		} else if (role == 'M' && s->cfg->metrics && s->metrics_lfd < 0 &&
+			   bt__listen_matches(s->cfg->metrics, it->fd)) {
+			s->metrics_lfd = it->fd;
 			keep = 1;
 		}
 		if (!keep)
@@ -367,8 +372,8 @@ void bt__gen_ready(struct bt_runtime *s)
 
 static void send_listeners(struct bt_runtime *s)
 {
-	struct bt_wire_item it[BT_RUNTIME_MAX_LISTEN + 64 + 3];
-	static const char tags[] = "LSAEC";
+	struct bt_wire_item it[BT_RUNTIME_MAX_LISTEN + 64 + 4];
+	static const char tags[] = "LSAECM";
 	size_t n = 0;
 	memset(it, 0, sizeof(it));
 	for (int i = 0; i < s->nkeep; i++) {
@@ -390,6 +395,13 @@ static void send_listeners(struct bt_runtime *s)
 		it[n].flags = BT_WIRE_ITEM_FD;
 		it[n].fd = s->ctl_lfd;
 		it[n].payload = &tags[4];
+		it[n++].payload_len = 1;
+	}
+	if (s->metrics_lfd >= 0) {
+		it[n].id = n + 1;
+		it[n].flags = BT_WIRE_ITEM_FD;
+		it[n].fd = s->metrics_lfd;
+		it[n].payload = &tags[5];
 		it[n++].payload_len = 1;
 	}
 	it[n].id = n + 1;

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <baton/metrics.h>
 #include <sys/types.h>
 
 #define BT__PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -46,6 +48,36 @@ int bt__log_enabled(int level);
 
 /* CLOCK_MONOTONIC nanoseconds. */
 uint64_t bt__now_ns(void);
+
+/* Metrics (metrics.c): one slot per worker loop in memory the supervisor
+ * shares with its workers; the loop is the only writer of its slot. */
+#define BT__HANDOFF_BUCKETS 13 /* 10 us .. 1 s, then +Inf */
+#define BT__BATCH_BUCKETS 9    /* items per batch: 1, 2, 4 .. 128, 253 */
+struct bt__mslot {
+	_Atomic uint64_t handoff[BT__HANDOFF_BUCKETS + 1];
+	_Atomic uint64_t handoff_sum_ns;
+	_Atomic int64_t app[BT_METRICS_MAX];
+	uint64_t pad; /* to a multiple of a cache line */
+};
+_Static_assert(sizeof(struct bt__mslot) % 64 == 0, "a metrics slot fills whole cache lines");
+void bt__mslot_handoff(struct bt__mslot *m, uint64_t ns);
+struct bt__metrics;
+int bt__metrics_create(struct bt__metrics **out, unsigned slots);
+void bt__metrics_destroy(struct bt__metrics *m);
+struct bt__mslot *bt__metrics_slot(struct bt__metrics *m, unsigned slot);
+/* Worker loop slot ended: its gauges read 0 from now on. */
+void bt__metrics_worker_gone(struct bt__metrics *m, unsigned slot);
+/* The loop writes its metrics to ms from now on (NULL: its own). */
+struct bt_loop;
+void bt__loop_use_mslot(struct bt_loop *loop, struct bt__mslot *ms);
+/* The batch-size bucket of n items. */
+static inline unsigned bt__batch_bucket(unsigned n)
+{
+	return n <= 1 ? 0 : n > 128 ? 8 : (unsigned)(32 - __builtin_clz(n - 1));
+}
+/* Queue slot idx's batch sizes, over every worker that has run in it. */
+struct bt_acceptor;
+void bt__acc_worker_bhist(const struct bt_acceptor *acc, unsigned idx, uint64_t *out);
 
 struct bt_queue;
 /* The queue's flush policy and delay, for the acceptor's scheduling. */

@@ -117,6 +117,7 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 		loop->cfg.out_low = loop->cfg.out_high / 4;
 	loop->handler = h;
 	loop->h = &loop->handler;
+	loop->ms = &loop->ms_own;
 	loop->cfg.handler = loop->h;
 	loop->inlet = cfg->inlet;
 	if (!loop->inlet) {
@@ -282,6 +283,22 @@ void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms)
 	}
 }
 
+/* The hand-off latency of an item the loop takes now (metrics.c). */
+static void handoff(bt_loop_t *loop, const struct bt_wire_item *it)
+{
+	if (!it->accept_ns || (it->flags & BT_WIRE_ITEM_LOST))
+		return;
+	/* The wake-up's clock, unless the item is younger (a thread ring
+	 * read again in the same wake-up): then the clock now. */
+	uint64_t now = loop->now_ns >= it->accept_ns ? loop->now_ns : bt__now_ns();
+	bt__mslot_handoff(loop->ms, now > it->accept_ns ? now - it->accept_ns : 0);
+}
+
+void bt__loop_use_mslot(bt_loop_t *loop, struct bt__mslot *ms)
+{
+	loop->ms = ms ? ms : &loop->ms_own;
+}
+
 int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 {
 	if (rc == -EAGAIN || rc == -EINTR)
@@ -309,6 +326,7 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 				bt__loop_handover_channel(loop, it->fd);
 				continue;
 			}
+			handoff(loop, it);
 			if (loop->h->on_item) {
 				if (!(it->flags & BT_WIRE_ITEM_LOST))
 					loop->h->on_item(loop, it);
@@ -337,6 +355,8 @@ void bt__loop_consume(bt_loop_t *loop)
 	while ((n = bt_queue_consume(q, items, 64)) > 0) {
 		loop->st.batches++;
 		for (int i = 0; i < n; i++) {
+			if (!(items[i].flags & BT_WIRE_ITEM_HANDOVER))
+				handoff(loop, &items[i]);
 			if (items[i].flags & BT_WIRE_ITEM_HANDOVER)
 				bt__loop_handover_channel(loop, items[i].fd);
 			else if (loop->h->on_item)

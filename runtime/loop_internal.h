@@ -7,6 +7,7 @@
 #include <baton/loop.h>
 
 #include "ev.h"
+#include "internal.h"
 
 #include <stdint.h>
 #include <sys/socket.h>
@@ -187,6 +188,10 @@ struct bt_loop {
 	unsigned nhanding;
 	uint64_t handed, carried; /* connections and bytes handed over */
 	unsigned closed_at_deadline;
+	/* Metrics (metrics.c): the slot this loop writes, the supervisor's
+	 * shared one under bt_runtime_run, else ms_own. */
+	struct bt__mslot *ms;
+	struct bt__mslot ms_own;
 };
 
 /* Reading resumes (c->paused cleared): held input to on_data, then the

@@ -256,6 +256,7 @@ int bt_queue_flush_complete(bt_queue_t *q, long res)
 	if (rc == 0) {
 		q->st.batches++;
 		q->st.items_sent += n;
+		q->bhist[bt__batch_bucket(n)]++;
 		if (q->cfg.fire_and_forget) {
 			/* Nothing is held in this mode, so the batch is at head. */
 			for (unsigned i = 0; i < n; i++) {

@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "internal.h"
+
 struct tq;
 
 /* The shared acknowledgement memory (queue_shm.c): one slot per consumer. */
@@ -121,6 +123,7 @@ struct bt_queue {
 	struct tq *tq; /* thread transport (queue_thread.c), else NULL */
 
 	struct bt_queue_stats st;
+	uint64_t bhist[BT__BATCH_BUCKETS]; /* batches by size (bt__batch_bucket) */
 	void (*closer)(void *ctx, int fd); /* how acknowledged copies close */
 	void *closer_ctx;
 	struct bt_wire_item witems[BT_WIRE_MAX_ITEMS];

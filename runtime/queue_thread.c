@@ -196,6 +196,7 @@ static int tq_flush(bt_queue_t *q)
 	wake(t);
 	q->st.batches++;
 	q->st.items_sent += n;
+	q->bhist[bt__batch_bucket(n)]++;
 	return (int)n;
 }
 

@@ -216,6 +216,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	struct bt_runtime sup, *s = &sup;
 	memset(s, 0, sizeof(*s));
 	s->ctl_lfd = -1;
+	s->metrics_lfd = -1;
 	s->rehome[0] = s->rehome[1] = -1;
 	if (!cfg_in || !h_in || bt__runtime_config_take(&s->config, cfg_in) < 0 ||
 	    bt__handler_take(&s->handler, h_in) < 0)
@@ -234,6 +235,11 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 			return 2;
 		}
 		s->has_producer = 1;
+	}
+	if (s->config.on_stats && s->config.stats_interval_ms &&
+	    s->config.stats_interval_ms < 10) {
+		bt__log(BT_LOG_ERROR, "bt_runtime_run: stats_interval_ms below 10");
+		return 2;
 	}
 	if (s->config.out_high < 4096 ||
 	    (s->config.worker_timeout_ms && s->config.worker_timeout_ms < 100) ||
@@ -339,6 +345,8 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		s->lkeep[s->nkeep++] = s->lfds[i]; /* for a reload: handover.c */
 		s->lfds[i] = -1; /* the acceptor's now */
 	}
+	if (bt__metrics_create(&s->metrics, s->gbase) < 0)
+		goto out;
 	if (bt__sup_signals(s) < 0 || bt__gen_watch(s) < 0 || s->ops->init(s) < 0 ||
 	    bt__sup_attach_open(s) < 0 || bt__ctl_open(s) < 0)
 		goto out;
@@ -391,6 +399,8 @@ out:
 	bt__ctl_close(s); /* before the acceptor: its calls run there */
 	if (s->ctl_lfd >= 0)
 		close(s->ctl_lfd); /* from the previous generation, never opened */
+	if (s->metrics_lfd >= 0)
+		close(s->metrics_lfd);
 	if (s->set)
 		s->ops->stop(s);
 	bt__sup_rehome_close(s);
@@ -399,6 +409,7 @@ out:
 	bt__sup_attach_close(s);
 	if (s->ops)
 		s->ops->fini(s);
+	bt__metrics_destroy(s->metrics);
 	bt__pool_shutdown_global(); /* thread mode: the workers' job pool */
 	for (int k = 0; k < s->nl; k++)
 		if (s->lfds[k] >= 0)

@@ -114,6 +114,7 @@ struct bt__snap *bt__snap_take(struct bt_runtime *s)
 		struct bt__snap_worker *w = &sn->w[sn->nworkers++];
 		w->slot = i;
 		bt_acceptor_get_worker_stats(s->acc, i, &w->qs);
+		bt__acc_worker_bhist(s->acc, i, w->bhist);
 		if (q) {
 			/* A thread ring's taken items count as acknowledged now, not
 			 * at the next reap: then the figures add up exactly. */
@@ -290,4 +291,23 @@ void bt__snap_json(const struct bt__snap *sn, struct bt__buf *b)
 			       U(w->qs.acked), U(w->qs.lost), U(w->qs.taken), U(w->qs.full));
 	}
 	bt__buf_printf(b, "]}\n");
+}
+
+int bt_runtime_stats_json(bt_runtime_t *rt, char **json, size_t *len)
+{
+	if (!rt || !rt->acc || !json || !len)
+		return -EINVAL;
+	struct bt__snap *sn = bt__snap_take(rt);
+	if (!sn)
+		return -ENOMEM;
+	struct bt__buf b = {0};
+	bt__snap_json(sn, &b);
+	free(sn);
+	if (b.failed || !b.p) {
+		bt__buf_free(&b);
+		return -ENOMEM;
+	}
+	*json = b.p;
+	*len = b.len;
+	return 0;
 }

@@ -21,6 +21,7 @@
 #ifndef BATON_SUPERVISOR_H
 #define BATON_SUPERVISOR_H
 
+#include "internal.h"
 #include "runtime_internal.h"
 
 #include <baton/runtime.h>
@@ -112,6 +113,8 @@ struct bt_runtime {
 	bt_fdpass_t *rehome_ch;
 	bt_runtime_watch_t *rehome_w;
 	uint64_t rehomed;
+	struct bt__metrics *metrics; /* the worker loops' metrics (metrics.c) */
+	int metrics_lfd; /* --metrics' listener (-1): the control thread's */
 	char *owned[BT_RUNTIME_MAX_LISTEN + 2]; /* config strings copied out of argv */
 	unsigned nowned;
 	int sigfd;
@@ -241,6 +244,7 @@ struct bt__snap_worker {
 	unsigned restarts, stuck, open, inflight, batch;
 	uint64_t up_ns;
 	struct bt_queue_stats qs;
+	uint64_t bhist[BT__BATCH_BUCKETS];
 };
 struct bt__snap {
 	char name[64];
@@ -266,6 +270,10 @@ struct bt__snap *bt__snap_take(struct bt_runtime *s);
 /* On any thread: status as text (a table), or one line of JSON. */
 void bt__snap_text(const struct bt__snap *sn, struct bt__buf *b);
 void bt__snap_json(const struct bt__snap *sn, struct bt__buf *b);
+
+/* metrics.c: the Prometheus text of a snapshot and the worker loops'
+ * metrics (m may be NULL). */
+void bt__metrics_text(const struct bt__snap *sn, struct bt__metrics *m, struct bt__buf *b);
 
 /* control.c: the control socket (--control) and its thread.  Open it
  * (0, or -errno logged: exit status 1); the supervisor's side of a reload

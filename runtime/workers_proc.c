@@ -79,6 +79,7 @@ static int run_slot(struct bt_runtime *s, unsigned slot, int chfd)
 		bt_queue_inlet_destroy(lc.inlet);
 		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", slot);
 	}
+	bt__loop_use_mslot(loop, bt__metrics_slot(s->metrics, slot));
 	rc = bt_loop_run(loop);
 	bt_loop_destroy(loop);
 	return rc;
@@ -339,8 +340,10 @@ static void procs_reap(struct bt_runtime *s)
 		uint64_t lived = bt__now_ns() - w->started_ns;
 		w->pid = 0;
 		w->killing = 0;
-		for (unsigned t = 0; t < s->tpp; t++)
+		for (unsigned t = 0; t < s->tpp; t++) {
 			bt_acceptor_detach(s->acc, i * s->tpp + t);
+			bt__metrics_worker_gone(s->metrics, i * s->tpp + t);
+		}
 		int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
 		const char *how = WIFEXITED(st) ? "exited with status" : "killed by signal";
 		int code = WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st);

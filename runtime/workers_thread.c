@@ -69,6 +69,7 @@ static void *worker_thread(void *arg)
 	if (rc < 0) {
 		bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", w->idx);
 	} else {
+		bt__loop_use_mslot(loop, bt__metrics_slot(s->metrics, w->idx));
 		rc = bt_loop_run(loop);
 		bt_loop_destroy(loop);
 	}
@@ -96,6 +97,7 @@ static void on_thread_done(void *ctx)
 		pthread_join(w->tid, NULL);
 		w->running = 0;
 		bt_acceptor_detach(s->acc, i);
+		bt__metrics_worker_gone(s->metrics, i);
 		int retire = s->wc[i].retire;
 		s->wc[i].retire = 0;
 		if (!s->draining && (retire || i >= s->want) && w->rc == 0) {

@@ -26,6 +26,7 @@ if [ "$mode" = contents ]; then
 		/usr/include/baton/runtime.h /usr/include/baton/loop.h /usr/include/baton/queue.h \
 		/usr/include/baton/acceptor.h /usr/include/baton/fdpass.h /usr/include/baton/wire.h \
 		/usr/include/baton/pool.h /usr/include/baton/log.h /usr/include/baton/version.h \
+		/usr/include/baton/metrics.h /usr/bin/baton-ctl /usr/share/man/man1/baton-ctl.1 \
 		/usr/bin/baton-httpd /usr/bin/baton-echo /usr/bin/baton-spool /usr/bin/baton-bench \
 		/usr/libexec/baton/bench-fork /usr/libexec/baton/bench-inplace \
 		/usr/libexec/baton/bench-prefork /usr/libexec/baton/bench-reuseport \

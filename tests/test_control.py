@@ -11,6 +11,7 @@ Every process a case starts is stopped by pid; waits have deadlines.
 """
 import json
 import os
+import shutil
 import re
 import socket
 import stat
@@ -504,6 +505,102 @@ def test_drain_worker():
         rc, out, err = ctl(sock, "drain-worker", "x")
         assert rc == 2 and "is not a worker's number" in err, (rc, err)
         print("     %d requests, 0 failed; %d connections moved" % (ok, st["acceptor"]["rehomed"]))
+    finally:
+        assert srv.stop() == 0, srv.text()[-3000:]
+
+
+def metrics_port(srv):
+    m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", srv.text())
+    assert m, srv.text()[-2000:]
+    return int(m.group(1))
+
+
+def scrape(port, path="/metrics", method="GET"):
+    """(status, headers, body) of one request to the metrics listener."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(("%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, path)).encode())
+        data = b""
+        while True:
+            b = c.recv(65536)
+            if not b:
+                break
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    return int(lines[0].split()[1]), lines[1:], body.decode()
+
+
+def samples(text):
+    """{'name{labels}': value} of a Prometheus text body."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def test_metrics():
+    """--metrics under load: promtool finds no problem; the figures agree
+    with stats and with the clients (accepted, hand-offs, responses by
+    class, batches); a scraper every 100 ms; a reload hands the listener
+    to the new generation; errors get 404, 405, 400."""
+    if not shutil.which("promtool"):
+        raise Skip("promtool not installed (Debian: prometheus)")
+    srv, sock = server("--metrics", "127.0.0.1:0")
+    try:
+        port = metrics_port(srv)
+        load = Load(srv.port, n=4)
+        scrapes = []
+        stop = time.time() + 1.5
+        while time.time() < stop:
+            st, hdr, body = scrape(port)
+            assert st == 200, (st, body)
+            scrapes.append(body)
+            time.sleep(0.1)
+        ok, failed = load.stop()
+        assert failed == 0 and ok > 20, (ok, failed)
+        assert "Content-Type: text/plain; version=0.0.4; charset=utf-8" in hdr, hdr
+        r = subprocess.run(["promtool", "check", "metrics"], input=scrapes[-1], text=True,
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (
+            r.returncode, r.stdout, r.stderr)
+        until(lambda: stats(sock)["acceptor"]["held"] == 0 or (_ for _ in ()).throw(
+            AssertionError()))
+        _, _, body = scrape(port)
+        m, st = samples(body), stats(sock)
+        assert m["baton_accepted_total"] == st["acceptor"]["accepted"] == ok, (m, st, ok)
+        assert m['httpd_responses_total{class="2xx"}'] == ok, m
+        assert m['baton_handoff_seconds_count'] == ok, m
+        assert m['baton_handoff_seconds_bucket{le="+Inf"}'] == ok, m
+        assert m["baton_batch_fds_count"] == st["acceptor"]["batches"], (m, st)
+        assert m["baton_batch_fds_sum"] == st["acceptor"]["items"], (m, st)
+        assert m["baton_workers"] == 2, m
+        per = sum(v for k, v in m.items() if k.startswith("baton_worker_acked_total{"))
+        assert per == sum(w["acked"] for w in st["workers"]), (m, st)
+        # Counters never went down from one scrape to the next.
+        prev = {}
+        for body in scrapes:
+            cur = samples(body)
+            for k, v in cur.items():
+                if k.endswith("_total") or "_total{" in k or k.endswith("_count"):
+                    assert v >= prev.get(k, 0), (k, v, prev.get(k))
+            prev = cur
+        assert scrape(port, "/nothing")[0] == 404
+        assert scrape(port, "/metrics", "POST")[0] == 405
+        st_head, hdr_head, body_head = scrape(port, "/metrics", "HEAD")
+        assert st_head == 200 and body_head == "", (st_head, body_head)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"garbage\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.1 400"), "no 400"
+        # A reload: the new generation serves the same port.
+        rc, out, err = ctl(sock, "reload")
+        assert rc == 0, (rc, out, err)
+        new = int(re.search(r"generation pid (\d+)", out).group(1))
+        until(lambda: stats(sock)["pid"] == new or (_ for _ in ()).throw(AssertionError()))
+        st2, _, body2 = scrape(port)
+        assert st2 == 200 and samples(body2)["baton_uptime_seconds"] < samples(body)[
+            "baton_uptime_seconds"] + 5, body2[:300]
     finally:
         assert srv.stop() == 0, srv.text()[-3000:]
 

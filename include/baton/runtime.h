@@ -138,6 +138,18 @@ struct bt_runtime_config {
 				     * (created 0600) or "@name"; "none": no
 				     * socket; NULL: $RUNTIME_DIRECTORY/control
 				     * under systemd, else none */
+	const char *metrics;        /* --metrics: HOST:PORT (or [V6]:PORT, or a
+				     * path) where GET /metrics answers in the
+				     * Prometheus text format; NULL: none */
+	/* The program sees the runtime's figures: every stats_interval_ms
+	 * (0: never), on_stats gets what `baton-ctl stats --json` prints
+	 * (docs/control.md), one line of JSON, len bytes, valid during the
+	 * call.  It runs on the supervisor process's control thread, never
+	 * on the acceptor's: it may take its time (it delays the control
+	 * socket's answers, not serving), and must not call bt_runtime_*
+	 * functions. */
+	void (*on_stats)(const char *json, size_t len, void *user);
+	unsigned stats_interval_ms;
 };
 
 /*
@@ -234,6 +246,13 @@ struct bt_producer {
  * (the acceptor's backlog is full: wait for on_room), -ESHUTDOWN (the
  * server is draining). */
 BT_API int bt_runtime_push(bt_runtime_t *rt, const struct bt_wire_item *it);
+
+/* The runtime's figures now, as `baton-ctl stats --json` prints them
+ * (docs/control.md): one line of JSON in *json (malloc'd: free it), its
+ * length in *len.  From the supervisor's thread (a producer's or a
+ * watch's callback; see on_stats in the config for any program).  0,
+ * -EINVAL, -ENOMEM. */
+BT_API int bt_runtime_stats_json(bt_runtime_t *rt, char **json, size_t *len);
 
 /* Drain and end bt_runtime_run with exit status 0, as SIGTERM does: what
  * was pushed is still delivered, and workers finish (a producer calls it
