@@ -174,7 +174,11 @@ struct design {
  * runtime's flags. */
 /* K_ATTACH: baton-httpd with no worker of its own (--workers 0 --attach)
  * and N processes of baton-httpd --worker-of attached to it. */
-enum { K_BATON_PROC, K_BATON_THREAD, K_LISTEN, K_LISTEN_WORKERS, K_NGINX, K_SERVER, K_ATTACH };
+/* K_BATON_OPS: baton-proc with --control and --metrics on, and a scraper
+ * (a process of baton-bench's, its CPU not counted) asking for /metrics
+ * every 100 ms: what operating it costs. */
+enum { K_BATON_PROC, K_BATON_THREAD, K_LISTEN, K_LISTEN_WORKERS, K_NGINX, K_SERVER, K_ATTACH,
+       K_BATON_OPS };
 
 /* What every run of one command shares. */
 struct harness {

@@ -40,6 +40,8 @@ struct design bench_designs[] = {
 	 * the last send, and with accepts paced every 200 us like baton's. */
 	EXTRA("inplace-plain", "bench-inplace", SIGTERM, K_LISTEN, "--no-fin-merge"),
 	EXTRA("inplace-paced", "bench-inplace", SIGTERM, K_LISTEN, "--paced", "200"),
+	/* baton-proc operated: control socket, metrics, a scraper every 100 ms. */
+	EXTRA("baton-proc-ops", "baton-httpd", SIGTERM, K_BATON_OPS),
 };
 const size_t bench_ndesigns = sizeof(bench_designs) / sizeof(bench_designs[0]);
 
@@ -115,7 +117,31 @@ struct running {
 	char listen[300];
 	pid_t extra[256]; /* K_ATTACH: the attached workers */
 	int nextra;
+	pid_t scraper; /* K_BATON_OPS: not the server's, its CPU not counted */
+	char metrics[64];
 };
+
+/* K_BATON_OPS's scraper: GET /metrics every 100 ms, as Prometheus would,
+ * until killed. */
+static void scrape_forever(const char *addr)
+{
+	struct bench_addr at;
+	char err[256];
+	if (bench_addr_parse(addr, 1, &at, err, sizeof(err)) < 0)
+		_exit(2);
+	static char buf[1 << 16];
+	static const char req[] = "GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n";
+	for (;;) {
+		int fd = socket(at.ss[0].ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&at.ss[0], at.len[0]) == 0 &&
+		    write(fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1))
+			while (read(fd, buf, sizeof(buf)) > 0)
+				;
+		if (fd >= 0)
+			close(fd);
+		usleep(100000);
+	}
+}
 
 /* Start argv (stdout and stderr to logp, BATON_LOG=warn): its pid. */
 static pid_t spawn(const char *path, const char *const *argv, const char *logp)
@@ -209,7 +235,7 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 	int rc = bench_addr_with_free_port(&h->listen, r->listen, sizeof(r->listen));
 	if (rc < 0)
 		bench_die("cannot find a free port on %s: %s", h->listen.text, strerror(-rc));
-	char nw[16], conf[128], err[128], attach[64];
+	char nw[16], conf[128], err[128], attach[64], ctlp[128];
 	static unsigned starts;
 	snprintf(nw, sizeof(nw), "%d", h->workers);
 	const char *argv[BENCH_MAX_ARGS + 32];
@@ -227,6 +253,16 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 		for (int i = 0; h->tuning[i]; i++)
 			argv[a++] = h->tuning[i];
 		break;
+	case K_BATON_OPS:
+		rc = bench_addr_with_free_port(&h->listen, r->metrics, sizeof(r->metrics));
+		if (rc < 0)
+			bench_die("cannot find a free port on %s: %s", h->listen.text, strerror(-rc));
+		snprintf(ctlp, sizeof(ctlp), "%s/control", r->dir);
+		argv[a++] = "--control";
+		argv[a++] = ctlp;
+		argv[a++] = "--metrics";
+		argv[a++] = r->metrics;
+		/* fall through */
 	case K_BATON_PROC:
 	case K_BATON_THREAD:
 	case K_SERVER:
@@ -236,7 +272,7 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 		argv[a++] = nw;
 		if (d->kind != K_SERVER) {
 			argv[a++] = "--mode";
-			argv[a++] = d->kind == K_BATON_PROC ? "process" : "thread";
+			argv[a++] = d->kind == K_BATON_THREAD ? "thread" : "process";
 		}
 		for (int i = 0; h->tuning[i]; i++)
 			argv[a++] = h->tuning[i];
@@ -268,6 +304,7 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 	char logp[128];
 	snprintf(logp, sizeof(logp), "%s/stderr", r->dir);
 	r->nextra = 0;
+	r->scraper = 0;
 	r->pid = spawn(d->path, argv, logp);
 	/* Ready when it accepts a connection (10 s at most). */
 	struct bench_addr at;
@@ -295,6 +332,14 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 			for (int k = 0; k < h->workers && k < 256; k++)
 				r->extra[r->nextra++] = spawn(d->path, wargv, logp);
 		}
+		if (ok && d->kind == K_BATON_OPS) {
+			fflush(NULL);
+			r->scraper = fork();
+			if (r->scraper == 0)
+				scrape_forever(r->metrics);
+			if (r->scraper < 0)
+				bench_die("fork (the scraper): %s", strerror(errno));
+		}
 		if (ok)
 			return 0;
 		usleep(50000);
@@ -308,6 +353,11 @@ static int start(struct design *d, const struct harness *h, struct running *r)
 
 static void stop(struct design *d, struct running *r)
 {
+	if (r->scraper > 0) {
+		kill(r->scraper, SIGKILL);
+		waitpid(r->scraper, NULL, 0);
+		r->scraper = 0;
+	}
 	kill(r->pid, d->stop_sig); /* a server drains its attached workers too */
 	int st;
 	for (int i = 0; i < 300; i++) {

@@ -1,67 +1,45 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The control socket (--control; docs/control.md): a unix stream socket,
- * 0600, where baton-ctl (or socat) asks for the server's status and
- * changes its settings live.
+ * The control process (docs/control.md; control_internal.h has the
+ * frames): the control socket (--control), a unix stream socket, 0600,
+ * where baton-ctl (or socat) asks for the server's status and changes its
+ * settings live; and --metrics' listener, where GET /metrics answers in the
+ * Prometheus text format.
  *
- * Threads.  The socket and its clients belong to a thread of their own,
- * the control thread, so that nothing a client does (connect and never
- * read, send half a line, ask for a large status) reaches the acceptor's
- * loop.  What needs the supervisor's state is a call: the control thread
- * posts it (mu), wakes the supervisor's thread through an eventfd watched
- * on the acceptor's loop, and waits on cv.  The supervisor runs it under
- * mu (copying counters, or changing a setting: microseconds) and signals.
- * Formatting happens back on the control thread.  The supervisor wakes
- * the control thread through another eventfd (stop, a reload's outcome,
- * the listener gone to the next generation).
- *
- * Lock order: mu only; nothing else is taken under it.
+ * It is a process of its own, forked by the supervisor before any worker,
+ * so that nothing a client does (connect and never read, send half a line,
+ * ask for a large status) reaches the acceptor's loop.  What needs the
+ * supervisor's state is a call: a request frame, then the answer (a
+ * snapshot of the counters, or what a setting became).  All formatting is
+ * done here.  The supervisor ends it by closing its end of the pair; it
+ * then answers what it owes and exits.
  *
  * Protocol: one request per line (at most 1024 bytes); the response is a
  * first line "ok", "refused: WHY" or "usage: WHY", then body lines, then
  * an empty line.  A client that sends nothing, or reads nothing, for 60 s
  * is closed; so is one past 16 at once.
  */
-#include "supervisor.h"
+#include "control_internal.h"
 
-#include "acceptor_internal.h"
+#include "control_http.h"
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#define MAX_CLIENTS 32     /* 16 of each kind */
+#define MAX_CLIENTS CTL_MAX_CLIENTS
 #define MAX_OF_KIND 16
 #define LINE_MAX_BYTES 1024 /* a control request */
-#define HEAD_MAX 4096       /* an HTTP request's head (--metrics) */
+#define HEAD_MAX BT__HEAD_MAX /* an HTTP request's head (--metrics) */
 #define IDLE_NS (60ull * 1000000000ull)
 #define HTTP_IDLE_NS (10ull * 1000000000ull)
 #define CALL_WAIT_MS 5000
-#define REPLY_MAX (4u << 20) /* a client's unsent output, at most */
-
-enum { C_OK = 0, C_REFUSED = 1, C_USAGE = 2, C_PENDING = 3 };
-
-/* A call to the supervisor's thread. */
-struct call {
-	int (*fn)(struct bt_runtime *s, struct call *k); /* C_* */
-	char *argv[8];
-	int argc;
-	struct bt__snap *snap; /* out */
-	char msg[256];         /* out */
-	int rc;                /* out: C_* */
-	int done;
-};
 
 struct client {
 	int fd; /* -1: free */
@@ -78,329 +56,147 @@ struct client {
 	int close_after;
 };
 
-struct bt__ctl {
-	struct bt_runtime *s;
-	pthread_t thr;
-	int thr_started;
-	int lfd;        /* the control socket, -1: none (or handed over) */
-	int mfd;        /* --metrics' listener, -1: none (or handed over) */
-	char name[110]; /* as given: a path, or @name */
-	int wake_fd;    /* the supervisor -> the control thread */
-	int call_fd;    /* the control thread -> the supervisor */
-	bt_runtime_watch_t *call_watch;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	/* Under mu. */
-	struct call *call;
-	int stop;        /* end the thread */
-	int gone;        /* the supervisor answers no more calls */
-	int handed_over; /* the listener is the next generation's */
-	int reload_done, reload_ok;
-	char reload_msg[256];
-	/* The control thread's own. */
-	struct client cl[MAX_CLIENTS];
-	uint64_t reload_deadline_ns; /* clients wait for a reload's outcome */
-	uint64_t stats_due_ns;       /* on_stats's next call, 0: none */
-	int kept;      /* the next generation has the path: do not unlink it */
-	int from_prev; /* the previous generation's listener: ours to unlink
-			* only once we have served (s->ready) */
-};
-
-/* --- the supervisor's side -------------------------------------------------------- */
-
-static void on_call(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned revents, void *arg)
-{
-	(void)w, (void)revents;
-	struct bt__ctl *c = arg;
-	uint64_t v;
-	while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
-	pthread_mutex_lock(&c->mu);
-	struct call *k = c->call;
-	if (k && !k->done) {
-		k->rc = k->fn(rt, k);
-		k->done = 1;
-		pthread_cond_broadcast(&c->cv);
-	}
-	pthread_mutex_unlock(&c->mu);
-}
-
-static void wake(struct bt__ctl *c)
-{
-	uint64_t one = 1;
-	while (write(c->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
-		;
-}
-
-void bt__ctl_reload_done(struct bt_runtime *s, int ok, const char *msg)
-{
-	struct bt__ctl *c = s->ctl;
-	if (!c)
-		return;
-	pthread_mutex_lock(&c->mu);
-	c->reload_done = 1;
-	c->reload_ok = ok;
-	snprintf(c->reload_msg, sizeof(c->reload_msg), "%s", msg);
-	pthread_mutex_unlock(&c->mu);
-	wake(c);
-}
-
-void bt__ctl_handed_over(struct bt_runtime *s)
-{
-	struct bt__ctl *c = s->ctl;
-	if (!c)
-		return;
-	pthread_mutex_lock(&c->mu);
-	c->handed_over = 1;
-	pthread_mutex_unlock(&c->mu);
-	wake(c);
-}
-
-/* Calls (on the supervisor's thread, under mu). */
-
-static int op_snap(struct bt_runtime *s, struct call *k)
-{
-	k->snap = bt__snap_take(s);
-	if (!k->snap)
-		snprintf(k->msg, sizeof(k->msg), "out of memory");
-	return k->snap ? C_OK : C_REFUSED;
-}
-
-static void policy_all(struct bt_runtime *s)
-{
-	for (unsigned i = 0; i < s->acc->nw; i++) {
-		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
-		if (q)
-			bt__queue_set_policy(q, s->qc.batch, (int)s->qc.flush, s->qc.delay_us);
-	}
-}
-
-static int op_set(struct bt_runtime *s, struct call *k)
-{
-	const char *key = k->argv[1], *val = k->argv[2];
-	char was[40], now[40];
-	if (!strcmp(key, "batch")) {
-		char *end;
-		errno = 0;
-		unsigned long n = strtoul(val, &end, 10);
-		if (errno || *end || end == val || val[0] == '-' || n < 1 || n > 253) {
-			snprintf(k->msg, sizeof(k->msg), "set batch: '%.64s' is not a number from 1 to 253",
-				 val);
-			return C_USAGE;
-		}
-		snprintf(was, sizeof(was), "%u", s->qc.batch);
-		s->qc.batch = (unsigned)n;
-		s->config.batch = (unsigned)n;
-		snprintf(now, sizeof(now), "%u", s->qc.batch);
-		policy_all(s);
-	} else if (!strcmp(key, "flush")) {
-		struct bt_queue_config qc = s->qc;
-		if (bt_queue_parse_flush(val, &qc) < 0) {
-			snprintf(k->msg, sizeof(k->msg),
-				 "set flush: '%.64s' is not adaptive, adaptive:US, size or delay:US (US "
-				 "from 1 to 1000000)", val);
-			return C_USAGE;
-		}
-		bt_queue_flush_name(&s->qc, was, sizeof(was));
-		s->qc.flush = qc.flush;
-		s->qc.delay_us = qc.delay_us;
-		s->config.flush = qc.flush;
-		s->config.delay_us = qc.delay_us;
-		bt_queue_flush_name(&s->qc, now, sizeof(now));
-		policy_all(s);
-	} else if (!strcmp(key, "dispatch")) {
-		enum bt_dispatch d;
-		if (bt_acceptor_parse_dispatch(val, &d) < 0) {
-			snprintf(k->msg, sizeof(k->msg), "set dispatch: '%.64s' is not rr, least or hash",
-				 val);
-			return C_USAGE;
-		}
-		snprintf(was, sizeof(was), "%s", bt_acceptor_dispatch_name(s->acc->cfg.dispatch));
-		s->acc->cfg.dispatch = d;
-		s->config.dispatch = d;
-		snprintf(now, sizeof(now), "%s", bt_acceptor_dispatch_name(d));
-	} else {
-		snprintf(k->msg, sizeof(k->msg),
-			 "set: unknown setting '%.64s' (batch, flush or dispatch)", key);
-		return C_USAGE;
-	}
-	snprintf(k->msg, sizeof(k->msg), "%s %s (was %s)", key, now, was);
-	bt__log(BT_LOG_INFO, "control: %s", k->msg);
-	return C_OK;
-}
-
-static int parse_count(const char *v, unsigned long max, unsigned long *out)
-{
-	char *end;
-	errno = 0;
-	unsigned long n = strtoul(v, &end, 10);
-	if (errno || *end || end == v || v[0] == '-' || n > max)
-		return -1;
-	*out = n;
-	return 0;
-}
-
-/* Drain worker i alone: retire 1 (taken away) or 2 (replaced after). */
-static void retire(struct bt_runtime *s, unsigned i, int how)
-{
-	s->wc[i].retire = how;
-	for (unsigned t = 0; t < s->tpp; t++)
-		bt__acc_retire(s->acc, i * s->tpp + t, s->cfg->drain_timeout_ms,
-			       s->h->on_handover ? bt__sup_rehome_fd(s) : -1);
-}
-
-static int op_workers(struct bt_runtime *s, struct call *k)
-{
-	unsigned long n;
-	unsigned min = s->cfg->attach ? 0 : 1;
-	if (parse_count(k->argv[1], 1u << 20, &n) < 0 || n < min || n > s->maxw) {
-		snprintf(k->msg, sizeof(k->msg), "workers: '%.32s' is not a number from %u to %u (the "
-			 "most this server can have: 4 times its start, or 2 per CPU, at least 8)",
-			 k->argv[1], min, s->maxw);
-		return C_USAGE;
-	}
-	if (s->draining) {
-		snprintf(k->msg, sizeof(k->msg), "the server is draining");
-		return C_REFUSED;
-	}
-	unsigned was = s->want, started = 0, back = 0, draining = 0;
-	s->want = (unsigned)n;
-	if (s->want > s->nw) {
-		s->nw = s->want;
-		s->nslots = s->nw * s->tpp;
-	}
-	int failed = 0;
-	for (unsigned i = 0; i < s->nw; i++) {
-		int alive = s->ops->alive(s, i);
-		if (i < s->want) {
-			if (alive && s->wc[i].retire == 1) {
-				s->wc[i].retire = 2; /* it drains, then comes back */
-				back++;
-			} else if (!alive) {
-				if (s->ops->revive(s, i) < 0)
-					failed = 1;
-				else
-					started++;
-			}
-		} else if (alive) {
-			if (!s->wc[i].retire) {
-				retire(s, i, 1);
-				draining++;
-			}
-			s->wc[i].retire = 1;
-		}
-	}
-	bt__sup_schedule(s);
-	char noun[16];
-	snprintf(noun, sizeof(noun), "%s", s->ops->noun);
-	snprintf(k->msg, sizeof(k->msg), "workers %u (was %u): %u %s starting, %u draining "
-		 "(up to %u ms)%s%s", s->want, was, started, noun, draining,
-		 s->cfg->drain_timeout_ms, back ? ", a draining one comes back" : "",
-		 failed ? "; one could not start (see the log)" : "");
-	bt__log(BT_LOG_INFO, "control: %s", k->msg);
-	bt__notify("STATUS=%u worker %s", s->want, s->ops->noun);
-	return failed ? C_REFUSED : C_OK;
-}
-
-static int op_drain_worker(struct bt_runtime *s, struct call *k)
-{
-	unsigned long i;
-	if (parse_count(k->argv[1], 1u << 20, &i) < 0 || i >= s->gbase + BT_RUNTIME_MAX_ATTACHED) {
-		snprintf(k->msg, sizeof(k->msg), "drain-worker: '%.32s' is not a worker's number (see "
-			 "status)", k->argv[1]);
-		return C_USAGE;
-	}
-	if (s->draining) {
-		snprintf(k->msg, sizeof(k->msg), "the server is draining");
-		return C_REFUSED;
-	}
-	if (i >= s->gbase) {
-		snprintf(k->msg, sizeof(k->msg), "worker %lu is attached: stop it from its side "
-			 "(SIGTERM), and what it holds goes to the others", i);
-		return C_REFUSED;
-	}
-	/* In hybrid mode a worker process runs several slots: by slot. */
-	unsigned p = (unsigned)i / s->tpp;
-	long pid = 0;
-	uint64_t since;
-	if (p < s->nw)
-		s->ops->info(s, p, &pid, &since);
-	if (p >= s->want || !s->ops->alive(s, p)) {
-		snprintf(k->msg, sizeof(k->msg), "worker %lu is not running", i);
-		return C_REFUSED;
-	}
-	if (s->wc[p].retire) {
-		snprintf(k->msg, sizeof(k->msg), "worker %lu is draining already", i);
-		return C_REFUSED;
-	}
-	retire(s, p, 2);
-	char who[48];
-	s->ops->describe(s, (unsigned)i, who, sizeof(who));
-	snprintf(k->msg, sizeof(k->msg), "worker %lu (%s) drains (up to %u ms) and is replaced%s",
-		 i, who, s->cfg->drain_timeout_ms,
-		 s->tpp > 1 ? ": its whole process, every thread" : "");
-	bt__log(BT_LOG_INFO, "control: %s", k->msg);
-	return C_OK;
-}
-
-static int op_reload(struct bt_runtime *s, struct call *k)
-{
-	if (s->ctl_fd < 0) {
-		snprintf(k->msg, sizeof(k->msg),
-			 "this server has no master to reload it (a program with a producer, or one "
-			 "that did not give its argv to bt_runtime_parse_args): restart it instead");
-		return C_REFUSED;
-	}
-	if (s->draining) {
-		snprintf(k->msg, sizeof(k->msg), "the server is %s",
-			 s->handed_over ? "handing over to a newer generation" : "draining");
-		return C_REFUSED;
-	}
-	char r = 'R';
-	if (send(s->ctl_fd, &r, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
-		snprintf(k->msg, sizeof(k->msg), "send(to the master): %s", strerror(errno));
-		return C_REFUSED;
-	}
-	bt__log(BT_LOG_INFO, "control: reload asked for");
-	return C_PENDING;
-}
-
-/* --- the control thread: calls ---------------------------------------------------- */
-
 static uint64_t now_ns(void)
 {
 	return bt__now_ns();
 }
 
-/* Run k on the supervisor's thread; 0, or -ETIMEDOUT / -ESHUTDOWN. */
-static int call_sup(struct bt__ctl *c, struct call *k)
+/* --- the supervisor: calls and events -------------------------------------------- */
+
+static void reply(struct client *cl, int code, const char *msg, const char *body);
+
+/* An event frame: the listeners went to the next generation, or a
+ * reload's outcome for the clients that wait for it. */
+static void on_event(struct bt__ctl *c, const unsigned char *p, size_t n)
 {
-	pthread_mutex_lock(&c->mu);
-	if (c->gone) {
-		pthread_mutex_unlock(&c->mu);
-		return -ESHUTDOWN;
+	if (n < 5 + CTL_MSG)
+		return;
+	int32_t ok;
+	memcpy(&ok, p + 1, 4);
+	char msg[CTL_MSG];
+	memcpy(msg, p + 5, CTL_MSG);
+	msg[CTL_MSG - 1] = 0;
+	if (p[0] == 'H') {
+		if (c->lfd >= 0)
+			bt__close(c->lfd); /* the next generation listens on it */
+		if (c->mfd >= 0)
+			bt__close(c->mfd);
+		c->lfd = c->mfd = -1;
+		return;
 	}
-	k->done = 0;
-	c->call = k;
-	pthread_mutex_unlock(&c->mu);
-	uint64_t one = 1;
-	while (write(c->call_fd, &one, sizeof(one)) < 0 && errno == EINTR)
-		;
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += CALL_WAIT_MS / 1000;
-	pthread_mutex_lock(&c->mu);
-	while (!k->done && !c->gone)
-		if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)
-			break;
-	int done = k->done;
-	c->call = NULL; /* not run later, if it was not run */
-	int gone = c->gone;
-	pthread_mutex_unlock(&c->mu);
-	return done ? 0 : gone ? -ESHUTDOWN : -ETIMEDOUT;
+	if (p[0] != 'R')
+		return;
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *cl = &c->cl[i];
+		if (cl->fd < 0 || !cl->waiting)
+			continue;
+		cl->waiting = 0;
+		reply(cl, ok ? C_OK : C_REFUSED, msg, ok ? msg : NULL);
+	}
 }
 
-/* --- the control thread: clients -------------------------------------------------- */
+/*
+ * Read what the supervisor sent, handling events, until an answer (when
+ * k is not NULL: it fills k, 1) or, with k NULL, until nothing is left to
+ * read now (0).  -1: the supervisor is gone (its end closed) or the
+ * answer did not come within ms.
+ */
+static int from_sup(struct bt__ctl *c, struct call *k, int ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)ms * 1000000ull;
+	for (;;) {
+		while (c->inlen >= 5) {
+			uint32_t len;
+			memcpy(&len, c->in, 4);
+			if (c->inlen < 5 + (size_t)len)
+				break;
+			unsigned char type = c->in[4];
+			const unsigned char *p = c->in + 5;
+			int answered = 0;
+			if (type == 'E') {
+				on_event(c, p, len);
+			} else if (type == 'A' && k && len >= 4 + CTL_MSG) {
+				int32_t rc;
+				memcpy(&rc, p, 4);
+				k->rc = rc;
+				memcpy(k->msg, p + 4, CTL_MSG);
+				k->msg[CTL_MSG - 1] = 0;
+				size_t snap = len - 4 - CTL_MSG;
+				if (snap >= sizeof(struct bt__snap)) {
+					k->snap = malloc(snap);
+					if (k->snap)
+						memcpy(k->snap, p + 4 + CTL_MSG, snap);
+					if (k->snap && sizeof(*k->snap) + k->snap->nworkers *
+							       sizeof(k->snap->w[0]) != snap) {
+						free(k->snap); /* not what it says it is */
+						k->snap = NULL;
+					}
+					if (!k->snap) {
+						k->rc = C_REFUSED;
+						snprintf(k->msg, sizeof(k->msg), "no snapshot");
+					}
+				}
+				answered = 1;
+			}
+			memmove(c->in, c->in + 5 + len, c->inlen - 5 - len);
+			c->inlen -= 5 + len;
+			if (answered)
+				return 1;
+		}
+		if (c->inlen == c->incap) {
+			size_t cap = c->incap ? c->incap * 2 : 65536;
+			unsigned char *in = cap <= (64u << 20) ? realloc(c->in, cap) : NULL;
+			if (!in)
+				return -1;
+			c->in = in;
+			c->incap = cap;
+		}
+		ssize_t n = recv(c->sock, c->in + c->inlen, c->incap - c->inlen, MSG_DONTWAIT);
+		if (n > 0) {
+			c->inlen += (size_t)n;
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EINTR))
+			return -1;
+		if (!k)
+			return 0;
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return -1;
+		struct pollfd pf = {.fd = c->sock, .events = POLLIN};
+		poll(&pf, 1, (int)((deadline - now) / 1000000ull) + 1);
+	}
+}
+
+/* Run k on the supervisor's thread: 0, or -ESHUTDOWN (it is gone, or
+ * did not answer within 5 s). */
+static int call_sup(struct bt__ctl *c, struct call *k)
+{
+	if (c->sock < 0)
+		return -ESHUTDOWN;
+	unsigned char buf[5 + 1 + CTL_MAX_ARGS * (LINE_MAX_BYTES + 1)];
+	size_t n = 6;
+	buf[5] = (unsigned char)k->argc;
+	for (int i = 0; i < k->argc; i++) {
+		size_t l = strlen(k->argv[i]) + 1;
+		if (n + l > sizeof(buf))
+			return -EINVAL;
+		memcpy(buf + n, k->argv[i], l);
+		n += l;
+	}
+	uint32_t len = (uint32_t)(n - 5);
+	memcpy(buf, &len, 4);
+	buf[4] = 'Q';
+	k->snap = NULL;
+	if (bt__ctl_write(c->sock, buf, n, CALL_WAIT_MS) < 0 || from_sup(c, k, CALL_WAIT_MS) != 1) {
+		bt__close(c->sock); /* out of step with it: no more calls */
+		c->sock = -1;
+		return -ESHUTDOWN;
+	}
+	return 0;
+}
+
+/* --- clients ------------------------------------------------------------------------- */
 
 static void drop(struct client *cl)
 {
@@ -444,7 +240,7 @@ static const char help_text[] =
 
 static void snap_reply(struct bt__ctl *c, struct client *cl, int json)
 {
-	struct call k = {.fn = op_snap};
+	struct call k = {.argv = {"snap"}, .argc = 1};
 	int rc = call_sup(c, &k);
 	if (rc < 0) {
 		reply(cl, C_REFUSED, rc == -ESHUTDOWN ? "the server is stopping"
@@ -492,14 +288,12 @@ static void request(struct bt__ctl *c, struct client *cl, char *line)
 	} else if (!strcmp(cmd, "stats") && (nargs == 0 || (nargs == 1 && !strcmp(k.argv[1], "--json")))) {
 		snap_reply(c, cl, 1);
 	} else if (!strcmp(cmd, "set") && nargs == 2) {
-		k.fn = op_set;
 		int rc = call_sup(c, &k);
 		if (rc < 0)
 			reply(cl, C_REFUSED, "the server is stopping", NULL);
 		else
 			reply(cl, k.rc, k.msg, k.rc == C_OK ? k.msg : NULL);
 	} else if ((!strcmp(cmd, "workers") || !strcmp(cmd, "drain-worker")) && nargs == 1) {
-		k.fn = cmd[0] == 'w' ? op_workers : op_drain_worker;
 		int rc = call_sup(c, &k);
 		if (rc < 0)
 			reply(cl, C_REFUSED, "the server is stopping", NULL);
@@ -512,7 +306,6 @@ static void request(struct bt__ctl *c, struct client *cl, char *line)
 		for (int i = 0; i < MAX_CLIENTS && !joined; i++)
 			joined = c->cl[i].fd >= 0 && c->cl[i].waiting;
 		if (!joined) {
-			k.fn = op_reload;
 			int rc = call_sup(c, &k);
 			if (rc < 0 || k.rc != C_PENDING) {
 				reply(cl, C_REFUSED, rc < 0 ? "the server is stopping" : k.msg, NULL);
@@ -580,41 +373,33 @@ static void serve_http(struct bt__ctl *c, struct client *cl)
 {
 	if (cl->out.len || cl->close_after)
 		return;
-	cl->in[cl->inlen] = 0;
-	char *end = strstr(cl->in, "\r\n\r\n");
-	if (!end)
-		end = strstr(cl->in, "\n\n");
-	if (!end) {
-		if (cl->inlen == HEAD_MAX) {
-			static const char big[] = "request head too large\n";
-			http_reply(cl, "431 Request Header Fields Too Large", "", "text/plain",
-				   big, sizeof(big) - 1);
-		} else if (cl->eof) {
+	int head_only;
+	int route = bt__metrics_route(cl->in, cl->inlen, &head_only);
+	if (route == 0) {
+		if (cl->eof)
 			drop(cl);
-		}
 		return;
 	}
-	char method[16], path[256], version[16];
-	if (sscanf(cl->in, "%15s %255s %15s", method, path, version) != 3 ||
-	    strncmp(version, "HTTP/1.", 7)) {
-		static const char bad[] = "bad request\n";
+	static const char big[] = "request head too large\n", bad[] = "bad request\n",
+			  no[] = "only GET and HEAD\n",
+			  nf[] = "not found: the metrics are at /metrics\n";
+	switch (route) {
+	case 431:
+		http_reply(cl, "431 Request Header Fields Too Large", "", "text/plain", big,
+			   sizeof(big) - 1);
+		return;
+	case 400:
 		http_reply(cl, "400 Bad Request", "", "text/plain", bad, sizeof(bad) - 1);
 		return;
-	}
-	int head_only = !strcmp(method, "HEAD");
-	if (strcmp(method, "GET") && !head_only) {
-		static const char no[] = "only GET and HEAD\n";
+	case 405:
 		http_reply(cl, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", "text/plain", no,
 			   sizeof(no) - 1);
 		return;
-	}
-	size_t plen = strcspn(path, "?");
-	if (plen != 8 || strncmp(path, "/metrics", 8)) {
-		static const char nf[] = "not found: the metrics are at /metrics\n";
+	case 404:
 		http_reply(cl, "404 Not Found", "", "text/plain", nf, sizeof(nf) - 1);
 		return;
 	}
-	struct call k = {.fn = op_snap};
+	struct call k = {.argv = {"snap"}, .argc = 1};
 	int rc = call_sup(c, &k);
 	if (rc < 0 || k.rc != C_OK) {
 		static const char un[] = "the server is stopping or did not answer\n";
@@ -747,43 +532,10 @@ static void on_accept(struct bt__ctl *c, int lfd, int http)
 	}
 }
 
-/* What the supervisor said through wake_fd. */
-static int on_wake(struct bt__ctl *c)
-{
-	uint64_t v;
-	while (read(c->wake_fd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
-	pthread_mutex_lock(&c->mu);
-	int stop = c->stop, handed = c->handed_over;
-	int done = c->reload_done, ok = c->reload_ok;
-	char msg[256];
-	snprintf(msg, sizeof(msg), "%s", c->reload_msg);
-	c->reload_done = 0;
-	pthread_mutex_unlock(&c->mu);
-	if (handed && c->lfd >= 0) {
-		bt__close(c->lfd); /* the next generation listens on it */
-		c->lfd = -1;
-		c->kept = 1;
-	}
-	if (handed && c->mfd >= 0) {
-		bt__close(c->mfd);
-		c->mfd = -1;
-	}
-	if (done)
-		for (int i = 0; i < MAX_CLIENTS; i++) {
-			struct client *cl = &c->cl[i];
-			if (cl->fd < 0 || !cl->waiting)
-				continue;
-			cl->waiting = 0;
-			reply(cl, ok ? C_OK : C_REFUSED, msg, ok ? msg : NULL);
-		}
-	return stop;
-}
-
 /* The program's on_stats: the snapshot as JSON. */
 static void give_stats(struct bt__ctl *c)
 {
-	struct call k = {.fn = op_snap};
+	struct call k = {.argv = {"snap"}, .argc = 1};
 	if (call_sup(c, &k) < 0 || k.rc != C_OK) {
 		free(k.snap);
 		return;
@@ -796,15 +548,21 @@ static void give_stats(struct bt__ctl *c)
 	bt__buf_free(&b);
 }
 
-static void *ctl_main(void *arg)
+void bt__ctl_main(struct bt__ctl *c)
 {
-	struct bt__ctl *c = arg;
+	c->cl = calloc(MAX_CLIENTS, sizeof(*c->cl));
+	if (!c->cl)
+		_exit(1);
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		c->cl[i].fd = -1;
 	struct pollfd p[3 + MAX_CLIENTS];
 	int who[3 + MAX_CLIENTS];
 	for (;;) {
 		uint64_t now = now_ns(), next = now + IDLE_NS;
 		int n = 0;
-		p[n++] = (struct pollfd){.fd = c->wake_fd, .events = POLLIN};
+		if (c->sock < 0)
+			break; /* the supervisor is gone */
+		p[n++] = (struct pollfd){.fd = c->sock, .events = POLLIN};
 		int lslot = -1, mslot = -1;
 		if (c->lfd >= 0) {
 			lslot = n;
@@ -862,8 +620,8 @@ static void *ctl_main(void *arg)
 		}
 		if (r <= 0)
 			continue;
-		if ((p[0].revents & POLLIN) && on_wake(c))
-			break;
+		if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && from_sup(c, NULL, 0) < 0)
+			break; /* the supervisor closed its end: stop */
 		if (lslot >= 0 && (p[lslot].revents & POLLIN) && c->lfd >= 0)
 			on_accept(c, c->lfd, 0);
 		if (mslot >= 0 && (p[mslot].revents & POLLIN) && c->mfd >= 0)
@@ -905,161 +663,6 @@ static void *ctl_main(void *arg)
 		}
 		drop(cl);
 	}
-	return NULL;
+	_exit(0);
 }
 
-/* --- open and close ------------------------------------------------------------- */
-
-void bt__ctl_resolve(struct bt_runtime *s)
-{
-	s->ctl_name[0] = 0;
-	const char *c = s->cfg->control;
-	if (c && !strcmp(c, "none"))
-		return;
-	if (c) {
-		snprintf(s->ctl_name, sizeof(s->ctl_name), "%s", c);
-		return;
-	}
-	/* Under systemd with RuntimeDirectory=: its first directory. */
-	const char *rd = getenv("RUNTIME_DIRECTORY");
-	if (!rd || rd[0] != '/')
-		return;
-	size_t n = strcspn(rd, ":");
-	if (n + sizeof("/control") > 108) {
-		bt__log(BT_LOG_WARN, "RUNTIME_DIRECTORY=%s: too long for a control socket's path: "
-				     "no control socket (give --control PATH)", rd);
-		return;
-	}
-	snprintf(s->ctl_name, sizeof(s->ctl_name), "%.*s/control", (int)n, rd);
-}
-
-int bt__ctl_open(struct bt_runtime *s)
-{
-	const char *name = s->ctl_name[0] ? s->ctl_name : NULL;
-	const char *metrics = s->cfg->metrics;
-	if (!name && s->ctl_lfd >= 0)
-		bt__close(s->ctl_lfd); /* the previous generation's: not ours to use */
-	if (!name)
-		s->ctl_lfd = -1;
-	if (!metrics && s->metrics_lfd >= 0)
-		bt__close(s->metrics_lfd);
-	if (!metrics)
-		s->metrics_lfd = -1;
-	int stats = s->cfg->on_stats && s->cfg->stats_interval_ms;
-	if (!name && !metrics && !stats)
-		return 0;
-	struct bt__ctl *c = calloc(1, sizeof(*c));
-	if (!c)
-		return bt__log_errno(BT_LOG_ERROR, -ENOMEM, "--control");
-	c->s = s;
-	c->lfd = c->mfd = -1;
-	c->wake_fd = c->call_fd = -1;
-	for (int i = 0; i < MAX_CLIENTS; i++)
-		c->cl[i].fd = -1;
-	snprintf(c->name, sizeof(c->name), "%s", name ? name : "");
-	int rc = 0;
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&c->mu, NULL);
-	s->ctl = c;
-	/* After a reload, the previous generation's listeners (handover.c). */
-	int from_prev = s->ctl_lfd >= 0;
-	c->from_prev = from_prev;
-	if (name) {
-		c->lfd = from_prev ? s->ctl_lfd
-				   : bt__unix_listen(name, SOCK_STREAM, BT_FDPASS_NONBLOCK);
-		s->ctl_lfd = c->lfd;
-		if (c->lfd < 0) {
-			rc = c->lfd;
-			bt__log_errno(BT_LOG_ERROR, rc, "--control %s", name);
-			goto fail;
-		}
-	}
-	char mdesc[160] = "";
-	if (metrics) {
-		int mprev = s->metrics_lfd >= 0;
-		c->mfd = mprev ? s->metrics_lfd : bt__listen_open(metrics, 64, mdesc, sizeof(mdesc));
-		s->metrics_lfd = c->mfd;
-		if (c->mfd < 0) {
-			rc = c->mfd;
-			bt__log(BT_LOG_ERROR, "--metrics %s: cannot listen", metrics);
-			goto fail;
-		}
-		if (mprev) {
-			struct sockaddr_storage ss;
-			socklen_t sl = sizeof(ss);
-			getsockname(c->mfd, (struct sockaddr *)&ss, &sl);
-			bt__describe_addr((struct sockaddr *)&ss, sl, mdesc, sizeof(mdesc));
-		}
-		int fl = fcntl(c->mfd, F_GETFL);
-		if (fl >= 0 && !(fl & O_NONBLOCK))
-			fcntl(c->mfd, F_SETFL, fl | O_NONBLOCK);
-	}
-	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	c->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->wake_fd < 0 || c->call_fd < 0) {
-		rc = bt__log_errno(BT_LOG_ERROR, -errno, "--control: eventfd");
-		goto fail;
-	}
-	rc = bt_runtime_watch_fd(s, &c->call_watch, c->call_fd, BT_WATCH_IN, on_call, c);
-	if (rc < 0) {
-		bt__log_errno(BT_LOG_ERROR, rc, "--control: watching its eventfd");
-		goto fail;
-	}
-	if (stats)
-		c->stats_due_ns = bt__now_ns() + (uint64_t)s->cfg->stats_interval_ms * 1000000ull;
-	rc = pthread_create(&c->thr, NULL, ctl_main, c);
-	if (rc != 0) {
-		rc = bt__log_errno(BT_LOG_ERROR, -rc, "--control: pthread_create");
-		goto fail;
-	}
-	c->thr_started = 1;
-	bt__thread_name(c->thr, "control");
-	if (name)
-		bt__log(BT_LOG_INFO, "control socket %s%s", name,
-			from_prev ? " (from the previous generation)" : "");
-	if (metrics)
-		bt__log(BT_LOG_INFO, "metrics on http://%s/metrics", mdesc);
-	return 0;
-fail:
-	bt__ctl_close(s);
-	return rc;
-}
-
-void bt__ctl_close(struct bt_runtime *s)
-{
-	struct bt__ctl *c = s->ctl;
-	if (!c)
-		return;
-	pthread_mutex_lock(&c->mu);
-	c->stop = 1;
-	c->gone = 1;
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->mu);
-	if (c->thr_started) {
-		wake(c);
-		pthread_join(c->thr, NULL);
-	}
-	if (c->call_watch && s->acc)
-		bt_runtime_unwatch(s, c->call_watch);
-	if (c->wake_fd >= 0)
-		bt__close(c->wake_fd);
-	if (c->call_fd >= 0)
-		bt__close(c->call_fd);
-	if (c->lfd >= 0) {
-		bt__close(c->lfd);
-		if (c->name[0] != '@' && !c->kept && (!c->from_prev || s->ready))
-			unlink(c->name);
-	}
-	if (c->mfd >= 0)
-		bt__close(c->mfd);
-	s->ctl_lfd = -1;
-	s->metrics_lfd = -1;
-	pthread_cond_destroy(&c->cv);
-	pthread_mutex_destroy(&c->mu);
-	free(c);
-	s->ctl = NULL;
-}

@@ -2,13 +2,13 @@
 /*
  * Metrics (baton/metrics.h, docs/control.md): the program's registry, the
  * memory the worker loops write their figures to, and the Prometheus text
- * the control thread serves on --metrics.
+ * the control process serves on --metrics.
  *
  * Memory.  The supervisor maps one region, MAP_SHARED, before it starts
  * any worker: a cache-line-aligned slot per worker loop (the acceptor's
  * slot numbers), which forked workers inherit and worker threads share.
  * A loop writes only its own slot (relaxed atomics: each value has one
- * writer), the control thread reads them all.  A loop that has no slot
+ * writer), the control process reads them all.  A loop that has no slot
  * there writes a private one (baton/metrics.h).
  */
 #include "supervisor.h"

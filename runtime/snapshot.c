@@ -3,11 +3,11 @@
  * The control socket's view of a running server (docs/control.md): a
  * snapshot of the counters the acceptor and the supervisor keep anyway,
  * taken on the supervisor's thread in one go (so the figures agree with
- * each other), and written out as text or JSON on the control thread.
+ * each other), and written out as text or JSON in the control process.
  *
  * Taking it copies counters and reads the workers' published loads: a few
  * hundred nanoseconds per worker, no syscall.  Everything that formats
- * runs on the control thread, off the acceptor's path.
+ * runs in the control process, off the acceptor's path.
  */
 #include "supervisor.h"
 
@@ -147,7 +147,7 @@ struct bt__snap *bt__snap_take(struct bt_runtime *s)
 	return sn;
 }
 
-/* --- writing it (the control thread) ---------------------------------------------- */
+/* --- writing it (the control process) --------------------------------------------- */
 
 static double per(uint64_t a, uint64_t b)
 {

@@ -114,7 +114,7 @@ struct bt_runtime {
 	bt_runtime_watch_t *rehome_w;
 	uint64_t rehomed;
 	struct bt__metrics *metrics; /* the worker loops' metrics (metrics.c) */
-	int metrics_lfd; /* --metrics' listener (-1): the control thread's */
+	int metrics_lfd; /* --metrics' listener (-1): the control process's */
 	char *owned[BT_RUNTIME_MAX_LISTEN + 2]; /* config strings copied out of argv */
 	unsigned nowned;
 	int sigfd;
@@ -148,7 +148,7 @@ struct bt_runtime {
 	int handed_over; /* a next generation serves ('T'): we finish */
 	struct bt__ctl *ctl; /* the control socket (control.c), NULL: none */
 	char ctl_name[110]; /* its address: --control, or under RUNTIME_DIRECTORY; "" none */
-	int ctl_lfd;     /* its listener (-1): the control thread's; sent at a reload */
+	int ctl_lfd;     /* its listener (-1): the control process's; sent at a reload */
 	int ready;       /* READY=1 was said: this generation served */
 	uint64_t watch_next_ns; /* the watchdog's next look (0: off) */
 };
@@ -169,6 +169,10 @@ void bt__sup_schedule(struct bt_runtime *s);
 int bt__sup_slot_next(const struct bt_runtime *s, int i);
 /* Worker processes or threads running now. */
 unsigned bt__sup_running(const struct bt_runtime *s);
+
+/* workers_proc.c: in a child, close every descriptor but stdio and
+ * keep[0..n) (n at most 80). */
+void bt__close_all_but(const int *keep, unsigned n);
 
 /* signals.c: block the signals the supervisor handles and read them from
  * a signalfd on the acceptor's loop.  0 or -1 (logged). */

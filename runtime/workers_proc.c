@@ -109,8 +109,9 @@ static int cmp_int(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Close every descriptor but stdio and keep[0..n). */
-static void close_all_but(const int *keep, unsigned n)
+/* Close every descriptor but stdio and keep[0..n) (n at most
+ * MAX_KEEP + BT_RUNTIME_MAX_INHERIT). */
+void bt__close_all_but(const int *keep, unsigned n)
 {
 	int sorted[MAX_KEEP + BT_RUNTIME_MAX_INHERIT];
 	memcpy(sorted, keep, n * sizeof(int));
@@ -152,7 +153,7 @@ static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t
 	for (unsigned k = 0; k < s->cfg->ninherit; k++)
 		if (s->cfg->inherit_fds[k] > 2)
 			keep[nkeep++] = s->cfg->inherit_fds[k];
-	close_all_but(keep, nkeep);
+	bt__close_all_but(keep, nkeep);
 	sigset_t all;
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);

@@ -5,8 +5,9 @@
 #   build/asan    gcc, AddressSanitizer + UndefinedBehaviorSanitizer
 #   build/tsan    gcc, ThreadSanitizer
 #   build/fuzz    clang, ASan + UBSan, then the libFuzzer targets (the wire
-#                 decoder, baton-httpd's request parser) for FUZZ_SECONDS
-#                 each (default 60) from their seed corpora
+#                 decoder, baton-httpd's request parser, the --metrics
+#                 listener's request heads) for FUZZ_SECONDS each (default
+#                 60) from their seed corpora
 # Installs the Debian packages it needs first (as root).  Exit 0 only if
 # every suite passed.  SUITES="check asan" runs a subset.
 set -euo pipefail
@@ -40,10 +41,13 @@ for s in $suites; do
     fuzz)
       if suite fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
            -DBATON_ASAN=ON -DBATON_UBSAN=ON -DBATON_FUZZ=ON; then
-        for target in wire http; do
+        for target in wire http metrics; do
           echo "=== fuzz_$target for ${fuzz_seconds}s"
           rm -rf "build/fuzz/corpus_$target" && mkdir -p "build/fuzz/corpus_$target"
-          if [ "$target" = wire ]; then seeds=tests/fuzz/corpus; else seeds=tests/fuzz/http_corpus; fi
+          case $target in
+            wire) seeds=tests/fuzz/corpus ;;
+            *) seeds=tests/fuzz/${target}_corpus ;;
+          esac
           cp "$seeds"/* "build/fuzz/corpus_$target/"
           if "build/fuzz/tests/fuzz_$target" -max_total_time="$fuzz_seconds" -timeout=10 \
                -rss_limit_mb=2048 -artifact_prefix="build/fuzz/$target-" "build/fuzz/corpus_$target" \

@@ -143,7 +143,17 @@ class Server:
                 except OSError:
                     pass
             return sorted(out)
-        return children(acc)
+        # The control process (--control, --metrics) is a child too.
+        out = []
+        for c in children(acc):
+            try:
+                with open("/proc/%d/cmdline" % c, "rb") as f:
+                    if b": control" in f.read().split(b"\0")[0]:
+                        continue
+            except OSError:
+                continue
+            out.append(c)
+        return out
 
     def fds(self):
         return len(os.listdir("/proc/%d/fd" % self.acc))

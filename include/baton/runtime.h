@@ -111,7 +111,8 @@ struct bt_runtime_config {
 				     * processes keep besides stdio and their
 				     * channels (every other one is closed
 				     * after the fork), e.g. a pipe to report
-				     * results on; at most
+				     * results on; the control process keeps
+				     * them too (on_stats); at most
 				     * BT_RUNTIME_MAX_INHERIT */
 	unsigned ninherit;
 	const struct bt_producer *producer; /* a program that queues its own
@@ -142,12 +143,14 @@ struct bt_runtime_config {
 				     * path) where GET /metrics answers in the
 				     * Prometheus text format; NULL: none */
 	/* The program sees the runtime's figures: every stats_interval_ms
-	 * (0: never), on_stats gets what `baton-ctl stats --json` prints
-	 * (docs/control.md), one line of JSON, len bytes, valid during the
-	 * call.  It runs on the supervisor process's control thread, never
-	 * on the acceptor's: it may take its time (it delays the control
-	 * socket's answers, not serving), and must not call bt_runtime_*
-	 * functions. */
+	 * (10 or more; 0: never), on_stats gets what `baton-ctl stats
+	 * --json` prints (docs/control.md), one line of JSON, len bytes,
+	 * valid during the call, and bt_runtime_run's user.  It runs in the
+	 * control process (docs/control.md), forked from the supervisor
+	 * before any worker, which keeps stdio and inherit_fds only: it may
+	 * take its time (it delays control answers, never serving), may not
+	 * call bt_runtime_* functions, and what it changes in memory stays
+	 * in that process. */
 	void (*on_stats)(const char *json, size_t len, void *user);
 	unsigned stats_interval_ms;
 };
