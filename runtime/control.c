@@ -40,6 +40,9 @@
 #define IDLE_NS (60ull * 1000000000ull)
 #define HTTP_IDLE_NS (10ull * 1000000000ull)
 #define CALL_WAIT_MS 5000
+/* A call without an answer: the supervisor stopped, or did not answer in
+ * CALL_WAIT_MS (then this process makes no more calls). */
+#define NO_ANSWER "the server did not answer (it is stopping, or was busy for 5 s)"
 
 struct client {
 	int fd; /* -1: free */
@@ -98,8 +101,8 @@ static void on_event(struct bt__ctl *c, const unsigned char *p, size_t n)
 /*
  * Read what the supervisor sent, handling events, until an answer (when
  * k is not NULL: it fills k, 1) or, with k NULL, until nothing is left to
- * read now (0).  -1: the supervisor is gone (its end closed) or the
- * answer did not come within ms.
+ * read now (0).  -1: the answer did not come within ms; -2: the
+ * supervisor is gone (its end closed).
  */
 static int from_sup(struct bt__ctl *c, struct call *k, int ms)
 {
@@ -115,17 +118,20 @@ static int from_sup(struct bt__ctl *c, struct call *k, int ms)
 			int answered = 0;
 			if (type == 'E') {
 				on_event(c, p, len);
-			} else if (type == 'A' && k && len >= 4 + CTL_MSG) {
+			} else if (type == 'A' && k && len >= 8 + CTL_MSG &&
+				   !memcmp(p, &c->seq, 4)) {
+				/* (An answer to an earlier call that timed out has
+				 * another seq: dropped.) */
 				int32_t rc;
-				memcpy(&rc, p, 4);
+				memcpy(&rc, p + 4, 4);
 				k->rc = rc;
-				memcpy(k->msg, p + 4, CTL_MSG);
+				memcpy(k->msg, p + 8, CTL_MSG);
 				k->msg[CTL_MSG - 1] = 0;
-				size_t snap = len - 4 - CTL_MSG;
+				size_t snap = len - 8 - CTL_MSG;
 				if (snap >= sizeof(struct bt__snap)) {
 					k->snap = malloc(snap);
 					if (k->snap)
-						memcpy(k->snap, p + 4 + CTL_MSG, snap);
+						memcpy(k->snap, p + 8 + CTL_MSG, snap);
 					if (k->snap && sizeof(*k->snap) + k->snap->nworkers *
 							       sizeof(k->snap->w[0]) != snap) {
 						free(k->snap); /* not what it says it is */
@@ -147,7 +153,7 @@ static int from_sup(struct bt__ctl *c, struct call *k, int ms)
 			size_t cap = c->incap ? c->incap * 2 : 65536;
 			unsigned char *in = cap <= (64u << 20) ? realloc(c->in, cap) : NULL;
 			if (!in)
-				return -1;
+				return -2;
 			c->in = in;
 			c->incap = cap;
 		}
@@ -157,7 +163,7 @@ static int from_sup(struct bt__ctl *c, struct call *k, int ms)
 			continue;
 		}
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))
-			return -1;
+			return -2;
 		if (!k)
 			return 0;
 		uint64_t now = now_ns();
@@ -168,15 +174,17 @@ static int from_sup(struct bt__ctl *c, struct call *k, int ms)
 	}
 }
 
-/* Run k on the supervisor's thread: 0, or -ESHUTDOWN (it is gone, or
- * did not answer within 5 s). */
+/* Run k on the supervisor's thread: 0, or -ESHUTDOWN (it is gone) or
+ * -ETIMEDOUT (no answer within 5 s; a late one is dropped). */
 static int call_sup(struct bt__ctl *c, struct call *k)
 {
 	if (c->sock < 0)
 		return -ESHUTDOWN;
-	unsigned char buf[5 + 1 + CTL_MAX_ARGS * (LINE_MAX_BYTES + 1)];
-	size_t n = 6;
-	buf[5] = (unsigned char)k->argc;
+	unsigned char buf[5 + 4 + 1 + CTL_MAX_ARGS * (LINE_MAX_BYTES + 1)];
+	c->seq++;
+	memcpy(buf + 5, &c->seq, 4);
+	size_t n = 10;
+	buf[9] = (unsigned char)k->argc;
 	for (int i = 0; i < k->argc; i++) {
 		size_t l = strlen(k->argv[i]) + 1;
 		if (n + l > sizeof(buf))
@@ -188,12 +196,17 @@ static int call_sup(struct bt__ctl *c, struct call *k)
 	memcpy(buf, &len, 4);
 	buf[4] = 'Q';
 	k->snap = NULL;
-	if (bt__ctl_write(c->sock, buf, n, CALL_WAIT_MS) < 0 || from_sup(c, k, CALL_WAIT_MS) != 1) {
-		bt__close(c->sock); /* out of step with it: no more calls */
+	if (bt__ctl_write(c->sock, buf, n, CALL_WAIT_MS) < 0) {
+		bt__close(c->sock); /* a request half written: no more calls */
 		c->sock = -1;
 		return -ESHUTDOWN;
 	}
-	return 0;
+	int rc = from_sup(c, k, CALL_WAIT_MS);
+	if (rc == -2) {
+		bt__close(c->sock);
+		c->sock = -1;
+	}
+	return rc == 1 ? 0 : rc == -2 ? -ESHUTDOWN : -ETIMEDOUT;
 }
 
 /* --- clients ------------------------------------------------------------------------- */
@@ -243,8 +256,7 @@ static void snap_reply(struct bt__ctl *c, struct client *cl, int json)
 	struct call k = {.argv = {"snap"}, .argc = 1};
 	int rc = call_sup(c, &k);
 	if (rc < 0) {
-		reply(cl, C_REFUSED, rc == -ESHUTDOWN ? "the server is stopping"
-						      : "the acceptor did not answer in 5 s", NULL);
+		reply(cl, C_REFUSED, NO_ANSWER, NULL);
 		return;
 	}
 	if (k.rc != C_OK) {
@@ -290,13 +302,13 @@ static void request(struct bt__ctl *c, struct client *cl, char *line)
 	} else if (!strcmp(cmd, "set") && nargs == 2) {
 		int rc = call_sup(c, &k);
 		if (rc < 0)
-			reply(cl, C_REFUSED, "the server is stopping", NULL);
+			reply(cl, C_REFUSED, NO_ANSWER, NULL);
 		else
 			reply(cl, k.rc, k.msg, k.rc == C_OK ? k.msg : NULL);
 	} else if ((!strcmp(cmd, "workers") || !strcmp(cmd, "drain-worker")) && nargs == 1) {
 		int rc = call_sup(c, &k);
 		if (rc < 0)
-			reply(cl, C_REFUSED, "the server is stopping", NULL);
+			reply(cl, C_REFUSED, NO_ANSWER, NULL);
 		else
 			reply(cl, k.rc, k.msg, k.rc == C_OK ? k.msg : NULL);
 	} else if (!strcmp(cmd, "reload") && nargs == 0) {
@@ -308,7 +320,7 @@ static void request(struct bt__ctl *c, struct client *cl, char *line)
 		if (!joined) {
 			int rc = call_sup(c, &k);
 			if (rc < 0 || k.rc != C_PENDING) {
-				reply(cl, C_REFUSED, rc < 0 ? "the server is stopping" : k.msg, NULL);
+				reply(cl, C_REFUSED, rc < 0 ? NO_ANSWER : k.msg, NULL);
 				return;
 			}
 			c->reload_deadline_ns =
@@ -620,7 +632,7 @@ void bt__ctl_main(struct bt__ctl *c)
 		}
 		if (r <= 0)
 			continue;
-		if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && from_sup(c, NULL, 0) < 0)
+		if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && from_sup(c, NULL, 0) == -2)
 			break; /* the supervisor closed its end: stop */
 		if (lslot >= 0 && (p[lslot].revents & POLLIN) && c->lfd >= 0)
 			on_accept(c, c->lfd, 0);

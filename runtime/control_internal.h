@@ -10,9 +10,11 @@
  *
  * They talk over a unix stream socket pair, in frames: a 4-byte length (of
  * what follows the type), a type byte, then
- *   'Q' (to the supervisor): argc, then argc NUL-terminated words;
- *   'A' (the answer): a 4-byte code (C_*), a 256-byte message, then a
- *       snapshot (struct bt__snap and its workers) or nothing;
+ *   'Q' (to the supervisor): a 4-byte seq, argc, then argc NUL-terminated
+ *       words;
+ *   'A' (the answer): the call's seq, a 4-byte code (C_*), a 256-byte
+ *       message, then a snapshot (struct bt__snap and its workers) or
+ *       nothing;
  *   'E' (an event, any time): a kind byte ('H' the listeners went to the
  *       next generation, 'R' a reload's outcome), a 4-byte ok, a 256-byte
  *       message.
@@ -63,6 +65,7 @@ struct bt__ctl {
 	size_t inlen, incap;
 	uint64_t reload_deadline_ns; /* clients wait for a reload's outcome */
 	uint64_t stats_due_ns;       /* on_stats's next call, 0: none */
+	uint32_t seq;                /* the last call's */
 };
 
 /* control_sup.c: run one call (the supervisor's thread). */

@@ -340,6 +340,12 @@ static void on_request(struct bt_runtime *s, struct bt__ctl *c, const unsigned c
 {
 	struct call k = {0};
 	char words[sizeof(c->rx)];
+	unsigned char seq[4] = {0};
+	if (n >= 4) {
+		memcpy(seq, p, 4);
+		p += 4;
+		n -= 4;
+	}
 	if (n == 0 || n > sizeof(words)) {
 		snprintf(k.msg, sizeof(k.msg), "a malformed call");
 		k.rc = C_USAGE;
@@ -359,10 +365,11 @@ static void on_request(struct bt_runtime *s, struct bt__ctl *c, const unsigned c
 			bt__ctl_run_call(s, &k);
 		}
 	}
-	unsigned char a[4 + CTL_MSG] = {0};
+	unsigned char a[8 + CTL_MSG] = {0};
 	int32_t rc = k.rc;
-	memcpy(a, &rc, 4);
-	memcpy(a + 4, k.msg, CTL_MSG);
+	memcpy(a, seq, 4);
+	memcpy(a + 4, &rc, 4);
+	memcpy(a + 8, k.msg, CTL_MSG);
 	size_t snap_len = k.snap ? sizeof(*k.snap) + k.snap->nworkers * sizeof(k.snap->w[0]) : 0;
 	send_frame(c, 'A', a, sizeof(a), k.snap, snap_len);
 	free(k.snap);
@@ -405,10 +412,12 @@ static void on_sock(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned re
 	}
 }
 
-/* The control process ended, or must: no more calls from it. */
-static void gone(struct bt_runtime *s, struct bt__ctl *c)
+/* Our end of the pair: no more calls.  shutdown, not only close: a
+ * ring's poll may still hold a reference to the socket, and the control
+ * process must see the EOF now. */
+static void end_sock(struct bt_runtime *s, struct bt__ctl *c)
 {
-	if (c->watch)
+	if (c->watch && s->acc)
 		bt_runtime_unwatch(s, c->watch);
 	c->watch = NULL;
 	if (c->sock >= 0) {
@@ -416,6 +425,12 @@ static void gone(struct bt_runtime *s, struct bt__ctl *c)
 		bt__close(c->sock);
 	}
 	c->sock = -1;
+}
+
+/* The control process ended, or spoke nonsense. */
+static void gone(struct bt_runtime *s, struct bt__ctl *c)
+{
+	end_sock(s, c);
 	if (c->pid > 0 && !s->draining)
 		bt__log(BT_LOG_ERROR, "control: the control process (pid %ld) ended: no control "
 				      "socket or metrics until the next reload or restart",
@@ -576,16 +591,7 @@ void bt__ctl_close(struct bt_runtime *s)
 		return;
 	/* Its end: it answers what it owes, refuses what it has not
 	 * answered, and exits. */
-	if (c->watch && s->acc)
-		bt_runtime_unwatch(s, c->watch);
-	c->watch = NULL;
-	if (c->sock >= 0) {
-		/* shutdown, not only close: a ring's poll may still hold a
-		 * reference to the socket, and the EOF must go now. */
-		shutdown(c->sock, SHUT_RDWR);
-		bt__close(c->sock);
-	}
-	c->sock = -1;
+	end_sock(s, c);
 	if (c->pid > 0) {
 		int st;
 		int k = 0;

@@ -370,44 +370,31 @@ void bt__gen_ready(struct bt_runtime *s)
 
 /* --- the old generation -------------------------------------------------------------- */
 
+/* One listener (fd, or -1 for the end) tagged with its role. */
+static void add_listener(struct bt_wire_item *it, size_t *n, int fd, const char *tag)
+{
+	it[*n].id = *n + 1;
+	it[*n].flags = fd >= 0 ? BT_WIRE_ITEM_FD : 0;
+	it[*n].fd = fd;
+	it[*n].payload = tag;
+	it[(*n)++].payload_len = 1;
+}
+
 static void send_listeners(struct bt_runtime *s)
 {
 	struct bt_wire_item it[BT_RUNTIME_MAX_LISTEN + 64 + 4];
 	static const char tags[] = "LSAECM";
 	size_t n = 0;
 	memset(it, 0, sizeof(it));
-	for (int i = 0; i < s->nkeep; i++) {
-		it[n].id = n + 1;
-		it[n].flags = BT_WIRE_ITEM_FD;
-		it[n].fd = s->lkeep[i];
-		it[n].payload = s->lrole[i] == 'S' ? &tags[1] : &tags[0];
-		it[n++].payload_len = 1;
-	}
-	if (s->attach_fd >= 0) {
-		it[n].id = n + 1;
-		it[n].flags = BT_WIRE_ITEM_FD;
-		it[n].fd = s->attach_fd;
-		it[n].payload = &tags[2];
-		it[n++].payload_len = 1;
-	}
-	if (s->ctl_lfd >= 0) {
-		it[n].id = n + 1;
-		it[n].flags = BT_WIRE_ITEM_FD;
-		it[n].fd = s->ctl_lfd;
-		it[n].payload = &tags[4];
-		it[n++].payload_len = 1;
-	}
-	if (s->metrics_lfd >= 0) {
-		it[n].id = n + 1;
-		it[n].flags = BT_WIRE_ITEM_FD;
-		it[n].fd = s->metrics_lfd;
-		it[n].payload = &tags[5];
-		it[n++].payload_len = 1;
-	}
-	it[n].id = n + 1;
-	it[n].fd = -1;
-	it[n].payload = &tags[3];
-	it[n++].payload_len = 1;
+	for (int i = 0; i < s->nkeep; i++)
+		add_listener(it, &n, s->lkeep[i], s->lrole[i] == 'S' ? &tags[1] : &tags[0]);
+	if (s->attach_fd >= 0)
+		add_listener(it, &n, s->attach_fd, &tags[2]);
+	if (s->ctl_lfd >= 0)
+		add_listener(it, &n, s->ctl_lfd, &tags[4]);
+	if (s->metrics_lfd >= 0)
+		add_listener(it, &n, s->metrics_lfd, &tags[5]);
+	add_listener(it, &n, -1, &tags[3]);
 	bt_fdpass_t *ch;
 	int dupfd = fcntl(s->next_fd, F_DUPFD_CLOEXEC, 0);
 	int rc = dupfd < 0 ? -errno : bt_fdpass_open(&ch, dupfd);
@@ -449,7 +436,7 @@ static void take_over(struct bt_runtime *s, const char *what)
 	bt__log(BT_LOG_INFO, "reload: a new generation serves: this one stops accepting and "
 			     "finishes its connections");
 	char msg[200];
-	snprintf(msg, sizeof(msg), "%s; the previous generation (pid %ld) finishes its connections",
+	snprintf(msg, sizeof(msg), "%.120s; the previous generation (pid %ld) finishes its connections",
 		 *what ? what : "a new generation serves", (long)getpid());
 	if (s->attach_fd >= 0 && s->next_fd >= 0)
 		s->attach_kept = 1; /* its path is the new generation's now */

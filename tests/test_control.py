@@ -159,41 +159,13 @@ def test_set_batch_attached():
         assert srv.stop() == 0, srv.text()[-800:]
 
 
-class TimedLoad:
-    """n threads of 'Connection: close' requests; the slowest one's time."""
-
-    def __init__(self, port, n=4):
-        self.port, self.ok, self.failed, self.slowest = port, 0, 0, 0.0
-        self.stopped, self.lock = False, threading.Lock()
-        self.ts = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-        for t in self.ts:
-            t.start()
-
-    def _run(self):
-        while not self.stopped:
-            t0 = time.monotonic()
-            good = get_close(self.port)
-            took = time.monotonic() - t0
-            with self.lock:
-                self.ok += good
-                self.failed += not good
-                self.slowest = max(self.slowest, took)
-
-    def stop(self):
-        self.stopped = True
-        for t in self.ts:
-            t.join(30)
-            assert not t.is_alive(), "a client hangs"
-        return self.ok, self.failed
-
-
 def test_set_flush_under_load():
     """set flush size, then adaptive, under load: no request fails, and
     none waits anywhere near a stall (the size policy's back-stop is
     50 ms; the bound is 2 s for a shared machine)."""
     srv, sock = server()
     try:
-        load = TimedLoad(srv.port)
+        load = Load(srv.port, n=4)
         time.sleep(0.3)
         for policy, shown in (("size", "size"), ("adaptive", "adaptive:200"),
                               ("delay:300", "delay:300"), ("adaptive:100", "adaptive:100")):

@@ -48,10 +48,11 @@ def get_close(port, timeout=5):
 
 class Load:
     """n client threads sending 'Connection: close' requests until stopped;
-    counts answered and failed requests."""
+    counts answered and failed requests, and keeps the slowest's time."""
 
     def __init__(self, port, n=8):
         self.port, self.ok, self.failed, self.stopped = port, 0, 0, False
+        self.slowest = 0.0
         self.lock = threading.Lock()
         self.ts = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
         for t in self.ts:
@@ -59,8 +60,11 @@ class Load:
 
     def _run(self):
         while not self.stopped:
+            t0 = time.monotonic()
             good = get_close(self.port)
+            took = time.monotonic() - t0
             with self.lock:
+                self.slowest = max(self.slowest, took)
                 if good:
                     self.ok += 1
                 else:
