@@ -392,25 +392,21 @@ static void serve_http(struct bt__ctl *c, struct client *cl)
 			drop(cl);
 		return;
 	}
-	static const char big[] = "request head too large\n", bad[] = "bad request\n",
-			  no[] = "only GET and HEAD\n",
-			  nf[] = "not found: the metrics are at /metrics\n";
-	switch (route) {
-	case 431:
-		http_reply(cl, "431 Request Header Fields Too Large", "", "text/plain", big,
-			   sizeof(big) - 1);
-		return;
-	case 400:
-		http_reply(cl, "400 Bad Request", "", "text/plain", bad, sizeof(bad) - 1);
-		return;
-	case 405:
-		http_reply(cl, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", "text/plain", no,
-			   sizeof(no) - 1);
-		return;
-	case 404:
-		http_reply(cl, "404 Not Found", "", "text/plain", nf, sizeof(nf) - 1);
-		return;
-	}
+	static const struct {
+		int route;
+		const char *status, *extra, *body;
+	} refusals[] = {
+		{431, "431 Request Header Fields Too Large", "", "request head too large\n"},
+		{400, "400 Bad Request", "", "bad request\n"},
+		{405, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", "only GET and HEAD\n"},
+		{404, "404 Not Found", "", "not found: the metrics are at /metrics\n"},
+	};
+	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
+		if (refusals[i].route == route) {
+			http_reply(cl, refusals[i].status, refusals[i].extra, "text/plain",
+				   refusals[i].body, strlen(refusals[i].body));
+			return;
+		}
 	struct call k = {.argv = {"snap"}, .argc = 1};
 	int rc = call_sup(c, &k);
 	if (rc < 0 || k.rc != C_OK) {

@@ -309,7 +309,7 @@ static void on_rehome(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigned 
 
 int bt__sup_rehome_fd(struct bt_runtime *s)
 {
-	if (s->rehome[0] < 0) {
+	if (!s->rehome_ch) {
 		int sv[2];
 		int rc = bt_fdpass_pair(sv, 0);
 		if (rc < 0)
@@ -329,10 +329,9 @@ int bt__sup_rehome_fd(struct bt_runtime *s)
 			bt__close(sv[1]);
 			return -1;
 		}
-		s->rehome[0] = sv[0]; /* the channel's */
-		s->rehome[1] = sv[1];
+		s->rehome_peer = sv[1];
 	}
-	int fd = fcntl(s->rehome[1], F_DUPFD_CLOEXEC, 0);
+	int fd = fcntl(s->rehome_peer, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0)
 		bt__log_errno(BT_LOG_WARN, -errno, "dup(handing back channel)");
 	return fd;
@@ -344,11 +343,11 @@ void bt__sup_rehome_close(struct bt_runtime *s)
 		bt_runtime_unwatch(s, s->rehome_w);
 	s->rehome_w = NULL;
 	if (s->rehome_ch)
-		bt_fdpass_close(s->rehome_ch); /* closes rehome[0] */
+		bt_fdpass_close(s->rehome_ch); /* and its socket */
 	s->rehome_ch = NULL;
-	if (s->rehome[1] >= 0)
-		bt__close(s->rehome[1]);
-	s->rehome[0] = s->rehome[1] = -1;
+	if (s->rehome_peer >= 0)
+		bt__close(s->rehome_peer);
+	s->rehome_peer = -1;
 }
 
 /* The new generation's workers run: take what the previous generation's

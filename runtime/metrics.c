@@ -117,8 +117,14 @@ void bt__mslot_handoff(struct bt__mslot *m, uint64_t ns)
 	unsigned b = 0;
 	while (b < BT__HANDOFF_BUCKETS && ns > handoff_le_ns[b])
 		b++;
-	atomic_fetch_add_explicit(&m->handoff[b], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&m->handoff_sum_ns, ns, memory_order_relaxed);
+	/* One writer (the slot's loop): a load and a store, no locked add on
+	 * the per-connection path. */
+	atomic_store_explicit(&m->handoff[b],
+			      atomic_load_explicit(&m->handoff[b], memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_store_explicit(&m->handoff_sum_ns,
+			      atomic_load_explicit(&m->handoff_sum_ns, memory_order_relaxed) + ns,
+			      memory_order_relaxed);
 }
 
 void bt_loop_metric_add(bt_loop_t *loop, int id, int64_t delta)

@@ -217,7 +217,7 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	memset(s, 0, sizeof(*s));
 	s->ctl_lfd = -1;
 	s->metrics_lfd = -1;
-	s->rehome[0] = s->rehome[1] = -1;
+	s->rehome_peer = -1;
 	if (!cfg_in || !h_in || bt__runtime_config_take(&s->config, cfg_in) < 0 ||
 	    bt__handler_take(&s->handler, h_in) < 0)
 		return 2;

@@ -109,8 +109,8 @@ struct bt_runtime {
 	unsigned gbase;  /* attached workers' first slot: maxw x tpp */
 	/* Live scaling: a retiring worker hands its connections back on this
 	 * channel (handover.c), and they go to the others. */
-	int rehome[2];
-	bt_fdpass_t *rehome_ch;
+	int rehome_peer; /* the workers' end (dups of it go out), -1 */
+	bt_fdpass_t *rehome_ch; /* ours, NULL: not made yet */
 	bt_runtime_watch_t *rehome_w;
 	uint64_t rehomed;
 	struct bt__metrics *metrics; /* the worker loops' metrics (metrics.c) */
