@@ -175,7 +175,8 @@ static void arm_all_listeners(bt_acceptor_t *acc)
 
 static int accepting(const bt_acceptor_t *acc)
 {
-	return !acc->draining && !acc->paused && acc->emfile_until_ns == 0;
+	return !acc->draining && !acc->paused && acc->emfile_until_ns == 0 &&
+	       (!acc->direct || acc->dslots + acc->dmargin < acc->nfiles);
 }
 
 void bt__acc_accept_burst(bt_acceptor_t *acc, struct listener *l, int more_on_error)
@@ -186,13 +187,13 @@ void bt__acc_accept_burst(bt_acceptor_t *acc, struct listener *l, int more_on_er
 			break;
 		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0) {
-			bt__acc_on_accept(acc, l, fd, 1);
+			bt__acc_on_accept(acc, l, fd, 1, 0);
 			continue;
 		}
 		if (errno == EINTR || errno == ECONNABORTED)
 			continue;
 		if (errno != EAGAIN)
-			bt__acc_on_accept(acc, l, -errno, more_on_error);
+			bt__acc_on_accept(acc, l, -errno, more_on_error, 0);
 		break;
 	}
 }
@@ -204,18 +205,20 @@ void bt__acc_kick_listeners(bt_acceptor_t *acc)
 		bt__acc_accept_burst(acc, &acc->l[i], 1);
 }
 
-void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more)
+void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more, uint32_t flags)
 {
 	if (!more)
 		l->armed = 0;
 	if (res >= 0) {
 		acc->st.accepted++;
+		if (flags & BT__ITEM_DIRECT)
+			acc->dslots++;
 		acc->sweep_got++;
 		/* Smoothed gap between accepts: tells the adaptive flush
 		 * whether more connections are on their way. */
 		acc->gap_ewma_ns = bt__pace_gap(acc->gap_ewma_ns, acc->last_accept_ns, acc->now_ns);
 		acc->last_accept_ns = acc->now_ns;
-		struct held h = {.fd = res, .flags = BT_WIRE_ITEM_FD, .id = ++acc->next_id,
+		struct held h = {.fd = res, .flags = BT_WIRE_ITEM_FD | flags, .id = ++acc->next_id,
 				 .accept_ns = acc->now_ns};
 		bt__acc_dispatch(acc, &h);
 		if (acc->draining)
@@ -650,13 +653,14 @@ void bt_acceptor_destroy(bt_acceptor_t *acc)
 		if (acc->l[i].fd >= 0 && !acc->l[i].closing)
 			bt__close(acc->l[i].fd);
 	bt__ev_destroy(acc->ev); /* nothing is in flight after this */
+	acc->ev = NULL; /* direct descriptors went with the ring */
 	acc->ops->fini(acc);
 	for (unsigned i = 0; i < acc->nw; i++)
 		if (acc->w[i].q)
 			bt_queue_destroy(acc->w[i].q); /* closes what it holds */
 	size_t dropped = bt__acc_backlog_len(acc);
 	while (bt__acc_backlog_len(acc))
-		bt__acc_held_free(&acc->backlog[acc->bhead++ % acc->bcap]);
+		bt__acc_held_free(acc, &acc->backlog[acc->bhead++ % acc->bcap]);
 	if (dropped)
 		bt__log(BT_LOG_WARN, "acceptor: closed %zu items (connections or work) no worker took",
 			dropped);

@@ -52,23 +52,39 @@ static void drop(bt_acceptor_t *acc, struct held *h)
 {
 	bt__log(BT_LOG_ERROR, "acceptor: out of memory: dropping item %llu",
 		(unsigned long long)h->id);
-	bt__acc_held_free(h);
+	bt__acc_held_free(acc, h);
 	acc->st.dropped++;
 }
 
-void bt__acc_held_free(struct held *h)
+void bt__acc_held_free(bt_acceptor_t *acc, struct held *h)
 {
-	if (h->flags & BT_WIRE_ITEM_FD)
-		bt__close(h->fd);
+	if ((h->flags & BT_WIRE_ITEM_FD) && h->fd >= 0) {
+		if (!(h->flags & BT__ITEM_DIRECT))
+			bt__close(h->fd);
+		else if (acc->ev) /* else it went with the ring */
+			bt__acc_uring_close_slot(acc, h->fd);
+		if (h->flags & BT__ITEM_DIRECT)
+			acc->dslots--;
+	}
 	free(h->payload);
 	h->payload = NULL;
+}
+
+int bt__acc_held_to_regular(bt_acceptor_t *acc, struct held *h)
+{
+	int fd = bt__ev_install(acc->ev, h->fd);
+	bt__acc_uring_close_slot(acc, h->fd);
+	acc->dslots--;
+	h->flags &= ~BT__ITEM_DIRECT;
+	h->fd = fd;
+	return fd < 0 ? fd : 0;
 }
 
 /* h from an item: its payload copied.  0 or -ENOMEM. */
 static int held_from(struct held *h, const struct bt_wire_item *it)
 {
 	h->fd = it->flags & BT_WIRE_ITEM_FD ? it->fd : -1;
-	h->flags = it->flags & BT_WIRE_ITEM_WIRE_MASK;
+	h->flags = it->flags & (BT_WIRE_ITEM_WIRE_MASK | BT__ITEM_DIRECT);
 	h->id = it->id;
 	h->accept_ns = it->accept_ns;
 	h->payload_len = it->payload_len;
@@ -86,6 +102,14 @@ void bt__acc_give_back(void *ctx, const struct bt_wire_item *it)
 {
 	bt_acceptor_t *acc = ctx;
 	struct held h;
+	if (it->flags & BT_WIRE_ITEM_LOST) {
+		/* A direct item in the ring of a worker thread that ended
+		 * without taking it: it was closed with that ring. */
+		bt__log(BT_LOG_ERROR, "acceptor: item %llu was closed with the ring of a worker "
+				      "that ended before taking it", (unsigned long long)it->id);
+		acc->st.dropped++;
+		return;
+	}
 	if ((it->flags & BT_WIRE_ITEM_FD) && it->fd < 0)
 		return;
 	if (it->flags & BT_WIRE_ITEM_HANDOVER) {
@@ -139,11 +163,20 @@ static uint32_t fnv1a(const void *data, size_t n)
 
 /* hash dispatch: a connection by its peer's IP address; a work item by its
  * payload (the same job description goes to the same worker). */
-static uint32_t hash_of(const struct held *h)
+static uint32_t hash_of(bt_acceptor_t *acc, const struct held *h)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	if (h->fd < 0 || getpeername(h->fd, (struct sockaddr *)&ss, &len) < 0)
+	/* A direct descriptor has no peer to ask without a regular one: a
+	 * descriptor installed for the question (one io_uring_enter and a
+	 * close per connection, the price of hash dispatch there). */
+	int fd = h->fd, tmp = -1;
+	if (fd >= 0 && (h->flags & BT__ITEM_DIRECT))
+		fd = tmp = bt__ev_install(acc->ev, h->fd);
+	int rc = fd >= 0 ? getpeername(fd, (struct sockaddr *)&ss, &len) : -1;
+	if (tmp >= 0)
+		bt__close(tmp);
+	if (rc < 0)
 		return fnv1a(h->payload, h->payload_len);
 	if (ss.ss_family == AF_INET)
 		return fnv1a(&((struct sockaddr_in *)&ss)->sin_addr, 4);
@@ -173,7 +206,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h,
 	}
 	case BT_DISPATCH_HASH: {
 		if (*hash < 0)
-			*hash = hash_of(h); /* once per item */
+			*hash = hash_of(acc, h); /* once per item */
 		/* Stable over the worker slots, not over those alive, so a
 		 * client keeps its worker while others come and go. */
 		for (unsigned k = 0; k < acc->nw; k++) {
@@ -251,6 +284,35 @@ int bt__acc_dispatch(bt_acceptor_t *acc, struct held *h)
 		struct worker *w = &acc->w[idx];
 		/* The batch's age, on the acceptor's clock (its decisions take
 		 * the time as an input: tests/test_acceptor.c). */
+		if (h->flags & BT__ITEM_DIRECT) {
+			int room;
+			if (!bt__tq_direct_ready(w->q, &room)) {
+				/* It takes regular descriptors only (an attached
+				 * worker, a loop without a table, one starting). */
+				if (bt__acc_held_to_regular(acc, h) < 0) {
+					acc->st.dropped++;
+					free(h->payload);
+					h->payload = NULL;
+					return 0;
+				}
+				it.flags = h->flags;
+				it.fd = h->fd;
+			} else if (!room) {
+				/* Its table is full: another, or the backlog (which
+				 * pauses accepting when it is full in turn). */
+				if (!w->table_full)
+					bt__log(BT_LOG_WARN, "acceptor: worker %u's file table is full "
+							     "(%u connections open): holding connections "
+							     "for it until it closes some", (unsigned)idx,
+						bt_queue_consumer_load(w->q));
+				w->table_full = 1;
+				continue;
+			} else if (w->table_full) {
+				w->table_full = 0;
+				bt__log(BT_LOG_INFO, "acceptor: worker %u's file table has room again",
+					(unsigned)idx);
+			}
+		}
 		if (bt_queue_pending(w->q) == 0)
 			w->pending_since_ns = acc->now_ns;
 		int rc = bt_queue_push(w->q, &it);
@@ -258,6 +320,8 @@ int bt__acc_dispatch(bt_acceptor_t *acc, struct held *h)
 			w->full = 1; /* max_inflight unacknowledged: skip it */
 			continue;
 		}
+		if (rc == -ENOSPC || rc == -EXDEV)
+			continue; /* (the checks above: not reached) */
 		if (rc < 0)
 			break;
 		free(h->payload); /* the queue has its copy */

@@ -25,6 +25,8 @@ struct worker {
 	bt_queue_t *q;    /* NULL: no worker at this index */
 	uint8_t dead;     /* detached: reclaim once nothing is in flight */
 	uint8_t full;     /* skip in dispatch until something is reaped */
+	unsigned direct_out; /* direct descriptors being passed to it (MSG_RING) */
+	uint8_t table_full;  /* its file table has no room (logged once) */
 	uint8_t sending;  /* a SENDMSG is in flight */
 	uint8_t chan_armed; /* a RECVMSG on the channel is in flight */
 	uint8_t drain_sent;
@@ -90,6 +92,10 @@ struct acc_ops {
 };
 
 extern const struct acc_ops bt__acc_uring_ops;
+/* acceptor_uring.c: pass direct descriptors to thread queue q of worker
+ * idx from now on. */
+void bt__acc_uring_direct_queue(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q);
+void bt__acc_uring_close_slot(bt_acceptor_t *acc, int slot);
 extern const struct acc_ops bt__acc_epoll_ops;
 
 /* The event core's hooks: can the kernel run the acceptor on this ring; a
@@ -150,6 +156,14 @@ struct bt_acceptor {
 	 * reload, a retiring worker), less those closed unread because their
 	 * worker died: items that are neither accepted nor pushed. */
 	uint64_t internal;
+	/* Thread workers get direct descriptors (bt__acc_direct): the
+	 * listeners accept into the ring's file table, of nfiles slots, of
+	 * which dslots are in use.  A multishot accept takes all that is
+	 * queued, and a connection accepted into a full table is lost (the
+	 * kernel closes it): accepts are armed only while dmargin, what the
+	 * listeners can queue, fits in what is free. */
+	int direct;
+	unsigned nfiles, dslots, dmargin;
 };
 
 uint64_t bt__now_ns(void);
@@ -169,8 +183,12 @@ void bt__acc_flush_worker(bt_acceptor_t *acc, unsigned idx);
 /* bt_queue_give_fn: an item given back by a queue (dead worker, full
  * channel, lost descriptor) goes to the backlog for redelivery. */
 void bt__acc_give_back(void *ctx, const struct bt_wire_item *it);
-/* Close h's fd and free its payload. */
-void bt__acc_held_free(struct held *h);
+/* Close h's fd (a direct one: its slot) and free its payload. */
+void bt__acc_held_free(bt_acceptor_t *acc, struct held *h);
+/* A direct item for a worker that takes only regular descriptors: one
+ * installed in its place, the slot closed.  0 or -errno (h->fd is then
+ * -1: the connection is closed). */
+int bt__acc_held_to_regular(bt_acceptor_t *acc, struct held *h);
 
 /* acceptor_workers.c: a dead worker with nothing in flight: what it
  * acknowledged is closed, the rest redelivered, its queue freed; the
@@ -180,7 +198,9 @@ void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx);
 void bt__acc_note_lag(bt_acceptor_t *acc, unsigned idx, unsigned acked);
 
 /* Events, from the backends. */
-void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more);
+/* res: the new connection (flags 0: a descriptor; BT__ITEM_DIRECT: a slot
+ * of the ring's file table), or -errno. */
+void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more, uint32_t flags);
 /* accept4 on l until EAGAIN, a pause or 256 connections; an error goes to
  * bt__acc_on_accept with more = more_on_error. */
 void bt__acc_accept_burst(bt_acceptor_t *acc, struct listener *l, int more_on_error);

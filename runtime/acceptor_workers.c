@@ -34,6 +34,8 @@ int bt_acceptor_attach(bt_acceptor_t *acc, unsigned idx, bt_queue_t *q)
 		acc->nw = idx + 1; /* the loops look no further */
 	if (bt_queue_channel(q)) /* messages and EOF from the worker */
 		acc->ops->arm_channel(acc, idx);
+	if (acc->direct && bt_queue_is_thread(q))
+		bt__acc_uring_direct_queue(acc, idx, q);
 	return 0;
 }
 
@@ -95,7 +97,7 @@ void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
 void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx)
 {
 	struct worker *w = &acc->w[idx];
-	if (!w->q || !w->dead || w->sending || w->chan_armed)
+	if (!w->q || !w->dead || w->sending || w->chan_armed || w->direct_out)
 		return;
 	if (bt_queue_channel(w->q))
 		acc->ops->forget_channel(acc, idx);

@@ -57,11 +57,16 @@ bt_conn_t *bt__conn_new(bt_loop_t *loop, const struct bt_wire_item *it)
 		/* Nothing can serve it: close, so the client sees it at once. */
 		bt__log(BT_LOG_ERROR, "worker %d: out of memory for connection %llu: closing it",
 			loop->cfg.worker_id, (unsigned long long)it->id);
-		bt__close(it->fd);
+		if (it->flags & BT__ITEM_DIRECT)
+			bt__loop_uring_close_slot(loop, it->fd);
+		else
+			bt__close(it->fd);
 		return NULL;
 	}
 	c->loop = loop;
 	c->fd = it->fd;
+	c->direct = (it->flags & BT__ITEM_DIRECT) != 0;
+	c->xfd = -1;
 	c->fd_open = 1;
 	c->id = it->id;
 	c->accept_ns = it->accept_ns;
@@ -533,11 +538,23 @@ int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)
 	}
 	if (c->state == CONN_DONE)
 		return -EBADF;
+	int fd = bt__conn_sysfd(c);
+	if (fd < 0)
+		return fd;
 	socklen_t l = sizeof(*ss);
-	if (getpeername(c->fd, (struct sockaddr *)ss, &l) < 0)
+	if (getpeername(fd, (struct sockaddr *)ss, &l) < 0)
 		return -errno;
 	*len = l;
 	return 0;
+}
+
+int bt__conn_sysfd(bt_conn_t *c)
+{
+	if (!c->direct)
+		return c->fd;
+	if (c->xfd < 0)
+		c->xfd = bt__ev_install(c->loop->ev, c->fd);
+	return c->xfd;
 }
 
 int bt_conn_resumed(const bt_conn_t *c)
@@ -547,7 +564,13 @@ int bt_conn_resumed(const bt_conn_t *c)
 
 int bt_conn_fd(const bt_conn_t *c)
 {
-	return c->state == CONN_DONE ? -1 : c->fd;
+	if (c->state == CONN_DONE)
+		return -1;
+	/* A direct descriptor gets its regular one here, once (the loop
+	 * owns both; installing changes nothing the caller can see but the
+	 * fd, hence the const). */
+	int fd = bt__conn_sysfd((bt_conn_t *)c);
+	return fd < 0 ? -1 : fd;
 }
 
 void bt_conn_set_data(bt_conn_t *c, void *data)

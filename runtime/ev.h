@@ -24,6 +24,7 @@
 #ifndef BATON_EV_H
 #define BATON_EV_H
 
+#include <errno.h>
 #include <liburing.h>
 #include <stdint.h>
 
@@ -117,6 +118,8 @@ struct bt__ev {
 	struct __kernel_timespec ts, uts;
 	uint64_t armed_deadline; /* the one TIMEOUT in flight, absolute */
 	int timer_armed;
+	uint64_t install_tok; /* its address: the user_data of bt__ev_install */
+	unsigned nfiles;      /* slots of the registered file table, 0: none */
 	/* epoll */
 	int epfd;
 };
@@ -163,6 +166,66 @@ static inline struct io_uring_sqe *bt__ev_sqe(struct bt__ev *ev)
 		sqe = io_uring_get_sqe(&ev->ring);
 	}
 	return sqe;
+}
+
+/* --- direct descriptors (io_uring fixed files) ------------------------------
+ *
+ * A direct descriptor is a slot of one ring's registered file table: no
+ * entry in the process's descriptor table, no reference taken per
+ * operation.  The acceptor accepts into its table and passes each
+ * connection to a worker thread's ring with IORING_OP_MSG_RING
+ * (IORING_MSG_SEND_FD), which installs it in that ring's table and posts
+ * the worker a completion.  Kernel: MSG_RING's SEND_FD came in 6.0,
+ * IORING_OP_FIXED_FD_INSTALL (a regular descriptor for a slot, for
+ * bt_conn_fd) in 6.8; the runtime uses direct descriptors only where the
+ * probe finds both.  liburing 2.3 has no helper for the second, nor for
+ * MSG_RING's SEND_FD: the SQEs are filled as the kernel's uapi header
+ * documents. */
+#define BT__IORING_OP_FIXED_FD_INSTALL 54 /* enum io_uring_op, 6.8 */
+#define BT__DIRECT_MAX_FILES (1u << 18)   /* slots per table, at most */
+
+/* Can this kernel pass and install direct descriptors?  0, or -ENOSYS
+ * (or the probe's -errno). */
+int bt__ev_direct_usable(struct bt__ev *ev);
+/* Register a sparse table of n slots on the ring (n at most
+ * RLIMIT_NOFILE).  0 or -errno. */
+int bt__ev_files(struct bt__ev *ev, unsigned n);
+/* The table size to ask for: RLIMIT_NOFILE's soft limit, at most
+ * BT__DIRECT_MAX_FILES. */
+unsigned bt__ev_files_wanted(void);
+/* A regular descriptor (O_CLOEXEC) for slot `index`, installed now: one
+ * io_uring_enter, which also submits what is queued.  Callable from a
+ * completion's handler.  The new fd, or -errno (logged). */
+int bt__ev_install(struct bt__ev *ev, int index);
+
+/* MSG_RING: pass slot src of this ring to the ring ring_fd, in a slot the
+ * kernel picks; the target gets a completion with user_data target_data
+ * and res the slot (or nothing if it fails: this ring's completion says
+ * why). */
+static inline void bt__ev_prep_send_fd(struct io_uring_sqe *sqe, int ring_fd, int src,
+				       uint64_t target_data)
+{
+	io_uring_prep_rw(IORING_OP_MSG_RING, sqe, ring_fd, (void *)(uintptr_t)IORING_MSG_SEND_FD, 0,
+			 target_data);
+	sqe->addr3 = (uint64_t)(unsigned)src;
+	sqe->file_index = IORING_FILE_INDEX_ALLOC;
+}
+
+/* MSG_RING: a completion (user_data target_data, res) on the ring ring_fd. */
+static inline void bt__ev_prep_msg_data(struct io_uring_sqe *sqe, int ring_fd,
+					uint64_t target_data, int res)
+{
+	io_uring_prep_rw(IORING_OP_MSG_RING, sqe, ring_fd, (void *)(uintptr_t)IORING_MSG_DATA,
+			 (unsigned)res, target_data);
+}
+
+/* Room for n SQEs in a row (a linked chain must go in one submission):
+ * what is queued is submitted first if there is not.  0 or -EBUSY. */
+static inline int bt__ev_room(struct bt__ev *ev, unsigned n)
+{
+	if (io_uring_sq_space_left(&ev->ring) < n)
+		io_uring_submit(&ev->ring);
+	return io_uring_sq_space_left(&ev->ring) < n ? -EBUSY : 0;
 }
 
 /* The backends (ev_uring.c, ev_epoll.c), for ev.c. */

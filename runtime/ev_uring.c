@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define TIMER_IDLE_NS 10000000000ull /* nothing due: park the timer 10 s out */
 #define TIMER_SLACK_NS 20000ull       /* close enough: leave it */
@@ -166,6 +167,13 @@ static void handle(struct bt__ev *ev, const struct io_uring_cqe *cqe)
 	}
 	if (data == 0) /* ignored: cancels and updates that failed */
 		return;
+	if (data == (uint64_t)(uintptr_t)&ev->install_tok) {
+		/* An install whose completion bt__ev_install did not find (the
+		 * CQ was full): nobody has its descriptor. */
+		if (cqe->res >= 0)
+			bt__close(cqe->res);
+		return;
+	}
 	if (data == (uint64_t)(uintptr_t)ev) {
 		/* -ETIME: it fired.  An update does not end it (no CQE). */
 		if (cqe->res != -ECANCELED)
@@ -173,6 +181,87 @@ static void handle(struct bt__ev *ev, const struct io_uring_cqe *cqe)
 		return;
 	}
 	on_watch(ev, (struct bt__watch *)(uintptr_t)data, cqe->res);
+}
+
+/* --- direct descriptors --------------------------------------------------- */
+
+int bt__ev_direct_usable(struct bt__ev *ev)
+{
+	if (ev->kind != BT_BACKEND_URING)
+		return -ENOSYS;
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&ev->ring);
+	if (!probe)
+		return -ENOMEM;
+	int ok = io_uring_opcode_supported(probe, IORING_OP_MSG_RING) &&
+		 io_uring_opcode_supported(probe, BT__IORING_OP_FIXED_FD_INSTALL);
+	io_uring_free_probe(probe);
+	return ok ? 0 : -ENOSYS;
+}
+
+unsigned bt__ev_files_wanted(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > BT__DIRECT_MAX_FILES)
+		return BT__DIRECT_MAX_FILES;
+	return (unsigned)rl.rlim_cur;
+}
+
+int bt__ev_files(struct bt__ev *ev, unsigned n)
+{
+	if (ev->kind != BT_BACKEND_URING || n == 0)
+		return -EINVAL;
+	int rc = io_uring_register_files_sparse(&ev->ring, n);
+	if (rc < 0)
+		return rc;
+	ev->nfiles = n;
+	return 0;
+}
+
+/*
+ * The install's completion is found among those not yet handled: the
+ * operation runs inline during the submission (it cannot block), so its
+ * completion is posted before io_uring_enter returns.  It is taken out of
+ * the CQ by zeroing its user_data, which the core ignores, so that a
+ * handler's caller iterating the CQ (bt__ev_uring_wait) goes on
+ * undisturbed.  If the CQ was full, the completion waits in the kernel's
+ * overflow list: then it is not found here, and handle() closes the fd
+ * when it comes.
+ */
+int bt__ev_install(struct bt__ev *ev, int index)
+{
+	if (ev->kind != BT_BACKEND_URING || index < 0)
+		return -EINVAL;
+	struct io_uring_sqe *sqe = bt__ev_sqe(ev);
+	if (!sqe)
+		return bt__log_errno(BT_LOG_ERROR, -EBUSY, "%s: no SQE to install a direct descriptor",
+				     ev->who);
+	uint64_t tok = (uint64_t)(uintptr_t)&ev->install_tok;
+	io_uring_prep_rw(BT__IORING_OP_FIXED_FD_INSTALL, sqe, index, NULL, 0, 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	sqe->rw_flags = 0; /* install_fd_flags: O_CLOEXEC */
+	io_uring_sqe_set_data64(sqe, tok);
+	for (int tries = 0; tries < 2; tries++) {
+		int rc = io_uring_submit_and_get_events(&ev->ring);
+		if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+			return bt__log_errno(BT_LOG_ERROR, rc, "%s: io_uring_enter (install slot %d)",
+					     ev->who, index);
+		struct io_uring_cqe *cqe;
+		unsigned head;
+		io_uring_for_each_cqe(&ev->ring, head, cqe) {
+			if (cqe->user_data != tok)
+				continue;
+			int res = cqe->res;
+			cqe->user_data = 0;
+			if (res < 0)
+				bt__log_errno(BT_LOG_ERROR, res,
+					      "%s: IORING_OP_FIXED_FD_INSTALL(slot %d)", ev->who, index);
+			return res;
+		}
+	}
+	return bt__log_errno(BT_LOG_ERROR, -EBUSY,
+			     "%s: IORING_OP_FIXED_FD_INSTALL(slot %d): completion queue full",
+			     ev->who, index);
 }
 
 int bt__ev_uring_wait(struct bt__ev *ev, uint64_t deadline_ns, int nowait)

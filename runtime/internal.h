@@ -102,6 +102,43 @@ uint64_t bt__queue_delay_ns(const struct bt_queue *q);
  * (the io_uring acceptor batches them into its ring). */
 void bt__queue_set_closer(struct bt_queue *q, void (*fn)(void *ctx, int fd), void *ctx);
 
+/* Direct descriptors on a thread queue (queue_thread.c; ev.h says what
+ * they are).  An item flagged BT__ITEM_DIRECT carries a slot of the
+ * producer's ring in fd until it is flushed; the flush passes it to the
+ * consumer's ring (emit), whose completion names the item's sequence
+ * number.  BT__ITEM_DIRECT is never on the wire. */
+#define BT__ITEM_DIRECT 0x10u
+/* The consumer of a direct item: a completion on its ring whose user_data
+ * is BT__DIRECT_DATA(n): res is the slot, or < 0 when the send failed
+ * and the item went back to the producer (it is passed over). */
+#define BT__DIRECT_TAG 6u
+#define BT__DIRECT_DATA(n) (((uint64_t)(n) << 3) | BT__DIRECT_TAG)
+/* Producer: pass slot src (src < 0: tell the consumer item n is passed
+ * over) to the ring ring_fd for item n of queue idx.  0 or -errno. */
+typedef int (*bt__direct_emit_fn)(void *ctx, unsigned idx, int ring_fd, int src, uint64_t n);
+void bt__tq_set_emitter(struct bt_queue *q, bt__direct_emit_fn emit, void *ctx, unsigned idx);
+/* Producer: 1 if q takes direct items (its consumer's ring is known);
+ * then *room says whether it has room for one more (its table holds the
+ * connections open and in flight). */
+int bt__tq_direct_ready(const struct bt_queue *q, int *room);
+/* Producer: the send of item n (slot src) failed with err: the item goes
+ * back through give with fd src, and the consumer is told to pass it
+ * over.  0, or -ENOENT if n is not an item sent. */
+struct bt_wire_item;
+int bt__tq_direct_failed(struct bt_queue *q, uint64_t n, int src, int err,
+			 void (*give)(void *ctx, const struct bt_wire_item *it), void *ctx);
+/* Consumer: does the producer send direct items (register then)? */
+int bt__tq_direct_wanted(const struct bt_queue *q);
+/* Consumer: its ring (duplicated: the queue keeps the copy) and table
+ * size.  0 or -errno. */
+int bt__tq_direct_consumer(struct bt_queue *q, int ring_fd, unsigned nfiles);
+/* Consumer: item n's descriptor arrived in slot res (or res < 0: passed
+ * over). */
+void bt__tq_direct_arrived(struct bt_queue *q, uint64_t n, int res);
+/* Consumer: published direct items not yet taken (the loop waits for them
+ * before it ends). */
+unsigned bt__tq_direct_owed(const struct bt_queue *q);
+
 /* Heartbeats for the watchdog: a worker loop counts its wake-ups
  * (process transport: in the shared slot; thread transport: in the ring),
  * the producer reads the count. */
@@ -131,6 +168,12 @@ unsigned bt__acc_handover(struct bt_acceptor *acc, int fd);
 void bt__acc_retire(struct bt_acceptor *acc, unsigned idx, unsigned deadline_ms, int handover_fd);
 /* The pid an attached worker's HELLO gave (0: none yet, or forked). */
 uint32_t bt__acc_worker_pid(const struct bt_acceptor *acc, unsigned idx);
+/* Accept into the ring's file table and pass connections to thread
+ * workers as direct descriptors (ev.h), before the first run and attach.
+ * 0, or -errno: why not (then regular descriptors, as before). */
+int bt__acc_direct(struct bt_acceptor *acc);
+/* Are direct descriptors in use? */
+int bt__acc_is_direct(const struct bt_acceptor *acc);
 uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);
 
 /* Register the pool's fork handler (once); end the process's job pool. */

@@ -359,8 +359,11 @@ void bt__loop_consume(bt_loop_t *loop)
 				handoff(loop, &items[i]);
 			if (items[i].flags & BT_WIRE_ITEM_HANDOVER)
 				bt__loop_handover_channel(loop, items[i].fd);
-			else if (loop->h->on_item)
-				loop->h->on_item(loop, &items[i]);
+			else if (loop->h->on_item) {
+				if (!(items[i].flags & BT__ITEM_DIRECT) ||
+				    bt__loop_item_to_regular(loop, &items[i]) == 0)
+					loop->h->on_item(loop, &items[i]);
+			}
 			else if (items[i].fd >= 0)
 				open_conn(loop, &items[i]);
 		}
@@ -393,8 +396,27 @@ int bt__loop_tick(bt_loop_t *loop)
 	bt__loop_free_zombies(loop);
 	if (loop->stopping)
 		return 1;
+	/* Direct items published to us are ours alone (they go with our
+	 * ring): wait for them, a second past the drain's deadline at most. */
+	if (loop->draining && loop->inlet->q && bt__tq_direct_owed(loop->inlet->q) &&
+	    now < loop->drain_deadline_ns + 1000000000ull)
+		return 0;
 	return loop->draining && loop->nconns == 0 && loop->conns == NULL &&
 	       bt_pool_sink_pending(loop->sink) == 0;
+}
+
+int bt__loop_item_to_regular(bt_loop_t *loop, struct bt_wire_item *it)
+{
+	int fd = bt__ev_install(loop->ev, it->fd);
+	bt__loop_uring_close_slot(loop, it->fd);
+	if (fd < 0) {
+		bt__log(BT_LOG_ERROR, "worker %d: item %llu closed: no descriptor for it",
+			loop->cfg.worker_id, (unsigned long long)it->id);
+		return fd;
+	}
+	it->fd = fd;
+	it->flags &= ~BT__ITEM_DIRECT;
+	return 0;
 }
 
 static void on_tick(struct bt__timer *t, void *arg)
@@ -495,8 +517,13 @@ void bt_loop_destroy(bt_loop_t *loop)
 	}
 	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 		next = c->next;
+		if (c->xfd >= 0) {
+			bt__close(c->xfd);
+			c->xfd = -1;
+		}
 		if (c->fd_open) {
-			bt__close(c->fd);
+			if (!c->direct) /* a direct one went with the ring */
+				bt__close(c->fd);
 			c->fd_open = 0;
 		}
 		c->ops = 0;

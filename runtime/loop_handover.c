@@ -110,8 +110,13 @@ static void send_one(bt_loop_t *loop, bt_conn_t *c)
 		c->held = NULL;
 		c->held_len = 0;
 	}
+	int fd = bt__conn_sysfd(c); /* a direct descriptor gets a regular one */
+	if (fd < 0) {
+		keep(loop, c);
+		return;
+	}
 	struct bt_wire_item it = {.id = c->id, .accept_ns = c->accept_ns,
-				  .flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_RESUMED, .fd = c->fd,
+				  .flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_RESUMED, .fd = fd,
 				  .payload = c->carry, .payload_len = (uint32_t)c->carry_len};
 	int rc = bt_fdpass_send_batch(loop->ho, 0, &it, 1);
 	if (rc == -EAGAIN)
@@ -128,7 +133,13 @@ static void send_one(bt_loop_t *loop, bt_conn_t *c)
 	loop->nhanding--;
 	c->handing = 0;
 	/* Our copy only: no shutdown, the connection goes on over there. */
-	bt__close(c->fd);
+	if (c->direct) {
+		bt__close(c->xfd);
+		c->xfd = -1;
+		bt__loop_uring_close_slot(loop, c->fd);
+	} else {
+		bt__close(c->fd);
+	}
 	c->fd_open = 0;
 	bt__conn_finish(c, -EXDEV, 1);
 	bt__conn_maybe_free(c);

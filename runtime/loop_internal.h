@@ -54,6 +54,10 @@ struct bt_conn {
 	uint8_t handing;   /* moving to the next generation (loop_handover.c):
 			      reading stopped, its receive being cancelled */
 	uint8_t resumed;   /* came from the previous generation */
+	uint8_t direct;    /* fd is a slot of the loop's ring's file table (a
+			      direct descriptor, ev.h); xfd: a regular
+			      descriptor installed for it (bt__conn_sysfd), or -1 */
+	int xfd;
 	int close_reason;
 	int abort_reason;  /* CLOSING towards an abort (a file range failed) */
 	unsigned ops;      /* operations in flight that name this conn (sends,
@@ -193,6 +197,16 @@ struct bt_loop {
 	struct bt__mslot *ms;
 	struct bt__mslot ms_own;
 };
+
+/* The connection's descriptor for a syscall: fd, or for a direct one a
+ * regular descriptor installed at the first call and kept until the end.
+ * The fd or -errno. */
+int bt__conn_sysfd(bt_conn_t *c);
+/* Close slot of the loop's file table (io_uring: queued on its ring). */
+void bt__loop_uring_close_slot(bt_loop_t *loop, int slot);
+/* A direct item for a program's on_item: a regular descriptor in its
+ * place (the slot closed).  0 or -errno (the item is then closed). */
+int bt__loop_item_to_regular(bt_loop_t *loop, struct bt_wire_item *it);
 
 /* Reading resumes (c->paused cleared): held input to on_data, then the
  * receive re-armed. */

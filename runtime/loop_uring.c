@@ -14,6 +14,15 @@
  *  - close: shutdown(2), a plain syscall (see uring_conn_finish), then a
  *    CLOSE operation that completes only if it fails.
  *  - the job pool's completions: a multishot poll on its eventfd.
+ *  - thread mode with direct descriptors (ev.h): the loop registers a file
+ *    table and gives its ring to the queue; each connection arrives as a
+ *    completion tagged BT__DIRECT_TAG (its slot in res), and is served
+ *    through that slot (IOSQE_FIXED_FILE).  Its close is a CLOSE of the
+ *    slot: no shutdown(2), which needs a descriptor.  Nobody else holds
+ *    the socket (the acceptor closed its slot as it passed it), so the
+ *    last reference goes with the slot and the FIN with it, after the
+ *    last data (sent with MSG_MORE) as with shutdown.  A receive still
+ *    armed holds the socket: it is cancelled first.
  *
  * user_data: the conn pointer with the operation in its low 3 bits (conns
  * come from calloc, 16-byte aligned); the channel and the pool's sink use
@@ -41,6 +50,8 @@ enum {
 };
 #define TAG_MASK 7ull
 #define BGID 0
+_Static_assert(BT__DIRECT_TAG > OP_SINK && BT__DIRECT_TAG <= TAG_MASK,
+	       "the direct descriptors' completions have a tag of their own");
 
 struct uring {
 	struct bt__ev *ev;
@@ -106,7 +117,45 @@ static int uring_init(bt_loop_t *loop)
 {
 	struct uring *u = loop->backend; /* from bt__loop_uring_setup */
 	u->ev = loop->ev;
+	bt_queue_t *q = loop->inlet->q;
+	if (q && bt__tq_direct_wanted(q)) {
+		/* Without a table of its own the loop takes regular
+		 * descriptors: the acceptor installs one per connection. */
+		/* BATON_DIRECT_SLOTS: the table's size, the most connections
+		 * the worker holds (default: RLIMIT_NOFILE, at most 2^18). */
+		unsigned n = bt__ev_files_wanted();
+		const char *env = getenv("BATON_DIRECT_SLOTS");
+		if (env && *env) {
+			char *end;
+			unsigned long v = strtoul(env, &end, 10);
+			if (*end || v < 8 || v > n)
+				bt__log(BT_LOG_WARN, "BATON_DIRECT_SLOTS=%s: expected 8 to %u; ignored", env, n);
+			else
+				n = (unsigned)v;
+		}
+		int rc = bt__ev_direct_usable(loop->ev);
+		if (rc == 0)
+			rc = bt__ev_files(loop->ev, n);
+		if (rc == 0)
+			rc = bt__tq_direct_consumer(q, loop->ev->ring.ring_fd, n);
+		if (rc < 0)
+			bt__log_errno(BT_LOG_WARN, rc, "worker %d: no direct descriptors (io_uring_register_files_sparse(%u))",
+				      loop->cfg.worker_id, n);
+	}
 	return 0;
+}
+
+void bt__loop_uring_close_slot(bt_loop_t *loop, int slot)
+{
+	struct uring *u = loop->backend;
+	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
+	if (!sqe) {
+		bt__log(BT_LOG_ERROR, "worker %d: no SQE to close slot %d", loop->cfg.worker_id, slot);
+		return;
+	}
+	io_uring_prep_close_direct(sqe, (unsigned)slot);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, ud(loop, OP_CLOSE));
 }
 
 /* After the core is gone (nothing in flight): the buffers. */
@@ -142,7 +191,7 @@ static int arm_recv(struct uring *u, bt_conn_t *c)
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_recv(sqe, c->fd, NULL, u->bufsize, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->flags |= IOSQE_BUFFER_SELECT | (c->direct ? IOSQE_FIXED_FILE : 0);
 	sqe->buf_group = BGID;
 	io_uring_sqe_set_data64(sqe, ud(c, OP_RECV));
 	c->reading = 1;
@@ -171,6 +220,8 @@ static void uring_conn_flush(bt_loop_t *loop, bt_conn_t *c)
 	/* len is at most BT__SEND_MAX: the SQE's length is 32 bits, and a
 	 * send over 2 GiB failed outright. */
 	io_uring_prep_send(sqe, c->fd, p, len, MSG_NOSIGNAL | flags);
+	if (c->direct)
+		sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, ud(c, OP_SEND));
 	c->writing = 1;
 	c->ops++;
@@ -183,6 +234,25 @@ static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 	if (c->closing_op || !c->fd_open)
 		return;
 	c->closing_op = 1;
+	if (c->direct) {
+		if (c->xfd >= 0) {
+			/* A regular descriptor was installed (bt_conn_fd): the
+			 * program may have passed it on; FIN now, as below. */
+			shutdown(c->xfd, c->reading ? SHUT_RDWR : SHUT_WR);
+			bt__close(c->xfd);
+			c->xfd = -1;
+		} else if (c->reading) {
+			struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
+			if (sqe) {
+				io_uring_prep_cancel64(sqe, ud(c, OP_RECV), 0);
+				sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+				io_uring_sqe_set_data64(sqe, 0);
+			}
+		}
+		bt__loop_uring_close_slot(loop, c->fd);
+		c->fd_open = 0;
+		return;
+	}
 	/* shutdown(2) directly: IORING_OP_SHUTDOWN is always punted to an
 	 * io-wq thread (it may block), which costs a thread wake-up and two
 	 * context switches per connection; for a TCP socket the syscall does
@@ -318,6 +388,12 @@ void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe
 			arm_channel(loop, u);
 		break;
 	}
+	case BT__DIRECT_TAG:
+		/* A connection's descriptor arrived (or the item is passed
+		 * over): the items up to it can be taken now. */
+		bt__tq_direct_arrived(loop->inlet->q, data >> 3, cqe->res);
+		bt__loop_consume(loop);
+		break;
 	case OP_SINK:
 		if (!(cqe->flags & IORING_CQE_F_MORE))
 			u->pool_armed = 0;

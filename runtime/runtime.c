@@ -9,6 +9,8 @@
  */
 #include "supervisor.h"
 
+#include "ev.h"
+
 #include "internal.h"
 
 #include <errno.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* The watchdog looks this often: a quarter of --worker-timeout, within
@@ -211,6 +214,47 @@ static void on_worker_gone(void *ctx, unsigned idx)
 	bt__sup_attach_gone(ctx, idx); /* forked ones: SIGCHLD does the rest */
 }
 
+/*
+ * Thread mode: connections pass from the acceptor to the worker threads as
+ * direct descriptors (ev.h: no entry in the process's descriptor table,
+ * which all threads share) where the kernel can (6.8) and the backend is
+ * io_uring.  BATON_DIRECT=0 keeps regular descriptors.  The log says
+ * which, and why not.
+ */
+static void choose_descriptors(struct bt_runtime *s)
+{
+	const char *env = getenv("BATON_DIRECT");
+	if (env && !strcmp(env, "0")) {
+		bt__log(BT_LOG_INFO, "thread workers take regular descriptors (BATON_DIRECT=0)");
+		return;
+	}
+	if (env && strcmp(env, "1"))
+		bt__log(BT_LOG_WARN, "BATON_DIRECT=%s: expected 0 or 1; ignored", env);
+	/* The tables' size is bounded by RLIMIT_NOFILE: its soft limit goes
+	 * up to the hard one, as the process may do anyway. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			bt__log(BT_LOG_DEBUG, "RLIMIT_NOFILE raised from %llu to %llu",
+				(unsigned long long)was, (unsigned long long)rl.rlim_max);
+	}
+	int rc = bt__acc_direct(s->acc);
+	if (rc == 0)
+		bt__log(BT_LOG_INFO, "thread workers take direct descriptors (io_uring fixed files, "
+				     "passed with IORING_OP_MSG_RING; %u slots per ring)",
+			bt__ev_files_wanted());
+	else if (rc == -EMFILE)
+		bt__log(BT_LOG_INFO, "thread workers take regular descriptors: RLIMIT_NOFILE (%u) "
+				     "leaves too small a file table for direct ones (docs/tuning.md)",
+			bt__ev_files_wanted());
+	else
+		bt__log_errno(BT_LOG_INFO, rc, "thread workers take regular descriptors: %s",
+			      rc == -ENOSYS ? "direct ones need io_uring and Linux 6.8"
+					    : "io_uring_register_files_sparse");
+}
+
 int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handler *h_in, void *user)
 {
 	struct bt_runtime sup, *s = &sup;
@@ -345,6 +389,8 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		s->lkeep[s->nkeep++] = s->lfds[i]; /* for a reload: handover.c */
 		s->lfds[i] = -1; /* the acceptor's now */
 	}
+	if (cfg->mode == BT_MODE_THREAD)
+		choose_descriptors(s);
 	if (bt__metrics_create(&s->metrics, s->gbase) < 0)
 		goto out;
 	if (bt__sup_signals(s) < 0 || bt__gen_watch(s) < 0 || s->ops->init(s) < 0 ||
@@ -375,8 +421,9 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	if (cfg->attach)
 		snprintf(att, sizeof(att), " (more attach at %s)", cfg->attach);
 	snprintf(summary, sizeof(summary),
-		 "%u worker %s%s%s, %s backend, batch %u, flush %s, dispatch %s", s->nw,
-		 s->ops->noun, of, att, bt_acceptor_backend(s->acc), s->qc.batch,
+		 "%u worker %s%s%s, %s backend%s, batch %u, flush %s, dispatch %s", s->nw,
+		 s->ops->noun, of, att, bt_acceptor_backend(s->acc),
+		 bt__acc_is_direct(s->acc) ? " (direct descriptors)" : "", s->qc.batch,
 		 bt_queue_flush_name(&s->qc, flush, sizeof(flush)),
 		 bt_acceptor_dispatch_name(cfg->dispatch));
 	bt__log(BT_LOG_INFO, "%s: %s", cfg->name, summary);

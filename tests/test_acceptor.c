@@ -217,7 +217,7 @@ static void accept_from(struct rig *r, int host, uint64_t gap_ns)
 	r->clients[r->nclients++] = c;
 	r->now += gap_ns;
 	r->acc->now_ns = r->now;
-	bt__acc_on_accept(r->acc, &r->acc->l[0], s, 1);
+	bt__acc_on_accept(r->acc, &r->acc->l[0], s, 1, 0);
 }
 
 /* Worker w takes what it was given (acknowledging it); returns how many. */

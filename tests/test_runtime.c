@@ -4,7 +4,10 @@
  * bt_runtime_take_argv, the configurations bt_runtime_run refuses, and the
  * runtime as a work queue: a producer pushing items (with and without a
  * descriptor) to worker threads and to worker processes, its watches on
- * the supervisor's loop, bt_runtime_push's errors, bt_runtime_stop.  Each
+ * the supervisor's loop, bt_runtime_push's errors, bt_runtime_stop; a
+ * handler asking for a connection's descriptor and passing it on (in
+ * thread mode on io_uring the connection is a direct descriptor: the
+ * runtime installs a regular one for it).  Each
  * case runs in a child of its own (check.h), descriptors counted around it.
  */
 #include "check.h"
@@ -12,8 +15,13 @@
 #include <baton/log.h>
 #include <baton/runtime.h>
 
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 /* --- configuration ------------------------------------------------------------------ */
 
@@ -312,6 +320,133 @@ static void test_run_refuses(void)
 	bt_runtime_unwatch(NULL, NULL);
 }
 
+/* --- a connection's descriptor, passed on ---------------------------------- */
+
+static struct {
+	int sp[2];         /* the handler passes the descriptor on over sp[0] */
+	char path[108];    /* the server's unix listener */
+	int fd, fd_again;  /* what bt_conn_fd returned, twice */
+	int cloexec;
+	int client_rc;     /* 0: the client saw everything */
+} P;
+
+static void pass_data(bt_conn_t *c, const void *d, size_t n)
+{
+	if (n >= 3 && !memcmp(d, "bye", 3)) {
+		bt_conn_write(c, "bye\n", 4);
+		bt_conn_close(c);
+		return;
+	}
+	P.fd = bt_conn_fd(c);
+	P.fd_again = bt_conn_fd(c);
+	int fl = P.fd >= 0 ? fcntl(P.fd, F_GETFD) : -1;
+	P.cloexec = fl >= 0 && (fl & FD_CLOEXEC);
+	if (P.fd < 0)
+		return;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	char b = 'f';
+	struct iovec iov = {.iov_base = &b, .iov_len = 1};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			   .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &P.fd, sizeof(int));
+	if (sendmsg(P.sp[0], &m, MSG_NOSIGNAL) != 1)
+		P.fd = -2;
+}
+
+static int read_exact(int fd, char *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 10000) != 1)
+			return -1;
+		ssize_t r = read(fd, buf + got, n - got);
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+/* The client: "hi", then what arrives through the descriptor passed on
+ * (written by this thread, on the descriptor it received), "bye", EOF. */
+static void *pass_client(void *arg)
+{
+	(void)arg;
+	int rc = 1;
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	memcpy(a.sun_path, P.path, strlen(P.path));
+	for (int i = 0; i < 500 && connect(s, (struct sockaddr *)&a, sizeof(a)) < 0; i++)
+		usleep(10000); /* until the server listens */
+	char buf[16], cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = buf, .iov_len = 1};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			   .msg_controllen = sizeof(cbuf)};
+	struct pollfd p = {.fd = P.sp[1], .events = POLLIN};
+	if (write(s, "hi", 2) != 2 || poll(&p, 1, 10000) != 1 ||
+	    recvmsg(P.sp[1], &m, MSG_CMSG_CLOEXEC) != 1)
+		goto out;
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	if (!cm || cm->cmsg_type != SCM_RIGHTS)
+		goto out;
+	int fd2;
+	memcpy(&fd2, CMSG_DATA(cm), sizeof(int));
+	ssize_t w = write(fd2, "passed on\n", 10);
+	close(fd2);
+	if (w != 10 || read_exact(s, buf, 10) < 0 || memcmp(buf, "passed on\n", 10) ||
+	    write(s, "bye", 3) != 3 || read_exact(s, buf, 4) < 0 || memcmp(buf, "bye\n", 4))
+		goto out;
+	p.fd = s;
+	rc = poll(&p, 1, 10000) == 1 && read(s, buf, 1) == 0 ? 0 : 2; /* EOF */
+out:
+	P.client_rc = rc;
+	close(s);
+	kill(getpid(), SIGTERM); /* the server drains and returns */
+	return NULL;
+}
+
+static void test_conn_fd_passed_on(void)
+{
+	bt_log_set_level(BT_LOG_ERROR);
+	memset(&P, 0, sizeof(P));
+	P.client_rc = -1;
+	snprintf(P.path, sizeof(P.path), "/tmp/baton-test-pass-%d.sock", (int)getpid());
+	unlink(P.path);
+	CHECK_SYS(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, P.sp));
+	/* The client thread keeps SIGTERM blocked, as the runtime's threads
+	 * do: the signal it sends is read by the supervisor's signalfd. */
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	CHECK_EQ(pthread_sigmask(SIG_BLOCK, &term, &old), 0);
+	pthread_t t;
+	CHECK_EQ(pthread_create(&t, NULL, pass_client, NULL), 0);
+	struct bt_runtime_config cfg;
+	CHECK_ERR(bt_runtime_config_init(&cfg, "test_runtime", 0, NULL), 0);
+	cfg.mode = BT_MODE_THREAD;
+	cfg.workers = 1;
+	cfg.listen[0] = P.path;
+	cfg.nlisten = 1;
+	cfg.drain_timeout_ms = 2000;
+	struct bt_handler h = {.size = sizeof(struct bt_handler), .on_data = pass_data};
+	CHECK_EQ(bt_runtime_run(&cfg, &h, NULL), 0);
+	CHECK_EQ(pthread_join(t, NULL), 0);
+	CHECK_EQ(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+	close(P.sp[0]);
+	close(P.sp[1]);
+	unlink(P.path);
+	CHECK_OP(P.fd, >=, 0);
+	CHECK_EQ(P.fd_again, P.fd); /* installed once */
+	CHECK_EQ(P.cloexec, 1);
+	CHECK_EQ(P.client_rc, 0);
+}
+
 static const struct check_case cases[] = {
 	{"config_init_pure", test_config_init_pure},
 	{"take_argv", test_take_argv},
@@ -319,6 +454,7 @@ static const struct check_case cases[] = {
 	{"items_thread", test_items_thread},
 	{"items_process", test_items_process},
 	{"producer_fails", test_producer_fails},
+	{"conn_fd_passed_on", test_conn_fd_passed_on},
 	{NULL, NULL},
 };
 

@@ -731,6 +731,68 @@ def test_emfile_recovers():
         assert srv.stop() == 0
 
 
+def direct_wanted():
+    """Thread mode on io_uring: connections go to the worker threads as
+    direct descriptors unless BATON_DIRECT=0 (or the kernel lacks them)."""
+    return (MODE == "thread" and os.environ.get("BATON_BACKEND") != "epoll"
+            and os.environ.get("BATON_DIRECT") != "0")
+
+
+def test_descriptor_path_logged():
+    """The log says which descriptors thread workers take, and why."""
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2")
+    try:
+        text = srv.text()
+        if MODE != "thread":
+            assert "descriptors" not in text, text
+            return
+        if os.environ.get("BATON_DIRECT") == "0":
+            assert "thread workers take regular descriptors (BATON_DIRECT=0)" in text, text
+        elif os.environ.get("BATON_BACKEND") == "epoll":
+            assert "thread workers take regular descriptors" in text, text
+        elif kernel_at_least(6, 8):
+            assert "thread workers take direct descriptors" in text, text
+            assert "io_uring backend (direct descriptors)" in text, text
+        for i in range(20):
+            assert echo_once(srv.port, b"p%d\n" % i) == b"p%d\n" % i
+    finally:
+        assert srv.stop() == 0
+
+
+def test_direct_table_full():
+    """A worker thread's file table (BATON_DIRECT_SLOTS=16) fills with idle
+    connections: the acceptor says so once, holds the others without
+    spinning, and serves each one as slots free up."""
+    if not direct_wanted() or not kernel_at_least(6, 8):
+        raise Skip("direct descriptors: thread mode on io_uring")
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "1",
+                 env={"BATON_DIRECT_SLOTS": "16"})
+    try:
+        assert "direct descriptors" in srv.text(), srv.text()
+        holders = [connect(srv.port) for _ in range(60)]
+        def logged():
+            assert "file table is full" in srv.text(), srv.text()[-2000:]
+        cases.until(logged)
+        time.sleep(0.3)  # a spinning acceptor would burn this in CPU
+
+        def one(i):
+            s = holders[i]
+            s.sendall(b"d%d\n" % i)
+            assert recv_until(s, len(b"d%d\n" % i), timeout=30) == b"d%d\n" % i
+            s.close()
+        errors = run_parallel(60, one, threads=60)
+        assert not errors, (errors[:3], srv.text()[-2000:])
+        assert "has room again" in srv.text(), srv.text()[-2000:]
+        cpu = open("/proc/%d/stat" % srv.acc).read().rsplit(")", 1)[1].split()
+        assert int(cpu[11]) + int(cpu[12]) < 300, cpu[11:13]  # ticks: no spinning
+    finally:
+        rc = srv.stop()
+    text = srv.text()
+    assert rc == 0, text[-2000:]
+    line = [ln for ln in text[text.rfind("counters (exit)"):].splitlines() if "acceptor:" in ln][0]
+    assert re.search(r"dropped 0\b", line), line
+
+
 def test_emfile_at_start():
     """Clients already queued when the server starts, and few descriptors:
     the acceptor takes every one at once.  The workers must have their
