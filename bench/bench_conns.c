@@ -211,10 +211,19 @@ int bench_conns(int argc, char **argv)
 		}
 	}
 
+	/* The ceiling: the cheaper of the in-place designs in the run
+	 * (regular or direct descriptors), so that neither flatters it. */
 	double base = 0;
-	for (size_t k = 0; k < nd; k++)
-		if (!strcmp(list[k]->name, "inplace"))
-			base = bench_median(list[k]->cpu, reps);
+	const char *base_name = NULL;
+	for (size_t k = 0; k < nd; k++) {
+		if (strcmp(list[k]->name, "inplace") && strcmp(list[k]->name, "inplace-direct"))
+			continue;
+		double m = bench_median(list[k]->cpu, reps);
+		if (m > 0 && (base == 0 || m < base)) {
+			base = m;
+			base_name = list[k]->name;
+		}
+	}
 	printf("\n%-13s %21s %8s %8s %8s %21s %9s %7s\n", "design", "conns/s (min-max)", "p50 us",
 	       "p99 us", "p99.9 us", "CPU us/conn (min-max)", "x inplace", "errors");
 	if (csvf)
@@ -261,6 +270,9 @@ int bench_conns(int argc, char **argv)
 		       "%d alternating reps.\n",
 		       h.load.rate > 0 ? "intended send time" : h.load.keepalive ? "request" : "connect",
 		       reps);
+	if (base_name)
+		printf("x inplace: CPU per exchange over the cheaper in-place design run (%s).\n",
+		       base_name);
 	if (csvf) {
 		fclose(csvf);
 		printf("wrote %s\n", csv);

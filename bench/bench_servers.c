@@ -24,7 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define DESIGN(n, p, sig, k) {.name = (n), .prog = (p), .stop_sig = (sig), .kind = (k)}
+#define DESIGN(n, p, sig, k, ...) \
+	{.name = (n), .prog = (p), .stop_sig = (sig), .kind = (k), .args = {__VA_ARGS__}}
 #define EXTRA(n, p, sig, k, ...) \
 	{.name = (n), .prog = (p), .stop_sig = (sig), .kind = (k), .extra = 1, .args = {__VA_ARGS__}}
 struct design bench_designs[] = {
@@ -35,6 +36,8 @@ struct design bench_designs[] = {
 	DESIGN("prefork", "bench-prefork", SIGTERM, K_LISTEN_WORKERS),
 	DESIGN("reuseport", "bench-reuseport", SIGTERM, K_LISTEN_WORKERS),
 	DESIGN("inplace", "bench-inplace", SIGTERM, K_LISTEN),
+	/* The ceiling on direct descriptors, as baton's thread mode uses. */
+	DESIGN("inplace-direct", "bench-inplace", SIGTERM, K_LISTEN, "--direct"),
 	DESIGN("nginx", "nginx", SIGQUIT, K_NGINX),
 	/* Variants of the ceiling, on request: without merging the FIN into
 	 * the last send, and with accepts paced every 200 us like baton's. */

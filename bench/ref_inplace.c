@@ -8,6 +8,15 @@
  * response: GET/HEAD, keep-alive unless "Connection: close" or HTTP/1.0.
  *
  *   bench-inplace --listen 127.0.0.1:PORT [--body-size N] [--no-fin-merge] [--paced US]
+ *                 [--direct]
+ *
+ * --direct serves through direct descriptors (a registered file table: no
+ * entry in the process's descriptor table, no reference per operation), as
+ * baton's thread mode does: accept into the table, receive and send on
+ * fixed files, and close by cancelling the receive and closing the slot
+ * (there is no shutdown(2) without a descriptor; the FIN goes with the
+ * last reference, after the last data sent with MSG_MORE).  So the ceiling
+ * is not flattered when baton uses them.
  *
  * --paced US applies baton's paced accept to the ceiling too: under load
  * (accepts closer than US/4) stop waiting on the listener and sweep it
@@ -26,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +70,7 @@ static size_t resp_keep_len, resp_close_len;
 static char *body;
 static size_t body_len;
 static int lfd;
+static int direct;        /* --direct: a registered file table */
 static int fin_merge = 1; /* --no-fin-merge: data, then FIN, as most servers do */
 static uint64_t paced_ns;  /* --paced US: sweep interval; 0: always wait on the listener */
 static int sweeping, sweep_inflight;
@@ -86,14 +97,20 @@ static struct io_uring_sqe *sqe_get(void)
 static void arm_accept(void)
 {
 	struct io_uring_sqe *s = sqe_get();
-	io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (direct)
+		io_uring_prep_multishot_accept_direct(s, lfd, NULL, NULL, 0);
+	else
+		io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(s, OP_ACCEPT);
 }
 
 static void sweep(void)
 {
 	struct io_uring_sqe *s = sqe_get();
-	io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (direct)
+		io_uring_prep_multishot_accept_direct(s, lfd, NULL, NULL, 0);
+	else
+		io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
 	s->ioprio |= IORING_ACCEPT_DONTWAIT;
 	io_uring_sqe_set_data64(s, OP_SWEEP);
 	sweep_inflight = 1;
@@ -103,7 +120,7 @@ static void arm_recv(struct conn *c)
 {
 	struct io_uring_sqe *s = sqe_get();
 	io_uring_prep_recv_multishot(s, c->fd, NULL, 0, 0);
-	s->flags |= IOSQE_BUFFER_SELECT;
+	s->flags |= IOSQE_BUFFER_SELECT | (direct ? IOSQE_FIXED_FILE : 0);
 	s->buf_group = BGID;
 	io_uring_sqe_set_data64(s, (uint64_t)(uintptr_t)c | OP_RECV);
 	c->ops++;
@@ -114,6 +131,16 @@ static void do_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	if (direct) {
+		struct io_uring_sqe *s = sqe_get();
+		io_uring_prep_cancel64(s, (uint64_t)(uintptr_t)c | OP_RECV, 0);
+		io_uring_sqe_set_data64(s, OP_IGNORE);
+		s = sqe_get();
+		io_uring_prep_close_direct(s, (unsigned)c->fd);
+		io_uring_sqe_set_data64(s, (uint64_t)(uintptr_t)c | OP_CLOSE);
+		c->ops++;
+		return;
+	}
 	/* The multishot receive holds the socket: shut it down (a plain
 	 * syscall; IORING_OP_SHUTDOWN goes through an io-wq thread) so the
 	 * receive ends and FIN goes out, then close through the ring. */
@@ -133,6 +160,8 @@ static void flush(struct conn *c)
 	 * shutdown sends next, one segment for both (as baton does). */
 	io_uring_prep_send(s, c->fd, c->out + c->off, c->olen - c->off,
 			   MSG_NOSIGNAL | (c->close_after && fin_merge ? MSG_MORE : 0));
+	if (direct)
+		s->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(s, (uint64_t)(uintptr_t)c | OP_SEND);
 	c->sending = 1;
 	c->ops++;
@@ -203,6 +232,8 @@ int main(int argc, char **argv)
 			memset(body, 'x', body_len);
 		} else if (!strcmp(argv[i], "--no-fin-merge")) {
 			fin_merge = 0;
+		} else if (!strcmp(argv[i], "--direct")) {
+			direct = 1;
 		} else if (!strcmp(argv[i], "--paced") && i + 1 < argc) {
 			char *end;
 			unsigned long us = strtoul(argv[++i], &end, 10);
@@ -212,7 +243,7 @@ int main(int argc, char **argv)
 			}
 			paced_ns = us * 1000ull;
 		} else if (!strcmp(argv[i], "--help")) {
-			printf("usage: bench-inplace [--listen HOST:PORT] [--body-size N] [--no-fin-merge] [--paced US]\n");
+			printf("usage: bench-inplace [--listen HOST:PORT] [--body-size N] [--no-fin-merge] [--paced US] [--direct]\n");
 			return 0;
 		} else {
 			fprintf(stderr, "bench-inplace: unknown argument '%s'\n", argv[i]);
@@ -273,6 +304,18 @@ int main(int argc, char **argv)
 		io_uring_buf_ring_add(br, bufs + (size_t)i * BUFSZ, BUFSZ, (unsigned short)i,
 				      io_uring_buf_ring_mask(NBUF), i);
 	io_uring_buf_ring_advance(br, NBUF);
+	if (direct) {
+		struct rlimit rl;
+		unsigned nfiles = 65536;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < nfiles)
+			nfiles = (unsigned)rl.rlim_cur;
+		rc = io_uring_register_files_sparse(&ring, nfiles);
+		if (rc < 0) {
+			fprintf(stderr, "bench-inplace: io_uring_register_files_sparse(%u): %s\n", nfiles,
+				strerror(-rc));
+			return 1;
+		}
+	}
 	arm_accept();
 
 	for (;;) {

@@ -312,9 +312,16 @@ BT_API uint64_t bt_conn_accept_ns(const bt_conn_t *c);
 /* The peer address (getpeername, or what the acceptor sent).  0 or -errno. */
 BT_API int bt_conn_peer(bt_conn_t *c, struct sockaddr_storage *ss, socklen_t *len);
 /* The connection's socket, for getsockopt and the like: the loop owns it
- * (never close it).  The one exception to the -errno rule: -1 once the
- * connection is ending (closed or aborted, on_close due), the value a
- * descriptor check `fd < 0` expects; no errno is set. */
+ * (never close it; dup it to keep or pass it on).  The one exception to
+ * the -errno rule: -1 once the connection is ending (closed or aborted,
+ * on_close due), the value a descriptor check `fd < 0` expects; no errno
+ * is set.  A connection on a direct descriptor (thread mode on io_uring,
+ * Linux 6.8: a slot of the worker's io_uring file table, no regular
+ * descriptor) gets a regular one installed at the first call, which costs
+ * one io_uring_enter; the loop keeps it until the connection ends and
+ * closes both (shutdown first, as for any connection).  -1 also if that
+ * install fails (logged).  bt_conn_peer does the same when the acceptor
+ * sent no address. */
 BT_API int bt_conn_fd(const bt_conn_t *c);
 /* 1 if c was handed over by the previous generation of the server (a
  * reload: docs/reload.md), else 0. */
