@@ -68,6 +68,9 @@ int bench_addr_with_free_port(const struct bench_addr *a, char *out, size_t cap)
 /* CPU seconds (user+sys) of pid, the children it reaped, and its live
  * descendants; -1 if pid is not there. */
 double bench_tree_cpu(pid_t root);
+/* A baton server's acceptor (the process titled "NAME: acceptor" under
+ * root): its main thread's CPU seconds (schedstat), or -1 if none. */
+double bench_acceptor_cpu(pid_t root);
 
 /* --- the load generator (bench_load.c), for the harness -------------------- */
 
@@ -168,6 +171,9 @@ struct design {
 	double cps[BENCH_MAX_REPS], cpu[BENCH_MAX_REPS], p50[BENCH_MAX_REPS], p99[BENCH_MAX_REPS], p999[BENCH_MAX_REPS];
 	uint64_t errors[BENCH_MAX_REPS];
 	uint64_t err_kind[BENCH_ERR_KINDS];
+	/* --split: the acceptor's own CPU per exchange (its thread; -1: no
+	 * acceptor in this design) */
+	double acc[BENCH_MAX_REPS];
 };
 
 /* K_SERVER: a program built on the runtime (--server): it takes the
@@ -189,6 +195,8 @@ struct harness {
 	int nserver_args;
 	const char *tuning[16];            /* --batch N --flush P ... of this run */
 	int wrk;                           /* the load comes from wrk, not ours */
+	double acc_us;                     /* the last run's acceptor CPU per
+					    * exchange (-1: none found) */
 };
 
 

@@ -272,3 +272,58 @@ double bench_tree_cpu(pid_t root)
 	free(all);
 	return found ? (double)total / 1e9 : -1;
 }
+
+double bench_acceptor_cpu(pid_t root)
+{
+	/* The newest process titled ": acceptor" whose parent is root (the
+	 * master) or root itself. */
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	pid_t best = -1;
+	unsigned long long best_start = 0;
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		char path[300], buf[1024];
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = 0;
+		if (!strstr(buf, ": acceptor"))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = 0;
+		char *rp = strrchr(buf, ')');
+		int ppid;
+		unsigned long long start = 0;
+		/* after ')': state ppid, then 17 fields to starttime (22nd) */
+		if (!rp || sscanf(rp + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+				  &ppid, &start) != 2)
+			continue;
+		pid_t pid = atoi(e->d_name);
+		if ((ppid == root || pid == root) && (best < 0 || start >= best_start)) {
+			best = pid;
+			best_start = start;
+		}
+	}
+	if (d)
+		closedir(d);
+	if (best < 0)
+		return -1;
+	char path[300];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/schedstat", (int)best, (int)best);
+	FILE *f = fopen(path, "r");
+	unsigned long long ns;
+	int ok = f && fscanf(f, "%llu", &ns) == 1;
+	if (f)
+		fclose(f);
+	return ok ? (double)ns / 1e9 : -1;
+}

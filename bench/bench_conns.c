@@ -45,6 +45,8 @@ static void conns_usage(FILE *f)
 		"  --clients C           concurrent clients (default 32)\n"
 		"  --seconds S           measured seconds per design and repetition (default 5)\n"
 		"  --reps R              repetitions, 1..%d (default 3)\n"
+		"  --split               also show, for baton's designs, the acceptor's own\n"
+		"                        CPU per exchange (its thread) and the rest's\n"
 		"  --csv FILE            design,conns_per_s,p50_us,p99_us,p999_us,\n"
 		"                        server_cpu_us_per_conn,errors\n"
 		"The protocol (the built-in designs speak http only):\n" BENCH_PROTO_HELP
@@ -55,6 +57,7 @@ static void conns_usage(FILE *f)
 int bench_conns(int argc, char **argv)
 {
 	const char *only = NULL, *csv = NULL;
+	int split = 0;
 	struct harness h;
 	bench_harness_init(&h);
 	int clients = 32, reps = 3;
@@ -65,6 +68,7 @@ int bench_conns(int argc, char **argv)
 		{"reps", required_argument, NULL, 'r'},    {"csv", required_argument, NULL, 'o'},
 		{"server", required_argument, NULL, 'S'},  {"server-arg", required_argument, NULL, 'A'},
 		{"listen", required_argument, NULL, 'l'},  {"client", required_argument, NULL, 'C'},
+		{"split", no_argument, NULL, 'P'},
 		BENCH_PROTO_OPTIONS,
 		{"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -94,6 +98,7 @@ int bench_conns(int argc, char **argv)
 				bench_usage_error(conns_usage, "--reps wants 1 to %d, not '%s'", BENCH_MAX_REPS, optarg);
 			break;
 		case 'o': csv = optarg; break;
+		case 'P': split = 1; break;
 		case 'S': {
 			char *eq = strchr(optarg, '=');
 			if (!eq || eq == optarg || !eq[1])
@@ -206,6 +211,7 @@ int bench_conns(int argc, char **argv)
 			d->p99[r] = (double)res.p99_us;
 			d->p999[r] = (double)res.p999_us;
 			d->errors[r] = res.errors;
+			d->acc[r] = h.acc_us;
 			for (int e = 0; e < BENCH_ERR_KINDS; e++)
 				d->err_kind[e] += res.err[e];
 		}
@@ -273,6 +279,26 @@ int bench_conns(int argc, char **argv)
 	if (base_name)
 		printf("x inplace: CPU per exchange over the cheaper in-place design run (%s).\n",
 		       base_name);
+	if (split) {
+		/* Where a baton design's CPU goes: its acceptor (the thread
+		 * that accepts and hands off) and the rest (workers, mostly). */
+		printf("\n%-13s %24s %24s\n", "design", "acceptor us/conn (min-max)",
+		       "the rest us/conn");
+		for (size_t k = 0; k < nd; k++) {
+			struct design *d = list[k];
+			if (d->acc[0] < 0)
+				continue;
+			double lo = d->acc[0], hi = d->acc[0], rest[BENCH_MAX_REPS];
+			for (int r = 0; r < reps; r++) {
+				lo = d->acc[r] < lo ? d->acc[r] : lo;
+				hi = d->acc[r] > hi ? d->acc[r] : hi;
+				rest[r] = d->cpu[r] - d->acc[r];
+			}
+			char a[48];
+			snprintf(a, sizeof(a), "%.1f (%.1f-%.1f)", bench_median(d->acc, reps), lo, hi);
+			printf("%-13s %24s %24.1f\n", d->name, a, bench_median(rest, reps));
+		}
+	}
 	if (csvf) {
 		fclose(csvf);
 		printf("wrote %s\n", csv);

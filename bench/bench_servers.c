@@ -503,15 +503,17 @@ int bench_measure_run(struct design *d, struct harness *h, int clients, double r
 	if (start(d, h, &run) < 0)
 		return -1;
 	int rc;
-	double c0, c1;
+	double c0, c1, a0, a1;
 	if (h->wrk) {
 		char url[400];
 		snprintf(url, sizeof(url), "http://%s%s", run.listen, h->load.path);
 		rc = wrk_run(h, url, clients, warm, res);
 		c0 = run_cpu(&run);
+		a0 = bench_acceptor_cpu(run.pid);
 		if (rc == 0)
 			rc = wrk_run(h, url, clients, seconds, res);
 		c1 = run_cpu(&run);
+		a1 = bench_acceptor_cpu(run.pid);
 	} else {
 		struct load_cfg lc = h->load; /* the shared request bytes are rebuilt below */
 		lc.req = NULL;
@@ -527,16 +529,19 @@ int bench_measure_run(struct design *d, struct harness *h, int clients, double r
 		lc.seconds = warm;
 		rc = bench_load_run(&lc, res);
 		c0 = run_cpu(&run);
+		a0 = bench_acceptor_cpu(run.pid);
 		lc.seconds = seconds;
 		if (rc == 0)
 			rc = bench_load_run(&lc, res);
 		c1 = run_cpu(&run);
+		a1 = bench_acceptor_cpu(run.pid);
 		free(lc.req);
 	}
 	stop(d, &run);
 	if (rc < 0)
 		bench_die("cannot run the load: %s", strerror(-rc));
 	*cpu_us = res->requests && c0 >= 0 && c1 >= 0 ? (c1 - c0) * 1e6 / (double)res->requests : 0;
+	h->acc_us = res->requests && a0 >= 0 && a1 >= a0 ? (a1 - a0) * 1e6 / (double)res->requests : -1;
 	return 0;
 }
 
