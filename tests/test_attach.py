@@ -132,6 +132,27 @@ def test_forked_and_attached():
         assert srv.stop() == 0, srv.text()[-800:]
 
 
+def test_thread_server_attached():
+    """A thread-mode server (on io_uring with Linux 6.8, its own workers
+    take direct descriptors): a worker attached to it gets regular ones,
+    installed for it; both serve, each connection once."""
+    port, name = free_port(), "@baton-test-attach-thr-%d" % os.getpid()
+    srv = server(port, name, "--workers", "1", "--mode", "thread")
+    w = worker(name)
+    try:
+        srv.wait_log(r"worker \d+ attached")
+        for i in range(600):
+            assert http_get(port).count(b"HTTP/1.1 200") == 1, i
+        srv.proc.send_signal(signal.SIGUSR1)
+        srv.wait_log(r"worker \d+: attached pid \d+, .* items [1-9]")
+        assert re.search(r"worker 0: thread, .* items [1-9]", srv.text()), srv.text()[-800:]
+    finally:
+        w.stop()
+        assert srv.stop() == 0, srv.text()[-800:]
+    text = srv.text()
+    assert re.findall(r"dropped (\d+)", text)[-1] == "0", text[-800:]
+
+
 def test_sigkill_attached():
     """Two attached workers under load; one is SIGKILLed.  Every client
     finishes within its deadline, none gets two answers, and the server
