@@ -215,21 +215,28 @@ static void on_worker_gone(void *ctx, unsigned idx)
 }
 
 /*
- * Thread mode: connections pass from the acceptor to the worker threads as
- * direct descriptors (ev.h: no entry in the process's descriptor table,
- * which all threads share) where the kernel can (6.8) and the backend is
- * io_uring.  BATON_DIRECT=0 keeps regular descriptors.  The log says
- * which, and why not.
+ * Thread mode: connections may pass from the acceptor to the worker
+ * threads as direct descriptors (ev.h: no entry in the process's
+ * descriptor table, which all threads share), with BATON_DIRECT=1, on
+ * io_uring and Linux 6.8.  Not the default: measured on Linux 6.18 here,
+ * they cost more per connection than regular descriptors (the MSG_RING to
+ * a worker's single-issuer ring runs as task work signalled to that
+ * thread, and its completion wakes the acceptor: 0.75 wake-ups of the
+ * acceptor per connection against 0.30; docs/architecture.md).  The log
+ * says which path runs, and why.
  */
 static void choose_descriptors(struct bt_runtime *s)
 {
 	const char *env = getenv("BATON_DIRECT");
-	if (env && !strcmp(env, "0")) {
-		bt__log(BT_LOG_INFO, "thread workers take regular descriptors (BATON_DIRECT=0)");
+	if (!env || !strcmp(env, "0")) {
+		bt__log(BT_LOG_INFO, "thread workers take regular descriptors%s",
+			env ? " (BATON_DIRECT=0)" : "");
 		return;
 	}
-	if (env && strcmp(env, "1"))
-		bt__log(BT_LOG_WARN, "BATON_DIRECT=%s: expected 0 or 1; ignored", env);
+	if (strcmp(env, "1")) {
+		bt__log(BT_LOG_WARN, "BATON_DIRECT=%s: expected 0 or 1; regular descriptors", env);
+		return;
+	}
 	/* The tables' size is bounded by RLIMIT_NOFILE: its soft limit goes
 	 * up to the hard one, as the process may do anyway. */
 	struct rlimit rl;
@@ -247,7 +254,7 @@ static void choose_descriptors(struct bt_runtime *s)
 			bt__ev_files_wanted());
 	else if (rc == -EMFILE)
 		bt__log(BT_LOG_INFO, "thread workers take regular descriptors: RLIMIT_NOFILE (%u) "
-				     "leaves too small a file table for direct ones (docs/tuning.md)",
+				     "leaves too small a file table for direct ones (docs/architecture.md)",
 			bt__ev_files_wanted());
 	else
 		bt__log_errno(BT_LOG_INFO, rc, "thread workers take regular descriptors: %s",

@@ -37,9 +37,9 @@ ENV = dict(os.environ, BATON_LOG="info")
 class Server:
     """A program on the runtime, its stderr collected as it comes."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, env=None):
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=ENV)
+                                     stderr=subprocess.PIPE, env=dict(ENV, **(env or {})))
         self.lines = []
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
@@ -74,8 +74,8 @@ def http_get(port, timeout=10):
             data += b
 
 
-def server(port, name, *extra):
-    s = Server([HTTPD, "--listen", "127.0.0.1:%d" % port, "--attach", name] + list(extra))
+def server(port, name, *extra, env=None):
+    s = Server([HTTPD, "--listen", "127.0.0.1:%d" % port, "--attach", name] + list(extra), env=env)
     s.wait_log(r"workers may attach at")
     return s
 
@@ -133,11 +133,11 @@ def test_forked_and_attached():
 
 
 def test_thread_server_attached():
-    """A thread-mode server (on io_uring with Linux 6.8, its own workers
-    take direct descriptors): a worker attached to it gets regular ones,
-    installed for it; both serve, each connection once."""
+    """A thread-mode server with BATON_DIRECT=1 (on io_uring with Linux
+    6.8, its own workers take direct descriptors): a worker attached to it
+    gets regular ones, installed for it; both serve, each connection once."""
     port, name = free_port(), "@baton-test-attach-thr-%d" % os.getpid()
-    srv = server(port, name, "--workers", "1", "--mode", "thread")
+    srv = server(port, name, "--workers", "1", "--mode", "thread", env={"BATON_DIRECT": "1"})
     w = worker(name)
     try:
         srv.wait_log(r"worker \d+ attached")

@@ -6,8 +6,8 @@
  * descriptor) to worker threads and to worker processes, its watches on
  * the supervisor's loop, bt_runtime_push's errors, bt_runtime_stop; a
  * handler asking for a connection's descriptor and passing it on (in
- * thread mode on io_uring the connection is a direct descriptor: the
- * runtime installs a regular one for it).  Each
+ * thread mode on io_uring with BATON_DIRECT=1 the connection is a direct
+ * descriptor: the runtime installs a regular one for it).  Each
  * case runs in a child of its own (check.h), descriptors counted around it.
  */
 #include "check.h"
@@ -427,6 +427,9 @@ static void test_conn_fd_passed_on(void)
 	CHECK_EQ(pthread_sigmask(SIG_BLOCK, &term, &old), 0);
 	pthread_t t;
 	CHECK_EQ(pthread_create(&t, NULL, pass_client, NULL), 0);
+	/* Direct descriptors where the backend is io_uring (this case runs
+	 * in a child of its own: the variable goes with it). */
+	setenv("BATON_DIRECT", "1", 1);
 	struct bt_runtime_config cfg;
 	CHECK_ERR(bt_runtime_config_init(&cfg, "test_runtime", 0, NULL), 0);
 	cfg.mode = BT_MODE_THREAD;

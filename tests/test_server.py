@@ -732,10 +732,10 @@ def test_emfile_recovers():
 
 
 def direct_wanted():
-    """Thread mode on io_uring: connections go to the worker threads as
-    direct descriptors unless BATON_DIRECT=0 (or the kernel lacks them)."""
+    """Thread mode on io_uring with BATON_DIRECT=1: connections go to the
+    worker threads as direct descriptors (where the kernel has them)."""
     return (MODE == "thread" and os.environ.get("BATON_BACKEND") != "epoll"
-            and os.environ.get("BATON_DIRECT") != "0")
+            and os.environ.get("BATON_DIRECT") == "1")
 
 
 def test_descriptor_path_logged():
@@ -746,9 +746,12 @@ def test_descriptor_path_logged():
         if MODE != "thread":
             assert "descriptors" not in text, text
             return
-        if os.environ.get("BATON_DIRECT") == "0":
+        env = os.environ.get("BATON_DIRECT")
+        if env is None:
+            assert "thread workers take regular descriptors\n" in text, text
+        elif env == "0":
             assert "thread workers take regular descriptors (BATON_DIRECT=0)" in text, text
-        elif os.environ.get("BATON_BACKEND") == "epoll":
+        elif not direct_wanted():
             assert "thread workers take regular descriptors" in text, text
         elif kernel_at_least(6, 8):
             assert "thread workers take direct descriptors" in text, text
@@ -764,7 +767,7 @@ def test_direct_table_full():
     connections: the acceptor says so once, holds the others without
     spinning, and serves each one as slots free up."""
     if not direct_wanted() or not kernel_at_least(6, 8):
-        raise Skip("direct descriptors: thread mode on io_uring")
+        raise Skip("direct descriptors: thread mode on io_uring, BATON_DIRECT=1")
     srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "1",
                  env={"BATON_DIRECT_SLOTS": "16"})
     try:
