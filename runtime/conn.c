@@ -244,11 +244,6 @@ void bt__conn_resume(bt_conn_t *c)
 			loop->h->on_data(c, h, n);
 		free(h);
 	}
-	if (c->eof_pending && c->state == CONN_OPEN && !c->paused) {
-		c->eof_pending = 0;
-		bt__conn_ended(c, 0);
-		return;
-	}
 	if (c->state == CONN_OPEN && !c->paused)
 		loop->ops->conn_pause(loop, c);
 }
@@ -263,9 +258,8 @@ void bt__conn_input(bt_conn_t *c, const void *data, size_t len)
 		loop->h->on_data(c, data, len);
 		return;
 	}
-	/* Receives that completed as reading paused (io_uring: one in
-	 * flight, or a multishot one until its cancel runs): a few buffers
-	 * at most, kept until reading resumes. */
+	/* A receive that was in flight when reading paused (io_uring): at
+	 * most one buffer, kept until reading resumes. */
 	char *h = realloc(c->held, c->held_len + len);
 	if (!h) {
 		bt__conn_finish(c, -ENOMEM, 1);

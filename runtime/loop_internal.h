@@ -54,11 +54,6 @@ struct bt_conn {
 	uint8_t handing;   /* moving to the next generation (loop_handover.c):
 			      reading stopped, its receive being cancelled */
 	uint8_t resumed;   /* came from the previous generation */
-	uint8_t recv_multi; /* io_uring: the receive armed is multishot */
-	uint8_t recv_cancel; /* io_uring: that receive is being cancelled */
-	uint8_t got_data;  /* something was received: keep-alive, it seems */
-	uint8_t eof_pending; /* the peer's EOF came while reading was paused:
-				after the held input (bt__conn_resume) */
 	uint8_t direct;    /* fd is a slot of the loop's ring's file table (a
 			      direct descriptor, ev.h); xfd: a regular
 			      descriptor installed for it (bt__conn_sysfd), or -1 */

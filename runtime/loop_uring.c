@@ -178,48 +178,25 @@ static void recycle(struct uring *u, unsigned bid)
 }
 
 /*
- * One receive armed at a time.  The first is single-shot: a connection
- * that closes after its first reply (the common case of connect-per-
- * request) then has no receive left to end, so its close needs no
- * completion of its own and the conn is freed a loop turn sooner.  Once
- * a connection has sent something and is read again, it is a keep-alive
- * one: its receive becomes multishot and stays armed across requests (a
- * single-shot receive arms the socket's poll afresh at each request).
- * A multishot receive is cancelled when reading pauses; the input that
- * had completed by then is held (conn.c), a few buffers at most.
+ * One receive at a time, single-shot, re-armed after each completion while
+ * the connection is open.  Single-shot rather than multishot: a connection
+ * that closes (after its reply, the common case of connect-per-request)
+ * then has no receive left to end, so its close needs no completion of its
+ * own and the conn is freed a loop turn sooner; keep-alive pays one SQE per
+ * read, which costs no syscall.
  */
 static int arm_recv(struct uring *u, bt_conn_t *c)
 {
 	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 	if (!sqe)
 		return -EBUSY;
-	c->recv_multi = c->got_data;
-	if (c->recv_multi)
-		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	else
-		io_uring_prep_recv(sqe, c->fd, NULL, u->bufsize, 0);
+	io_uring_prep_recv(sqe, c->fd, NULL, u->bufsize, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT | (c->direct ? IOSQE_FIXED_FILE : 0);
 	sqe->buf_group = BGID;
 	io_uring_sqe_set_data64(sqe, ud(c, OP_RECV));
 	c->reading = 1;
-	c->recv_cancel = 0;
 	c->ops++;
 	return 0;
-}
-
-/* Stop the multishot receive armed on c (its last completion, without
- * IORING_CQE_F_MORE, clears c->reading). */
-static void cancel_recv(struct uring *u, bt_conn_t *c)
-{
-	if (!c->reading || c->recv_cancel)
-		return;
-	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
-	if (!sqe)
-		return; /* it ends with the connection anyway */
-	io_uring_prep_cancel64(sqe, ud(c, OP_RECV), 0);
-	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-	io_uring_sqe_set_data64(sqe, 0); /* -ENOENT/-EALREADY: the core ignores it */
-	c->recv_cancel = 1;
 }
 
 static int uring_conn_start(bt_loop_t *loop, bt_conn_t *c)
@@ -264,8 +241,13 @@ static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 			shutdown(c->xfd, c->reading ? SHUT_RDWR : SHUT_WR);
 			bt__close(c->xfd);
 			c->xfd = -1;
-		} else {
-			cancel_recv(u, c);
+		} else if (c->reading) {
+			struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
+			if (sqe) {
+				io_uring_prep_cancel64(sqe, ud(c, OP_RECV), 0);
+				sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+				io_uring_sqe_set_data64(sqe, 0);
+			}
 		}
 		bt__loop_uring_close_slot(loop, c->fd);
 		c->fd_open = 0;
@@ -297,10 +279,7 @@ static void uring_conn_finish(bt_loop_t *loop, bt_conn_t *c, int abort)
 static void uring_conn_pause(bt_loop_t *loop, bt_conn_t *c)
 {
 	struct uring *u = loop->backend;
-	if (c->paused && c->reading && c->recv_multi)
-		cancel_recv(u, c);
-	else if (!c->paused && !c->reading && !c->eof_pending && c->state == CONN_OPEN &&
-		 arm_recv(u, c) < 0)
+	if (!c->paused && !c->reading && c->state == CONN_OPEN && arm_recv(u, c) < 0)
 		bt__conn_ended(c, -EBUSY);
 }
 
@@ -309,17 +288,21 @@ static void uring_conn_pause(bt_loop_t *loop, bt_conn_t *c)
 static void uring_conn_detach(bt_loop_t *loop, bt_conn_t *c)
 {
 	struct uring *u = loop->backend;
-	cancel_recv(u, c); /* a single-shot one completes when the next bytes come */
+	if (!c->reading)
+		return;
+	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
+	if (!sqe)
+		return; /* the receive completes when the next bytes come */
+	io_uring_prep_cancel64(sqe, ud(c, OP_RECV), 0);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, 0); /* the core ignores it: -ENOENT/-EALREADY, it completes anyway */
 }
 
 static void on_recv(struct uring *u, bt_conn_t *c, const struct io_uring_cqe *cqe)
 {
 	int res = cqe->res;
-	int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-	if (!more) {
-		c->ops--;
-		c->reading = 0;
-	}
+	c->ops--;
+	c->reading = 0;
 	if (c->handing) {
 		/* Bytes that came as it was cancelled go with it (held: reading
 		 * is paused); the end of it is for the next generation to see. */
@@ -334,31 +317,19 @@ static void on_recv(struct uring *u, bt_conn_t *c, const struct io_uring_cqe *cq
 	}
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		c->got_data = 1;
 		bt__conn_input(c, u->bufs + (size_t)bid * u->bufsize, (size_t)res);
 		recycle(u, bid);
-		if (more) {
-			/* Armed still: stop it if reading paused meanwhile. */
-			if (c->paused && c->state == CONN_OPEN)
-				cancel_recv(u, c);
-		} else if (c->state == CONN_OPEN && !c->paused && !c->reading && arm_recv(u, c) < 0) {
+		if (c->state == CONN_OPEN && !c->paused && !c->reading && arm_recv(u, c) < 0)
 			bt__conn_ended(c, -EBUSY);
-		}
 	} else {
 		if (cqe->flags & IORING_CQE_F_BUFFER)
 			recycle(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		if (res == -ECANCELED || (res == -ENOBUFS && c->state == CONN_OPEN)) {
-			/* Cancelled (reading paused, or the connection is
-			 * closing), or every buffer was in use at that moment
-			 * (they are back by now): armed again if it is open and
-			 * reading. */
-			if (c->state == CONN_OPEN && !c->paused && !c->reading && arm_recv(u, c) < 0)
+		if (res == -ENOBUFS && c->state == CONN_OPEN) {
+			/* Every buffer was in use at that moment; they are
+			 * back by now. */
+			if (!c->paused && arm_recv(u, c) < 0)
 				bt__conn_ended(c, -EBUSY);
-		} else if (res == 0 && c->state == CONN_OPEN && c->paused) {
-			/* A multishot receive's EOF overtook its cancel: the
-			 * input held before it goes first (bt__conn_resume). */
-			c->eof_pending = 1;
-		} else if (!more && (c->state == CONN_OPEN || (c->state == CONN_CLOSING && res < 0))) {
+		} else if (c->state == CONN_OPEN || (c->state == CONN_CLOSING && res < 0)) {
 			bt__conn_ended(c, res);
 		}
 	}
