@@ -204,6 +204,20 @@ static unsigned long long proc_ns(const char *pid, unsigned long long stat_ns)
 	return sum > stat_ns ? sum : stat_ns;
 }
 
+/* /proc/PID/WHAT into buf (NUL-terminated); its length, or -1. */
+static long proc_read(const char *pid, const char *what, char *buf, size_t cap)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "/proc/%s/%s", pid, what);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t len = fread(buf, 1, cap - 1, f);
+	fclose(f);
+	buf[len] = 0;
+	return (long)len;
+}
+
 double bench_tree_cpu(pid_t root)
 {
 	long tck = sysconf(_SC_CLK_TCK);
@@ -217,14 +231,9 @@ double bench_tree_cpu(pid_t root)
 	while (d && (e = readdir(d))) {
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
 			continue;
-		char path[300], buf[1024];
-		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
+		char buf[1024];
+		if (proc_read(e->d_name, "stat", buf, sizeof(buf)) < 0)
 			continue;
-		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[len] = 0;
 		char *rp = strrchr(buf, ')');
 		if (!rp)
 			continue;
@@ -284,23 +293,10 @@ double bench_acceptor_cpu(pid_t root)
 	while (d && (e = readdir(d))) {
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
 			continue;
-		char path[300], buf[1024];
-		snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
+		char buf[1024];
+		if (proc_read(e->d_name, "cmdline", buf, sizeof(buf)) < 0 || !strstr(buf, ": acceptor") ||
+		    proc_read(e->d_name, "stat", buf, sizeof(buf)) < 0)
 			continue;
-		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[len] = 0;
-		if (!strstr(buf, ": acceptor"))
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		len = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[len] = 0;
 		char *rp = strrchr(buf, ')');
 		int ppid;
 		unsigned long long start = 0;
@@ -318,12 +314,11 @@ double bench_acceptor_cpu(pid_t root)
 		closedir(d);
 	if (best < 0)
 		return -1;
-	char path[300];
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/schedstat", (int)best, (int)best);
-	FILE *f = fopen(path, "r");
+	char pid[16], what[48], buf[128];
+	snprintf(pid, sizeof(pid), "%d", (int)best);
+	snprintf(what, sizeof(what), "task/%d/schedstat", (int)best);
 	unsigned long long ns;
-	int ok = f && fscanf(f, "%llu", &ns) == 1;
-	if (f)
-		fclose(f);
-	return ok ? (double)ns / 1e9 : -1;
+	if (proc_read(pid, what, buf, sizeof(buf)) < 0 || sscanf(buf, "%llu", &ns) != 1)
+		return -1;
+	return (double)ns / 1e9;
 }

@@ -197,6 +197,29 @@ def test_conns_with_wrk():
         assert [x["design"] for x in rows] == ["inplace"] and int(rows[0]["errors"]) == 0, rows
 
 
+def test_conns_split_and_direct_ceiling():
+    """conns --split: a baton design's acceptor CPU apart from the rest's,
+    adding up to its total; none for a design without an acceptor.  The
+    ceiling on direct descriptors runs (inplace-direct) and x inplace is
+    over the cheaper in-place design."""
+    r = bench("conns", "--designs", "inplace,inplace-direct,baton-proc", "--split", "--seconds",
+              "0.5", "--reps", "1", "--clients", "4")
+    table = r.stdout
+    m = re.search(r"^baton-proc\s+([\d.]+) \([\d.]+-[\d.]+\)\s+([\d.]+)$", table, re.M)
+    assert m, table
+    total = re.search(r"^baton-proc\s+\d+ \([\d-]+\)\s+\d+\s+\d+\s+\d+\s+([\d.]+)", table, re.M)
+    assert total, table
+    acc, rest = float(m.group(1)), float(m.group(2))
+    assert acc > 0 and rest > 0 and abs(acc + rest - float(total.group(1))) < 0.2, (acc, rest, table)
+    split = table[table.index("acceptor us/conn"):]
+    assert "inplace" not in split, split
+    assert re.search(r"^inplace-direct\s+\d+", table, re.M), table
+    base = re.search(r"cheaper in-place design run \((inplace|inplace-direct)\)", table)
+    assert base, table
+    ratio = re.search(r"^%s\s.*\s1\.00\s+0$" % re.escape(base.group(1)), table, re.M)
+    assert ratio, table
+
+
 def test_load_addresses():
     """load against [::1], a name (localhost) and a unix socket path; conns
     and sweep serve on them too."""
