@@ -219,10 +219,11 @@ static void on_worker_gone(void *ctx, unsigned idx)
  * threads as direct descriptors (ev.h: no entry in the process's
  * descriptor table, which all threads share), with BATON_DIRECT=1, on
  * io_uring and Linux 6.8.  Not the default: measured on Linux 6.18 here,
- * they cost more per connection than regular descriptors (the MSG_RING to
- * a worker's single-issuer ring runs as task work signalled to that
- * thread, and its completion wakes the acceptor: 0.75 wake-ups of the
- * acceptor per connection against 0.30; docs/architecture.md).  The log
+ * they cost more per connection than regular descriptors (a MSG_RING to
+ * a worker's ring, set up with IORING_SETUP_DEFER_TASKRUN, runs as task
+ * work of that thread, once per connection, and its completion wakes the
+ * acceptor: 0.75 wake-ups of the acceptor per connection against 0.30;
+ * docs/architecture.md).  The log
  * says which path runs, and why.
  */
 static void choose_descriptors(struct bt_runtime *s)
