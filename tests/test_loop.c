@@ -1053,8 +1053,11 @@ static void test_write_over_2gib(void)
 		want[i] = huge_byte(i);
 	size_t got = 0;
 	for (;;) {
+		/* The first byte waits for the worker to fill and copy over
+		 * 2 GiB of fresh memory: up to a minute and a half on a loaded
+		 * VM; then 30 s of silence at most. */
 		struct pollfd p = {.fd = fd, .events = POLLIN};
-		CHECK_EQ(poll(&p, 1, 30000), 1);
+		CHECK_EQ(poll(&p, 1, got ? 30000 : 90000), 1);
 		ssize_t n = read(fd, buf, sizeof(buf));
 		CHECK_OP(n, >=, 0);
 		if (n == 0)
