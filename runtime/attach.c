@@ -256,7 +256,7 @@ static void on_leave(bt_loop_t *loop, bt_watch_t *w, int fd, unsigned revents, v
 {
 	(void)fd, (void)revents, (void)arg;
 	bt_loop_unwatch(loop, w); /* the eventfd stays readable for the others */
-	shutdown(bt_fdpass_fd(loop->inlet->ch), SHUT_RD);
+	shutdown(bt_fdpass_fd(loop->inlet[0]->ch), SHUT_RD);
 }
 
 static int guest_run(struct guest *g)

@@ -67,7 +67,8 @@ int bt__handler_take(struct bt_handler *dst, const struct bt_handler *h)
 static void on_wake(void *ctx)
 {
 	bt_loop_t *loop = ctx;
-	loop->in->woke(loop);
+	for (unsigned i = 0; i < loop->ninlets; i++)
+		loop->inlet[i]->ops->woke(loop, loop->inlet[i]);
 	loop->now_ns = loop->ev->now_ns;
 	loop->st.wakeups++;
 }
@@ -78,8 +79,8 @@ static void free_inlet(bt_loop_t *loop, const struct bt_loop_config *cfg)
 {
 	if (cfg->inlet)
 		return;
-	loop->inlet->ch = NULL;
-	bt_queue_inlet_destroy(loop->inlet);
+	loop->inlet[0]->ch = NULL;
+	bt_queue_inlet_destroy(loop->inlet[0]);
 }
 
 int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
@@ -119,11 +120,12 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	loop->h = &loop->handler;
 	loop->ms = &loop->ms_own;
 	loop->cfg.handler = loop->h;
-	loop->inlet = cfg->inlet;
-	if (!loop->inlet) {
-		rc = cfg->queue	 ? bt_queue_inlet_thread(&loop->inlet, cfg->queue)
-		     : cfg->shm ? bt_queue_inlet_forked(&loop->inlet, cfg->channel, cfg->shm, cfg->slot)
-				: bt_queue_inlet_wire(&loop->inlet, cfg->channel);
+	loop->inlet[0] = cfg->inlet;
+	loop->ninlets = 1;
+	if (!loop->inlet[0]) {
+		rc = cfg->queue	 ? bt_queue_inlet_thread(&loop->inlet[0], cfg->queue)
+		     : cfg->shm ? bt_queue_inlet_forked(&loop->inlet[0], cfg->channel, cfg->shm, cfg->slot)
+				: bt_queue_inlet_wire(&loop->inlet[0], cfg->channel);
 		if (rc < 0) {
 			free(loop);
 			return rc;
@@ -131,8 +133,7 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 	}
 	loop->cfg.inlet = NULL, loop->cfg.channel = NULL, loop->cfg.shm = NULL;
 	loop->cfg.queue = NULL;
-	loop->in = loop->inlet->ops;
-	rc = loop->in->init(loop);
+	rc = loop->inlet[0]->ops->init(loop, loop->inlet[0]);
 	if (rc == 0)
 		rc = bt_pool_sink_create(&loop->sink);
 	if (rc < 0) {
@@ -154,6 +155,8 @@ int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg)
 		loop->ops = loop->ev->kind == BT_BACKEND_URING ? &bt__loop_uring_ops
 								: &bt__loop_epoll_ops;
 		rc = loop->ops->init(loop);
+		if (rc == 0)
+			rc = loop->ops->inlet_add(loop, loop->inlet[0]);
 		if (rc < 0) {
 			loop->ops->fini(loop);
 			bt__ev_destroy(loop->ev);
@@ -230,7 +233,46 @@ void bt_loop_get_stats_sized(const bt_loop_t *loop, struct bt_loop_stats *out, s
 
 void bt__loop_publish_load(bt_loop_t *loop)
 {
-	loop->in->load(loop);
+	for (unsigned i = 0; i < loop->ninlets; i++)
+		loop->inlet[i]->ops->load(loop, loop->inlet[i]);
+}
+
+int bt_loop_add_inlet(bt_loop_t *loop, bt_queue_inlet_t *in)
+{
+	if (!loop || !in)
+		return -EINVAL;
+	if (loop->started)
+		return -EBUSY;
+	if (loop->ninlets == BT__MAX_INLETS)
+		return -E2BIG;
+	for (unsigned i = 0; i < loop->ninlets; i++)
+		if (loop->inlet[i] == in)
+			return -EINVAL;
+	/* Direct descriptors name their items by one queue's sequence
+	 * numbers (BT__DIRECT_DATA): a loop that takes them has one inlet. */
+	if ((loop->inlet[0]->q && bt__tq_direct_wanted(loop->inlet[0]->q)) ||
+	    (in->q && bt__tq_direct_wanted(in->q)))
+		return -EOPNOTSUPP;
+	int rc = in->ops->init(loop, in);
+	if (rc == 0)
+		rc = loop->ops->inlet_add(loop, in);
+	if (rc < 0)
+		return rc;
+	loop->inlet[loop->ninlets++] = in;
+	return 0;
+}
+
+static void start_drain(bt_loop_t *loop, unsigned deadline_ms);
+
+/* Inlet in's producer is done (it said DRAIN, with deadline_ms, or its
+ * channel ended): once every inlet's is, the loop drains. */
+static void inlet_done(bt_loop_t *loop, bt_queue_inlet_t *in, unsigned deadline_ms)
+{
+	if (in->done)
+		return;
+	in->done = 1;
+	if (++loop->ndone == loop->ninlets)
+		start_drain(loop, deadline_ms);
 }
 
 /* A connection arrived in a batch: on_open, then start reading it. */
@@ -262,7 +304,8 @@ static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
 
 /* --- batches, drain, timers ------------------------------------------------ */
 
-void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms)
+/* The loop drains: at the last inlet's DRAIN, or when asked. */
+static void start_drain(bt_loop_t *loop, unsigned deadline_ms)
 {
 	if (loop->draining)
 		return;
@@ -283,6 +326,13 @@ void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms)
 	}
 }
 
+void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms)
+{
+	/* As if every producer had said DRAIN (it begins now, not at the
+	 * last inlet's DRAIN). */
+	start_drain(loop, deadline_ms);
+}
+
 /* The hand-off latency of an item the loop takes now (metrics.c). */
 static void handoff(bt_loop_t *loop, const struct bt_wire_item *it)
 {
@@ -299,17 +349,21 @@ void bt__loop_use_mslot(bt_loop_t *loop, struct bt__mslot *ms)
 	loop->ms = ms ? ms : &loop->ms_own;
 }
 
-int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
+int bt__loop_on_channel(bt_loop_t *loop, bt_queue_inlet_t *in, int rc, struct bt_wire_msg *msg)
 {
 	if (rc == -EAGAIN || rc == -EINTR)
 		return 0;
 	if (rc <= 0) {
 		/* The acceptor is gone (or spoke nonsense): serve what we
-		 * have, then stop. */
+		 * have, then stop (once every inlet has). */
 		if (rc < 0)
 			bt__log_errno(BT_LOG_ERROR, rc, "worker %d: channel failed", loop->cfg.worker_id);
-		loop->channel_eof = 1;
-		bt_loop_drain(loop, 0);
+		in->eof = 1;
+		unsigned open = 0;
+		for (unsigned i = 0; i < loop->ninlets; i++)
+			open += loop->inlet[i]->ch && !loop->inlet[i]->eof;
+		loop->channel_eof = open == 0;
+		inlet_done(loop, in, 0);
 		return 1;
 	}
 	switch (msg->type) {
@@ -319,7 +373,7 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 		loop->st.lost += b->n_lost;
 		/* Acknowledge first: from here on the loop owns these fds and
 		 * the acceptor may close its copies. */
-		loop->in->ack(loop, b);
+		in->ops->ack(loop, in, b);
 		for (unsigned i = 0; i < b->n_items; i++) {
 			const struct bt_wire_item *it = &b->items[i];
 			if (it->flags & BT_WIRE_ITEM_HANDOVER) {
@@ -340,16 +394,22 @@ int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg)
 	}
 	case BT_WIRE_DRAIN:
 		loop->drain_asked = 1;
-		bt_loop_drain(loop, msg->u.drain.deadline_ms);
+		inlet_done(loop, in, msg->u.drain.deadline_ms);
 		return 0;
 	default:
 		return 0;
 	}
 }
 
-void bt__loop_consume(bt_loop_t *loop)
+void bt__loop_consume(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt_queue_t *q = loop->inlet->q;
+	if (!in) {
+		for (unsigned i = 0; i < loop->ninlets; i++)
+			if (loop->inlet[i]->q)
+				bt__loop_consume(loop, loop->inlet[i]);
+		return;
+	}
+	bt_queue_t *q = in->q;
 	struct bt_wire_item items[64];
 	int n;
 	while ((n = bt_queue_consume(q, items, 64)) > 0) {
@@ -370,14 +430,15 @@ void bt__loop_consume(bt_loop_t *loop)
 	}
 	unsigned ms;
 	if (bt_queue_drain_requested(q, &ms))
-		bt_loop_drain(loop, ms);
+		inlet_done(loop, in, ms);
 }
 
 int bt__loop_tick(bt_loop_t *loop)
 {
 	/* The heartbeat (the watchdog sees this loop is not stuck), and what
 	 * the transport has to retry. */
-	loop->in->tick(loop);
+	for (unsigned i = 0; i < loop->ninlets; i++)
+		loop->inlet[i]->ops->tick(loop, loop->inlet[i]);
 	bt__loop_flush(loop);
 	bt__loop_handover_tick(loop);
 	uint64_t now = loop->now_ns;
@@ -398,7 +459,7 @@ int bt__loop_tick(bt_loop_t *loop)
 		return 1;
 	/* Direct items published to us are ours alone (they go with our
 	 * ring): wait for them, a second past the drain's deadline at most. */
-	if (loop->draining && loop->inlet->q && bt__tq_direct_owed(loop->inlet->q) &&
+	if (loop->draining && loop->inlet[0]->q && bt__tq_direct_owed(loop->inlet[0]->q) &&
 	    now < loop->drain_deadline_ns + 1000000000ull)
 		return 0;
 	return loop->draining && loop->nconns == 0 && loop->conns == NULL &&
@@ -426,6 +487,15 @@ static void on_tick(struct bt__timer *t, void *arg)
 
 #define TICK_NS 100000000ull
 
+/* An inlet has something to say (a later tick must come). */
+static int inlets_owe(bt_loop_t *loop)
+{
+	for (unsigned i = 0; i < loop->ninlets; i++)
+		if (loop->inlet[i]->ops->owed(loop, loop->inlet[i]))
+			return 1;
+	return 0;
+}
+
 /* Wake-ups until the loop is told to return: the core waits and calls
  * back (connections, channel, timers, watches), then the tick. */
 static int run(bt_loop_t *loop)
@@ -435,9 +505,12 @@ static int run(bt_loop_t *loop)
 			loop->ops->prepare(loop);
 		/* Thread mode: never sleep on published items (see
 		 * bt_queue_idle for the handshake with the producer). */
-		while (loop->in->ready(loop)) {
-			bt__loop_consume(loop);
-			bt__loop_flush(loop);
+		for (unsigned i = 0; i < loop->ninlets; i++) {
+			bt_queue_inlet_t *in = loop->inlet[i];
+			while (in->ops->ready(loop, in)) {
+				bt__loop_consume(loop, in);
+				bt__loop_flush(loop);
+			}
 		}
 		/* A worker with connections open (or an ACK to send) wakes
 		 * at least every 100 ms:
@@ -445,7 +518,7 @@ static int run(bt_loop_t *loop)
 		 * reads to retry.  One-shot, started again only after it
 		 * fired: stopping and restarting it as connections come and
 		 * go would move the ring's TIMEOUT at every burst. */
-		if ((loop->conns || loop->draining || loop->in->owed(loop)) &&
+		if ((loop->conns || loop->draining || inlets_owe(loop)) &&
 		    !bt__timer_armed(&loop->tick)) {
 			loop->tick.cb = on_tick;
 			bt__timer_start(&loop->ev->timers, &loop->tick, bt__now_ns() + TICK_NS, 0);
@@ -531,8 +604,10 @@ void bt_loop_destroy(bt_loop_t *loop)
 	}
 	bt__loop_free_zombies(loop);
 	bt_pool_sink_destroy(loop->sink);
-	loop->in->leave(loop); /* e.g. the ACK still owed */
-	bt_queue_inlet_destroy(loop->inlet);
+	for (unsigned i = 0; i < loop->ninlets; i++) {
+		loop->inlet[i]->ops->leave(loop, loop->inlet[i]); /* e.g. the ACK still owed */
+		bt_queue_inlet_destroy(loop->inlet[i]);
+	}
 	if (loop->ho)
 		bt_fdpass_close(loop->ho);
 	free(loop);

@@ -5,8 +5,8 @@
  * or BATON_BACKEND=epoll.  Level-triggered; sockets non-blocking.  The
  * epoll set, its wait and the timers are the event core's (ev_epoll.c).
  *
- * data: the conn pointer tagged E_CONN, the loop tagged E_CHANNEL or
- * E_SINK (tag 0 is the core's).
+ * data: the conn pointer tagged E_CONN, an inlet tagged E_CHANNEL (each of
+ * the loop's), the loop tagged E_SINK (tag 0 is the core's).
  *
  * A connection's registration is removed (EPOLL_CTL_DEL) before its fd is
  * closed: the acceptor may still hold a reference to the same open file,
@@ -50,15 +50,6 @@ static int ep_init(bt_loop_t *loop)
 		free(e);
 		return -ENOMEM;
 	}
-	int chfd = loop->inlet->q ? bt_queue_wake_fd(loop->inlet->q) : bt_fdpass_fd(loop->inlet->ch);
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)loop | E_CHANNEL};
-	if ((!loop->inlet->q && bt_fdpass_set_nonblock(loop->inlet->ch, 1) < 0) ||
-	    epoll_ctl(e->epfd, EPOLL_CTL_ADD, chfd, &ev) < 0) {
-		int err = -errno;
-		free(e->buf);
-		free(e);
-		return bt__log_errno(BT_LOG_ERROR, err, "epoll_ctl(ADD channel)");
-	}
 	struct epoll_event pev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)loop | E_SINK};
 	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, bt_pool_sink_fd(loop->sink), &pev) < 0) {
 		int err = -errno;
@@ -67,6 +58,23 @@ static int ep_init(bt_loop_t *loop)
 		return bt__log_errno(BT_LOG_ERROR, err, "epoll_ctl(ADD job completions)");
 	}
 	loop->backend = e;
+	return 0;
+}
+
+/* Watch an inlet's channel (or its ring's wake-up fd); its events name
+ * the inlet. */
+static int ep_inlet_add(bt_loop_t *loop, bt_queue_inlet_t *in)
+{
+	struct ep *e = loop->backend;
+	int chfd = in->q ? bt_queue_wake_fd(in->q) : bt_fdpass_fd(in->ch);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)in | E_CHANNEL};
+	if (!in->q) {
+		int rc = bt_fdpass_set_nonblock(in->ch, 1);
+		if (rc < 0)
+			return bt__log_errno(BT_LOG_ERROR, rc, "fcntl(channel, O_NONBLOCK)");
+	}
+	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, chfd, &ev) < 0)
+		return bt__log_errno(BT_LOG_ERROR, -errno, "epoll_ctl(ADD channel)");
 	return 0;
 }
 
@@ -226,22 +234,24 @@ void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events)
 	case E_SINK:
 		bt_pool_sink_run(loop->sink);
 		return;
-	case E_CHANNEL:
-		if (loop->inlet->q) {
-			bt__loop_consume(loop);
+	case E_CHANNEL: {
+		bt_queue_inlet_t *in = (bt_queue_inlet_t *)(uintptr_t)(data & ~TAG_MASK);
+		if (in->q) {
+			bt__loop_consume(loop, in);
 			return;
 		}
 		for (;;) {
 			struct bt_wire_msg msg;
-			int rc = bt_fdpass_recv(loop->inlet->ch, &msg);
+			int rc = bt_fdpass_recv(in->ch, &msg);
 			if (rc == -EAGAIN)
 				break;
-			if (bt__loop_on_channel(loop, rc, &msg)) {
-				epoll_ctl(e->epfd, EPOLL_CTL_DEL, bt_fdpass_fd(loop->inlet->ch), NULL);
+			if (bt__loop_on_channel(loop, in, rc, &msg)) {
+				epoll_ctl(e->epfd, EPOLL_CTL_DEL, bt_fdpass_fd(in->ch), NULL);
 				break;
 			}
 		}
 		return;
+	}
 	case E_CONN: {
 		bt_conn_t *c = (bt_conn_t *)(uintptr_t)(data & ~TAG_MASK);
 		if (c->state == CONN_DONE)
@@ -258,6 +268,7 @@ void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events)
 const struct loop_ops bt__loop_epoll_ops = {
 	.name = "epoll",
 	.init = ep_init,
+	.inlet_add = ep_inlet_add,
 	.fini = ep_fini,
 	.conn_start = ep_conn_start,
 	.conn_flush = ep_conn_flush,

@@ -22,48 +22,49 @@
 
 /* --- thread ---------------------------------------------------------------- */
 
-static int none_init(bt_loop_t *loop)
+static int none_init(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	(void)loop;
+	(void)loop, (void)in;
 	return 0;
 }
 
-static void none(bt_loop_t *loop)
+static void none(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	(void)loop;
+	(void)loop, (void)in;
 }
 
-static int never(bt_loop_t *loop)
+static int never(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	(void)loop;
+	(void)loop, (void)in;
 	return 0;
 }
 
-static void thread_woke(bt_loop_t *loop)
+static void thread_woke(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	/* The producer sees the consumer awake (bt_queue_idle). */
-	bt_queue_awake(loop->inlet->q);
+	(void)loop; /* the producer sees the consumer awake (bt_queue_idle) */
+	bt_queue_awake(in->q);
 }
 
-static void thread_ack(bt_loop_t *loop, const struct bt_wire_batch *b)
+static void thread_ack(bt_loop_t *loop, bt_queue_inlet_t *in, const struct bt_wire_batch *b)
 {
-	(void)loop, (void)b; /* items come through bt_queue_consume */
+	(void)loop, (void)in, (void)b; /* items come through bt_queue_consume */
 }
 
-static void thread_load(bt_loop_t *loop)
+static void thread_load(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt_queue_consumer_set_load(loop->inlet->q, loop->nconns);
+	bt_queue_consumer_set_load(in->q, loop->nconns);
 }
 
-static void thread_tick(bt_loop_t *loop)
+static void thread_tick(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt__tq_beat(loop->inlet->q);
+	(void)loop;
+	bt__tq_beat(in->q);
 }
 
-static int thread_ready(bt_loop_t *loop)
+static int thread_ready(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	/* Never sleep on published items (the handshake of bt_queue_idle). */
-	return !bt_queue_idle(loop->inlet->q);
+	(void)loop; /* never sleep on published items (bt_queue_idle's handshake) */
+	return !bt_queue_idle(in->q);
 }
 
 static const struct bt__inlet_ops thread_ops = {
@@ -74,25 +75,28 @@ static const struct bt__inlet_ops thread_ops = {
 
 /* --- forked: shared memory ------------------------------------------------ */
 
-static int forked_init(bt_loop_t *loop)
+static int forked_init(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt_queue_shm_set_load(loop->inlet->shm, loop->inlet->slot, 0);
+	(void)loop;
+	bt_queue_shm_set_load(in->shm, in->slot, 0);
 	return 0;
 }
 
-static void forked_ack(bt_loop_t *loop, const struct bt_wire_batch *b)
+static void forked_ack(bt_loop_t *loop, bt_queue_inlet_t *in, const struct bt_wire_batch *b)
 {
-	bt_queue_ack_batch(loop->inlet->shm, loop->inlet->slot, b);
+	(void)loop;
+	bt_queue_ack_batch(in->shm, in->slot, b);
 }
 
-static void forked_load(bt_loop_t *loop)
+static void forked_load(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt_queue_shm_set_load(loop->inlet->shm, loop->inlet->slot, loop->nconns);
+	bt_queue_shm_set_load(in->shm, in->slot, loop->nconns);
 }
 
-static void forked_tick(bt_loop_t *loop)
+static void forked_tick(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt__queue_shm_beat(loop->inlet->shm, loop->inlet->slot);
+	(void)loop;
+	bt__queue_shm_beat(in->shm, in->slot);
 }
 
 static const struct bt__inlet_ops forked_ops = {
@@ -111,9 +115,8 @@ static const struct bt__inlet_ops forked_ops = {
 #define HEARTBEAT_NS 1000000000ull
 #define LOAD_NS 100000000ull
 
-static int send_ack(bt_loop_t *loop, int wait)
+static int send_ack(bt_loop_t *loop, bt_queue_inlet_t *in, int wait)
 {
-	bt_queue_inlet_t *in = loop->inlet;
 	struct bt_wire_ack *a = in->ack;
 	a->fds_total = in->fds_total;
 	a->load = loop->nconns;
@@ -141,14 +144,13 @@ static int send_ack(bt_loop_t *loop, int wait)
 
 /* The ACK of batch b, cumulative with any not sent yet; out now if the
  * channel takes it. */
-static void wire_ack(bt_loop_t *loop, const struct bt_wire_batch *b)
+static void wire_ack(bt_loop_t *loop, bt_queue_inlet_t *in, const struct bt_wire_batch *b)
 {
-	bt_queue_inlet_t *in = loop->inlet;
 	struct bt_wire_ack *a = in->ack;
 	if (a->n_lost + b->n_lost > BT_WIRE_MAX_FDS) {
 		/* Lost ids cannot wait any longer: wait for room (the
 		 * acceptor reads its channels at every wake-up). */
-		send_ack(loop, 1);
+		send_ack(loop, in, 1);
 	}
 	for (unsigned i = 0; i < b->n_items && a->n_lost < BT_WIRE_MAX_FDS; i++)
 		if (b->items[i].flags & BT_WIRE_ITEM_LOST)
@@ -156,34 +158,34 @@ static void wire_ack(bt_loop_t *loop, const struct bt_wire_batch *b)
 	in->fds_total += (uint64_t)(b->n_fds - b->n_lost);
 	a->seq = b->seq;
 	in->ack_due = 1;
-	send_ack(loop, 0);
+	send_ack(loop, in, 0);
 }
 
-static void wire_leave(bt_loop_t *loop)
+static void wire_leave(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	if (loop->inlet->ack_due)
-		send_ack(loop, 1); /* else the acceptor would send them again */
+	if (in->ack_due && !in->eof)
+		send_ack(loop, in, 1); /* else the acceptor would send them again */
 }
 
 /* An ACK the channel had no room for goes now.  Otherwise the last ACK
  * again (it settles nothing new: docs/wire.md): once a second while the
  * loop holds connections, and 100 ms after its load changed. */
-static void wire_tick(bt_loop_t *loop)
+static void wire_tick(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt_queue_inlet_t *in = loop->inlet;
 	uint64_t quiet = loop->now_ns - in->ack_sent_ns;
 	if (!in->ack_due && in->ack->seq &&
 	    ((in->load_sent != loop->nconns && quiet >= LOAD_NS) ||
 	     (loop->nconns && quiet >= HEARTBEAT_NS)))
 		in->ack_due = 1;
-	if (in->ack_due)
-		send_ack(loop, 0);
+	if (in->ack_due && !in->eof)
+		send_ack(loop, in, 0);
 }
 
 /* An ACK that found the channel full, or a load not yet told. */
-static int wire_owed(bt_loop_t *loop)
+static int wire_owed(bt_loop_t *loop, bt_queue_inlet_t *in)
 {
-	bt_queue_inlet_t *in = loop->inlet;
+	if (in->eof)
+		return 0;
 	return in->ack_due || (in->ack->seq && in->load_sent != loop->nconns);
 }
 

@@ -95,6 +95,9 @@ struct loop_ops {
 	void (*fini)(bt_loop_t *loop);
 	/* Before each wait (may be NULL). */
 	void (*prepare)(bt_loop_t *loop);
+	/* Wait on an inlet's channel or wake-up fd too (each inlet, the
+	 * first right after init).  0 or -errno. */
+	int (*inlet_add)(bt_loop_t *loop, bt_queue_inlet_t *in);
 	/* Begin receiving on a new connection. */
 	int (*conn_start)(bt_loop_t *loop, bt_conn_t *c);
 	/* Queued output was added: send it if no send is in flight. */
@@ -120,25 +123,27 @@ int bt__loop_uring_setup(void *ctx, struct io_uring *ring);
 void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe);
 void bt__loop_epoll_event(void *ctx, uint64_t data, uint32_t events);
 
-/* How batches reach a loop and how it acknowledges them (loop_inlet.c). */
+/* How batches reach a loop and how it acknowledges them (loop_inlet.c).
+ * Every call names the inlet: a loop may have several (one per acceptor
+ * ring: bt_loop_add_inlet). */
 struct bt__inlet_ops {
 	const char *kind; /* "thread", "forked", "attached" */
 	/* The loop that takes the inlet is made. */
-	int (*init)(bt_loop_t *loop);
+	int (*init)(bt_loop_t *loop, bt_queue_inlet_t *in);
 	/* Before the channel closes: what is still owed. */
-	void (*leave)(bt_loop_t *loop);
+	void (*leave)(bt_loop_t *loop, bt_queue_inlet_t *in);
 	/* Each wake-up, and each tick (heartbeat, retries). */
-	void (*woke)(bt_loop_t *loop);
-	void (*tick)(bt_loop_t *loop);
+	void (*woke)(bt_loop_t *loop, bt_queue_inlet_t *in);
+	void (*tick)(bt_loop_t *loop, bt_queue_inlet_t *in);
 	/* A batch arrived on the channel: acknowledge it (first). */
-	void (*ack)(bt_loop_t *loop, const struct bt_wire_batch *b);
+	void (*ack)(bt_loop_t *loop, bt_queue_inlet_t *in, const struct bt_wire_batch *b);
 	/* Publish loop->nconns for the least-loaded dispatch. */
-	void (*load)(bt_loop_t *loop);
+	void (*load)(bt_loop_t *loop, bt_queue_inlet_t *in);
 	/* Items wait in a ring (consume them before sleeping). */
-	int (*ready)(bt_loop_t *loop);
+	int (*ready)(bt_loop_t *loop, bt_queue_inlet_t *in);
 	/* Something is still to say (a later tick must come, even with no
 	 * connection open). */
-	int (*owed)(bt_loop_t *loop);
+	int (*owed)(bt_loop_t *loop, bt_queue_inlet_t *in);
 };
 
 /* The public inlet handle (baton/queue.h). */
@@ -155,11 +160,22 @@ struct bt_queue_inlet {
 	uint64_t fds_total;
 	uint64_t ack_sent_ns;
 	uint32_t load_sent;
+	/* The loop's view: the channel's receive is armed (io_uring); it
+	 * reached EOF; its producer is done (DRAIN, or EOF). */
+	uint8_t armed;
+	uint8_t eof;
+	uint8_t done;
 };
 
+/* A loop's inlets at most (acceptor rings feeding it). */
+#define BT__MAX_INLETS 16
+
 struct bt_loop {
-	const struct bt__inlet_ops *in; /* inlet->ops */
-	bt_queue_inlet_t *inlet;
+	/* Where batches come from: inlet[0] is the config's, the others
+	 * bt_loop_add_inlet's.  The loop drains once every one is done (its
+	 * producer said DRAIN or went away), or when asked (bt_loop_drain). */
+	bt_queue_inlet_t *inlet[BT__MAX_INLETS];
+	unsigned ninlets, ndone;
 	struct bt_loop_config cfg;
 	struct bt_handler handler; /* the caller's, taken by size (docs/abi.md) */
 	const struct bt_handler *h; /* &handler */
@@ -179,8 +195,8 @@ struct bt_loop {
 	int draining;
 	uint64_t drain_deadline_ns;
 	int stopping;  /* run() returns when nothing is left */
-	int channel_eof;
-	int drain_asked; /* a DRAIN came on the channel */
+	int channel_eof; /* every inlet's channel ended */
+	int drain_asked; /* a DRAIN came on an inlet */
 	int started;
 	struct bt_loop_stats st;
 	uint64_t now_ns; /* refreshed once per wake-up */
@@ -223,12 +239,12 @@ uint64_t bt__now_ns(void);
 /* Handle one received channel message (after bt_fdpass_rx_complete
  * returned rc).  Returns 0 to go on receiving, or 1 when the channel is
  * finished (EOF or error). */
-int bt__loop_on_channel(bt_loop_t *loop, int rc, struct bt_wire_msg *msg);
+int bt__loop_on_channel(bt_loop_t *loop, bt_queue_inlet_t *in, int rc, struct bt_wire_msg *msg);
 
 
-/* Thread mode: take what the queue holds, open those connections, notice
- * a drain request. */
-void bt__loop_consume(bt_loop_t *loop);
+/* Thread mode: take what inlet in's queue holds, open those connections,
+ * notice a drain request (in NULL: every inlet's). */
+void bt__loop_consume(bt_loop_t *loop, bt_queue_inlet_t *in);
 
 
 /* Tell the acceptor how many connections the loop holds. */

@@ -6,7 +6,8 @@
  * every submission of a wake-up goes in the same syscall as the next wait.
  * This file adds the worker's own operations:
  *
- *  - the channel: one RECVMSG at a time on the fdpass channel's msghdr;
+ *  - each inlet's channel: one RECVMSG at a time on the fdpass channel's
+ *    msghdr (a thread ring's: a multishot poll on its eventfd);
  *  - each connection: one RECV at a time selecting a buffer from a
  *    provided buffer ring (the buffer goes back as soon as on_data returns);
  *  - sends: one SEND per connection in flight, from the head of its output
@@ -25,8 +26,9 @@
  *    armed holds the socket: it is cancelled first.
  *
  * user_data: the conn pointer with the operation in its low 3 bits (conns
- * come from calloc, 16-byte aligned); the channel and the pool's sink use
- * tags with the loop pointer.  Tag 0 is the core's.
+ * come from calloc, 16-byte aligned); a channel's operations carry its
+ * inlet's pointer (one per inlet: the loop may have several), the pool's
+ * sink the loop's.  Tag 0 is the core's.
  */
 #include "loop_internal.h"
 
@@ -59,7 +61,6 @@ struct uring {
 	size_t br_size;
 	unsigned char *bufs;
 	unsigned nbufs, bufsize;
-	int chan_armed;
 	int pool_armed;
 };
 
@@ -117,7 +118,7 @@ static int uring_init(bt_loop_t *loop)
 {
 	struct uring *u = loop->backend; /* from bt__loop_uring_setup */
 	u->ev = loop->ev;
-	bt_queue_t *q = loop->inlet->q;
+	bt_queue_t *q = loop->inlet[0]->q;
 	if (q && bt__tq_direct_wanted(q)) {
 		/* Without a table of its own the loop takes regular
 		 * descriptors: the acceptor installs one per connection. */
@@ -349,22 +350,24 @@ static void on_send(bt_conn_t *c, int res)
 	bt__conn_maybe_free(c);
 }
 
-static void arm_channel(bt_loop_t *loop, struct uring *u)
+/* An inlet's channel: its completions name the inlet (calloc'd, so
+ * aligned past the tag bits). */
+static void arm_channel(struct uring *u, bt_queue_inlet_t *in)
 {
 	struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 	if (!sqe)
 		return;
-	if (loop->inlet->q) {
+	if (in->q) {
 		/* Thread mode: a multishot poll on the queue's eventfd. */
-		io_uring_prep_poll_multishot(sqe, bt_queue_wake_fd(loop->inlet->q), POLLIN);
-		io_uring_sqe_set_data64(sqe, ud(loop, OP_CHANNEL));
-		u->chan_armed = 1;
+		io_uring_prep_poll_multishot(sqe, bt_queue_wake_fd(in->q), POLLIN);
+		io_uring_sqe_set_data64(sqe, ud(in, OP_CHANNEL));
+		in->armed = 1;
 		return;
 	}
-	io_uring_prep_recvmsg(sqe, bt_fdpass_fd(loop->inlet->ch),
-			      bt_fdpass_rx_prepare(loop->inlet->ch), MSG_CMSG_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, ud(loop, OP_CHANNEL));
-	u->chan_armed = 1;
+	io_uring_prep_recvmsg(sqe, bt_fdpass_fd(in->ch), bt_fdpass_rx_prepare(in->ch),
+			      MSG_CMSG_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud(in, OP_CHANNEL));
+	in->armed = 1;
 }
 
 void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe)
@@ -375,24 +378,25 @@ void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe
 	void *p = (void *)(uintptr_t)(data & ~TAG_MASK);
 	switch (op) {
 	case OP_CHANNEL: {
-		if (loop->inlet->q) {
+		bt_queue_inlet_t *in = p;
+		if (in->q) {
 			if (!(cqe->flags & IORING_CQE_F_MORE))
-				u->chan_armed = 0;
-			bt__loop_consume(loop);
+				in->armed = 0;
+			bt__loop_consume(loop, in);
 			break;
 		}
-		u->chan_armed = 0;
+		in->armed = 0;
 		struct bt_wire_msg msg;
-		int rc = bt_fdpass_rx_complete(loop->inlet->ch, cqe->res, &msg);
-		if (bt__loop_on_channel(loop, rc, &msg) == 0 && !loop->channel_eof)
-			arm_channel(loop, u);
+		int rc = bt_fdpass_rx_complete(in->ch, cqe->res, &msg);
+		if (bt__loop_on_channel(loop, in, rc, &msg) == 0 && !in->eof)
+			arm_channel(u, in);
 		break;
 	}
 	case BT__DIRECT_TAG:
 		/* A connection's descriptor arrived (or the item is passed
 		 * over): the items up to it can be taken now. */
-		bt__tq_direct_arrived(loop->inlet->q, data >> 3, cqe->res);
-		bt__loop_consume(loop);
+		bt__tq_direct_arrived(loop->inlet[0]->q, data >> 3, cqe->res);
+		bt__loop_consume(loop, loop->inlet[0]);
 		break;
 	case OP_SINK:
 		if (!(cqe->flags & IORING_CQE_F_MORE))
@@ -414,12 +418,20 @@ void bt__loop_uring_cqe(void *ctx, uint64_t data, const struct io_uring_cqe *cqe
 	}
 }
 
-/* Before each wait: the channel's receive and the pool's poll armed. */
+/* Its channel is armed before the next wait (uring_prepare). */
+static int uring_inlet_add(bt_loop_t *loop, bt_queue_inlet_t *in)
+{
+	(void)loop, (void)in;
+	return 0;
+}
+
+/* Before each wait: the channels' receives and the pool's poll armed. */
 static void uring_prepare(bt_loop_t *loop)
 {
 	struct uring *u = loop->backend;
-	if (!u->chan_armed && !loop->channel_eof)
-		arm_channel(loop, u);
+	for (unsigned i = 0; i < loop->ninlets; i++)
+		if (!loop->inlet[i]->armed && !loop->inlet[i]->eof)
+			arm_channel(u, loop->inlet[i]);
 	if (!u->pool_armed) {
 		struct io_uring_sqe *sqe = bt__ev_sqe(u->ev);
 		if (sqe) {
@@ -435,6 +447,7 @@ const struct loop_ops bt__loop_uring_ops = {
 	.init = uring_init,
 	.fini = uring_fini,
 	.prepare = uring_prepare,
+	.inlet_add = uring_inlet_add,
 	.conn_start = uring_conn_start,
 	.conn_flush = uring_conn_flush,
 	.conn_finish = uring_conn_finish,

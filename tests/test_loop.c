@@ -257,6 +257,11 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 		bt_conn_close(c);
 		return;
 	}
+	if (len >= 9 && memcmp(data, "draining?", 9) == 0) {
+		bt_conn_write(c, bt_loop_draining(bt_conn_loop(c)) ? "yes\n" : "no\n",
+			      bt_loop_draining(bt_conn_loop(c)) ? 4 : 3);
+		return;
+	}
 	if (len >= 4 && memcmp(data, "slow", 4) == 0) {
 		bt_conn_set_timeout(c, 200);
 		return;
@@ -320,10 +325,11 @@ static const struct bt_handler echo = {
 
 static size_t rig_out_high; /* the worker's out_high; 0: the default */
 static int rig_wire; /* acknowledgements on the wire (no shm), as an attached worker */
+static int rig_two;  /* a second producer: q2 on a second inlet (bt_loop_add_inlet) */
 
 struct rig {
 	bt_queue_shm_t *shm;
-	bt_queue_t *q;
+	bt_queue_t *q, *q2;
 	pid_t worker;
 	int lfd;
 	struct sockaddr_in addr;
@@ -347,13 +353,17 @@ static void start(struct rig *r)
 		CHECK(seen != MAP_FAILED);
 	}
 	memset(seen, 0, sizeof(*seen));
-	CHECK_ERR(bt_queue_shm_create(&r->shm, 1, 1024), 0);
-	int sv[2];
+	CHECK_ERR(bt_queue_shm_create(&r->shm, 2, 1024), 0);
+	int sv[2], sv2[2] = {-1, -1};
 	CHECK_ERR(bt_fdpass_pair(sv, 0), 0);
+	if (rig_two)
+		CHECK_ERR(bt_fdpass_pair(sv2, 0), 0);
 	r->worker = fork();
 	CHECK_OP(r->worker, >=, 0);
 	if (r->worker == 0) {
 		close(sv[0]);
+		if (rig_two)
+			close(sv2[0]);
 		bt_fdpass_t *ch;
 		if (bt_fdpass_open(&ch, sv[1]) < 0)
 			_exit(10);
@@ -373,11 +383,28 @@ static void start(struct rig *r)
 			fprintf(stderr, "bt_loop_create: %s\n", strerror(-rc));
 			_exit(rc == -ENOSYS || rc == -EPERM ? 77 : 11);
 		}
+		if (rig_two) {
+			bt_fdpass_t *ch2;
+			bt_queue_inlet_t *in2;
+			if (bt_fdpass_open(&ch2, sv2[1]) < 0 ||
+			    bt_queue_inlet_forked(&in2, ch2, r->shm, 1) < 0 ||
+			    bt_loop_add_inlet(loop, in2) < 0)
+				_exit(14);
+		}
 		rc = bt_loop_run(loop);
 		bt_loop_destroy(loop);
 		_exit(rc != 0 ? 12 : seen->bad ? 13 : 0);
 	}
 	close(sv[1]);
+	if (rig_two) {
+		close(sv2[1]);
+		bt_fdpass_t *ch2;
+		CHECK_ERR(bt_fdpass_open(&ch2, sv2[0]), 0);
+		struct bt_queue_config qc2;
+		bt_queue_config_init(&qc2);
+		qc2.max_inflight = 1024;
+		CHECK_ERR(bt_queue_create(&r->q2, &qc2, ch2, r->shm, 1), 0);
+	}
 	bt_fdpass_t *ch;
 	CHECK_ERR(bt_fdpass_open(&ch, sv[0]), 0);
 	struct bt_queue_config qc;
@@ -395,8 +422,9 @@ static void start(struct rig *r)
 	CHECK_SYS(listen(r->lfd, 1024));
 }
 
-/* A client connects; we accept and hand the connection to the worker. */
-static int client(struct rig *r)
+/* A client connects; we accept and hand the connection to the worker
+ * through q. */
+static int client_on(struct rig *r, bt_queue_t *q)
 {
 	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK_OP(c, >=, 0);
@@ -408,10 +436,15 @@ static int client(struct rig *r)
 	it.id = ++r->next_id;
 	it.flags = BT_WIRE_ITEM_FD;
 	it.fd = s;
-	CHECK_OP(bt_queue_push(r->q, &it), >=, 0);
-	CHECK_OP(bt_queue_flush(r->q), >=, 1);
-	bt_queue_reap(r->q, NULL, NULL);
+	CHECK_OP(bt_queue_push(q, &it), >=, 0);
+	CHECK_OP(bt_queue_flush(q), >=, 1);
+	bt_queue_reap(q, NULL, NULL);
 	return c;
+}
+
+static int client(struct rig *r)
+{
+	return client_on(r, r->q);
 }
 
 static void stop(struct rig *r, int expect_status)
@@ -712,6 +745,127 @@ static void test_inlet_errors(void)
 	bt_queue_destroy(pq);
 	bt_queue_destroy(tq);
 	bt_queue_shm_destroy(shm);
+}
+
+/* The worker's answer to "draining?". */
+static int asks_draining(int fd)
+{
+	CHECK_EQ(write(fd, "draining?", 9), 9);
+	char buf[8];
+	ssize_t n = 0;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	CHECK_EQ(poll(&p, 1, 5000), 1);
+	n = read(fd, buf, sizeof(buf));
+	CHECK_OP(n, >, 0);
+	CHECK(n == 3 || n == 4);
+	return n == 4;
+}
+
+static void send_drain(bt_queue_t *q, unsigned deadline_ms)
+{
+	unsigned char buf[64];
+	struct bt_wire_drain d = {.deadline_ms = deadline_ms};
+	long len = bt_wire_encode_drain(buf, sizeof(buf), 0, &d);
+	CHECK_ERR(bt_fdpass_send(bt_queue_channel(q), buf, (size_t)len, NULL, 0), 0);
+}
+
+/* Two producers feed one loop (two acceptor rings): each one's batches
+ * are served and acknowledged on its own inlet; the loop drains only once
+ * both are done: one said DRAIN, the other's channel ended. */
+static void test_two_inlets(void)
+{
+	rig_two = 1;
+	struct rig r;
+	start(&r);
+	rig_two = 0;
+	int a = client_on(&r, r.q), b = client_on(&r, r.q2);
+	expect_echo(a, "from the first\n");
+	expect_echo(b, "from the second\n");
+	CHECK_EQ(asks_draining(a), 0);
+	send_drain(r.q, 5000);
+	/* The second producer still hands over, and nothing drains. */
+	int c = client_on(&r, r.q2);
+	expect_echo(c, "after the first DRAIN\n");
+	CHECK_EQ(asks_draining(c), 0);
+	CHECK_EQ(asks_draining(a), 0);
+	/* Both producers' items are acknowledged, each in its own slot. */
+	double t0 = check_now();
+	while ((bt_queue_reap(r.q, NULL, NULL), bt_queue_reap(r.q2, NULL, NULL),
+		bt_queue_inflight(r.q) + bt_queue_inflight(r.q2)) && check_now() - t0 < 5)
+		usleep(1000);
+	CHECK_EQ(bt_queue_inflight(r.q), 0);
+	CHECK_EQ(bt_queue_inflight(r.q2), 0);
+	/* The second channel ends: now the loop drains. */
+	bt_queue_destroy(r.q2);
+	t0 = check_now();
+	while (!asks_draining(b) && check_now() - t0 < 4)
+		usleep(1000);
+	CHECK_EQ(asks_draining(a), 1);
+	close(a), close(b), close(c);
+	int st;
+	CHECK_EQ(waitpid(r.worker, &st, 0), r.worker);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+		CHECK_SKIP("io_uring unavailable");
+	CHECK(WIFEXITED(st));
+	CHECK_EQ(WEXITSTATUS(st), 0);
+	bt_queue_destroy(r.q);
+	bt_queue_shm_destroy(r.shm);
+	close(r.lfd);
+}
+
+static int count_fds(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	CHECK(d != NULL);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* bt_loop_add_inlet's refusals leave the inlet to the caller; nothing
+ * leaks. */
+static void test_add_inlet_errors(void)
+{
+	int fds0 = count_fds();
+	enum { N = 17 };
+	struct bt_queue_config qc;
+	bt_queue_config_init(&qc);
+	bt_queue_t *tq[N];
+	bt_queue_inlet_t *in[N];
+	for (int i = 0; i < N; i++) {
+		CHECK_ERR(bt_queue_create_thread(&tq[i], &qc), 0);
+		CHECK_ERR(bt_queue_inlet_thread(&in[i], tq[i]), 0);
+	}
+	static const struct bt_handler h = {.size = sizeof(h), .on_data = echo_data_unused};
+	struct bt_loop_config lc;
+	bt_loop_config_init(&lc);
+	lc.inlet = in[0];
+	lc.handler = &h;
+	lc.backend = backend;
+	bt_loop_t *loop;
+	int rc = bt_loop_create(&loop, &lc);
+	if (rc == -ENOSYS || rc == -EPERM)
+		CHECK_SKIP("io_uring unavailable");
+	CHECK_ERR(rc, 0);
+	CHECK_ERR(bt_loop_add_inlet(NULL, in[1]), -EINVAL);
+	CHECK_ERR(bt_loop_add_inlet(loop, NULL), -EINVAL);
+	CHECK_ERR(bt_loop_add_inlet(loop, in[0]), -EINVAL); /* its own already */
+	for (int i = 1; i < 16; i++)
+		CHECK_ERR(bt_loop_add_inlet(loop, in[i]), 0);
+	CHECK_ERR(bt_loop_add_inlet(loop, in[16]), -E2BIG);
+	bt_loop_drain(loop, 10); /* nothing open: run returns at once */
+	CHECK_ERR(bt_loop_run(loop), 0);
+	bt_queue_inlet_t *late;
+	CHECK_ERR(bt_queue_inlet_thread(&late, tq[16]), 0);
+	CHECK_ERR(bt_loop_add_inlet(loop, late), -EBUSY);
+	bt_queue_inlet_destroy(late);
+	bt_queue_inlet_destroy(in[16]);
+	bt_loop_destroy(loop); /* frees in[0..15] */
+	for (int i = 0; i < N; i++)
+		bt_queue_destroy(tq[i]);
+	CHECK_EQ(count_fds(), fds0);
 }
 
 /* bt_queue_inlet_attach: connect by name and say HELLO. */
@@ -1224,6 +1378,8 @@ static const struct check_case cases[] = {
 	{"handover", test_handover},
 	{"inlet_errors", test_inlet_errors},
 	{"inlet_attach", test_inlet_attach},
+	{"two_inlets", test_two_inlets},
+	{"add_inlet_errors", test_add_inlet_errors},
 	{"server_close_fin", test_server_close_fin},
 	{"big_reply", test_big_reply},
 	{"half_close", test_half_close},

@@ -173,9 +173,22 @@ static inline int bt_loop_config_init(struct bt_loop_config *cfg)
 BT_API int bt_loop_create(bt_loop_t **out, const struct bt_loop_config *cfg);
 
 /*
+ * Since 0.3: another producer's inlet, for a loop fed by several acceptor
+ * rings (bt_runtime_config.acceptors): batches come from all of them, and
+ * each is acknowledged on its own.  Before bt_loop_run; on success the
+ * loop owns in.  The loop drains at the last of their DRAINs (a channel
+ * that ends counts as one).  0, -EINVAL (NULL, or in is the loop's
+ * already), -EBUSY (the loop has run), -E2BIG (16 inlets already),
+ * -EOPNOTSUPP (a thread queue with direct descriptors: those take one
+ * inlet), or the backend's -errno.
+ */
+BT_API int bt_loop_add_inlet(bt_loop_t *loop, bt_queue_inlet_t *in);
+
+/*
  * Run until drained: the acceptor sent DRAIN (or went away) and every
  * connection has closed or the deadline has passed (those left are closed
- * with -ETIMEDOUT).  Returns 0, or -errno of a failure that stopped it.
+ * with -ETIMEDOUT).  With several inlets, every acceptor's DRAIN.
+ * Returns 0, or -errno of a failure that stopped it.
  */
 BT_API int bt_loop_run(bt_loop_t *loop);
 
