@@ -33,6 +33,7 @@ static void config_defaults(struct bt_runtime_config *cfg)
 	cfg->size = sizeof(*cfg);
 	cfg->mode = BT_MODE_PROCESS;
 	cfg->threads = 1;
+	cfg->acceptors = 1;
 	cfg->drain_timeout_ms = 10000;
 	cfg->backlog = 4096;
 	struct bt_queue_config qc;
@@ -285,6 +286,9 @@ static const struct rt_flag rt_flags[] = {
 	 0, 0, NULL, NAMES("process", "thread"), NULL, NULL, NULL},
 	{"threads", "T", "process mode: T worker threads in each worker process", F_UINT,
 	 FIELD(threads), 1, 64, 0, "a number", NULL, NULL, NULL, NULL},
+	{"acceptors", "K", "acceptor rings (threads), each with a queue to every worker loop",
+	 F_UINT, FIELD(acceptors), 1, BT_RUNTIME_MAX_ACCEPTORS, 0, "a number", NULL, NULL, NULL,
+	 NULL},
 	{"pin", NULL, "pin worker loop i to CPU i", F_ON, FIELD(pin), 0, 0, 0, NULL, NULL, NULL, NULL,
 	 NULL},
 	{"drain-timeout", "MS", "on SIGTERM, time workers get to finish", F_UINT,

@@ -38,14 +38,6 @@ static int op_snap(struct bt_runtime *s, struct call *k)
 	return k->snap ? C_OK : C_REFUSED;
 }
 
-static void policy_all(struct bt_runtime *s)
-{
-	for (unsigned i = 0; i < s->acc->nw; i++) {
-		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
-		if (q)
-			bt__queue_set_policy(q, s->qc.batch, (int)s->qc.flush, s->qc.delay_us);
-	}
-}
 
 static int op_set(struct bt_runtime *s, struct call *k)
 {
@@ -64,7 +56,7 @@ static int op_set(struct bt_runtime *s, struct call *k)
 		s->qc.batch = (unsigned)n;
 		s->config.batch = (unsigned)n;
 		snprintf(now, sizeof(now), "%u", s->qc.batch);
-		policy_all(s);
+		bt__accs_policy(s);
 	} else if (!strcmp(key, "flush")) {
 		struct bt_queue_config qc = s->qc;
 		if (bt_queue_parse_flush(val, &qc) < 0) {
@@ -79,7 +71,7 @@ static int op_set(struct bt_runtime *s, struct call *k)
 		s->config.flush = qc.flush;
 		s->config.delay_us = qc.delay_us;
 		bt_queue_flush_name(&s->qc, now, sizeof(now));
-		policy_all(s);
+		bt__accs_policy(s);
 	} else if (!strcmp(key, "dispatch")) {
 		enum bt_dispatch d;
 		if (bt_acceptor_parse_dispatch(val, &d) < 0) {
@@ -88,8 +80,8 @@ static int op_set(struct bt_runtime *s, struct call *k)
 			return C_USAGE;
 		}
 		snprintf(was, sizeof(was), "%s", bt_acceptor_dispatch_name(s->acc->cfg.dispatch));
-		s->acc->cfg.dispatch = d;
 		s->config.dispatch = d;
+		bt__accs_policy(s);
 		snprintf(now, sizeof(now), "%s", bt_acceptor_dispatch_name(d));
 	} else {
 		snprintf(k->msg, sizeof(k->msg),
@@ -117,8 +109,8 @@ static void retire(struct bt_runtime *s, unsigned i, int how)
 {
 	s->wc[i].retire = how;
 	for (unsigned t = 0; t < s->tpp; t++)
-		bt__acc_retire(s->acc, i * s->tpp + t, s->cfg->drain_timeout_ms,
-			       s->h->on_handover ? bt__sup_rehome_fd(s) : -1);
+		bt__accs_retire(s, i * s->tpp + t, s->cfg->drain_timeout_ms,
+				s->h->on_handover ? bt__sup_rehome_fd(s) : -1);
 }
 
 static int op_workers(struct bt_runtime *s, struct call *k)

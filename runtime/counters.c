@@ -11,15 +11,24 @@
 
 void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 {
-	struct bt_acceptor_stats st;
-	bt_acceptor_get_stats(s->acc, &st);
-	char flush[32];
+	struct bt__accs_view v;
+	if (bt__accs_view(s, &v) < 0)
+		return;
+	const struct bt_acceptor_stats st = v.as;
+	char flush[32], accs[40 + 21 * BT_RUNTIME_MAX_ACCEPTORS] = "";
+	if (s->nxacc) { /* the line sums them; what each accepted */
+		size_t n = (size_t)snprintf(accs, sizeof(accs), ", over %u acceptors:",
+					    bt__accs_count(s));
+		for (unsigned k = 0; k < bt__accs_count(s) && n < sizeof(accs); k++)
+			n += (size_t)snprintf(accs + n, sizeof(accs) - n, "%s%llu", k ? " + " : " ",
+					      (unsigned long long)v.accepted[k]);
+	}
 	double up = (double)(bt__now_ns() - s->start_ns) / 1e9;
 	fprintf(stderr,
 		"%s: counters (%s): uptime %.1f s, backend %s, dispatch %s, flush %s, batch %u%s\n"
 		"  acceptor: accepted %llu, batches %llu, fds/batch %.2f, redelivered %llu, "
 		"dropped %llu, full %llu, emfile %llu, errors %llu, held %u, wakeups %llu, sweeps %llu, "
-		"lagged %llu, pushed %llu\n",
+		"lagged %llu, pushed %llu%s\n",
 		s->cfg->name, why, up, bt_acceptor_backend(s->acc),
 		bt_acceptor_dispatch_name(s->cfg->dispatch),
 		bt_queue_flush_name(&s->qc, flush, sizeof(flush)), s->qc.batch,
@@ -28,9 +37,9 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 		st.batches ? (double)st.items_sent / (double)st.batches : 0.0,
 		(unsigned long long)st.redelivered, (unsigned long long)st.dropped,
 		(unsigned long long)st.full, (unsigned long long)st.emfile,
-		(unsigned long long)st.errors, bt_acceptor_held(s->acc),
+		(unsigned long long)st.errors, v.held,
 		(unsigned long long)st.wakeups, (unsigned long long)st.sweeps,
-		(unsigned long long)st.lagged, (unsigned long long)st.pushed);
+		(unsigned long long)st.lagged, (unsigned long long)st.pushed, accs);
 	if (s->taken || s->taken_refused || s->prev_fd >= 0)
 		fprintf(stderr,
 			"  reload: taken over %llu connections (%llu bytes carried) from the previous "
@@ -41,8 +50,7 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 	for (int k = bt__sup_slot_next(s, -1); k >= 0; k = bt__sup_slot_next(s, k)) {
 		unsigned i = (unsigned)k;
 		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
-		struct bt_queue_stats qs;
-		bt_acceptor_get_worker_stats(s->acc, i, &qs);
+		const struct bt_queue_stats qs = v.w[i].qs;
 		char who[48];
 		unsigned restarts = 0, stuck = 0, open;
 		if (i < s->nslots) {
@@ -62,4 +70,5 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 			(unsigned long long)qs.lost, (unsigned long long)qs.taken,
 			(unsigned long long)qs.full, open);
 	}
+	bt__accs_view_free(&v);
 }

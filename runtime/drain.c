@@ -19,7 +19,7 @@ void bt__sup_drain(struct bt_runtime *s, const char *why)
 		s->cfg->drain_timeout_ms);
 	bt__notify("STOPPING=1\nSTATUS=%s: draining, %u worker%s finishing", why, running,
 		   running == 1 ? "" : "s");
-	bt_acceptor_drain(s->acc, s->cfg->drain_timeout_ms);
+	bt__accs_drain(s, s->cfg->drain_timeout_ms);
 	s->drain_deadline_ns = bt__now_ns() + (uint64_t)s->cfg->drain_timeout_ms * 1000000ull +
 			       1000000000ull;
 	bt__sup_schedule(s);

@@ -268,14 +268,14 @@ static void on_previous(bt_runtime_t *rt, bt_runtime_watch_t *w, int fd, unsigne
 		if (rc <= 0) {
 			if (rc < 0)
 				bt__log_errno(BT_LOG_WARN, rc, "reload: the previous generation's channel");
-			bt__acc_kick_listeners(s->acc);
+			bt__accs_kick(s);
 			end_previous(s);
 			return;
 		}
 		if (msg.type == BT_WIRE_DRAIN) {
 			/* It stopped accepting: anything its accept woke up for
 			 * and left on the listeners is ours. */
-			bt__acc_kick_listeners(s->acc);
+			bt__accs_kick(s);
 			continue;
 		}
 		if (msg.type == BT_WIRE_BATCH)

@@ -71,8 +71,13 @@ unsigned bt__sup_running(const struct bt_runtime *s)
 static void watchdog(struct bt_runtime *s, uint64_t now)
 {
 	uint64_t limit = (uint64_t)s->cfg->worker_timeout_ms * 1000000ull;
-	for (unsigned i = 0; i < s->nslots; i++)
-		s->ops->watch(s, i, bt__acc_worker_stalled_ns(s->acc, i, now), limit);
+	uint64_t *stalled = calloc(s->nslots ? s->nslots : 1, sizeof(*stalled));
+	if (stalled) { /* else at the next look */
+		bt__accs_stalled(s, now, stalled, s->nslots);
+		for (unsigned i = 0; i < s->nslots; i++)
+			s->ops->watch(s, i, stalled[i], limit);
+		free(stalled);
+	}
 	bt__sup_attach_watch(s, now, limit);
 }
 
@@ -238,6 +243,13 @@ static void choose_descriptors(struct bt_runtime *s)
 		bt__log(BT_LOG_WARN, "BATON_DIRECT=%s: expected 0 or 1; regular descriptors", env);
 		return;
 	}
+	if (s->nxacc) {
+		/* A worker's completions name direct items by one queue's
+		 * numbers (bt_loop_add_inlet). */
+		bt__log(BT_LOG_INFO, "thread workers take regular descriptors: direct ones take one "
+				     "acceptor (--acceptors %u)", bt__accs_count(s));
+		return;
+	}
 	/* The tables' size is bounded by RLIMIT_NOFILE: its soft limit goes
 	 * up to the hard one, as the process may do anyway. */
 	struct rlimit rl;
@@ -397,6 +409,8 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 		s->lkeep[s->nkeep++] = s->lfds[i]; /* for a reload: handover.c */
 		s->lfds[i] = -1; /* the acceptor's now */
 	}
+	if (bt__accs_create(s, &ac, s->gbase) < 0)
+		goto out;
 	if (cfg->mode == BT_MODE_THREAD)
 		choose_descriptors(s);
 	if (bt__metrics_create(&s->metrics, s->gbase) < 0)
@@ -415,6 +429,8 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	}
 	if (s->ops->ready(s, started) < 0)
 		s->start_failed = 1;
+	if (bt__accs_start(s) < 0)
+		s->start_failed = 1;
 	if (s->start_failed)
 		bt__sup_drain(s, "start-up failure");
 	char title[96];
@@ -425,12 +441,14 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	if (s->tpp > 1)
 		snprintf(of, sizeof(of), " of %u threads", s->tpp);
 	char summary[400];
-	char att[140] = "";
+	char att[140] = "", accs[32] = "";
 	if (cfg->attach)
 		snprintf(att, sizeof(att), " (more attach at %s)", cfg->attach);
+	if (s->nxacc)
+		snprintf(accs, sizeof(accs), ", %u acceptors", bt__accs_count(s));
 	snprintf(summary, sizeof(summary),
-		 "%u worker %s%s%s, %s backend%s, batch %u, flush %s, dispatch %s", s->nw,
-		 s->ops->noun, of, att, bt_acceptor_backend(s->acc),
+		 "%u worker %s%s%s%s, %s backend%s, batch %u, flush %s, dispatch %s", s->nw,
+		 s->ops->noun, of, att, accs, bt_acceptor_backend(s->acc),
 		 bt__acc_is_direct(s->acc) ? " (direct descriptors)" : "", s->qc.batch,
 		 bt_queue_flush_name(&s->qc, flush, sizeof(flush)),
 		 bt_acceptor_dispatch_name(cfg->dispatch));
@@ -456,9 +474,11 @@ out:
 		close(s->ctl_lfd); /* from the previous generation, never opened */
 	if (s->metrics_lfd >= 0)
 		close(s->metrics_lfd);
+	bt__accs_join(s); /* the others' loops end: calls run here from now on */
 	if (s->set)
 		s->ops->stop(s);
 	bt__sup_rehome_close(s);
+	bt__accs_free(s);
 	if (s->acc)
 		bt_acceptor_destroy(s->acc);
 	bt__sup_attach_close(s);

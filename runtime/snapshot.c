@@ -100,29 +100,35 @@ struct bt__snap *bt__snap_take(struct bt_runtime *s)
 	sn->max_inflight = s->qc.max_inflight;
 	sn->drain_timeout_ms = s->cfg->drain_timeout_ms;
 	sn->worker_timeout_ms = s->cfg->worker_timeout_ms;
-	bt_acceptor_get_stats(s->acc, &sn->as);
-	sn->held = (unsigned)bt__acc_backlog_len(s->acc); /* + each queue's, below */
+	struct bt__accs_view v;
+	if (bt__accs_view(s, &v) < 0) {
+		free(sn);
+		return NULL;
+	}
+	sn->as = v.as;
+	memcpy(sn->accepted_by, v.accepted, sizeof(sn->accepted_by));
+	sn->acceptors = bt__accs_count(s);
+	sn->held = v.backlog; /* + each queue's, below */
 	sn->taken = s->taken;
 	sn->taken_bytes = s->taken_bytes;
 	sn->taken_refused = s->taken_refused;
 	sn->rehomed = s->rehomed;
-	sn->internal = s->acc->internal;
+	sn->internal = v.internal;
 	sn->maxw = s->maxw;
 	for (int k = bt__sup_slot_next(s, -1); k >= 0; k = bt__sup_slot_next(s, k)) {
 		unsigned i = (unsigned)k;
 		bt_queue_t *q = bt_acceptor_queue(s->acc, i);
 		struct bt__snap_worker *w = &sn->w[sn->nworkers++];
 		w->slot = i;
-		bt_acceptor_get_worker_stats(s->acc, i, &w->qs);
-		bt__acc_worker_bhist(s->acc, i, w->bhist);
-		if (q) {
-			/* A thread ring's taken items count as acknowledged now, not
-			 * at the next reap: then the figures add up exactly. */
-			w->qs.acked += bt__queue_unreaped(q, &w->inflight);
-			sn->held += w->inflight;
-		}
+		w->qs = v.w[i].qs;
+		memcpy(w->bhist, v.w[i].bhist, sizeof(w->bhist));
+		/* A thread ring's taken items count as acknowledged now, not at
+		 * the next reap: then the figures add up exactly. */
+		w->qs.acked += v.w[i].unreaped;
+		w->inflight = v.w[i].inflight;
+		sn->held += w->inflight;
 		w->batch = q ? q->cfg.batch : s->qc.batch;
-		w->lagging = i < s->acc->nw && s->acc->w[i].lagging;
+		w->lagging = v.w[i].lagging;
 		uint64_t started = 0;
 		if (i < s->nslots) {
 			unsigned p = i / s->tpp;
@@ -144,6 +150,7 @@ struct bt__snap *bt__snap_take(struct bt_runtime *s)
 		}
 		w->up_ns = w->running && started && started <= now ? now - started : 0;
 	}
+	bt__accs_view_free(&v);
 	return sn;
 }
 
@@ -192,6 +199,8 @@ void bt__snap_text(const struct bt__snap *sn, struct bt__buf *b)
 		bt__buf_printf(b, " x %u threads", sn->threads);
 	if (sn->attached)
 		bt__buf_printf(b, " + %u attached", sn->attached);
+	if (sn->acceptors > 1)
+		bt__buf_printf(b, ", %u acceptors", sn->acceptors);
 	bt__buf_printf(b, ", backend %s, batch %u, flush %s, dispatch %s%s\n", sn->backend,
 		       sn->batch, sn->flush, sn->dispatch,
 		       sn->fire_and_forget ? ", fire-and-forget" : "");
@@ -257,19 +266,23 @@ void bt__snap_json(const struct bt__snap *sn, struct bt__buf *b)
 		       "\"settings\":{\"mode\":\"%s\",\"workers\":%u,\"threads\":%u,\"backend\":\"%s\","
 		       "\"batch\":%u,\"flush\":\"%s\",\"dispatch\":\"%s\",\"fire_and_forget\":%s,"
 		       "\"max_inflight\":%u,\"drain_timeout_ms\":%u,\"worker_timeout_ms\":%u,"
-		       "\"max_workers\":%u},",
+		       "\"max_workers\":%u,\"acceptors\":%u},",
 		       sn->mode, sn->workers, sn->threads, sn->backend, sn->batch, sn->flush,
 		       sn->dispatch, sn->fire_and_forget ? "true" : "false", sn->max_inflight,
-		       sn->drain_timeout_ms, sn->worker_timeout_ms, sn->maxw);
+		       sn->drain_timeout_ms, sn->worker_timeout_ms, sn->maxw, sn->acceptors);
 	bt__buf_printf(b,
 		       "\"acceptor\":{\"accepted\":%llu,\"pushed\":%llu,\"held\":%u,\"batches\":%llu,"
 		       "\"items\":%llu,\"fds_per_batch\":%.3f,\"redelivered\":%llu,\"dropped\":%llu,"
 		       "\"full\":%llu,\"emfile\":%llu,\"errors\":%llu,\"wakeups\":%llu,"
-		       "\"sweeps\":%llu,\"lagged\":%llu,\"rehomed\":%llu,\"internal\":%llu},",
+		       "\"sweeps\":%llu,\"lagged\":%llu,\"rehomed\":%llu,\"internal\":%llu,"
+		       "\"accepted_by\":[",
 		       U(a->accepted), U(a->pushed), sn->held, U(a->batches), U(a->items_sent),
 		       per(a->items_sent, a->batches), U(a->redelivered), U(a->dropped), U(a->full),
 		       U(a->emfile), U(a->errors), U(a->wakeups), U(a->sweeps), U(a->lagged),
 		       U(sn->rehomed), U(sn->internal));
+	for (unsigned k = 0; k < sn->acceptors; k++)
+		bt__buf_printf(b, "%s%llu", k ? "," : "", U(sn->accepted_by[k]));
+	bt__buf_printf(b, "]},");
 	bt__buf_printf(b, "\"reload\":{\"taken\":%llu,\"taken_bytes\":%llu,\"refused\":%llu},",
 		       U(sn->taken), U(sn->taken_bytes), U(sn->taken_refused));
 	bt__buf_printf(b, "\"workers\":[");

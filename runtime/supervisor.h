@@ -75,6 +75,54 @@ struct bt__workers_ops {
 	void (*fini)(struct bt_runtime *s);
 };
 
+/* The acceptor set (acceptors.c).  A call on acceptor k runs on its
+ * thread (k 0: this one) and returns what fn returned; _each calls
+ * acceptors from.. in order and returns the first failure. */
+typedef int (*bt__acc_fn)(struct bt_runtime *s, bt_acceptor_t *acc, unsigned k, void *arg);
+unsigned bt__accs_count(const struct bt_runtime *s);
+bt_acceptor_t *bt__accs_get(const struct bt_runtime *s, unsigned k);
+int bt__accs_call(struct bt_runtime *s, unsigned k, bt__acc_fn fn, void *arg);
+int bt__accs_each(struct bt_runtime *s, unsigned from, bt__acc_fn fn, void *arg);
+/* Acceptors 1..K-1 (after acceptor 0 has its listeners), for slots
+ * worker loops; their threads start (after the workers are ready); they
+ * stop and are joined; they are freed (after the worker set stopped). */
+int bt__accs_create(struct bt_runtime *s, const struct bt_acceptor_config *ac, unsigned slots);
+int bt__accs_start(struct bt_runtime *s);
+void bt__accs_join(struct bt_runtime *s);
+void bt__accs_free(struct bt_runtime *s);
+/* The common calls, on every acceptor. */
+int bt__accs_attach(struct bt_runtime *s, unsigned k, unsigned slot, bt_queue_t *q);
+void bt__accs_detach(struct bt_runtime *s, unsigned slot);
+/* Does some acceptor still have a queue in slot (reclaiming it)? */
+int bt__accs_slot_busy(struct bt_runtime *s, unsigned slot);
+void bt__accs_drain(struct bt_runtime *s, unsigned deadline_ms);
+void bt__accs_kick(struct bt_runtime *s);
+void bt__accs_retire(struct bt_runtime *s, unsigned slot, unsigned deadline_ms, int handover_fd);
+/* Live settings from s->qc and s->config.dispatch. */
+void bt__accs_policy(struct bt_runtime *s);
+/* The acceptors' counters, summed: each one's, and per worker slot its
+ * queue's (over every worker that ran in it). */
+struct bt__slot_view {
+	struct bt_queue_stats qs;
+	uint64_t bhist[BT__BATCH_BUCKETS];
+	unsigned unreaped, inflight; /* bt__queue_unreaped */
+	int lagging;                 /* on some acceptor */
+};
+struct bt__accs_view {
+	struct bt_acceptor_stats as;
+	unsigned backlog, held; /* bt_acceptor_held */
+	uint64_t internal;
+	uint64_t accepted[BT_RUNTIME_MAX_ACCEPTORS]; /* by each acceptor */
+	unsigned n;             /* slots in w */
+	struct bt__slot_view *w;
+};
+/* Fill v (v->w calloc'd: bt__accs_view_free).  0 or -ENOMEM. */
+int bt__accs_view(struct bt_runtime *s, struct bt__accs_view *v);
+void bt__accs_view_free(struct bt__accs_view *v);
+/* The watchdog's view of slots 0..n-1: the longest any acceptor sees
+ * each stalled (bt__acc_worker_stalled_ns). */
+void bt__accs_stalled(struct bt_runtime *s, uint64_t now, uint64_t *out, unsigned n);
+
 extern const struct bt__workers_ops bt__workers_proc;
 extern const struct bt__workers_ops bt__workers_thread;
 
@@ -96,7 +144,9 @@ struct bt_runtime {
 	void *user;
 	struct bt_producer producer; /* the caller's, taken by size */
 	int has_producer;
-	bt_acceptor_t *acc;
+	bt_acceptor_t *acc; /* acceptor 0: on this thread (acceptors.c) */
+	struct bt__xacc *xacc[BT_RUNTIME_MAX_ACCEPTORS - 1]; /* acceptors 1.. */
+	unsigned nxacc;
 	const struct bt__workers_ops *ops;
 	void *set;       /* the worker set's own state */
 	struct bt__worker_count *wc; /* maxw of them */
@@ -257,12 +307,13 @@ struct bt__snap {
 	uint64_t up_ns;
 	char backend[16];
 	const char *mode; /* "process", "thread", "hybrid" */
-	unsigned workers, threads, attached;
+	unsigned workers, threads, attached, acceptors;
 	unsigned batch, max_inflight, drain_timeout_ms, worker_timeout_ms;
 	char flush[32];
 	const char *dispatch;
 	int fire_and_forget;
 	struct bt_acceptor_stats as;
+	uint64_t accepted_by[BT_RUNTIME_MAX_ACCEPTORS]; /* each acceptor's accepted */
 	unsigned held;
 	uint64_t taken, taken_bytes, taken_refused, rehomed, internal;
 	unsigned maxw;

@@ -31,7 +31,8 @@
 #define RESPAWN_MIN_MS 100
 #define RESPAWN_MAX_MS 5000
 #define STABLE_NS 10000000000ull /* a worker that lived 10 s resets back-off */
-#define MAX_KEEP 64              /* a worker's channels (--threads <= 64) */
+/* A worker's channels: --threads (at most 64) x --acceptors (at most 16). */
+#define MAX_KEEP (64 * BT_RUNTIME_MAX_ACCEPTORS)
 
 struct proc {
 	pid_t pid; /* 0: not running */
@@ -54,8 +55,16 @@ static struct procs *P(const struct bt_runtime *s)
 
 /* --- in the worker process ------------------------------------------------- */
 
-/* One worker loop on its channel, until it drains or fails: 0 or -errno. */
-static int run_slot(struct bt_runtime *s, unsigned slot, int chfd)
+/* Acceptor k's shared-memory slot for worker loop slot: acceptor 0's is
+ * the loop's own number, the others' follow, gbase apart. */
+static unsigned shm_slot(const struct bt_runtime *s, unsigned k, unsigned slot)
+{
+	return k * s->gbase + slot;
+}
+
+/* One worker loop on its channels (chfd[k] from acceptor k), until it
+ * drains or fails: 0 or -errno. */
+static int run_slot(struct bt_runtime *s, unsigned slot, const int *chfd)
 {
 	if (s->cfg->pin) {
 		cpu_set_t set = bt__sup_cpu(slot);
@@ -63,7 +72,7 @@ static int run_slot(struct bt_runtime *s, unsigned slot, int chfd)
 			bt__log_errno(BT_LOG_WARN, -errno, "worker %u: sched_setaffinity", slot);
 	}
 	bt_fdpass_t *ch;
-	int rc = bt_fdpass_open(&ch, chfd);
+	int rc = bt_fdpass_open(&ch, chfd[0]);
 	if (rc < 0)
 		return rc;
 	struct bt_loop_config lc;
@@ -79,6 +88,24 @@ static int run_slot(struct bt_runtime *s, unsigned slot, int chfd)
 		bt_queue_inlet_destroy(lc.inlet);
 		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: cannot create its loop", slot);
 	}
+	for (unsigned k = 1; k < bt__accs_count(s); k++) {
+		bt_queue_inlet_t *in;
+		rc = bt_fdpass_open(&ch, chfd[k]);
+		if (rc == 0) {
+			rc = bt_queue_inlet_forked(&in, ch, P(s)->shm, shm_slot(s, k, slot));
+			if (rc < 0)
+				bt_fdpass_close(ch);
+		}
+		if (rc == 0) {
+			rc = bt_loop_add_inlet(loop, in);
+			if (rc < 0)
+				bt_queue_inlet_destroy(in);
+		}
+		if (rc < 0) {
+			bt_loop_destroy(loop);
+			return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: acceptor %u's inlet", slot, k);
+		}
+	}
 	bt__loop_use_mslot(loop, bt__metrics_slot(s->metrics, slot));
 	rc = bt_loop_run(loop);
 	bt_loop_destroy(loop);
@@ -88,7 +115,7 @@ static int run_slot(struct bt_runtime *s, unsigned slot, int chfd)
 struct slot_thread {
 	struct bt_runtime *s;
 	unsigned slot, t;
-	int fd;
+	int fd[BT_RUNTIME_MAX_ACCEPTORS];
 	pthread_t tid;
 };
 
@@ -127,8 +154,9 @@ void bt__close_all_but(const int *keep, unsigned n)
 	}
 }
 
-/* A worker process: --threads loops, one per channel in chfd[]; the first
- * on this thread.  It exits when all of them have drained. */
+/* A worker process: --threads loops; loop t's channel from acceptor k is
+ * chfd[k * tpp + t]; the first loop on this thread.  It exits when all of
+ * them have drained. */
 static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t parent)
 	__attribute__((noreturn));
 static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t parent)
@@ -148,7 +176,8 @@ static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t
 	 * workers' channels). */
 	int keep[MAX_KEEP + BT_RUNTIME_MAX_INHERIT];
 	unsigned nkeep = 0;
-	for (unsigned t = 0; t < s->tpp; t++)
+	unsigned K = bt__accs_count(s);
+	for (unsigned t = 0; t < K * s->tpp; t++)
 		keep[nkeep++] = chfd[t];
 	for (unsigned k = 0; k < s->cfg->ninherit; k++)
 		if (s->cfg->inherit_fds[k] > 2)
@@ -167,9 +196,13 @@ static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t
 	snprintf(title, sizeof(title), "%s: worker %u", s->cfg->name, p);
 	bt__proctitle_set(title);
 
-	struct slot_thread st[MAX_KEEP];
+	static struct slot_thread st[64]; /* this process's own, after the fork */
+	for (unsigned t = 0; t < s->tpp; t++) {
+		st[t] = (struct slot_thread){.s = s, .slot = p * s->tpp + t, .t = t};
+		for (unsigned k = 0; k < K; k++)
+			st[t].fd[k] = chfd[k * s->tpp + t];
+	}
 	for (unsigned t = 1; t < s->tpp; t++) {
-		st[t] = (struct slot_thread){.s = s, .slot = p * s->tpp + t, .t = t, .fd = chfd[t]};
 		int e = pthread_create(&st[t].tid, NULL, slot_thread_main, &st[t]);
 		if (e) {
 			/* A loop missing would strand its channel: start over. */
@@ -177,7 +210,7 @@ static void worker_main(struct bt_runtime *s, unsigned p, const int *chfd, pid_t
 			_exit(74);
 		}
 	}
-	if (run_slot(s, p * s->tpp, chfd[0]) < 0)
+	if (run_slot(s, p * s->tpp, st[0].fd) < 0)
 		_exit(73); /* a failed loop strands its channel: start over */
 	for (unsigned t = 1; t < s->tpp; t++)
 		pthread_join(st[t].tid, NULL);
@@ -196,28 +229,29 @@ static int procs_init(struct bt_runtime *s)
 		ps->p[i].backoff_ms = RESPAWN_MIN_MS;
 	/* A slot for every worker it may ever have (live scaling): untouched
 	 * pages of a shared anonymous mapping cost nothing. */
-	int rc = bt_queue_shm_create(&ps->shm, s->gbase, s->qc.max_inflight);
+	int rc = bt_queue_shm_create(&ps->shm, s->gbase * bt__accs_count(s), s->qc.max_inflight);
 	if (rc < 0)
 		bt__log_errno(BT_LOG_ERROR, rc, "bt_queue_shm_create");
 	return rc;
 }
 
-/* Fork worker process p with its --threads channels, and attach them to
- * the acceptor's slots p*tpp.. . */
+/* Fork worker process p with its --threads channels from each acceptor,
+ * and attach them to the acceptors' slots p*tpp.. . */
 static int procs_start(struct bt_runtime *s, unsigned p)
 {
 	struct procs *ps = P(s);
-	unsigned T = s->tpp, made = 0, attached = 0;
+	unsigned T = s->tpp, K = bt__accs_count(s), n = K * T, made = 0, attached = 0;
+	/* Channel c: acceptor c / T's to loop c % T. */
 	int par[MAX_KEEP], kid[MAX_KEEP];
 	int rc = 0;
-	for (; made < T; made++) {
+	for (; made < n; made++) {
 		int sv[2];
 		rc = bt_fdpass_pair(sv, 0);
 		if (rc < 0)
 			break;
 		par[made] = sv[0];
 		kid[made] = sv[1];
-		bt_queue_shm_reset(ps->shm, p * T + made);
+		bt_queue_shm_reset(ps->shm, shm_slot(s, made / T, p * T + made % T));
 	}
 	pid_t pid = -1, self = getpid();
 	if (rc == 0) {
@@ -226,39 +260,39 @@ static int procs_start(struct bt_runtime *s, unsigned p)
 		if (pid < 0)
 			rc = bt__log_errno(BT_LOG_ERROR, -errno, "fork(worker %u)", p);
 		else if (pid == 0) {
-			for (unsigned t = 0; t < T; t++)
-				close(par[t]);
+			for (unsigned c = 0; c < n; c++)
+				close(par[c]);
 			worker_main(s, p, kid, self);
 		}
 	}
-	for (unsigned t = 0; t < made; t++)
-		close(kid[t]);
-	for (; rc == 0 && attached < T; attached++) {
-		unsigned slot = p * T + attached;
+	for (unsigned c = 0; c < made; c++)
+		close(kid[c]);
+	for (; rc == 0 && attached < n; attached++) {
+		unsigned k = attached / T, slot = p * T + attached % T;
 		bt_fdpass_t *ch;
 		bt_queue_t *q;
 		rc = bt_fdpass_open(&ch, par[attached]);
 		if (rc < 0)
 			break;
 		par[attached] = -1; /* the channel's now */
-		rc = bt_queue_create(&q, &s->qc, ch, ps->shm, slot);
+		rc = bt_queue_create(&q, &s->qc, ch, ps->shm, shm_slot(s, k, slot));
 		if (rc < 0) {
 			bt_fdpass_close(ch);
 			bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create", slot);
 			break;
 		}
-		rc = bt_acceptor_attach(s->acc, slot, q);
+		rc = bt__accs_attach(s, k, slot, q);
 		if (rc < 0) {
 			bt_queue_destroy(q);
 			break;
 		}
 	}
 	if (rc < 0) {
-		for (unsigned t = attached; t < made; t++)
-			if (par[t] >= 0)
-				close(par[t]);
-		for (unsigned t = 0; t < attached; t++)
-			bt_acceptor_detach(s->acc, p * T + t);
+		for (unsigned c = attached; c < made; c++)
+			if (par[c] >= 0)
+				close(par[c]);
+		for (unsigned t = 0; t < T; t++)
+			bt__accs_detach(s, p * T + t);
 		if (pid > 0) {
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
@@ -342,7 +376,7 @@ static void procs_reap(struct bt_runtime *s)
 		w->pid = 0;
 		w->killing = 0;
 		for (unsigned t = 0; t < s->tpp; t++) {
-			bt_acceptor_detach(s->acc, i * s->tpp + t);
+			bt__accs_detach(s, i * s->tpp + t);
 			bt__metrics_worker_gone(s->metrics, i * s->tpp + t);
 		}
 		int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
@@ -391,7 +425,7 @@ static void procs_reap(struct bt_runtime *s)
 	bt__sup_worker_ended(s);
 }
 
-static int slots_free(const struct bt_runtime *s, unsigned p);
+static int slots_free(struct bt_runtime *s, unsigned p);
 
 static int procs_revive(struct bt_runtime *s, unsigned i)
 {
@@ -411,10 +445,10 @@ static int procs_revive(struct bt_runtime *s, unsigned i)
 
 /* Every slot of process p reclaimed by the acceptor (its connections
  * handed back): it may be started again. */
-static int slots_free(const struct bt_runtime *s, unsigned p)
+static int slots_free(struct bt_runtime *s, unsigned p)
 {
 	for (unsigned t = 0; t < s->tpp; t++)
-		if (bt_acceptor_queue(s->acc, p * s->tpp + t))
+		if (bt__accs_slot_busy(s, p * s->tpp + t))
 			return 0;
 	return 1;
 }

@@ -29,7 +29,10 @@ struct thr {
 	int stuck_now;        /* reported, not yet moving again */
 	uint64_t started_ns;
 	int restart;          /* start it again once its slot is free (thrs_tick) */
-	bt_queue_t *q;
+	/* Its queue from each acceptor (q[0]: s->acc's); the acceptors own
+	 * them. */
+	bt_queue_t *q[BT_RUNTIME_MAX_ACCEPTORS];
+	unsigned nq;
 	struct bt_runtime *sup;
 	unsigned idx;
 };
@@ -58,11 +61,22 @@ static void *worker_thread(void *arg)
 	struct bt_loop_config lc;
 	bt__sup_loop_config(s, w->idx, &lc);
 	bt_loop_t *loop;
-	int rc = bt_queue_inlet_thread(&lc.inlet, w->q);
+	int rc = bt_queue_inlet_thread(&lc.inlet, w->q[0]);
 	if (rc == 0) {
 		rc = bt_loop_create(&loop, &lc);
 		if (rc < 0)
 			bt_queue_inlet_destroy(lc.inlet);
+	}
+	for (unsigned k = 1; rc == 0 && k < w->nq; k++) {
+		bt_queue_inlet_t *in;
+		rc = bt_queue_inlet_thread(&in, w->q[k]);
+		if (rc == 0) {
+			rc = bt_loop_add_inlet(loop, in);
+			if (rc < 0)
+				bt_queue_inlet_destroy(in);
+		}
+		if (rc < 0)
+			bt_loop_destroy(loop);
 	}
 	w->start_rc = rc;
 	sem_post(&T(s)->ready);
@@ -96,7 +110,7 @@ static void on_thread_done(void *ctx)
 			continue;
 		pthread_join(w->tid, NULL);
 		w->running = 0;
-		bt_acceptor_detach(s->acc, i);
+		bt__accs_detach(s, i);
 		bt__metrics_worker_gone(s->metrics, i);
 		int retire = s->wc[i].retire;
 		s->wc[i].retire = 0;
@@ -139,22 +153,31 @@ static int thrs_init(struct bt_runtime *s)
 static int thrs_start(struct bt_runtime *s, unsigned idx)
 {
 	struct thr *w = &T(s)->t[idx];
-	bt_queue_t *q;
-	int rc = bt_queue_create_thread(&q, &s->qc);
-	if (rc < 0)
-		return bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create_thread", idx);
-	rc = bt_acceptor_attach(s->acc, idx, q);
+	int rc = 0;
+	w->nq = 0;
+	for (unsigned k = 0; rc == 0 && k < bt__accs_count(s); k++) {
+		bt_queue_t *q;
+		rc = bt_queue_create_thread(&q, &s->qc);
+		if (rc < 0) {
+			bt__log_errno(BT_LOG_ERROR, rc, "worker %u: bt_queue_create_thread", idx);
+			break;
+		}
+		rc = bt__accs_attach(s, k, idx, q);
+		if (rc < 0)
+			bt_queue_destroy(q);
+		else
+			w->q[w->nq++] = q;
+	}
 	if (rc < 0) {
-		bt_queue_destroy(q);
+		bt__accs_detach(s, idx);
 		return rc;
 	}
-	w->q = q;
 	w->sup = s;
 	w->idx = idx;
 	atomic_store(&w->finished, 0);
 	rc = pthread_create(&w->tid, NULL, worker_thread, w);
 	if (rc != 0) {
-		bt_acceptor_detach(s->acc, idx);
+		bt__accs_detach(s, idx);
 		return bt__log_errno(BT_LOG_ERROR, -rc, "pthread_create(worker %u)", idx);
 	}
 	w->running = 1;
@@ -232,7 +255,7 @@ static int thrs_revive(struct bt_runtime *s, unsigned i)
 	struct thr *w = &T(s)->t[i];
 	if (w->running)
 		return 0;
-	if (bt_acceptor_queue(s->acc, i)) {
+	if (bt__accs_slot_busy(s, i)) {
 		w->restart = 1;
 		return 0;
 	}
@@ -256,7 +279,7 @@ static void thrs_tick(struct bt_runtime *s, uint64_t now)
 			w->restart = 0;
 			continue;
 		}
-		if (!bt_acceptor_queue(s->acc, i) && thrs_revive(s, i) == 0)
+		if (!bt__accs_slot_busy(s, i) && thrs_revive(s, i) == 0)
 			s->wc[i].restarts++;
 	}
 }
@@ -277,7 +300,8 @@ static void thrs_stop(struct bt_runtime *s)
 		if (!w->running)
 			continue;
 		/* Still running (a failed start): drain it now. */
-		bt_queue_send_drain(w->q, 1);
+		for (unsigned k = 0; k < w->nq; k++) /* the acceptors' loops are over */
+			bt_queue_send_drain(w->q[k], 1);
 		pthread_join(w->tid, NULL);
 		w->running = 0;
 	}

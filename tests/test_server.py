@@ -32,6 +32,9 @@ HTTPD = os.path.join(BUILD, "apps", "baton-httpd")
 MODE = os.environ.get("BATON_TEST_MODE", "process")
 MODE_ARGS = {"process": ["--mode", "process"], "thread": ["--mode", "thread"],
              "hybrid": ["--mode", "process", "--threads", "2"]}[MODE]
+# BATON_TEST_ACCEPTORS: the suite again with K acceptor rings.
+if os.environ.get("BATON_TEST_ACCEPTORS"):
+    MODE_ARGS = MODE_ARGS + ["--acceptors", os.environ["BATON_TEST_ACCEPTORS"]]
 THREADS = 2 if MODE == "hybrid" else 1  # worker loops per worker process
 
 
@@ -735,7 +738,8 @@ def direct_wanted():
     """Thread mode on io_uring with BATON_DIRECT=1: connections go to the
     worker threads as direct descriptors (where the kernel has them)."""
     return (MODE == "thread" and os.environ.get("BATON_BACKEND") != "epoll"
-            and os.environ.get("BATON_DIRECT") == "1")
+            and os.environ.get("BATON_DIRECT") == "1"
+            and os.environ.get("BATON_TEST_ACCEPTORS", "1") == "1")
 
 
 def test_descriptor_path_logged():

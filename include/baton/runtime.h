@@ -58,6 +58,8 @@ extern "C" {
 #define BT_RUNTIME_MAX_INHERIT 16
 #define BT_RUNTIME_MAX_ATTACH_UIDS 8
 #define BT_RUNTIME_MAX_ATTACHED 64
+/* --acceptors at most. */
+#define BT_RUNTIME_MAX_ACCEPTORS 16
 /* workers: none of the server's own (--workers 0), with attach: only
  * attached workers serve. */
 #define BT_RUNTIME_WORKERS_NONE 0xffffffffu
@@ -153,6 +155,10 @@ struct bt_runtime_config {
 	 * in that process. */
 	void (*on_stats)(const char *json, size_t len, void *user);
 	unsigned stats_interval_ms;
+	/* Since 0.3 (appended): --acceptors K, acceptor rings (threads of the
+	 * acceptor process), each with a queue to every worker loop
+	 * (docs/scaling.md); 0 or 1: one; at most BT_RUNTIME_MAX_ACCEPTORS. */
+	unsigned acceptors;
 };
 
 /*
