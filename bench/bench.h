@@ -69,7 +69,8 @@ int bench_addr_with_free_port(const struct bench_addr *a, char *out, size_t cap)
  * descendants; -1 if pid is not there. */
 double bench_tree_cpu(pid_t root);
 /* A baton server's acceptor (the process titled "NAME: acceptor" under
- * root): its main thread's CPU seconds (schedstat), or -1 if none. */
+ * root): the CPU seconds (schedstat) of its main thread and its acceptor
+ * threads (--acceptors K), or -1 if none. */
 double bench_acceptor_cpu(pid_t root);
 
 /* --- the load generator (bench_load.c), for the harness -------------------- */

@@ -314,11 +314,30 @@ double bench_acceptor_cpu(pid_t root)
 		closedir(d);
 	if (best < 0)
 		return -1;
-	char pid[16], what[48], buf[128];
+	/* Its main thread, and the threads of --acceptors K ("acceptor k"). */
+	char pid[16], dir[48], what[64], buf[128];
 	snprintf(pid, sizeof(pid), "%d", (int)best);
-	snprintf(what, sizeof(what), "task/%d/schedstat", (int)best);
-	unsigned long long ns;
-	if (proc_read(pid, what, buf, sizeof(buf)) < 0 || sscanf(buf, "%llu", &ns) != 1)
+	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)best);
+	DIR *td = opendir(dir);
+	if (!td)
 		return -1;
-	return (double)ns / 1e9;
+	unsigned long long total = 0;
+	int found = 0;
+	while ((e = readdir(td))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		unsigned long long ns;
+		int tid = atoi(e->d_name);
+		snprintf(what, sizeof(what), "task/%d/comm", tid);
+		if (tid != best &&
+		    (proc_read(pid, what, buf, sizeof(buf)) < 0 || strncmp(buf, "acceptor ", 9)))
+			continue;
+		snprintf(what, sizeof(what), "task/%d/schedstat", tid);
+		if (proc_read(pid, what, buf, sizeof(buf)) < 0 || sscanf(buf, "%llu", &ns) != 1)
+			continue;
+		total += ns;
+		found = 1;
+	}
+	closedir(td);
+	return found ? (double)total / 1e9 : -1;
 }

@@ -43,6 +43,9 @@ struct design bench_designs[] = {
 	 * the last send, and with accepts paced every 200 us like baton's. */
 	EXTRA("inplace-plain", "bench-inplace", SIGTERM, K_LISTEN, "--no-fin-merge"),
 	EXTRA("inplace-paced", "bench-inplace", SIGTERM, K_LISTEN, "--paced", "200"),
+	/* Two acceptor rings (--acceptors 2): docs/scaling.md. */
+	EXTRA("baton-proc-acc2", "baton-httpd", SIGTERM, K_BATON_PROC, "--acceptors", "2"),
+	EXTRA("baton-thread-acc2", "baton-httpd", SIGTERM, K_BATON_THREAD, "--acceptors", "2"),
 	/* baton-proc operated: control socket, metrics, a scraper every 100 ms. */
 	EXTRA("baton-proc-ops", "baton-httpd", SIGTERM, K_BATON_OPS),
 };

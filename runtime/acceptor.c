@@ -152,6 +152,8 @@ const char *bt_acceptor_backend(const bt_acceptor_t *acc)
 
 static void arm_all_listeners(bt_acceptor_t *acc)
 {
+	if (acc->standby)
+		return;
 	if (acc->sweeping) {
 		if (acc->sweeps_out || acc->now_ns < acc->next_sweep_ns)
 			return;
@@ -175,7 +177,7 @@ static void arm_all_listeners(bt_acceptor_t *acc)
 
 static int accepting(const bt_acceptor_t *acc)
 {
-	return !acc->draining && !acc->paused && acc->emfile_until_ns == 0 &&
+	return !acc->draining && !acc->paused && !acc->standby && acc->emfile_until_ns == 0 &&
 	       (!acc->direct || acc->dslots + acc->dmargin < acc->nfiles);
 }
 
@@ -183,7 +185,7 @@ void bt__acc_accept_burst(bt_acceptor_t *acc, struct listener *l, int more_on_er
 {
 	/* A bounded burst, so one busy listener does not starve the rest. */
 	for (int k = 0; k < 256; k++) {
-		if (l->fd < 0 || l->closing || acc->paused || acc->emfile_until_ns)
+		if (l->fd < 0 || l->closing || acc->paused || acc->standby || acc->emfile_until_ns)
 			break;
 		int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0) {
@@ -196,6 +198,22 @@ void bt__acc_accept_burst(bt_acceptor_t *acc, struct listener *l, int more_on_er
 			bt__acc_on_accept(acc, l, -errno, more_on_error, 0);
 		break;
 	}
+}
+
+void bt__acc_standby(bt_acceptor_t *acc, int on)
+{
+	if (acc->standby == !!on)
+		return;
+	acc->standby = !!on;
+	for (unsigned i = 0; on && i < acc->nl; i++) {
+		struct listener *l = &acc->l[i];
+		/* io_uring: cancel its accept (the completion clears armed);
+		 * epoll: the next readiness disarms it (acceptor_epoll.c). */
+		if (l->fd >= 0 && l->armed && !l->closing && acc->ops->disarm_listener)
+			acc->ops->disarm_listener(acc, l);
+	}
+	if (!on && !acc->draining) /* accepting again: at once */
+		bt__acc_kick_listeners(acc);
 }
 
 void bt__acc_kick_listeners(bt_acceptor_t *acc)

@@ -111,7 +111,7 @@ static void ae_forget_channel(bt_acceptor_t *acc, unsigned idx)
 static void on_listener(bt_acceptor_t *acc, struct listener *l)
 {
 	bt__acc_accept_burst(acc, l, 0); /* an error disarms it */
-	if (!l->closing && (acc->paused || acc->emfile_until_ns || !l->armed)) {
+	if (!l->closing && (acc->paused || acc->standby || acc->emfile_until_ns || !l->armed)) {
 		set_listener(acc, l, 0); /* re-armed by the core when it may */
 		l->armed = 0;
 	}

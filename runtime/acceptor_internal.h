@@ -123,6 +123,8 @@ struct bt_acceptor {
 	struct held *backlog; /* FIFO: [bhead, btail) of a ring of bcap */
 	size_t bhead, btail, bcap;
 	int paused;          /* accepting paused: backlog full */
+	int standby;         /* accepting left to the other acceptors
+				(bt__acc_standby) */
 	uint64_t emfile_until_ns; /* accepting paused: EMFILE/ENFILE */
 	unsigned emfile_ms;
 

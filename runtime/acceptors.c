@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct bt__xacc {
@@ -48,6 +49,8 @@ struct bt__xacc {
 	 * why not), looping (in bt_acceptor_run: ring the bell), and what
 	 * it was told: go (run the loop), quit (free it all and end). */
 	int made, made_rc, looping, go, quit;
+	int active; /* accepts from the start (BATON_ACCEPTORS_ALWAYS=1) */
+	pid_t tid_linux; /* its thread's id (schedstat) */
 	/* The call posted and not yet run (fn NULL: none). */
 	bt__acc_fn fn;
 	void *arg;
@@ -148,6 +151,8 @@ static int xacc_make(struct bt__xacc *x)
 	x->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (x->evfd < 0)
 		return bt__log_errno(BT_LOG_ERROR, -errno, "acceptor %u: eventfd", x->k);
+	if (!x->active)
+		bt__acc_standby(x->acc, 1); /* until the balancer calls it in */
 	return bt_acceptor_watch(x->acc, x->evfd, on_mail, x);
 }
 
@@ -172,6 +177,7 @@ static void *xacc_main(void *arg)
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	x->tid_linux = (pid_t)syscall(SYS_gettid);
 	int rc = xacc_make(x);
 	pthread_mutex_lock(&x->mu);
 	x->made = 1;
@@ -208,6 +214,18 @@ static void *xacc_main(void *arg)
 int bt__accs_create(struct bt_runtime *s, const struct bt_acceptor_config *ac, unsigned slots)
 {
 	unsigned K = s->cfg->acceptors > 1 ? s->cfg->acceptors : 1;
+	const char *always = getenv("BATON_ACCEPTORS_ALWAYS");
+	int all = always && !strcmp(always, "1");
+	if (always && strcmp(always, "1") && strcmp(always, "0"))
+		bt__log(BT_LOG_WARN, "BATON_ACCEPTORS_ALWAYS=%s: expected 0 or 1; ignored", always);
+	s->accs_active = all ? K : 1;
+	s->acc_tid = (pid_t)syscall(SYS_gettid); /* acceptor 0 runs on this thread */
+	s->accs_always = all;
+	if (K > 1)
+		bt__log(BT_LOG_INFO, "%u acceptors: %s", K,
+			all ? "all accept (BATON_ACCEPTORS_ALWAYS=1)"
+			    : "the first accepts; the others join when the accepting ones are "
+			      "busy");
 	for (unsigned k = 1; k < K; k++) {
 		struct bt__xacc *x = calloc(1, sizeof(*x));
 		if (!x)
@@ -216,6 +234,7 @@ int bt__accs_create(struct bt_runtime *s, const struct bt_acceptor_config *ac, u
 		x->k = k;
 		x->ac = ac;
 		x->slots = slots;
+		x->active = all;
 		x->evfd = -1;
 		pthread_mutex_init(&x->mu, NULL);
 		pthread_cond_init(&x->cv, NULL);
@@ -489,4 +508,95 @@ void bt__accs_stalled(struct bt_runtime *s, uint64_t now, uint64_t *out, unsigne
 	memset(out, 0, n * sizeof(*out));
 	struct stalled_arg a = {.now = now, .out = out, .n = n};
 	bt__accs_each(s, 0, stalled_fn, &a);
+}
+
+/* --- the balancer ---------------------------------------------------------------- */
+
+/*
+ * One acceptor keeps up on most machines, and a second one that takes
+ * half the connections makes both cheaper to wake and slower to batch:
+ * measured here, two accepting cost 1.3x one per connection on 2 cores
+ * (docs/scaling.md).  So the others wait on standby, and join only when
+ * the accepting ones are the limit: their threads ran or waited to run
+ * (schedstat: on-CPU time plus run-queue delay, which a CPU quota's
+ * throttling counts in) for most of the last 300 ms.  The last one
+ * leaves when the rest could carry its share at half their time, for
+ * 10 s.
+ */
+#define BALANCE_NS 100000000ull /* it looks every 100 ms */
+#define JOIN_BUSY 0.75          /* of their time, on average */
+#define JOIN_TICKS 3
+#define LEAVE_BUSY 0.5          /* what the others would have */
+#define LEAVE_TICKS 100
+
+static int standby_fn(struct bt_runtime *s, bt_acceptor_t *acc, unsigned k, void *arg)
+{
+	(void)s, (void)k;
+	bt__acc_standby(acc, *(int *)arg);
+	return 0;
+}
+
+/* Acceptor k's thread: nanoseconds on a CPU plus waiting for one. */
+static uint64_t demand_ns(const struct bt_runtime *s, unsigned k)
+{
+	pid_t tid = k == 0 ? s->acc_tid : s->xacc[k - 1]->tid_linux;
+	char path[64], buf[96];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	unsigned long long run = 0, wait = 0;
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+		return 0;
+	return run + wait;
+}
+
+void bt__accs_balance(struct bt_runtime *s, uint64_t now)
+{
+	if (!s->nxacc || s->accs_always || s->draining || now < s->accs_next_ns)
+		return;
+	s->accs_next_ns = now + BALANCE_NS;
+	unsigned K = bt__accs_count(s), n = s->accs_active;
+	uint64_t sum = 0;
+	for (unsigned k = 0; k < n; k++) {
+		uint64_t d = demand_ns(s, k);
+		sum += d > s->accs_seen[k] ? d - s->accs_seen[k] : 0;
+		s->accs_seen[k] = d;
+	}
+	uint64_t span = s->accs_seen_ns ? now - s->accs_seen_ns : 0;
+	s->accs_seen_ns = now;
+	if (!span)
+		return;
+	double busy = (double)sum / (double)span / n; /* per accepting acceptor */
+	s->accs_high = busy >= JOIN_BUSY ? s->accs_high + 1 : 0;
+	s->accs_low = n > 1 && busy * n / (n - 1) <= LEAVE_BUSY ? s->accs_low + 1 : 0;
+	if (s->accs_high >= JOIN_TICKS && n < K) {
+		int off = 0;
+		s->accs_seen[n] = demand_ns(s, n);
+		bt__accs_call(s, n, standby_fn, &off);
+		s->accs_active = n + 1;
+		bt__log(BT_LOG_INFO, "acceptor %u joins (%u of %u accept): the accepting one%s ran or "
+				     "waited to run %.0f%% of the time", n, n + 1, K, n > 1 ? "s" : "",
+			busy * 100);
+		s->accs_high = 0;
+	} else if (s->accs_low >= LEAVE_TICKS) {
+		int on = 1;
+		bt__accs_call(s, n - 1, standby_fn, &on);
+		s->accs_active = n - 1;
+		bt__log(BT_LOG_INFO, "acceptor %u on standby (%u of %u accept): %u would have run "
+				     "%.0f%% of the time for %llu s", n - 1, n - 1, K, n - 1,
+			busy * n / (n - 1) * 100,
+			(unsigned long long)(LEAVE_TICKS * BALANCE_NS / 1000000000ull));
+		s->accs_low = 0;
+	}
+}
+
+uint64_t bt__accs_next_ns(const struct bt_runtime *s)
+{
+	return s->nxacc && !s->accs_always && !s->draining ? s->accs_next_ns : 0;
 }

@@ -458,6 +458,8 @@ static void usage(FILE *f, const struct bt_runtime_config *cfg, const struct bt_
 		"                  (io_uring fixed files, Linux 6.8); 0 (default): regular\n"
 		"  BATON_DIRECT_SLOTS  thread mode, direct descriptors: the connections one\n"
 		"                  worker holds at most (default RLIMIT_NOFILE, up to 262144)\n"
+		"  BATON_ACCEPTORS_ALWAYS  1: with --acceptors K, all accept from the start\n"
+		"                  (default: the others on standby until the first is busy)\n"
 		"  LISTEN_FDS      with LISTEN_PID: systemd socket activation; the passed\n"
 		"                  sockets are served (--listen is then refused)\n"
 		"  NOTIFY_SOCKET   systemd Type=notify: READY=1, STATUS=, STOPPING=1\n"

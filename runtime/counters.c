@@ -17,8 +17,8 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 	const struct bt_acceptor_stats st = v.as;
 	char flush[32], accs[40 + 21 * BT_RUNTIME_MAX_ACCEPTORS] = "";
 	if (s->nxacc) { /* the line sums them; what each accepted */
-		size_t n = (size_t)snprintf(accs, sizeof(accs), ", over %u acceptors:",
-					    bt__accs_count(s));
+		size_t n = (size_t)snprintf(accs, sizeof(accs), ", over %u acceptors (%u accepting):",
+					    bt__accs_count(s), s->accs_active);
 		for (unsigned k = 0; k < bt__accs_count(s) && n < sizeof(accs); k++)
 			n += (size_t)snprintf(accs + n, sizeof(accs) - n, "%s%llu", k ? " + " : " ",
 					      (unsigned long long)v.accepted[k]);

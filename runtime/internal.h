@@ -175,6 +175,9 @@ int bt__acc_direct(struct bt_acceptor *acc);
 /* Are direct descriptors in use? */
 int bt__acc_is_direct(const struct bt_acceptor *acc);
 uint64_t bt__acc_worker_stalled_ns(struct bt_acceptor *acc, unsigned idx, uint64_t now_ns);
+/* Leave accepting to the other acceptors (on 1), or take part again (on
+ * 0: at once).  Listeners stay open; a drain works the same. */
+void bt__acc_standby(struct bt_acceptor *acc, int on);
 
 /* Register the pool's fork handler (once); end the process's job pool. */
 /* pool.c: the process's job pool of the worker loops, created at first

@@ -90,6 +90,7 @@ static void on_timer(void *ctx)
 		s->watch_next_ns = now + watch_period_ns(s);
 	}
 	s->ops->tick(s, now);
+	bt__accs_balance(s, now);
 	bt__sup_drain_due(s, now);
 	bt__sup_schedule(s);
 }
@@ -101,6 +102,9 @@ void bt__sup_schedule(struct bt_runtime *s)
 		next = s->watch_next_ns;
 	if (s->draining && s->attached && (!next || s->drain_deadline_ns < next))
 		next = s->drain_deadline_ns;
+	uint64_t bal = bt__accs_next_ns(s);
+	if (bal && (!next || bal < next))
+		next = bal;
 	if (next)
 		bt_acceptor_timer(s->acc, next > now ? (unsigned)((next - now) / 1000000ull) + 1 : 0,
 				  on_timer, s);
@@ -461,6 +465,10 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 
 	if (cfg->worker_timeout_ms) {
 		s->watch_next_ns = bt__now_ns() + watch_period_ns(s);
+		bt__sup_schedule(s);
+	}
+	if (s->nxacc && !s->draining) {
+		s->accs_next_ns = bt__now_ns() + 100000000ull;
 		bt__sup_schedule(s);
 	}
 	bt__sup_producer_start(s);

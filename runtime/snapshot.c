@@ -108,6 +108,7 @@ struct bt__snap *bt__snap_take(struct bt_runtime *s)
 	sn->as = v.as;
 	memcpy(sn->accepted_by, v.accepted, sizeof(sn->accepted_by));
 	sn->acceptors = bt__accs_count(s);
+	sn->accepting = s->accs_active;
 	sn->held = v.backlog; /* + each queue's, below */
 	sn->taken = s->taken;
 	sn->taken_bytes = s->taken_bytes;
@@ -200,7 +201,7 @@ void bt__snap_text(const struct bt__snap *sn, struct bt__buf *b)
 	if (sn->attached)
 		bt__buf_printf(b, " + %u attached", sn->attached);
 	if (sn->acceptors > 1)
-		bt__buf_printf(b, ", %u acceptors", sn->acceptors);
+		bt__buf_printf(b, ", %u acceptors (%u accepting)", sn->acceptors, sn->accepting);
 	bt__buf_printf(b, ", backend %s, batch %u, flush %s, dispatch %s%s\n", sn->backend,
 		       sn->batch, sn->flush, sn->dispatch,
 		       sn->fire_and_forget ? ", fire-and-forget" : "");
@@ -275,11 +276,11 @@ void bt__snap_json(const struct bt__snap *sn, struct bt__buf *b)
 		       "\"items\":%llu,\"fds_per_batch\":%.3f,\"redelivered\":%llu,\"dropped\":%llu,"
 		       "\"full\":%llu,\"emfile\":%llu,\"errors\":%llu,\"wakeups\":%llu,"
 		       "\"sweeps\":%llu,\"lagged\":%llu,\"rehomed\":%llu,\"internal\":%llu,"
-		       "\"accepted_by\":[",
+		       "\"accepting\":%u,\"accepted_by\":[",
 		       U(a->accepted), U(a->pushed), sn->held, U(a->batches), U(a->items_sent),
 		       per(a->items_sent, a->batches), U(a->redelivered), U(a->dropped), U(a->full),
 		       U(a->emfile), U(a->errors), U(a->wakeups), U(a->sweeps), U(a->lagged),
-		       U(sn->rehomed), U(sn->internal));
+		       U(sn->rehomed), U(sn->internal), sn->accepting);
 	for (unsigned k = 0; k < sn->acceptors; k++)
 		bt__buf_printf(b, "%s%llu", k ? "," : "", U(sn->accepted_by[k]));
 	bt__buf_printf(b, "]},");

@@ -119,6 +119,11 @@ struct bt__accs_view {
 /* Fill v (v->w calloc'd: bt__accs_view_free).  0 or -ENOMEM. */
 int bt__accs_view(struct bt_runtime *s, struct bt__accs_view *v);
 void bt__accs_view_free(struct bt__accs_view *v);
+/* The balancer, every 100 ms (acceptors.c): one more acceptor joins when
+ * the accepting ones are busy, the last one leaves when the others could
+ * carry its share. */
+void bt__accs_balance(struct bt_runtime *s, uint64_t now);
+uint64_t bt__accs_next_ns(const struct bt_runtime *s); /* 0: none due */
 /* The watchdog's view of slots 0..n-1: the longest any acceptor sees
  * each stalled (bt__acc_worker_stalled_ns). */
 void bt__accs_stalled(struct bt_runtime *s, uint64_t now, uint64_t *out, unsigned n);
@@ -147,6 +152,14 @@ struct bt_runtime {
 	bt_acceptor_t *acc; /* acceptor 0: on this thread (acceptors.c) */
 	struct bt__xacc *xacc[BT_RUNTIME_MAX_ACCEPTORS - 1]; /* acceptors 1.. */
 	unsigned nxacc;
+	/* Acceptors accepting now (the others on standby), and the
+	 * balancer's look at the listen queues (acceptors.c). */
+	unsigned accs_active;
+	int accs_always; /* BATON_ACCEPTORS_ALWAYS=1: no standby */
+	unsigned accs_high, accs_low;
+	uint64_t accs_next_ns;
+	pid_t acc_tid; /* acceptor 0's thread */
+	uint64_t accs_seen[BT_RUNTIME_MAX_ACCEPTORS], accs_seen_ns; /* their last demand */
 	const struct bt__workers_ops *ops;
 	void *set;       /* the worker set's own state */
 	struct bt__worker_count *wc; /* maxw of them */
@@ -307,7 +320,7 @@ struct bt__snap {
 	uint64_t up_ns;
 	char backend[16];
 	const char *mode; /* "process", "thread", "hybrid" */
-	unsigned workers, threads, attached, acceptors;
+	unsigned workers, threads, attached, acceptors, accepting;
 	unsigned batch, max_inflight, drain_timeout_ms, worker_timeout_ms;
 	char flush[32];
 	const char *dispatch;

@@ -742,6 +742,72 @@ def direct_wanted():
             and os.environ.get("BATON_TEST_ACCEPTORS", "1") == "1")
 
 
+def acceptor_split(srv):
+    """From the counters: (acceptors accepting, [accepted by each])."""
+    before = srv.text().count("counters (SIGUSR1)")
+    srv.counters()
+    text = srv.text()
+    assert text.count("counters (SIGUSR1)") > before
+    m = re.findall(r"over (\d+) acceptors \((\d+) accepting\): ([\d +]+)", text)
+    assert m, text[-2000:]
+    return int(m[-1][1]), [int(x) for x in m[-1][2].split("+")]
+
+
+def test_acceptors_standby_then_join():
+    """--acceptors 2: the second acceptor stays on standby while the first
+    keeps up (it accepts nothing), and joins once the first one is busy:
+    here its thread is held to 1% of a CPU (a cgroup v1 CPU quota; skipped
+    without one), so it runs or waits to run all the time."""
+    srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--acceptors", "2",
+                 env={"BATON_ACCEPTORS_ALWAYS": "0"})
+    cg = None
+    try:
+        assert "the others join when the accepting ones are busy" in srv.text()
+        for i in range(100):
+            assert echo_once(srv.port, b"s%d\n" % i) == b"s%d\n" % i
+        accepting, split = acceptor_split(srv)
+        assert accepting == 1 and split == [100, 0], (accepting, split)
+        root = "/sys/fs/cgroup/cpu"
+        if not os.access(root + "/tasks", os.W_OK):
+            raise Skip("no cgroup v1 cpu controller to hold the first acceptor back")
+        cg = "%s/baton-test-%d" % (root, os.getpid())
+        os.mkdir(cg)
+        with open(cg + "/cpu.cfs_period_us", "w") as f:
+            f.write("100000")
+        with open(cg + "/cpu.cfs_quota_us", "w") as f:
+            f.write("1000")
+        with open(cg + "/tasks", "w") as f:
+            f.write(str(srv.acc))  # its main thread: acceptor 0 and the balancer
+        # 64 clients, one connection per exchange, bounded: the first
+        # acceptor cannot keep up (about 1000 connections a second).
+        served = 0
+        for _ in range(5):
+            r = subprocess.run([os.path.join(BUILD, "bench", "baton-bench"), "load", "--connect",
+                                "127.0.0.1:%d" % srv.port, "--proto", "echo", "--clients", "64",
+                                "--seconds", "2"], capture_output=True, text=True, timeout=60)
+            m = re.search(r"RESULT requests=(\d+) .* errors=(\d+)", r.stdout)
+            assert r.returncode == 0 and m and m.group(2) == "0", (r.stdout, r.stderr)
+            served += int(m.group(1))
+            if "acceptor 1 joins (2 of 2 accept)" in srv.text():
+                break
+        assert "acceptor 1 joins (2 of 2 accept)" in srv.text(), srv.text()[-2000:]
+        with open(root + "/tasks", "w") as f:
+            f.write(str(srv.acc))
+        accepting, split = acceptor_split(srv)
+        assert accepting == 2 and split[1] > 0 and sum(split) >= 100 + served, (accepting, split, served)
+    finally:
+        if cg:
+            try:
+                with open(cg + "/tasks") as f:
+                    for t in f.read().split():
+                        with open("/sys/fs/cgroup/cpu/tasks", "w") as g:
+                            g.write(t)
+            except OSError:
+                pass
+            os.rmdir(cg)
+        assert srv.stop() == 0
+
+
 def test_descriptor_path_logged():
     """The log says which descriptors thread workers take, and why."""
     srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2")
