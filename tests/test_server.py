@@ -758,8 +758,14 @@ def test_acceptors_standby_then_join():
     keeps up (it accepts nothing), and joins once the first one is busy:
     here its thread is held to 1% of a CPU (a cgroup v1 CPU quota; skipped
     without one), so it runs or waits to run all the time."""
+    # With --acceptors 2 the supervisor has a second thread when it forks
+    # a worker, and a hybrid worker then starts threads: glibc allows it,
+    # ThreadSanitizer refuses to run it (die_after_fork) unless told to.
+    # A known limit of this design (docs/scaling.md), not a race report.
+    tsan = os.environ.get("TSAN_OPTIONS", "")
     srv = Server(ECHO, "--listen", "127.0.0.1:0", "--workers", "2", "--acceptors", "2",
-                 env={"BATON_ACCEPTORS_ALWAYS": "0"})
+                 env={"BATON_ACCEPTORS_ALWAYS": "0",
+                      "TSAN_OPTIONS": (tsan + ":" if tsan else "") + "die_after_fork=0"})
     cg = None
     try:
         assert "the others join when the accepting ones are busy" in srv.text()
