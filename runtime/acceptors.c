@@ -63,11 +63,6 @@ unsigned bt__accs_count(const struct bt_runtime *s)
 	return 1 + s->nxacc;
 }
 
-bt_acceptor_t *bt__accs_get(const struct bt_runtime *s, unsigned k)
-{
-	return k == 0 ? s->acc : s->xacc[k - 1]->acc;
-}
-
 /* Run the posted call (the mutex held). */
 static void run_posted(struct bt__xacc *x)
 {

@@ -286,7 +286,7 @@ static const struct rt_flag rt_flags[] = {
 	 0, 0, NULL, NAMES("process", "thread"), NULL, NULL, NULL},
 	{"threads", "T", "process mode: T worker threads in each worker process", F_UINT,
 	 FIELD(threads), 1, 64, 0, "a number", NULL, NULL, NULL, NULL},
-	{"acceptors", "K", "acceptor rings (threads), each with a queue to every worker loop",
+	{"acceptors", "K", "acceptor rings (threads); the others wait on standby until the first is busy",
 	 F_UINT, FIELD(acceptors), 1, BT_RUNTIME_MAX_ACCEPTORS, 0, "a number", NULL, NULL, NULL,
 	 NULL},
 	{"pin", NULL, "pin worker loop i to CPU i", F_ON, FIELD(pin), 0, 0, 0, NULL, NULL, NULL, NULL,

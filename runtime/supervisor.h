@@ -80,7 +80,6 @@ struct bt__workers_ops {
  * acceptors from.. in order and returns the first failure. */
 typedef int (*bt__acc_fn)(struct bt_runtime *s, bt_acceptor_t *acc, unsigned k, void *arg);
 unsigned bt__accs_count(const struct bt_runtime *s);
-bt_acceptor_t *bt__accs_get(const struct bt_runtime *s, unsigned k);
 int bt__accs_call(struct bt_runtime *s, unsigned k, bt__acc_fn fn, void *arg);
 int bt__accs_each(struct bt_runtime *s, unsigned from, bt__acc_fn fn, void *arg);
 /* Acceptors 1..K-1 (after acceptor 0 has its listeners), for slots
