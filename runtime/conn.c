@@ -492,9 +492,15 @@ void bt_conn_abort(bt_conn_t *c)
 static void conn_timeout(struct bt__timer *t, void *arg)
 {
 	bt_conn_t *c = arg;
-	(void)t;
 	if (c->state == CONN_DONE)
 		return;
+	struct bt__timers *ts = &c->loop->ev->timers;
+	if (c->tmo_due > c->loop->ev->now_ns) {
+		/* Moved later since it was armed: not due yet.  Its heap slot
+		 * was just freed, so this cannot fail. */
+		bt__timer_start(ts, t, c->tmo_due, 0);
+		return;
+	}
 	if (c->loop->h->on_timeout)
 		c->loop->h->on_timeout(c);
 	else
@@ -510,9 +516,16 @@ void bt_conn_set_timeout(bt_conn_t *c, unsigned ms)
 		bt__timer_stop(ts, &c->tmo);
 		return;
 	}
+	uint64_t due = bt__now_ns() + (uint64_t)ms * 1000000ull;
+	c->tmo_due = due;
+	/* A keep-alive server moves the deadline on at every request: when
+	 * it only moves later, the armed timer stays where it is and re-arms
+	 * itself at the new deadline when it fires (no heap work per request). */
+	if (c->tmo.idx && due >= c->tmo.due_ns)
+		return;
 	c->tmo.cb = conn_timeout;
 	c->tmo.arg = c;
-	if (bt__timer_start(ts, &c->tmo, bt__now_ns() + (uint64_t)ms * 1000000ull, 0) < 0)
+	if (bt__timer_start(ts, &c->tmo, due, 0) < 0)
 		bt__log(BT_LOG_ERROR, "worker %d: no memory for a connection's timer",
 			c->loop->cfg.worker_id);
 }

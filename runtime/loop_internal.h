@@ -65,6 +65,9 @@ struct bt_conn {
 	uint64_t id;
 	uint64_t accept_ns;
 	struct bt__timer tmo; /* bt_conn_set_timeout */
+	uint64_t tmo_due;     /* its deadline: tmo may be armed earlier (a
+				 deadline moved later is not re-heaped; the
+				 timer re-arms itself when it fires) */
 	void *data;
 	/* Output, in order; out_bytes counts what is unsent, file ranges
 	 * included.  spare: one small emptied segment kept for the next

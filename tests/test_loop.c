@@ -266,6 +266,16 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 		bt_conn_set_timeout(c, 200);
 		return;
 	}
+	if (len >= 4 && memcmp(data, "tmo ", 4) == 0) {
+		/* "tmo MS": set the timeout to MS (0 cancels), echo */
+		const char *d = data;
+		unsigned ms = 0;
+		for (size_t i = 4; i < len && d[i] >= '0' && d[i] <= '9'; i++)
+			ms = ms * 10 + (unsigned)(d[i] - '0');
+		bt_conn_set_timeout(c, ms);
+		bt_conn_write(c, data, len);
+		return;
+	}
 	bt_conn_write(c, data, len);
 }
 
@@ -961,6 +971,40 @@ static void test_timeout(void)
 	stop(&r, 0);
 }
 
+/* A deadline moved later, moved sooner, and cancelled after it moved.  A
+ * deadline moved later is not re-heaped (conn.c): its timer fires at the
+ * old one and re-arms itself, which this keeps honest. */
+static void test_timeout_moved(void)
+{
+	struct rig r;
+	start(&r);
+	char buf[16];
+	int fd = client(&r);
+	double t0 = check_now();
+	expect_echo(fd, "tmo 200\n");
+	expect_echo(fd, "tmo 1000\n");
+	CHECK_EQ(read_all(fd, buf, sizeof(buf), 5000), 0);
+	CHECK_OP((check_now() - t0) * 1000, >=, 990);
+	close(fd);
+
+	fd = client(&r);
+	t0 = check_now();
+	expect_echo(fd, "tmo 4000\n");
+	expect_echo(fd, "tmo 100\n");
+	CHECK_EQ(read_all(fd, buf, sizeof(buf), 5000), 0);
+	CHECK_OP((check_now() - t0) * 1000, <, 3000);
+	close(fd);
+
+	fd = client(&r);
+	expect_echo(fd, "tmo 100\n");
+	expect_echo(fd, "tmo 300\n");
+	expect_echo(fd, "tmo 0\n");
+	CHECK_EQ(read_all(fd, buf, sizeof(buf), 700), -ETIMEDOUT); /* never fires */
+	expect_echo(fd, "still\n");
+	close(fd);
+	stop(&r, 0);
+}
+
 /* Drain with a connection still open: closed at the deadline, exit 0. */
 static void test_drain_deadline(void)
 {
@@ -1384,6 +1428,7 @@ static const struct check_case cases[] = {
 	{"big_reply", test_big_reply},
 	{"half_close", test_half_close},
 	{"timeout", test_timeout},
+	{"timeout_moved", test_timeout_moved},
 	{"drain_deadline", test_drain_deadline},
 	{"acceptor_gone", test_acceptor_gone},
 	{NULL, NULL},

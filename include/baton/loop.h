@@ -316,7 +316,9 @@ BT_API void bt_conn_abort(bt_conn_t *c);
 
 /* Call on_timeout (or close with -ETIMEDOUT) if ms pass before the next
  * call of bt_conn_set_timeout; 0 cancels.  A timer of the loop (see
- * bt_loop_timer_start): millisecond resolution, O(log n). */
+ * bt_loop_timer_start): millisecond resolution, O(log n); moving the
+ * deadline later (a keep-alive server, at every request) costs no heap
+ * work. */
 BT_API void bt_conn_set_timeout(bt_conn_t *c, unsigned ms);
 
 BT_API uint64_t bt_conn_id(const bt_conn_t *c);
