@@ -6,8 +6,8 @@
 #   build/tsan    gcc, ThreadSanitizer
 #   build/fuzz    clang, ASan + UBSan, then the libFuzzer targets (the wire
 #                 decoder, baton-httpd's request parser, the --metrics
-#                 listener's request heads) for FUZZ_SECONDS each (default
-#                 60) from their seed corpora
+#                 listener's request heads, the PROXY protocol header) for
+#                 FUZZ_SECONDS each (default 60) from their seed corpora
 # Installs the Debian packages it needs first (as root).  Exit 0 only if
 # every suite passed.  SUITES="check asan" runs a subset.
 set -euo pipefail
@@ -41,7 +41,7 @@ for s in $suites; do
     fuzz)
       if suite fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
            -DBATON_ASAN=ON -DBATON_UBSAN=ON -DBATON_FUZZ=ON; then
-        for target in wire http metrics; do
+        for target in wire http metrics proxy; do
           echo "=== fuzz_$target for ${fuzz_seconds}s"
           rm -rf "build/fuzz/corpus_$target" && mkdir -p "build/fuzz/corpus_$target"
           case $target in
