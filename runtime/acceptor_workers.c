@@ -97,11 +97,16 @@ void bt_acceptor_detach(bt_acceptor_t *acc, unsigned idx)
 void bt__acc_reclaim(bt_acceptor_t *acc, unsigned idx)
 {
 	struct worker *w = &acc->w[idx];
-	if (!w->q || !w->dead || w->sending || w->chan_armed || w->direct_out)
+	if (!w->q || !w->dead)
+		return;
+	/* What it acknowledged before it died is released now, even while
+	 * its channel's end or a send is still to come back: the exit
+	 * counters must not count those as held. */
+	bt_queue_reap(w->q, bt__acc_give_back, acc);
+	if (w->sending || w->chan_armed || w->direct_out)
 		return;
 	if (bt_queue_channel(w->q))
 		acc->ops->forget_channel(acc, idx);
-	bt_queue_reap(w->q, bt__acc_give_back, acc);
 	unsigned n = bt_queue_take(w->q, bt__acc_give_back, acc);
 	if (n)
 		bt__log(BT_LOG_INFO, "acceptor: worker %u gone: redelivering %u connections", idx, n);
