@@ -13,7 +13,8 @@
  * oversized heads 431, then the connection closes; the server keeps
  * serving everyone else.  A client that sends nothing for --idle-timeout,
  * or takes longer than --header-timeout to send a request head, is closed
- * (408 in the second case).
+ * (408 in the second case).  --health PATH answers 200 "ok" while serving
+ * and 503 from SIGTERM on (through --grace, the drain), for a balancer.
  *
  * Memory per connection is bounded: files are streamed by the loop
  * (bt_conn_sendfile: 128 KiB chunks, a read that would wait for the disk
@@ -50,6 +51,8 @@ static struct {
 	int rootfd;
 	unsigned idle_ms;
 	unsigned header_ms;
+	const char *health; /* --health PATH, or NULL */
+	size_t health_len;
 	char *fixed_head;     /* prebuilt headers of the fixed response, keep-alive */
 	size_t fixed_head_len;
 	char *fixed_head_close;
@@ -68,53 +71,29 @@ struct req_state {
 	size_t len, cap;
 	uint64_t skip;     /* request body bytes still to discard */
 	int blocked;       /* waiting for on_writable */
-	int served;        /* a request was answered */
 	int body_left;     /* the fixed body is still going out, from body_off */
 	int close_after_body;
 	size_t body_off;
 };
 
-/* The data of a connection that has been answered and holds nothing:
- * no allocation, but the drain can tell it from a new connection. */
-static char served_marker;
-
 static struct req_state *state(bt_conn_t *c, int create)
 {
-	void *d = bt_conn_data(c);
-	struct req_state *st = d == &served_marker ? NULL : d;
+	struct req_state *st = bt_conn_data(c);
 	if (!st && create) {
 		st = calloc(1, sizeof(*st));
-		if (st) {
-			st->served = d == &served_marker;
+		if (st)
 			bt_conn_set_data(c, st);
-		}
 	}
 	return st;
-}
-
-static int served(bt_conn_t *c)
-{
-	struct req_state *st = state(c, 0);
-	return st ? st->served : bt_conn_data(c) == &served_marker;
-}
-
-static void mark_served(bt_conn_t *c)
-{
-	struct req_state *st = state(c, 0);
-	if (st)
-		st->served = 1;
-	else
-		bt_conn_set_data(c, &served_marker);
 }
 
 static void release(bt_conn_t *c)
 {
 	struct req_state *st = state(c, 0);
 	if (st) {
-		int was = st->served;
 		free(st->buf);
 		free(st);
-		bt_conn_set_data(c, was ? &served_marker : NULL);
+		bt_conn_set_data(c, NULL);
 	}
 }
 
@@ -296,6 +275,43 @@ static int fixed_body(bt_conn_t *c, size_t off, int close_after)
 	return rc;
 }
 
+/* Is the request's target the --health path (its query, if any, aside)? */
+static int is_health(const struct http_req *r)
+{
+	if (!opt.health || r->target_len < opt.health_len ||
+	    memcmp(r->target, opt.health, opt.health_len) != 0)
+		return 0;
+	return r->target_len == opt.health_len || r->target[opt.health_len] == '?';
+}
+
+/* The health path: 200 "ok" while serving; 503 "going away" from SIGTERM
+ * on (--grace, the drain) and in a reload's old generation, with
+ * Connection: close, so that a balancer's check takes the host out before
+ * any connection is refused.  Never cached. */
+static int health_reply(bt_conn_t *c, const struct http_req *r, int keep)
+{
+	int up = bt_loop_state(bt_conn_loop(c)) == BT_LOOP_SERVING;
+	const char *body = up ? "ok\n" : "going away\n";
+	keep = keep && up;
+	char buf[256];
+	int n = snprintf(buf, sizeof(buf),
+			 "HTTP/1.1 %s\r\nServer: baton\r\nContent-Type: text/plain\r\n"
+			 "Cache-Control: no-store\r\nContent-Length: %zu\r\n%s\r\n%s",
+			 up ? "200 OK" : "503 Service Unavailable", strlen(body),
+			 keep ? "" : "Connection: close\r\n", r->method == HTTP_HEAD ? "" : body);
+	count(c, up ? 200 : 503);
+	int rc = bt_conn_write(c, buf, (size_t)n);
+	if (rc < 0) {
+		bt_conn_abort(c);
+		return -1;
+	}
+	if (!keep) {
+		bt_conn_close(c);
+		return -1;
+	}
+	return rc;
+}
+
 /*
  * Answer one complete request head buf[0..len).  Returns 0 to go on with
  * the next request, 1 to wait for on_writable first (the output is above
@@ -311,12 +327,19 @@ static int handle_request(bt_conn_t *c, const char *buf, size_t len, uint64_t *b
 		error_reply(c, status);
 		return -1;
 	}
-	int keep = r.keep_alive && !bt_loop_draining(bt_conn_loop(c));
+	/* Going away or draining, a keep-alive connection closes after this
+	 * response: its client's next request then opens a new connection,
+	 * which a balancer sends to another host.  In a reload it stays open,
+	 * to move to the next generation. */
+	enum bt_loop_state ls = bt_loop_state(bt_conn_loop(c));
+	int keep = r.keep_alive && (ls == BT_LOOP_SERVING || ls == BT_LOOP_HANDING_OVER);
 	*body_len = r.content_length;
 	if (r.method == HTTP_OTHER) {
 		error_reply(c, 405);
 		return -1;
 	}
+	if (is_health(&r))
+		return health_reply(c, &r, keep);
 	if (opt.root)
 		return serve_file(c, &r, keep);
 	int rc = bt_conn_write(c, keep ? opt.fixed_head : opt.fixed_head_close,
@@ -367,7 +390,6 @@ static size_t handle_input(bt_conn_t *c, uint64_t *skip, int *blocked, const cha
 		used += he;
 		if (rc < 0)
 			return len;
-		mark_served(c);
 		*skip = body;
 		bt_conn_set_timeout(c, opt.idle_ms);
 		if (rc == 1) {
@@ -490,21 +512,15 @@ static void on_timeout(bt_conn_t *c)
 		bt_conn_close(c);
 }
 
-static void on_drain(bt_conn_t *c)
-{
-	struct req_state *st = state(c, 0);
-	/*
-	 * Keep-alive connections idle between requests go now; one with a
-	 * request in progress closes after its response (handle_request sees
-	 * the drain).  A connection that has not sent its first request yet is
-	 * not idle: the acceptor took it, so it gets its answer (with
-	 * Connection: close); --header-timeout bounds a silent one.
-	 */
-	if (!served(c))
-		return;
-	if (!st || (!st->len && !st->skip && !st->blocked && !st->body_left))
-		bt_conn_close(c); /* after what is queued */
-}
+/*
+ * The drain (SIGTERM) has no callback here: a request answered while the
+ * worker drains says "Connection: close" and the connection closes after
+ * it (handle_request), and a keep-alive connection idle between requests
+ * stays open until its next request, its --idle-timeout or the drain's
+ * deadline, whichever comes first.  Closing idle connections at once
+ * would race a request already on its way: the client would meet a
+ * closed connection, not an answer.
+ */
 
 /*
  * A reload moves connections to the next generation (docs/reload.md):
@@ -623,6 +639,23 @@ static int set_header(void *ctx, const char *v, char *err, size_t n)
 	return set_ms(&opt.header_ms, v, err, n);
 }
 
+static int set_health(void *ctx, const char *v, char *err, size_t n)
+{
+	(void)ctx;
+	size_t len = strlen(v);
+	int ok = len >= 1 && len <= 200 && v[0] == '/';
+	for (size_t i = 0; ok && i < len; i++)
+		ok = v[i] > ' ' && v[i] < 0x7f && v[i] != '?' && v[i] != '#';
+	if (!ok) {
+		snprintf(err, n, "'%s' is not a path: '/' then at most 199 printable characters, "
+			 "no space, '?' or '#'", v);
+		return -1;
+	}
+	opt.health = v;
+	opt.health_len = len;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct bt_flag flags[] = {
@@ -631,6 +664,7 @@ int main(int argc, char **argv)
 		{"root", "DIR", "serve files from DIR instead (nothing above it)", set_root, NULL},
 		{"idle-timeout", "MS", "close keep-alive connections idle this long (default 60000)", set_idle, NULL},
 		{"header-timeout", "MS", "408 and close if a request head takes longer (default 10000)", set_header, NULL},
+		{"health", "PATH", "answer GET PATH with 200 while serving, 503 from SIGTERM on (see --grace)", set_health, NULL},
 		{NULL, NULL, NULL, NULL, NULL},
 	};
 	struct bt_runtime_config cfg;
@@ -659,7 +693,6 @@ int main(int argc, char **argv)
 		.on_data = on_data,
 		.on_close = on_close,
 		.on_timeout = on_timeout,
-		.on_drain = on_drain,
 		.on_handover = on_handover,
 		.on_start = on_start,
 		.on_writable = on_writable,

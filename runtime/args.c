@@ -293,6 +293,9 @@ static const struct rt_flag rt_flags[] = {
 	 NULL},
 	{"drain-timeout", "MS", "on SIGTERM, time workers get to finish", F_UINT,
 	 FIELD(drain_timeout_ms), 0, 3600000, 0, "milliseconds", NULL, NULL, NULL, NULL},
+	{"grace", "MS", "on SIGTERM, first serve on this long while health checks fail "
+	 "(bt_loop_state), then drain; a second SIGTERM drains at once", F_UINT,
+	 FIELD(grace_ms), 0, 3600000, 0, "milliseconds", NULL, NULL, NULL, NULL},
 	{"worker-timeout", "MS", "kill and replace a worker stuck this long with work; 0: never",
 	 F_UINT, FIELD(worker_timeout_ms), 100, 3600000, 1, "milliseconds", NULL, NULL, NULL, NULL},
 	{"out-high", "BYTES", "per connection: unsent output that pauses reading", F_SIZE,
@@ -441,7 +444,9 @@ static void usage(FILE *f, const struct bt_runtime_config *cfg, const struct bt_
 		"'--' ends the options.\n"
 		"\nSignals:\n"
 		"  TERM, INT   stop accepting, hand over what is held, let workers finish\n"
-		"              open connections (up to --drain-timeout), then exit 0\n"
+		"              open connections (up to --drain-timeout), then exit 0;\n"
+		"              with --grace MS, first serve on for MS while health checks\n"
+		"              fail (a second TERM or INT drains at once)\n"
 		"  USR1        print the counters to stderr (they are printed at exit too)\n"
 		"  HUP         reload: start the program again from its path on disk,\n"
 		"              with the same arguments; the new generation takes the\n"

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Stopping the server: the acceptor stops accepting and hands over what it
- * holds, every worker gets DRAIN with --drain-timeout, and once no worker
- * runs (forked, or attached) the acceptor's loop returns.  The worker set enforces the deadline
- * (workers_proc.c SIGKILLs processes a grace second after it).
+ * Stopping the server (after --grace, if set, below): the acceptor stops
+ * accepting and hands over what it holds, every worker gets DRAIN with
+ * --drain-timeout, and once no worker runs (forked, or attached) the
+ * acceptor's loop returns.  The worker set enforces the deadline
+ * (workers_proc.c SIGKILLs processes a second after it).
  */
 #include "supervisor.h"
 
@@ -14,6 +15,7 @@ void bt__sup_drain(struct bt_runtime *s, const char *why)
 	if (s->draining)
 		return;
 	s->draining = 1;
+	bt__metrics_going_away(s->metrics);
 	unsigned running = bt__sup_running(s);
 	bt__log(BT_LOG_INFO, "%s: draining (%u ms for open connections)", why,
 		s->cfg->drain_timeout_ms);
@@ -26,6 +28,32 @@ void bt__sup_drain(struct bt_runtime *s, const char *why)
 	bt__sup_worker_ended(s);
 }
 
+/*
+ * --grace: the server goes on as before, accepting and serving, but every
+ * worker loop's bt_loop_state says BT_LOOP_GOING_AWAY, so that a health
+ * check fails and a balancer stops sending new connections before any is
+ * refused.
+ */
+void bt__sup_stop_signal(struct bt_runtime *s, const char *why)
+{
+	unsigned grace = s->cfg->grace_ms;
+	if (s->draining)
+		return;
+	if (grace == 0 || s->grace_until_ns) {
+		if (s->grace_until_ns)
+			bt__log(BT_LOG_INFO, "%s again: the grace ends now", why);
+		bt__sup_drain(s, why);
+		return;
+	}
+	s->grace_until_ns = bt__now_ns() + (uint64_t)grace * 1000000ull;
+	s->grace_why = why;
+	bt__metrics_going_away(s->metrics);
+	bt__log(BT_LOG_INFO, "%s: going away: serving %u ms more while health checks fail "
+			     "(--grace), then draining; %s again drains now", why, grace, why);
+	bt__notify("STOPPING=1\nSTATUS=%s: going away, draining in %u ms", why, grace);
+	bt__sup_schedule(s);
+}
+
 void bt__sup_worker_ended(struct bt_runtime *s)
 {
 	if (s->draining && bt__sup_running(s) == 0 && s->attached == 0)
@@ -34,6 +62,8 @@ void bt__sup_worker_ended(struct bt_runtime *s)
 
 void bt__sup_drain_due(struct bt_runtime *s, uint64_t now)
 {
+	if (s->grace_until_ns && !s->draining && now >= s->grace_until_ns)
+		bt__sup_drain(s, s->grace_why);
 	if (!s->draining || now < s->drain_deadline_ns || !s->attached)
 		return;
 	bt__log(BT_LOG_WARN, "%u attached worker%s still there after the drain deadline: stopping "

@@ -57,7 +57,10 @@ struct bt__mslot {
 	_Atomic uint64_t handoff[BT__HANDOFF_BUCKETS + 1];
 	_Atomic uint64_t handoff_sum_ns;
 	_Atomic int64_t app[BT_METRICS_MAX];
-	uint64_t pad; /* to a multiple of a cache line */
+	/* Written by the supervisor, read by the loop: 1 once the server is
+	 * going away (bt_loop_state). */
+	_Atomic uint32_t away;
+	uint32_t pad; /* to a multiple of a cache line */
 };
 _Static_assert(sizeof(struct bt__mslot) % 64 == 0, "a metrics slot fills whole cache lines");
 void bt__mslot_handoff(struct bt__mslot *m, uint64_t ns);
@@ -65,6 +68,9 @@ struct bt__metrics;
 int bt__metrics_create(struct bt__metrics **out, unsigned slots);
 void bt__metrics_destroy(struct bt__metrics *m);
 struct bt__mslot *bt__metrics_slot(struct bt__metrics *m, unsigned slot);
+/* The server is going away (--grace, the drain): every loop's
+ * bt_loop_state says so from now on. */
+void bt__metrics_going_away(struct bt__metrics *m);
 /* Worker loop slot ended: its gauges read 0 from now on. */
 void bt__metrics_worker_gone(struct bt__metrics *m, unsigned slot);
 /* The loop writes its metrics to ms from now on (NULL: its own). */

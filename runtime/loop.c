@@ -219,6 +219,14 @@ int bt_loop_draining(const bt_loop_t *loop)
 	return loop->draining && !loop->handing_over;
 }
 
+enum bt_loop_state bt_loop_state(const bt_loop_t *loop)
+{
+	if (loop->draining)
+		return loop->handing_over ? BT_LOOP_HANDING_OVER : BT_LOOP_DRAINING;
+	return atomic_load_explicit(&loop->ms->away, memory_order_relaxed) ? BT_LOOP_GOING_AWAY
+									    : BT_LOOP_SERVING;
+}
+
 unsigned bt_loop_conns(const bt_loop_t *loop)
 {
 	return loop->nconns;

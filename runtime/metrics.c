@@ -192,6 +192,12 @@ struct bt__mslot *bt__metrics_slot(struct bt__metrics *m, unsigned slot)
 	return m && slot < m->n ? &m->slot[slot] : NULL;
 }
 
+void bt__metrics_going_away(struct bt__metrics *m)
+{
+	for (unsigned i = 0; m && i < m->n; i++)
+		atomic_store_explicit(&m->slot[i].away, 1, memory_order_relaxed);
+}
+
 void bt__metrics_worker_gone(struct bt__metrics *m, unsigned slot)
 {
 	struct bt__mslot *ms = bt__metrics_slot(m, slot);

@@ -102,6 +102,8 @@ void bt__sup_schedule(struct bt_runtime *s)
 		next = s->watch_next_ns;
 	if (s->draining && s->attached && (!next || s->drain_deadline_ns < next))
 		next = s->drain_deadline_ns;
+	if (s->grace_until_ns && !s->draining && (!next || s->grace_until_ns < next))
+		next = s->grace_until_ns;
 	uint64_t bal = bt__accs_next_ns(s);
 	if (bal && (!next || bal < next))
 		next = bal;

@@ -5,7 +5,7 @@
  * acceptor's work.
  *
  *   SIGCHLD        a worker process ended: the worker set reaps it
- *   SIGTERM, INT   drain (drain.c)
+ *   SIGTERM, INT   --grace, then drain (drain.c)
  *   SIGUSR1        print the counters (counters.c)
  *   SIGHUP         logged: the master reloads (master.c), not a generation
  */
@@ -29,10 +29,10 @@ static void on_signal(void *ctx)
 				s->ops->reap(s);
 			break;
 		case SIGTERM:
-			bt__sup_drain(s, "SIGTERM");
+			bt__sup_stop_signal(s, "SIGTERM");
 			break;
 		case SIGINT:
-			bt__sup_drain(s, "SIGINT");
+			bt__sup_stop_signal(s, "SIGINT");
 			break;
 		case SIGUSR1:
 			bt__sup_print_counters(s, "SIGUSR1");

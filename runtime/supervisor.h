@@ -184,6 +184,8 @@ struct bt_runtime {
 	int nl;
 	int draining;
 	uint64_t drain_deadline_ns;
+	uint64_t grace_until_ns; /* --grace began: it ends then (0: not begun) */
+	const char *grace_why;   /* the signal that began it */
 	uint64_t start_ns;
 	int start_failed; /* a worker could not start: exit status 1 */
 	int attach_fd;    /* --attach's listener, -1 */
@@ -245,6 +247,9 @@ void bt__sup_sigset(sigset_t *set);
 
 /* drain.c */
 void bt__sup_drain(struct bt_runtime *s, const char *why);
+/* SIGTERM or SIGINT (why): --grace first if set and not begun, else the
+ * drain now. */
+void bt__sup_stop_signal(struct bt_runtime *s, const char *why);
 /* A worker ended: once draining and none runs, the acceptor stops. */
 void bt__sup_worker_ended(struct bt_runtime *s);
 
@@ -285,7 +290,8 @@ void bt__gen_ready(struct bt_runtime *s);
 int bt__sup_rehome_fd(struct bt_runtime *s);
 void bt__sup_rehome_close(struct bt_runtime *s);
 
-/* drain.c: past the drain's deadline, stop waiting for attached workers. */
+/* drain.c: the grace is over (the drain begins), or past the drain's
+ * deadline (stop waiting for attached workers). */
 void bt__sup_drain_due(struct bt_runtime *s, uint64_t now);
 
 /* counters.c */

@@ -390,6 +390,111 @@ def test_sigterm_answers_every_accepted():
     assert answered[0] == accepted, (answered[0], accepted)
 
 
+def ask(s, path):
+    """One keep-alive GET on s: (head, body)."""
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    return read_response(s)
+
+
+def test_health_path():
+    """--health PATH answers 200 "ok" while serving (with a query, or HEAD,
+    too; nothing else is taken for it), and a bad PATH is refused at start.
+    With --grace, SIGTERM makes it 503 "going away" with Connection: close
+    while the server still accepts and serves (a keep-alive connection's
+    next response then closes it); a second SIGTERM drains at once."""
+    import subprocess
+    bad = subprocess.run([HTTPD, "--health", "healthz"], capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode == 2 and "is not a path" in bad.stderr, (bad.returncode, bad.stderr)
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "2", "--grace", "60000",
+                 "--health", "/healthz", env=SERVER_ENV)
+    for path in ("/healthz", "/healthz?from=haproxy"):
+        s = get(srv.port, path)
+        head, body = read_response(s)
+        s.close()
+        assert head.startswith(b"HTTP/1.1 200 OK"), head
+        assert b"Cache-Control: no-store" in head and body == b"ok\n", (head, body)
+    s = get(srv.port, "/healthzz")
+    head, body = read_response(s)
+    s.close()
+    assert body == b"hello\n", (head, body)
+    s = connect(srv.port)
+    s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = recv_all(s, timeout=10)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"\r\n\r\n"), data
+
+    keep = connect(srv.port)
+    head, body = ask(keep, "/")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" not in head, head
+    t0 = time.time()
+    srv.proc.send_signal(signal.SIGTERM)
+    # The workers learn it a moment later: ask on new connections until
+    # one says so.  Each is answered: the server still accepts.
+    while True:
+        s = get(srv.port, "/healthz")
+        head, body = read_response(s)
+        s.close()
+        if head.startswith(b"HTTP/1.1 503"):
+            break
+        assert head.startswith(b"HTTP/1.1 200 OK"), head
+        assert time.time() < t0 + 20, "still 200 20 s after SIGTERM"
+        time.sleep(0.01)
+    assert b"Connection: close" in head and body == b"going away\n", (head, body)
+    assert status_of(srv.port, "/") == 200, "a new connection in the grace is not served"
+    # Both workers say 503 (the connections go round robin).
+    for _ in range(4):
+        s = get(srv.port, "/healthz")
+        head, body = read_response(s)
+        s.close()
+        assert head.startswith(b"HTTP/1.1 503"), head
+    # The keep-alive connection is answered, and closed after it.
+    head, body = ask(keep, "/")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in head, head
+    assert recv_all(keep, timeout=10) == b"", "the connection stays open after its response"
+    keep.close()
+    assert srv.proc.poll() is None, "exited within its grace"
+    assert "going away" in srv.text(), srv.text()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.wait(30) == 0, srv.text()
+    assert time.time() - t0 < 30, "the second SIGTERM did not end the grace"
+    assert "the grace ends now" in srv.text(), srv.text()
+    no_worker_died(srv)
+
+
+def test_drain_answers_idle_keepalive():
+    """A keep-alive connection idle at SIGTERM is not closed under its
+    client: its next request is answered with Connection: close.  One that
+    stays silent is closed at the drain's deadline, and the server exits 0.
+    (Closing idle connections first would race a request on its way.)"""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0", "--workers", "1", "--drain-timeout", "3000",
+                 env=SERVER_ENV)
+    talker, silent = connect(srv.port), connect(srv.port)
+    for s in (talker, silent):
+        head, body = ask(s, "/")
+        assert b"Connection: close" not in head, head
+    t0 = time.time()
+    srv.proc.send_signal(signal.SIGTERM)
+    # Until the worker has DRAIN, it answers as before and keeps the
+    # connection: ask again until a response says close.
+    while True:
+        head, body = ask(talker, "/")
+        assert head.startswith(b"HTTP/1.1 200 OK"), head
+        if b"Connection: close" in head:
+            break
+        assert time.time() < t0 + 2.5, "no Connection: close before the drain's deadline"
+        time.sleep(0.01)
+    assert recv_all(talker, timeout=10) == b"", "open after its last response"
+    talker.close()
+    assert recv_all(silent, timeout=20) == b"", "the silent connection got bytes"
+    waited = time.time() - t0
+    silent.close()
+    assert srv.wait(30) == 0, srv.text()
+    assert waited >= 2.5, "the idle connection was closed %.2f s after SIGTERM, " \
+        "before the drain's deadline" % waited
+    no_worker_died(srv)
+
+
 def test_stopped_worker_under_load():
     """SIGSTOP one of two workers under 'Connection: close' load: dispatch
     passes it over once it stops acknowledging, so the other keeps serving

@@ -201,6 +201,24 @@ BT_API void bt_loop_drain(bt_loop_t *loop, unsigned deadline_ms);
 BT_API void *bt_loop_user(const bt_loop_t *loop);
 BT_API int bt_loop_worker_id(const bt_loop_t *loop);
 BT_API int bt_loop_draining(const bt_loop_t *loop);
+/* Since 0.3: where the server is on its way out, as one worker loop sees
+ * it.  A health check answers 503 in any state but SERVING, so that a
+ * balancer stops sending before connections are refused. */
+enum bt_loop_state {
+	BT_LOOP_SERVING = 0,
+	/* SIGTERM with --grace (bt_runtime_config.grace_ms): the loop serves
+	 * and still gets new connections, and drains when the grace ends.
+	 * A keep-alive connection should close after its current response,
+	 * to come back through the balancer to another host. */
+	BT_LOOP_GOING_AWAY = 1,
+	/* Draining (bt_loop_draining): finish and close. */
+	BT_LOOP_DRAINING = 2,
+	/* A reload: connections move to the next generation at their safe
+	 * points (on_handover); keep them open. */
+	BT_LOOP_HANDING_OVER = 3,
+};
+/* An attached worker's loop knows no grace: it sees DRAINING at DRAIN. */
+BT_API enum bt_loop_state bt_loop_state(const bt_loop_t *loop);
 /* "io_uring" or "epoll". */
 BT_API const char *bt_loop_backend(const bt_loop_t *loop);
 /* Connections open now. */

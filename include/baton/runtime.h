@@ -13,7 +13,7 @@
  *              others;
  *   signals    SIGTERM/SIGINT: stop accepting, hand over what is held, let
  *              workers finish open connections up to --drain-timeout, exit
- *              0.  SIGUSR1: print the counters (also printed at exit).
+ *              0 (after --grace, if set: see grace_ms below).  SIGUSR1: print the counters (also printed at exit).
  *              SIGHUP: reload (docs/reload.md): the program starts
  *              again from its path on disk, takes the listeners over,
  *              and the old generation finishes; the main pid stays;
@@ -159,6 +159,13 @@ struct bt_runtime_config {
 	 * acceptor process), each with a queue to every worker loop
 	 * (docs/scaling.md); 0 or 1: one; at most BT_RUNTIME_MAX_ACCEPTORS. */
 	unsigned acceptors;
+	/* Since 0.3 (appended): --grace MS.  At SIGTERM or SIGINT the server
+	 * first goes on serving and accepting for this long while it
+	 * announces that it is going away (bt_loop_state: a health
+	 * check answers 503, so a balancer takes the host out), and only then
+	 * drains.  A second SIGTERM or SIGINT drains at once.  0 (default):
+	 * drain at once. */
+	unsigned grace_ms;
 };
 
 /*
@@ -206,7 +213,7 @@ struct bt_flag {
  * application's flags, then the runtime's
  * own: --listen ADDR (repeatable), --workers N, --batch N, --flush
  * adaptive|size|delay:US, --dispatch rr|least|hash, --mode process|thread,
- * --threads T, --pin, --drain-timeout MS, --fire-and-forget, --backend
+ * --threads T, --pin, --drain-timeout MS, --grace MS, --fire-and-forget, --backend
  * auto|io_uring|epoll, -h/--help, -V/--version.  "--flag value",
  * "--flag=value" and unambiguous prefixes work; "--" ends the flags (no
  * operand is taken after it).  --help shows every default, the signals and
