@@ -32,6 +32,7 @@
 
 #include "http_parse.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -53,6 +54,7 @@ static struct {
 	unsigned header_ms;
 	const char *health; /* --health PATH, or NULL */
 	size_t health_len;
+	const char *peer_header; /* --peer-header NAME, or NULL */
 	char *fixed_head;     /* prebuilt headers of the fixed response, keep-alive */
 	size_t fixed_head_len;
 	char *fixed_head_close;
@@ -275,6 +277,32 @@ static int fixed_body(bt_conn_t *c, size_t off, int close_after)
 	return rc;
 }
 
+/* --peer-header: "NAME: ADDR\r\n\r\n" into buf (its length): the client's
+ * address as bt_conn_peer gives it (from the PROXY header behind a
+ * balancer), "1.2.3.4:5678", "[::1]:5678" or "unix". */
+static size_t peer_line(bt_conn_t *c, char *buf, size_t cap)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char addr[INET6_ADDRSTRLEN + 16] = "unknown";
+	if (bt_conn_peer(c, &ss, &len) == 0) {
+		char ip[INET6_ADDRSTRLEN];
+		if (ss.ss_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)&ss;
+			inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+			snprintf(addr, sizeof(addr), "%s:%u", ip, ntohs(a->sin_port));
+		} else if (ss.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)&ss;
+			inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+			snprintf(addr, sizeof(addr), "[%s]:%u", ip, ntohs(a->sin6_port));
+		} else if (ss.ss_family == AF_UNIX) {
+			snprintf(addr, sizeof(addr), "unix");
+		}
+	}
+	int n = snprintf(buf, cap, "%s: %s\r\n\r\n", opt.peer_header, addr);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 /* Is the request's target the --health path (its query, if any, aside)? */
 static int is_health(const struct http_req *r)
 {
@@ -342,8 +370,19 @@ static int handle_request(bt_conn_t *c, const char *buf, size_t len, uint64_t *b
 		return health_reply(c, &r, keep);
 	if (opt.root)
 		return serve_file(c, &r, keep);
-	int rc = bt_conn_write(c, keep ? opt.fixed_head : opt.fixed_head_close,
-			       keep ? opt.fixed_head_len : opt.fixed_head_close_len);
+	const char *head = keep ? opt.fixed_head : opt.fixed_head_close;
+	size_t head_len = keep ? opt.fixed_head_len : opt.fixed_head_close_len;
+	int rc;
+	if (opt.peer_header) {
+		/* The head without its blank line, then "NAME: ADDR\r\n\r\n". */
+		char line[256];
+		size_t n = peer_line(c, line, sizeof(line));
+		rc = bt_conn_write(c, head, head_len - 2);
+		if (rc >= 0)
+			rc = bt_conn_write(c, line, n);
+	} else {
+		rc = bt_conn_write(c, head, head_len);
+	}
 	count(c, 200);
 	if (rc >= 0 && r.method != HTTP_HEAD)
 		return fixed_body(c, 0, !keep);
@@ -656,6 +695,22 @@ static int set_health(void *ctx, const char *v, char *err, size_t n)
 	return 0;
 }
 
+static int set_peer_header(void *ctx, const char *v, char *err, size_t n)
+{
+	(void)ctx;
+	size_t len = strlen(v);
+	int ok = len >= 1 && len <= 64;
+	for (size_t i = 0; ok && i < len; i++)
+		ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+		     (v[i] >= '0' && v[i] <= '9') || v[i] == '-' || v[i] == '_';
+	if (!ok) {
+		snprintf(err, n, "'%s' is not a header name: 1 to 64 letters, digits, '-' or '_'", v);
+		return -1;
+	}
+	opt.peer_header = v;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct bt_flag flags[] = {
@@ -664,6 +719,7 @@ int main(int argc, char **argv)
 		{"root", "DIR", "serve files from DIR instead (nothing above it)", set_root, NULL},
 		{"idle-timeout", "MS", "close keep-alive connections idle this long (default 60000)", set_idle, NULL},
 		{"header-timeout", "MS", "408 and close if a request head takes longer (default 10000)", set_header, NULL},
+		{"peer-header", "NAME", "add 'NAME: ADDR:PORT', the client's address (from the PROXY header behind a balancer), to each fixed response", set_peer_header, NULL},
 		{"health", "PATH", "answer GET PATH with 200 while serving, 503 from SIGTERM on (see --grace)", set_health, NULL},
 		{NULL, NULL, NULL, NULL, NULL},
 	};

@@ -236,8 +236,9 @@ void bt__acc_on_accept(bt_acceptor_t *acc, struct listener *l, int res, int more
 		 * whether more connections are on their way. */
 		acc->gap_ewma_ns = bt__pace_gap(acc->gap_ewma_ns, acc->last_accept_ns, acc->now_ns);
 		acc->last_accept_ns = acc->now_ns;
-		struct held h = {.fd = res, .flags = BT_WIRE_ITEM_FD | flags, .id = ++acc->next_id,
-				 .accept_ns = acc->now_ns};
+		struct held h = {.fd = res,
+				 .flags = BT_WIRE_ITEM_FD | flags | (l->proxy ? BT_WIRE_ITEM_PROXY : 0),
+				 .id = ++acc->next_id, .accept_ns = acc->now_ns};
 		bt__acc_dispatch(acc, &h);
 		if (acc->draining)
 			return; /* raced with the drain: still ours to hand over */
@@ -415,7 +416,18 @@ int bt_acceptor_add_listener(bt_acceptor_t *acc, int fd)
 	l->fd = fd;
 	l->armed = 0;
 	l->closing = 0;
+	l->proxy = 0;
 	return 0;
+}
+
+int bt__acc_listener_proxy(bt_acceptor_t *acc, int fd)
+{
+	for (unsigned i = 0; i < acc->nl; i++)
+		if (acc->l[i].fd == fd) {
+			acc->l[i].proxy = 1;
+			return 0;
+		}
+	return -ENOENT;
 }
 
 static void watch_ready(struct bt__watch *bw, uint32_t revents)

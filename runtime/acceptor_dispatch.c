@@ -185,6 +185,14 @@ static uint32_t hash_of(bt_acceptor_t *acc, const struct held *h)
 	return fnv1a(&ss, len);
 }
 
+/* An attached worker never gets a connection that starts with a PROXY
+ * header: reading it is the worker loop's job, and the wire does not let
+ * an attached worker say it does (docs/wire.md). */
+static int takes(const struct worker *w, const struct held *h)
+{
+	return !(h->flags & BT_WIRE_ITEM_PROXY) || !w->guest;
+}
+
 static int pick_with(bt_acceptor_t *acc, const struct held *h,
 		     int (*ok)(const bt_acceptor_t *, const struct worker *), int64_t *hash)
 {
@@ -194,7 +202,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h,
 		uint64_t best_load = UINT64_MAX;
 		for (unsigned i = 0; i < acc->nw; i++) {
 			struct worker *w = &acc->w[i];
-			if (!ok(acc, w))
+			if (!ok(acc, w) || !takes(w, h))
 				continue;
 			uint64_t load = (uint64_t)bt_queue_consumer_load(w->q) + bt_queue_inflight(w->q);
 			if (load < best_load) {
@@ -211,7 +219,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h,
 		 * client keeps its worker while others come and go. */
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = (unsigned)((uint32_t)*hash + k) % acc->nw;
-			if (ok(acc, &acc->w[i]))
+			if (ok(acc, &acc->w[i]) && takes(&acc->w[i], h))
 				return (int)i;
 		}
 		return -1;
@@ -221,12 +229,12 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h,
 			/* Round-robin by sweep: the whole catch goes to one
 			 * worker, one wake-up for all of it. */
 			unsigned i = acc->sweep_rr % acc->nw;
-			if (ok(acc, &acc->w[i]))
+			if (ok(acc, &acc->w[i]) && takes(&acc->w[i], h))
 				return (int)i;
 		}
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = acc->rr++ % acc->nw;
-			if (ok(acc, &acc->w[i]))
+			if (ok(acc, &acc->w[i]) && takes(&acc->w[i], h))
 				return (int)i;
 		}
 		return -1;

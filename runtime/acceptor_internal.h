@@ -19,6 +19,7 @@ struct listener { /* 8-aligned: the io_uring backend tags its address */
 	_Alignas(8) int fd;
 	uint8_t armed;   /* an accept is armed / registered */
 	uint8_t closing; /* drain: being cancelled and closed */
+	uint8_t proxy;   /* its connections start with a PROXY header */
 };
 
 struct worker {

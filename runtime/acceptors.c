@@ -142,6 +142,8 @@ static int xacc_make(struct bt__xacc *x)
 			close(fd);
 			return rc;
 		}
+		if (s->lproxy[i]) /* lkeep[i] is lfds[i] (runtime.c) */
+			bt__acc_listener_proxy(x->acc, fd);
 	}
 	x->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (x->evfd < 0)

@@ -47,6 +47,7 @@ static void config_defaults(struct bt_runtime_config *cfg)
 	cfg->backend = BT_BACKEND_AUTO;
 	cfg->worker_timeout_ms = 10000;
 	cfg->reload_timeout_ms = 10000;
+	cfg->proxy_timeout_ms = 5000;
 	struct bt_loop_config lc;
 	bt_loop_config_init(&lc);
 	cfg->out_high = lc.out_high;
@@ -268,7 +269,8 @@ static void show_attach(const struct bt_runtime_config *cfg, char *buf, size_t c
 static const struct rt_flag rt_flags[] = {
 	{"listen", "ADDR",
 	 "listen on HOST:PORT, [IPV6]:PORT or a unix socket path; repeatable, at most 16; not "
-	 "with socket activation",
+	 "with socket activation; ADDR,proxy: its connections start with a PROXY protocol "
+	 "header (v1 or v2, as HAProxy's send-proxy-v2 sends)",
 	 F_FN, 0, 0, 0, 0, NULL, NULL, "HOST:PORT, [IPV6]:PORT or a path (at most 16 listeners)",
 	 set_listen, show_listen},
 	{"workers", "N", "worker processes (or threads in thread mode); 0: none of our own, "
@@ -296,6 +298,9 @@ static const struct rt_flag rt_flags[] = {
 	{"grace", "MS", "on SIGTERM, first serve on this long while health checks fail "
 	 "(bt_loop_state), then drain; a second SIGTERM drains at once", F_UINT,
 	 FIELD(grace_ms), 0, 3600000, 0, "milliseconds", NULL, NULL, NULL, NULL},
+	{"proxy-timeout", "MS", "a --listen ADDR,proxy connection's PROXY header must arrive within "
+	 "this", F_UINT, FIELD(proxy_timeout_ms), 1, 3600000, 0, "milliseconds", NULL, NULL, NULL,
+	 NULL},
 	{"worker-timeout", "MS", "kill and replace a worker stuck this long with work; 0: never",
 	 F_UINT, FIELD(worker_timeout_ms), 100, 3600000, 1, "milliseconds", NULL, NULL, NULL, NULL},
 	{"out-high", "BYTES", "per connection: unsent output that pauses reading", F_SIZE,

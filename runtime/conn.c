@@ -151,7 +151,7 @@ void bt__loop_run_closes(bt_loop_t *loop)
 		if (!loop->closeq)
 			loop->closeq_tail = NULL;
 		c->close_next = NULL;
-		if (loop->h->on_close)
+		if (loop->h->on_close && !c->hidden)
 			loop->h->on_close(c, c->close_reason);
 		c->close_queued = 0;
 		bt__conn_maybe_free(c);
@@ -188,6 +188,7 @@ void bt__loop_free_zombies(bt_loop_t *loop)
 		free(c->held);
 		free(c->carry);
 		free(c->peer);
+		free(c->pxin);
 		free(c);
 	}
 }
@@ -196,6 +197,10 @@ void bt__conn_ended(bt_conn_t *c, int reason)
 {
 	if (c->state == CONN_DONE)
 		return;
+	if (c->hidden) {
+		bt__conn_proxy_refused(c, reason); /* it ended inside its header */
+		return;
+	}
 	if (reason == 0) {
 		/* The peer finished sending: what we queued (a reply to its
 		 * last request) still goes out, then FIN. */
@@ -251,7 +256,14 @@ void bt__conn_resume(bt_conn_t *c)
 void bt__conn_input(bt_conn_t *c, const void *data, size_t len)
 {
 	bt_loop_t *loop = c->loop;
-	if (c->state != CONN_OPEN || !loop->h->on_data)
+	if (c->state != CONN_OPEN)
+		return;
+	if (c->hidden) {
+		loop->st.bytes_in += len;
+		bt__conn_proxy_input(c, data, len);
+		return;
+	}
+	if (!loop->h->on_data)
 		return;
 	loop->st.bytes_in += len;
 	if (!c->paused) {

@@ -47,6 +47,12 @@ void bt__sup_print_counters(struct bt_runtime *s, const char *why)
 			(unsigned long long)s->taken, (unsigned long long)s->taken_bytes,
 			(unsigned long long)s->taken_refused,
 			s->prev_fd >= 0 ? ", the previous generation still finishing" : "");
+	uint64_t pref, plate;
+	bt__metrics_proxy(s->metrics, &pref, &plate);
+	if (pref || plate)
+		fprintf(stderr, "  proxy: refused %llu (no valid PROXY header), late %llu (not within "
+				"--proxy-timeout)\n",
+			(unsigned long long)pref, (unsigned long long)plate);
 	for (int k = bt__sup_slot_next(s, -1); k >= 0; k = bt__sup_slot_next(s, k)) {
 		unsigned i = (unsigned)k;
 		bt_queue_t *q = bt_acceptor_queue(s->acc, i);

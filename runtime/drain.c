@@ -15,7 +15,6 @@ void bt__sup_drain(struct bt_runtime *s, const char *why)
 	if (s->draining)
 		return;
 	s->draining = 1;
-	bt__metrics_going_away(s->metrics);
 	unsigned running = bt__sup_running(s);
 	bt__log(BT_LOG_INFO, "%s: draining (%u ms for open connections)", why,
 		s->cfg->drain_timeout_ms);
@@ -39,6 +38,9 @@ void bt__sup_stop_signal(struct bt_runtime *s, const char *why)
 	unsigned grace = s->cfg->grace_ms;
 	if (s->draining)
 		return;
+	/* Not in bt__sup_drain: a reload drains too, and its connections
+	 * stay open to move (BT_LOOP_HANDING_OVER once DRAIN arrives). */
+	bt__metrics_going_away(s->metrics);
 	if (grace == 0 || s->grace_until_ns) {
 		if (s->grace_until_ns)
 			bt__log(BT_LOG_INFO, "%s again: the grace ends now", why);
@@ -47,7 +49,6 @@ void bt__sup_stop_signal(struct bt_runtime *s, const char *why)
 	}
 	s->grace_until_ns = bt__now_ns() + (uint64_t)grace * 1000000ull;
 	s->grace_why = why;
-	bt__metrics_going_away(s->metrics);
 	bt__log(BT_LOG_INFO, "%s: going away: serving %u ms more while health checks fail "
 			     "(--grace), then draining; %s again drains now", why, grace, why);
 	bt__notify("STOPPING=1\nSTATUS=%s: going away, draining in %u ms", why, grace);

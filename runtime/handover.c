@@ -172,7 +172,8 @@ int bt__gen_take_listeners(struct bt_runtime *s)
 			socklen_t sl = sizeof(ss);
 			getsockname(fd, (struct sockaddr *)&ss, &sl);
 			bt__describe_addr((struct sockaddr *)&ss, sl, desc, sizeof(desc));
-			bt__log(BT_LOG_INFO, "listening on %s (from the previous generation)", desc);
+			bt__log(BT_LOG_INFO, "listening on %s (from the previous generation)%s", desc,
+				bt__listen_proxy(spec) ? " (PROXY protocol)" : "");
 		} else {
 			fd = bt__listen_open(spec, s->cfg->backlog, desc, sizeof(desc));
 			if (fd < 0) {
@@ -181,9 +182,11 @@ int bt__gen_take_listeners(struct bt_runtime *s)
 						bt__close(slot[k]);
 				return fd;
 			}
-			bt__log(BT_LOG_INFO, "listening on %s", desc);
+			bt__log(BT_LOG_INFO, "listening on %s%s", desc,
+				bt__listen_proxy(spec) ? " (PROXY protocol)" : "");
 		}
 		s->lfds[s->nl] = fd;
+		s->lproxy[s->nl] = (uint8_t)bt__listen_proxy(spec);
 		s->lrole[s->nl++] = 'L';
 	}
 	return 0;

@@ -54,13 +54,14 @@ uint64_t bt__now_ns(void);
 #define BT__HANDOFF_BUCKETS 13 /* 10 us .. 1 s, then +Inf */
 #define BT__BATCH_BUCKETS 9    /* items per batch: 1, 2, 4 .. 128, 253 */
 struct bt__mslot {
-	_Atomic uint64_t handoff[BT__HANDOFF_BUCKETS + 1];
+	_Alignas(64) _Atomic uint64_t handoff[BT__HANDOFF_BUCKETS + 1];
 	_Atomic uint64_t handoff_sum_ns;
 	_Atomic int64_t app[BT_METRICS_MAX];
 	/* Written by the supervisor, read by the loop: 1 once the server is
 	 * going away (bt_loop_state). */
 	_Atomic uint32_t away;
-	uint32_t pad; /* to a multiple of a cache line */
+	/* Connections closed for want of a PROXY header (conn_proxy.c). */
+	_Atomic uint64_t proxy_refused, proxy_late;
 };
 _Static_assert(sizeof(struct bt__mslot) % 64 == 0, "a metrics slot fills whole cache lines");
 void bt__mslot_handoff(struct bt__mslot *m, uint64_t ns);
@@ -71,6 +72,8 @@ struct bt__mslot *bt__metrics_slot(struct bt__metrics *m, unsigned slot);
 /* The server is going away (--grace, the drain): every loop's
  * bt_loop_state says so from now on. */
 void bt__metrics_going_away(struct bt__metrics *m);
+/* Connections closed for want of a PROXY header, over every worker loop. */
+void bt__metrics_proxy(const struct bt__metrics *m, uint64_t *refused, uint64_t *late);
 /* Worker loop slot ended: its gauges read 0 from now on. */
 void bt__metrics_worker_gone(struct bt__metrics *m, unsigned slot);
 /* The loop writes its metrics to ms from now on (NULL: its own). */
@@ -113,7 +116,7 @@ void bt__queue_set_closer(struct bt_queue *q, void (*fn)(void *ctx, int fd), voi
  * producer's ring in fd until it is flushed; the flush passes it to the
  * consumer's ring (emit), whose completion names the item's sequence
  * number.  BT__ITEM_DIRECT is never on the wire. */
-#define BT__ITEM_DIRECT 0x10u
+#define BT__ITEM_DIRECT 0x8000u /* a bit the wire reserves (never sent) */
 /* The consumer of a direct item: a completion on its ring whose user_data
  * is BT__DIRECT_DATA(n): res is the slot, or < 0 when the send failed
  * and the item went back to the producer (it is passed over). */
@@ -165,6 +168,9 @@ int bt__acc_attach_guest(struct bt_acceptor *acc, unsigned idx, struct bt_queue 
  * was this one's (the kernel wakes one waiter of a listener): the new
  * generation looks once that one has stopped. */
 void bt__acc_kick_listeners(struct bt_acceptor *acc);
+/* Connections accepted on listener fd start with a PROXY protocol header
+ * (their items are flagged BT_WIRE_ITEM_PROXY).  0 or -ENOENT. */
+int bt__acc_listener_proxy(struct bt_acceptor *acc, int fd);
 /* A reload: every worker of ours (not attached ones) gets a copy of fd, the
  * channel to the next generation, ahead of its DRAIN.  How many did. */
 unsigned bt__acc_handover(struct bt_acceptor *acc, int fd);

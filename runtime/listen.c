@@ -110,8 +110,32 @@ static int resolve(const char *spec, struct addrinfo **res, int quiet)
 	return 0;
 }
 
-int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
+#define PROXY_SUFFIX ",proxy"
+
+int bt__listen_proxy(const char *spec)
 {
+	size_t n = spec ? strlen(spec) : 0, k = sizeof(PROXY_SUFFIX) - 1;
+	return n > k && strcmp(spec + n - k, PROXY_SUFFIX) == 0;
+}
+
+/* The address part of spec: spec itself, or a copy in buf without the
+ * ",proxy" suffix (NULL if it does not fit). */
+static const char *address_of(const char *spec, char *buf, size_t cap)
+{
+	if (!bt__listen_proxy(spec))
+		return spec;
+	size_t n = strlen(spec) - (sizeof(PROXY_SUFFIX) - 1);
+	if (n >= cap)
+		return NULL;
+	memcpy(buf, spec, n);
+	buf[n] = 0;
+	return buf;
+}
+
+int bt__listen_open(const char *full, int backlog, char *desc, size_t dlen)
+{
+	char abuf[512];
+	const char *spec = address_of(full, abuf, sizeof(abuf));
 	if (!spec || !*spec)
 		return -EINVAL;
 	if (spec[0] == '/' || spec[0] == '.')
@@ -157,8 +181,10 @@ int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen)
 	return fd;
 }
 
-int bt__listen_matches(const char *spec, int fd)
+int bt__listen_matches(const char *full, int fd)
 {
+	char abuf[512];
+	const char *spec = address_of(full, abuf, sizeof(abuf));
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	if (!spec || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)

@@ -47,6 +47,7 @@ static void config_defaults(struct bt_loop_config *cfg)
 	cfg->drain_timeout_ms = 10000;
 	cfg->out_high = DEFAULT_OUT_HIGH;
 	cfg->out_low = 0; /* out_high / 4 */
+	cfg->proxy_timeout_ms = 5000;
 }
 
 int bt_loop_config_init_sized(struct bt_loop_config *cfg, size_t size)
@@ -272,6 +273,16 @@ int bt_loop_add_inlet(bt_loop_t *loop, bt_queue_inlet_t *in)
 
 static void start_drain(bt_loop_t *loop, unsigned deadline_ms);
 
+/* A connection the handler sees while the loop drains: on_drain now. */
+static void conn_drain_now(bt_loop_t *loop, bt_conn_t *c)
+{
+	if (loop->draining && !loop->handing_over && !c->drained && c->state == CONN_OPEN &&
+	    loop->h->on_drain) {
+		c->drained = 1;
+		loop->h->on_drain(c);
+	}
+}
+
 /* Inlet in's producer is done (it said DRAIN, with deadline_ms, or its
  * channel ended): once every inlet's is, the loop drains. */
 static void inlet_done(bt_loop_t *loop, bt_queue_inlet_t *in, unsigned deadline_ms)
@@ -290,6 +301,18 @@ static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
 	if (!c)
 		return;
 	c->resumed = (it->flags & BT_WIRE_ITEM_RESUMED) != 0;
+	if (it->flags & BT_WIRE_ITEM_PROXY) {
+		/* Its PROXY header first (conn_proxy.c); the handler sees it
+		 * once that is read (bt__loop_conn_reveal). */
+		int rc = bt__conn_proxy_begin(c);
+		if (rc == 0)
+			rc = loop->ops->conn_start(loop, c);
+		if (rc < 0)
+			bt__conn_finish(c, rc, 1);
+		else if (c->resumed && it->payload_len)
+			bt__conn_input(c, it->payload, it->payload_len);
+		return;
+	}
 	if (loop->h->on_open)
 		loop->h->on_open(c);
 	if (c->state != CONN_OPEN)
@@ -303,11 +326,18 @@ static void open_conn(bt_loop_t *loop, const struct bt_wire_item *it)
 	 * it goes out as any other). */
 	if (c->resumed && it->payload_len && c->state == CONN_OPEN)
 		bt__conn_input(c, it->payload, it->payload_len);
-	if (loop->draining && !loop->handing_over && !c->drained && c->state == CONN_OPEN &&
-	    loop->h->on_drain) {
-		c->drained = 1;
-		loop->h->on_drain(c);
-	}
+	conn_drain_now(loop, c);
+}
+
+void bt__loop_conn_reveal(bt_loop_t *loop, bt_conn_t *c, const void *rest, size_t len)
+{
+	c->hidden = 0;
+	if (loop->h->on_open)
+		loop->h->on_open(c);
+	if (len && c->state == CONN_OPEN)
+		bt__conn_input(c, rest, len);
+	if (c->state == CONN_OPEN)
+		conn_drain_now(loop, c);
 }
 
 /* --- batches, drain, timers ------------------------------------------------ */
@@ -327,7 +357,7 @@ static void start_drain(bt_loop_t *loop, unsigned deadline_ms)
 		return; /* a reload: they move at their safe points instead */
 	for (bt_conn_t *c = loop->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->state == CONN_OPEN && !c->drained) {
+		if (c->state == CONN_OPEN && !c->drained && !c->hidden) {
 			c->drained = 1;
 			loop->h->on_drain(c);
 		}

@@ -19,10 +19,12 @@
 #include "loop_internal.h"
 
 #include "internal.h"
+#include "proxy.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define CARRY_MAX (BT_WIRE_MAX_MSG - BT_WIRE_HDR_SIZE - BT_WIRE_ITEM_SIZE)
 
@@ -59,20 +61,38 @@ int bt__loop_handover_begin(bt_loop_t *loop)
 /* Offer c to the handler; at a safe point, stop reading it. */
 static void try_handover(bt_loop_t *loop, bt_conn_t *c)
 {
-	if (c->out_bytes || c->fread || c->writing)
-		return; /* output first */
+	if (c->out_bytes || c->fread || c->writing || c->hidden)
+		return; /* output first; a PROXY header read first */
 	const void *carry = NULL;
 	size_t len = 0;
 	if (!loop->h->on_handover(c, &carry, &len) || c->state != CONN_OPEN)
 		return;
-	if (len + c->held_len > CARRY_MAX || (len && !carry))
+	/* A client's address from a PROXY header goes with the connection,
+	 * as a header of our own ahead of the carried bytes (the next
+	 * generation reads it as any PROXY header). */
+	unsigned char hdr[16 + 216];
+	ssize_t hl = 0;
+	if (c->proxied) {
+		struct sockaddr_storage local;
+		socklen_t ll = sizeof(local);
+		int fd = bt__conn_sysfd(c);
+		if (fd < 0 || getsockname(fd, (struct sockaddr *)&local, &ll) < 0)
+			local.ss_family = AF_UNSPEC;
+		hl = bt__proxy_encode_v2(hdr, sizeof(hdr), (const struct sockaddr *)c->peer,
+					 (const struct sockaddr *)&local);
+		if (hl < 0)
+			return; /* (not reached: the peer came from a header) */
+	}
+	if ((size_t)hl + len + c->held_len > CARRY_MAX || (len && !carry))
 		return; /* more than one message carries: it finishes here */
-	if (len) {
-		c->carry = malloc(len);
+	if (hl + len) {
+		c->carry = malloc((size_t)hl + len);
 		if (!c->carry)
 			return;
-		memcpy(c->carry, carry, len);
-		c->carry_len = len;
+		memcpy(c->carry, hdr, (size_t)hl);
+		if (len)
+			memcpy(c->carry + hl, carry, len);
+		c->carry_len = (size_t)hl + len;
 	}
 	c->handing = 1;
 	c->paused = 1; /* input that still arrives is held, and goes too */
@@ -116,7 +136,9 @@ static void send_one(bt_loop_t *loop, bt_conn_t *c)
 		return;
 	}
 	struct bt_wire_item it = {.id = c->id, .accept_ns = c->accept_ns,
-				  .flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_RESUMED, .fd = fd,
+				  .flags = BT_WIRE_ITEM_FD | BT_WIRE_ITEM_RESUMED |
+					   (c->proxied ? BT_WIRE_ITEM_PROXY : 0),
+				  .fd = fd,
 				  .payload = c->carry, .payload_len = (uint32_t)c->carry_len};
 	int rc = bt_fdpass_send_batch(loop->ho, 0, &it, 1);
 	if (rc == -EAGAIN)

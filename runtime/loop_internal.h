@@ -54,6 +54,10 @@ struct bt_conn {
 	uint8_t handing;   /* moving to the next generation (loop_handover.c):
 			      reading stopped, its receive being cancelled */
 	uint8_t resumed;   /* came from the previous generation */
+	uint8_t hidden;    /* its PROXY header is being read (conn_proxy.c):
+			      the handler has not seen it, no on_close */
+	uint8_t proxied;   /* peer is the client's address from that header */
+	struct bt__pxin *pxin; /* that header's bytes so far */
 	uint8_t direct;    /* fd is a slot of the loop's ring's file table (a
 			      direct descriptor, ev.h); xfd: a regular
 			      descriptor installed for it (bt__conn_sysfd), or -1 */
@@ -220,6 +224,15 @@ struct bt_loop {
 /* The connection's descriptor for a syscall: fd, or for a direct one a
  * regular descriptor installed at the first call and kept until the end.
  * The fd or -errno. */
+/* conn_proxy.c: read c's PROXY header first (0 or -errno); its input
+ * while hidden; refuse it (why: -EPROTO, -EMSGSIZE, or 0 for an EOF
+ * inside the header), closed and counted. */
+int bt__conn_proxy_begin(bt_conn_t *c);
+void bt__conn_proxy_input(bt_conn_t *c, const void *data, size_t len);
+void bt__conn_proxy_refused(bt_conn_t *c, int why);
+/* loop.c: c's header is read: the handler sees it now, then rest. */
+void bt__loop_conn_reveal(bt_loop_t *loop, bt_conn_t *c, const void *rest, size_t len);
+
 int bt__conn_sysfd(bt_conn_t *c);
 /* Close slot of the loop's file table (io_uring: queued on its ring). */
 void bt__loop_uring_close_slot(bt_loop_t *loop, int slot);

@@ -192,6 +192,15 @@ struct bt__mslot *bt__metrics_slot(struct bt__metrics *m, unsigned slot)
 	return m && slot < m->n ? &m->slot[slot] : NULL;
 }
 
+void bt__metrics_proxy(const struct bt__metrics *m, uint64_t *refused, uint64_t *late)
+{
+	*refused = *late = 0;
+	for (unsigned i = 0; m && i < m->n; i++) {
+		*refused += atomic_load_explicit(&m->slot[i].proxy_refused, memory_order_relaxed);
+		*late += atomic_load_explicit(&m->slot[i].proxy_late, memory_order_relaxed);
+	}
+}
+
 void bt__metrics_going_away(struct bt__metrics *m)
 {
 	for (unsigned i = 0; m && i < m->n; i++)
@@ -306,6 +315,18 @@ void bt__metrics_text(const struct bt__snap *sn, struct bt__metrics *m, struct b
 	bt__buf_printf(b, "baton_handoff_seconds_bucket{le=\"+Inf\"} %llu\n", U(cum));
 	bt__buf_printf(b, "baton_handoff_seconds_sum %.9f\nbaton_handoff_seconds_count %llu\n",
 		       (double)hsum / 1e9, U(cum));
+
+	/* PROXY headers (--listen ADDR,proxy) that never came right. */
+	uint64_t pref, plate;
+	bt__metrics_proxy(m, &pref, &plate);
+	head(b, "baton_proxy_refused_total", "counter",
+	     "Connections closed before the program saw them: no valid PROXY header (malformed, "
+	     "over 4096 bytes, or ended inside it).");
+	bt__buf_printf(b, "baton_proxy_refused_total %llu\n", U(pref));
+	head(b, "baton_proxy_late_total", "counter",
+	     "Connections closed before the program saw them: the PROXY header did not complete "
+	     "within --proxy-timeout.");
+	bt__buf_printf(b, "baton_proxy_late_total %llu\n", U(plate));
 
 	/* Per worker loop. */
 	per_worker(b, sn, "baton_worker_up", "gauge", "1 while the worker runs.", W(running, 0));

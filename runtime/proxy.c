@@ -251,3 +251,60 @@ ssize_t bt__proxy_parse(const void *buf, size_t len, struct bt__proxy *out)
 		return -EPROTO;
 	return len < sizeof(v2_sig) ? -EAGAIN : parse_v2(b, len, out);
 }
+
+ssize_t bt__proxy_encode_v2(void *buf, size_t cap, const struct sockaddr *src,
+			    const struct sockaddr *dst)
+{
+	unsigned char *p = buf;
+	size_t alen;
+	unsigned char fam;
+	if (!src)
+		return -EINVAL;
+	switch (src->sa_family) {
+	case AF_INET:
+		fam = AF_V2_INET << 4 | TR_V2_STREAM, alen = 12;
+		break;
+	case AF_INET6:
+		fam = AF_V2_INET6 << 4 | TR_V2_STREAM, alen = 36;
+		break;
+	case AF_UNIX:
+		fam = AF_V2_UNIX << 4 | TR_V2_STREAM, alen = 216;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (cap < 16 + alen)
+		return -ENOSPC;
+	if (dst && dst->sa_family != src->sa_family)
+		dst = NULL; /* its address is then all zeros */
+	memcpy(p, v2_sig, sizeof(v2_sig));
+	p[12] = 0x21; /* version 2, PROXY */
+	p[13] = fam;
+	p[14] = (unsigned char)(alen >> 8);
+	p[15] = (unsigned char)alen;
+	unsigned char *a = p + 16;
+	memset(a, 0, alen);
+	if (src->sa_family == AF_INET) {
+		const struct sockaddr_in *s = (const void *)src, *d = (const void *)dst;
+		memcpy(a, &s->sin_addr, 4);
+		memcpy(a + 8, &s->sin_port, 2);
+		if (d) {
+			memcpy(a + 4, &d->sin_addr, 4);
+			memcpy(a + 10, &d->sin_port, 2);
+		}
+	} else if (src->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s = (const void *)src, *d = (const void *)dst;
+		memcpy(a, &s->sin6_addr, 16);
+		memcpy(a + 32, &s->sin6_port, 2);
+		if (d) {
+			memcpy(a + 16, &d->sin6_addr, 16);
+			memcpy(a + 34, &d->sin6_port, 2);
+		}
+	} else {
+		const struct sockaddr_un *s = (const void *)src, *d = (const void *)dst;
+		memcpy(a, s->sun_path, sizeof(s->sun_path));
+		if (d)
+			memcpy(a + 108, d->sun_path, sizeof(d->sun_path));
+	}
+	return (ssize_t)(16 + alen);
+}

@@ -47,4 +47,15 @@ struct bt__proxy {
  */
 ssize_t bt__proxy_parse(const void *buf, size_t len, struct bt__proxy *out);
 
+/*
+ * A version 2 header (command PROXY, a stream over src's family) saying
+ * src connected to dst, into buf: its length, -EINVAL (src not INET,
+ * INET6 or UNIX) or -ENOSPC (cap below 16 + 216 may not do).  dst may be
+ * NULL, or of another family: its address is then all zeros.  A
+ * connection handed to the next generation carries one, so that its
+ * client's address goes with it.
+ */
+ssize_t bt__proxy_encode_v2(void *buf, size_t cap, const struct sockaddr *src,
+			    const struct sockaddr *dst);
+
 #endif

@@ -47,6 +47,7 @@ void bt__sup_loop_config(const struct bt_runtime *s, unsigned slot, struct bt_lo
 	lc->backend = s->cfg->backend;
 	lc->drain_timeout_ms = s->cfg->drain_timeout_ms;
 	lc->out_high = s->cfg->out_high;
+	lc->proxy_timeout_ms = s->cfg->proxy_timeout_ms;
 }
 
 unsigned bt__sup_running(const struct bt_runtime *s)
@@ -177,8 +178,10 @@ static int open_listeners(struct bt_runtime *s)
 			return 1;
 		}
 		s->lrole[s->nl] = 'L';
+		s->lproxy[s->nl] = (uint8_t)bt__listen_proxy(specs[i]);
 		s->lfds[s->nl++] = fd;
-		bt__log(BT_LOG_INFO, "listening on %s", desc);
+		bt__log(BT_LOG_INFO, "listening on %s%s", desc,
+			s->lproxy[s->nl - 1] ? " (PROXY protocol)" : "");
 	}
 	return 0;
 }
@@ -412,6 +415,8 @@ int bt_runtime_run(const struct bt_runtime_config *cfg_in, const struct bt_handl
 	for (int i = 0; i < s->nl; i++) {
 		if (bt_acceptor_add_listener(s->acc, s->lfds[i]) < 0)
 			goto out;
+		if (s->lproxy[i])
+			bt__acc_listener_proxy(s->acc, s->lfds[i]);
 		s->lkeep[s->nkeep++] = s->lfds[i]; /* for a reload: handover.c */
 		s->lfds[i] = -1; /* the acceptor's now */
 	}

@@ -10,11 +10,16 @@
 #include <sys/socket.h>
 
 /* Open a listener from a --listen spec; fd or -errno (logged). desc gets
- * the bound address ("127.0.0.1:8080", "[::1]:80", "unix:/path"). */
+ * the bound address ("127.0.0.1:8080", "[::1]:80", "unix:/path").  A spec
+ * may end in ",proxy" (bt__listen_proxy), which is not part of the address. */
 int bt__listen_open(const char *spec, int backlog, char *desc, size_t dlen);
 
 /* Is fd listening on what spec names (a port 0 matches any port)? */
 int bt__listen_matches(const char *spec, int fd);
+
+/* Does the spec end in ",proxy": its connections start with a PROXY
+ * protocol header (v1 or v2)? */
+int bt__listen_proxy(const char *spec);
 
 /* Sockets passed the systemd way, into fds: count, 0 if none, -errno. */
 int bt__listen_inherited(int *fds, int max);

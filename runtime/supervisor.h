@@ -207,6 +207,7 @@ struct bt_runtime {
 	uint64_t taken, taken_bytes, taken_refused; /* new: connections handed to us */
 	int lkeep[BT_RUNTIME_MAX_LISTEN + 64]; /* the listeners the acceptor owns */
 	char lrole[BT_RUNTIME_MAX_LISTEN + 64]; /* 'L' --listen, 'S' from systemd */
+	uint8_t lproxy[BT_RUNTIME_MAX_LISTEN + 64]; /* ",proxy": PROXY headers */
 	int nkeep;
 	int attach_kept; /* the attach listener went to the next generation: no unlink */
 	int handed_over; /* a next generation serves ('T'): we finish */

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -454,7 +455,9 @@ def test_health_path():
     assert recv_all(keep, timeout=10) == b"", "the connection stays open after its response"
     keep.close()
     assert srv.proc.poll() is None, "exited within its grace"
-    assert "going away" in srv.text(), srv.text()
+    def logged():
+        assert "going away" in srv.text(), srv.text()
+    cases.until(logged)
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.wait(30) == 0, srv.text()
     assert time.time() - t0 < 30, "the second SIGTERM did not end the grace"
@@ -492,6 +495,127 @@ def test_drain_answers_idle_keepalive():
     assert srv.wait(30) == 0, srv.text()
     assert waited >= 2.5, "the idle connection was closed %.2f s after SIGTERM, " \
         "before the drain's deadline" % waited
+    no_worker_died(srv)
+
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v1(src, sport, dport=80):
+    fam = "TCP6" if ":" in src else "TCP4"
+    dst = "::1" if ":" in src else "127.0.0.1"
+    return ("PROXY %s %s %s %d %d\r\n" % (fam, src, dst, sport, dport)).encode()
+
+
+def proxy_v2(src, sport, tlv=b""):
+    """A v2 PROXY header for an IPv6 or IPv4 client, TLVs appended."""
+    if ":" in src:
+        body = socket.inet_pton(socket.AF_INET6, src) + bytes(16) + struct.pack(">HH", sport, 443)
+        fam = 0x21
+    else:
+        body = socket.inet_pton(socket.AF_INET, src) + bytes(4) + struct.pack(">HH", sport, 443)
+        fam = 0x11
+    body += tlv
+    return V2_SIG + bytes([0x21, fam]) + struct.pack(">H", len(body)) + body
+
+
+def via_proxy(port, header, keep=False):
+    """A connection that sends header, then GET /: (socket, head)."""
+    s = connect(port)
+    s.sendall(header + b"GET / HTTP/1.1\r\nHost: t\r\n" +
+              (b"" if keep else b"Connection: close\r\n") + b"\r\n")
+    head, body = read_response(s)
+    assert body == b"hello\n", (head, body)
+    return s, head
+
+
+def client_of(head):
+    m = re.search(rb"\r\nX-Client: (\S+)", head)
+    assert m, head
+    return m.group(1).decode()
+
+
+def test_proxy_listener():
+    """--listen ADDR,proxy: v1 and v2 headers (TLVs skipped, a header split
+    over writes) give the handler the client's address (bt_conn_peer, shown
+    by --peer-header); a plain listener never parses one.  A connection
+    without a header, with a malformed or an oversized one, or one that
+    stops inside it is closed, and counted; a slow one is closed at
+    --proxy-timeout.  The worker serves on, and the counters say it."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0,proxy", "--listen", "127.0.0.1:0",
+                 "--workers", "2", "--peer-header", "X-Client", "--proxy-timeout", "1000",
+                 env=SERVER_ENV)
+    pport = srv.port
+    plain = int(srv.addrs[1].rsplit(":", 1)[1])
+    assert "(PROXY protocol)" in srv.text().split("listening on")[1], srv.text()
+    try:
+        s, head = via_proxy(pport, proxy_v1("192.0.2.7", 4321))
+        assert client_of(head) == "192.0.2.7:4321", head
+        s, head = via_proxy(pport, proxy_v1("2001:db8::5", 5555))
+        assert client_of(head) == "[2001:db8::5]:5555", head
+        tlvs = b"\x01\x00\x02h2" + b"\x04\x00\x00" + b"\x05\x00\x03abc"
+        s, head = via_proxy(pport, proxy_v2("2001:db8::9", 6000, tlvs))
+        assert client_of(head) == "[2001:db8::9]:6000", head
+        # Split over writes, keep-alive: the peer stays for every request.
+        s = connect(pport)
+        h = proxy_v2("198.51.100.20", 7000)
+        s.sendall(h[:7])
+        time.sleep(0.05)
+        s.sendall(h[7:20])
+        time.sleep(0.05)
+        s.sendall(h[20:] + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, body = read_response(s)
+        assert client_of(head) == "198.51.100.20:7000", head
+        head, body = ask(s, "/")
+        assert client_of(head) == "198.51.100.20:7000", head
+        s.close()
+        # A LOCAL header (a balancer's own check): the connection's address.
+        local = V2_SIG + bytes([0x20, 0x00, 0x00, 0x00])
+        s, head = via_proxy(pport, local)
+        assert client_of(head).startswith("127.0.0.1:"), head
+        # The plain listener: the client's own address, and a PROXY line
+        # is just a bad request there.
+        s, head = via_proxy(plain, b"")
+        assert client_of(head).startswith("127.0.0.1:"), head
+        s = connect(plain)
+        s.sendall(proxy_v1("192.0.2.7", 1) + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert recv_all(s).startswith(b"HTTP/1.1 400"), "a plain listener parsed a header"
+
+        refused = 0
+        for bad in (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",          # no header
+                    b"PROXY TCP4 1.2.3.400 1.2.3.4 1 2\r\n",          # malformed
+                    b"PROXY TCP4 " + b"1" * 120 + b"\r\n",            # over 107
+                    V2_SIG + b"\x21\x21\xff\xff" + bytes(4096)):  # over 4096
+            s = connect(pport)
+            t0 = time.time()
+            try:
+                s.sendall(bad)
+                got = recv_all(s, timeout=10)
+            except ConnectionResetError:
+                got = b""
+            assert got == b"", (bad[:20], got)
+            assert time.time() - t0 < 0.9, "refused only at the deadline: %r" % bad[:20]
+            refused += 1
+        # Stops inside its header: refused at its EOF.
+        s = connect(pport)
+        s.sendall(b"PROXY TCP4 1.2.3.4")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s, timeout=10) == b""
+        refused += 1
+        # Slow: closed at --proxy-timeout (1 s), not before.
+        s = connect(pport)
+        t0 = time.time()
+        s.sendall(b"PROXY TCP4 1.2.3.4 ")
+        assert recv_all(s, timeout=10) == b""
+        took = time.time() - t0
+        assert 0.9 <= took < 5, took
+        # Still serving.
+        s, head = via_proxy(pport, proxy_v1("192.0.2.8", 1))
+        assert client_of(head) == "192.0.2.8:1", head
+    finally:
+        assert srv.stop() == 0, srv.text()
+    m = re.search(r"proxy: refused (\d+) .*late (\d+)", srv.text())
+    assert m and int(m.group(1)) == refused and int(m.group(2)) == 1, (refused, srv.text())
     no_worker_died(srv)
 
 

@@ -147,6 +147,30 @@ def test_reload_keepalive_load():
         assert srv.stop() == 0, srv.text()[-2000:]
 
 
+def test_proxy_client_address_moves():
+    """A keep-alive connection from a --listen ADDR,proxy listener moves to
+    the new generation at a reload with its client's address: the next
+    request there still sees the address from its PROXY header."""
+    srv = Server(HTTPD, "--listen", "127.0.0.1:0,proxy", "--workers", "2",
+                 "--peer-header", "X-Client")
+    try:
+        s = connect(srv.port)
+        s.sendall(b"PROXY TCP4 192.0.2.44 127.0.0.1 4444 80\r\n"
+                  b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, _ = read_response(s)
+        assert b"\r\nX-Client: 192.0.2.44:4444\r\n" in head + b"\r\n", head
+        old = srv.acc
+        reload(srv, 1)
+        wait_log(srv, "connections taken over from the previous generation")
+        assert wait_one_generation(srv) != old
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, _ = read_response(s)
+        assert b"\r\nX-Client: 192.0.2.44:4444\r\n" in head + b"\r\n", head
+        s.close()
+    finally:
+        assert srv.stop() == 0, srv.text()[-2000:]
+
+
 def test_idle_and_half_head():
     """A keep-alive connection idle across a reload answers its next
     request after the old generation has exited: the same socket, no

@@ -154,6 +154,12 @@ struct bt_loop_config {
 	 * go (baton/queue.h: thread ring, forked or attached process).  The
 	 * loop owns it once bt_loop_create succeeds. */
 	bt_queue_inlet_t *inlet;
+	/* Since 0.3 (appended): a connection whose item is flagged
+	 * BT_WIRE_ITEM_PROXY (from a --listen ADDR,proxy listener) must
+	 * complete its PROXY protocol header within this (default 5000).
+	 * Until it does the handler does not see it; a missing, malformed,
+	 * oversized or late header closes it, counted in bt_loop_stats. */
+	unsigned proxy_timeout_ms;
 };
 
 /* Defaults for everything but inlet and handler.  The inline sets
@@ -231,6 +237,11 @@ struct bt_loop_stats {
 	uint64_t lost;       /* items reported lost (MSG_CTRUNC) */
 	uint64_t bytes_in, bytes_out;
 	uint64_t wakeups;    /* times the loop woke up with work */
+	/* Since 0.3 (appended): connections closed before the handler saw
+	 * them for want of a valid PROXY header: refused (not one, malformed,
+	 * over 4096 bytes, or the client closed first), or late (not complete
+	 * within proxy_timeout_ms). */
+	uint64_t proxy_refused, proxy_late;
 };
 BT_API void bt_loop_get_stats_sized(const bt_loop_t *loop, struct bt_loop_stats *out, size_t size);
 static inline void bt_loop_get_stats(const bt_loop_t *loop, struct bt_loop_stats *out)

@@ -166,6 +166,10 @@ struct bt_runtime_config {
 	 * drains.  A second SIGTERM or SIGINT drains at once.  0 (default):
 	 * drain at once. */
 	unsigned grace_ms;
+	/* Since 0.3 (appended): --proxy-timeout MS, a listener's PROXY header
+	 * (--listen ADDR,proxy) must arrive within this (default 5000;
+	 * bt_loop_config.proxy_timeout_ms). */
+	unsigned proxy_timeout_ms;
 };
 
 /*

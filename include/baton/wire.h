@@ -61,9 +61,15 @@ enum bt_wire_type {
 #define BT_WIRE_ITEM_RESUMED 0x8u  /* a connection handed over by the previous
                                       generation; its payload is input read
                                       there and not consumed */
+/* Since 0.3, to the server's own workers only (never to an attached one): */
+#define BT_WIRE_ITEM_PROXY 0x10u   /* the connection starts with a PROXY
+                                      protocol header (a --listen ADDR,proxy
+                                      listener): the worker loop reads it
+                                      before the handler sees the connection */
 #define BT_WIRE_ITEM_APP_MASK 0xffff0000u
 #define BT_WIRE_ITEM_WIRE_MASK                                                                  \
-	(BT_WIRE_ITEM_FD | BT_WIRE_ITEM_HANDOVER | BT_WIRE_ITEM_RESUMED | BT_WIRE_ITEM_APP_MASK)
+	(BT_WIRE_ITEM_FD | BT_WIRE_ITEM_HANDOVER | BT_WIRE_ITEM_RESUMED | BT_WIRE_ITEM_PROXY |  \
+	 BT_WIRE_ITEM_APP_MASK)
 
 /*
  * One work item.  When encoding, fd is the descriptor to send (used only by
