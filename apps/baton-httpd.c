@@ -186,6 +186,22 @@ static int open_beneath(const char *rel, struct stat *st)
 	return fd;
 }
 
+/* A response was queued (rc from bt_conn_write or bt_conn_sendfile): the
+ * handler's return value (see handle_request) after ending the connection
+ * if the write failed or it does not stay open. */
+static int reply_sent(bt_conn_t *c, int rc, int keep)
+{
+	if (rc < 0) {
+		bt_conn_abort(c);
+		return -1;
+	}
+	if (!keep) {
+		bt_conn_close(c);
+		return -1;
+	}
+	return rc;
+}
+
 /* Serve a file from --root: 200, 400, 403, 404.  The body is streamed by
  * the loop (bt_conn_sendfile): memory stays bounded whatever its size.
  * Returns what bt_conn_write returned (0, or 1: above the mark), or -1 if
@@ -229,15 +245,7 @@ static int serve_file(bt_conn_t *c, const struct http_req *r, int keep)
 	}
 	if (fd >= 0)
 		close(fd);
-	if (rc < 0) {
-		bt_conn_abort(c);
-		return -1;
-	}
-	if (!keep) {
-		bt_conn_close(c);
-		return -1;
-	}
-	return rc;
+	return reply_sent(c, rc, keep);
 }
 
 /*
@@ -329,15 +337,7 @@ static int health_reply(bt_conn_t *c, const struct http_req *r, int keep)
 			 keep ? "" : "Connection: close\r\n", r->method == HTTP_HEAD ? "" : body);
 	count(c, up ? 200 : 503);
 	int rc = bt_conn_write(c, buf, (size_t)n);
-	if (rc < 0) {
-		bt_conn_abort(c);
-		return -1;
-	}
-	if (!keep) {
-		bt_conn_close(c);
-		return -1;
-	}
-	return rc;
+	return reply_sent(c, rc, keep);
 }
 
 /*
@@ -386,15 +386,7 @@ static int handle_request(bt_conn_t *c, const char *buf, size_t len, uint64_t *b
 	count(c, 200);
 	if (rc >= 0 && r.method != HTTP_HEAD)
 		return fixed_body(c, 0, !keep);
-	if (rc < 0) {
-		bt_conn_abort(c);
-		return -1;
-	}
-	if (!keep) {
-		bt_conn_close(c);
-		return -1;
-	}
-	return rc;
+	return reply_sent(c, rc, keep);
 }
 
 /*
