@@ -172,7 +172,7 @@ static void test_config(void)
 	it.flags = BT_WIRE_ITEM_FD;
 	it.fd = -1;
 	CHECK_ERR(bt_queue_push(q, &it), -EINVAL);
-	it.flags = 0x10; /* reserved */
+	it.flags = 0x20; /* reserved */
 	CHECK_ERR(bt_queue_push(q, &it), -EINVAL);
 	bt_queue_destroy(q); /* closes ch */
 	close(sv[1]);

@@ -249,7 +249,7 @@ static void test_encode_errors(void)
 	CHECK_ERR(bt_wire_encode_batch(msg_buf, sizeof(msg_buf), 0, it, 254), -E2BIG);
 
 	struct bt_wire_item one = it[0];
-	one.flags |= 0x10; /* reserved bit */
+	one.flags |= 0x20; /* reserved bit */
 	CHECK_ERR(bt_wire_encode_batch(msg_buf, sizeof(msg_buf), 0, &one, 1), -EINVAL);
 	one = it[0];
 	one.flags |= BT_WIRE_ITEM_LOST; /* receiver-only flag */
