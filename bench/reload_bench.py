@@ -6,7 +6,10 @@ Each design serves a fixed 200 response on 127.0.0.1.  The same load runs
 against each: C clients on keep-alive connections, each pausing 0-20 ms
 between requests, for S seconds, once without reloads and once with R
 reloads spread over it.  A request that gets no full response (end of
-file, reset, timeout) is a failure, and its client connects again.
+file, reset, timeout) is a failure, and its client connects again.  So
+does a client after a response that says "Connection: close", as any
+HTTP client does (before 2026-12-06 it sent its next request on the
+closed connection, and counted it failed).
 
   baton          baton-httpd, kill -HUP to its master (connections move)
   baton-restart  baton-httpd, SIGTERM then a new start (for contrast)
@@ -44,7 +47,8 @@ def free_port():
 
 
 def read_response(s):
-    """One HTTP/1.1 response with Content-Length; its status line."""
+    """One HTTP/1.1 response with Content-Length: its status line, and
+    whether the server said it closes the connection after it."""
     data = b""
     while b"\r\n\r\n" not in data:
         b = s.recv(65536)
@@ -61,7 +65,8 @@ def read_response(s):
         rest += b
     if len(rest) > n:
         raise ConnectionError("more bytes than one response")
-    return head.split(b"\r\n", 1)[0]
+    close = re.search(rb"(?im)^connection:\s*close\s*$", head) is not None
+    return head.split(b"\r\n", 1)[0], close
 
 
 class KeepAliveLoad:
@@ -90,10 +95,12 @@ class KeepAliveLoad:
                         self.refused += 1  # no request sent: not a failed request
                     time.sleep(0.01)
                     continue
+            close = False
             try:
                 time.sleep(rnd.random() * 0.02)
                 s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-                good = read_response(s).startswith(b"HTTP/1.1 200")
+                status, close = read_response(s)
+                good = status.startswith(b"HTTP/1.1 200")
             except OSError:
                 good = False
             with self.lock:
@@ -101,7 +108,9 @@ class KeepAliveLoad:
                     self.ok += 1
                 else:
                     self.failed += 1
-            if not good and s is not None:
+            # As any HTTP client: after "Connection: close" (a server
+            # stopping, say), the next request goes on a new connection.
+            if (close or not good) and s is not None:
                 s.close()
                 s = None
         if s is not None:
