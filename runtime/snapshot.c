@@ -83,8 +83,10 @@ struct bt__snap *bt__snap_take(struct bt_runtime *s)
 	uint64_t now = bt__now_ns();
 	snprintf(sn->name, sizeof(sn->name), "%s", s->cfg->name);
 	sn->state = s->draining ? (s->next_fd >= 0 || s->handed_over ? "handing over" : "draining")
-		    : s->next_fd >= 0 ? "reloading"
-				       : "serving";
+		    : s->next_fd >= 0	  ? "reloading"
+		    : s->grace_until_ns ? "going away"
+					  : "serving";
+	bt__metrics_proxy(s->metrics, &sn->proxy_refused, &sn->proxy_late);
 	sn->pid = (long)getpid();
 	sn->master_pid = s->ctl_fd >= 0 ? (long)getppid() : 0;
 	sn->up_ns = now - s->start_ns;
@@ -218,6 +220,9 @@ void bt__snap_text(const struct bt__snap *sn, struct bt__buf *b)
 		bt__buf_printf(b, "reload: taken over %llu connections (%llu bytes carried), "
 				  "refused %llu\n",
 			       U(sn->taken), U(sn->taken_bytes), U(sn->taken_refused));
+	if (sn->proxy_refused || sn->proxy_late)
+		bt__buf_printf(b, "proxy: refused %llu (no valid PROXY header), late %llu\n",
+			       U(sn->proxy_refused), U(sn->proxy_late));
 	bt__buf_printf(b, "%-6s %-8s %-8s %-8s %7s %6s %9s %9s %6s %10s %10s %6s %8s %8s\n",
 		       "worker", "kind", "pid", "state", "up", "open", "inflight", "batches",
 		       "fds/b", "items", "acked", "lost", "redeliv", "restarts");
@@ -286,6 +291,8 @@ void bt__snap_json(const struct bt__snap *sn, struct bt__buf *b)
 	bt__buf_printf(b, "]},");
 	bt__buf_printf(b, "\"reload\":{\"taken\":%llu,\"taken_bytes\":%llu,\"refused\":%llu},",
 		       U(sn->taken), U(sn->taken_bytes), U(sn->taken_refused));
+	bt__buf_printf(b, "\"proxy\":{\"refused\":%llu,\"late\":%llu},", U(sn->proxy_refused),
+		       U(sn->proxy_late));
 	bt__buf_printf(b, "\"workers\":[");
 	for (unsigned i = 0; i < sn->nworkers; i++) {
 		const struct bt__snap_worker *w = &sn->w[i];

@@ -335,6 +335,7 @@ struct bt__snap {
 	uint64_t accepted_by[BT_RUNTIME_MAX_ACCEPTORS]; /* each acceptor's accepted */
 	unsigned held;
 	uint64_t taken, taken_bytes, taken_refused, rehomed, internal;
+	uint64_t proxy_refused, proxy_late; /* PROXY headers (metrics.c) */
 	unsigned maxw;
 	unsigned nworkers;
 	struct bt__snap_worker w[];

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -24,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
 from cases import Skip, free_port, until  # noqa: E402
-from test_server import HTTPD, MODE, Server  # noqa: E402
+from test_server import HTTPD, MODE, Server, recv_all  # noqa: E402
 from test_reload import KeepAliveLoad, Load, get_close, wait_log  # noqa: E402
 import test_attach  # noqa: E402
 
@@ -575,6 +576,44 @@ def test_metrics():
             "baton_uptime_seconds"] + 5, body2[:300]
     finally:
         assert srv.stop() == 0, srv.text()[-3000:]
+
+
+def test_proxy_and_grace_in_stats():
+    """A PROXY listener's refused and late headers show in stats --json,
+    status and /metrics, alike; SIGTERM with --grace shows state 'going
+    away' while the server still answers."""
+    srv, sock = server("--listen", "127.0.0.1:0,proxy", "--proxy-timeout", "300",
+                       "--grace", "30000", "--metrics", "127.0.0.1:0")
+    pport = int(srv.addrs[1].rsplit(":", 1)[1])
+    try:
+        for bad in (b"GET / HTTP/1.1\r\n\r\n", b"PROXY TCP9 x\r\n"):
+            c = socket.create_connection(("127.0.0.1", pport), timeout=10)
+            c.sendall(bad)
+            assert recv_all(c, timeout=10) == b""
+            c.close()
+        c = socket.create_connection(("127.0.0.1", pport), timeout=10)
+        c.sendall(b"PROXY TCP4 ")  # then nothing: late
+        assert recv_all(c, timeout=10) == b""
+        c.close()
+        def counted():
+            st = stats(sock)
+            assert st["proxy"] == {"refused": 2, "late": 1}, st["proxy"]
+            return st
+        st = until(counted)
+        assert st["state"] == "serving", st["state"]
+        rc, out, err = ctl(sock, "status")
+        assert "proxy: refused 2 (no valid PROXY header), late 1" in out, out
+        m = samples(scrape(metrics_port(srv))[2])
+        assert m["baton_proxy_refused_total"] == 2 and m["baton_proxy_late_total"] == 1, m
+        srv.proc.send_signal(signal.SIGTERM)
+        def going():
+            state = stats(sock)["state"]
+            assert state == "going away", state
+        until(going)
+        assert get_close(srv.port), "not served while going away"
+    finally:
+        srv.proc.send_signal(signal.SIGTERM)  # the second: drain now
+        assert srv.wait(30) == 0, srv.text()[-2000:]
 
 
 def test_reload_through_control():

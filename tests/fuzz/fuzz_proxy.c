@@ -8,7 +8,9 @@
  * - a header's length alone gives the same result, and its proper
  *   prefixes read -EAGAIN;
  * - addresses, when given, are of a family the parser produces, with a
- *   length that fits.
+ *   length that fits;
+ * - bt__proxy_encode_v2 of them (a reload hands them on so) parses back
+ *   to the same addresses.
  */
 #include "../../runtime/proxy.h"
 
@@ -70,6 +72,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (p.has_addr && (q.src_len != p.src_len || memcmp(&q.src, &p.src, p.src_len) != 0))
 			abort();
+		if (p.has_addr) {
+			uint8_t enc[16 + 216];
+			ssize_t n = bt__proxy_encode_v2(enc, sizeof(enc), (struct sockaddr *)&p.src,
+							(struct sockaddr *)&p.dst);
+			struct bt__proxy e;
+			if (n <= 0 || bt__proxy_parse(enc, (size_t)n, &e) != n || !e.has_addr ||
+			    e.version != 2)
+				abort();
+			if (e.src_len != p.src_len || memcmp(&e.src, &p.src, p.src_len) != 0 ||
+			    e.dst_len != p.dst_len || memcmp(&e.dst, &p.dst, p.dst_len) != 0)
+				abort();
+		}
 		size_t ks[3] = {0, (size_t)rc / 2, (size_t)rc - 1};
 		for (int i = 0; i < 3; i++)
 			if (bt__proxy_parse(data, ks[i], &q) != -EAGAIN)
