@@ -60,12 +60,13 @@ def free_port():
             continue
 
 
-def haproxy_config(mode, fport, bport, sock):
+def haproxy_config(mode, fport, bport, sock, send="send-proxy-v2"):
     """The configuration of docs/deploy.md, with the checks made fast for a
-    test (inter 100ms, fall 2, rise 2) and a stats socket to watch them."""
+    test (inter 100ms, fall 2, rise 2) and a stats socket to watch them.
+    send: send-proxy-v2, or send-proxy for version 1."""
     http = mode == "http"
     servers = "".join(
-        "    server %s %s:%d send-proxy-v2 check check-send-proxy\n" % (name, ip, bport)
+        "    server %s %s:%d %s check check-send-proxy\n" % (name, ip, bport, send)
         for name, ip in zip(("a", "b"), BACKENDS))
     return ("global\n"
             "    stats socket %s level admin\n"
@@ -96,12 +97,12 @@ def haproxy_config(mode, fport, bport, sock):
 class HAProxy:
     """HAProxy in the foreground (-db) in a directory of its own."""
 
-    def __init__(self, mode, fport, bport):
+    def __init__(self, mode, fport, bport, send="send-proxy-v2"):
         self.dir = tempfile.mkdtemp(prefix="baton-haproxy-")
         self.sock = os.path.join(self.dir, "stats.sock")
         cfg = os.path.join(self.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
-            f.write(haproxy_config(mode, fport, bport, self.sock))
+            f.write(haproxy_config(mode, fport, bport, self.sock, send))
         self.log = open(os.path.join(self.dir, "haproxy.log"), "w+")
         self.proc = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -4,8 +4,10 @@
 front of two baton-httpd instances on 127.0.0.2 and 127.0.0.3, as
 docs/deploy.md sets it up.
 
+  deploy_config_parses  docs/deploy/haproxy.cfg is valid (haproxy -c)
   client_address   TCP mode, send-proxy-v2: the handler sees the client's
-                   own address (the client binds 127.0.0.9), not HAProxy's
+                   own address (the client binds 127.0.0.9), not HAProxy's;
+                   _v1: the same with send-proxy (a version 1 line)
   spread           both instances serve, round robin
   drain_http       HTTP mode under keep-alive load: one instance gets
                    SIGTERM with --grace; it answers 503 to the health check,
@@ -41,12 +43,12 @@ def instances(bport, *extra):
             for name, ip in zip(("A", "B"), BACKENDS)]
 
 
-def setup(mode, *extra):
+def setup(mode, *extra, send="send-proxy-v2"):
     if not os.access(HAPROXY, os.X_OK):
         raise Skip("no haproxy (.ci/deps test installs it)")
     fport, bport = free_port(), free_port()
     srvs = instances(bport, *extra)
-    lb = HAProxy(mode, fport, bport)
+    lb = HAProxy(mode, fport, bport, send)
     try:
         lb.wait_state({"a": "UP", "b": "UP"})
     except BaseException:
@@ -95,10 +97,8 @@ def test_deploy_config_parses():
         assert needle in text, needle
 
 
-def test_client_address():
-    """TCP mode with send-proxy-v2: X-Client (bt_conn_peer) is the client's
-    own address and port, not HAProxy's."""
-    fport, lb, srvs = setup("tcp")
+def client_address(send):
+    fport, lb, srvs = setup("tcp", send=send)
     try:
         for _ in range(6):
             head, body, me = get_from(fport, source="127.0.0.9")
@@ -107,6 +107,17 @@ def test_client_address():
             assert m and m.group(1).decode() == "%s:%d" % me, (head, me)
     finally:
         teardown(lb, srvs)
+
+
+def test_client_address():
+    """TCP mode with send-proxy-v2: X-Client (bt_conn_peer) is the client's
+    own address and port (it binds 127.0.0.9), not HAProxy's."""
+    client_address("send-proxy-v2")
+
+
+def test_client_address_v1():
+    """The same with send-proxy: HAProxy's version 1 header, a text line."""
+    client_address("send-proxy")
 
 
 def test_spread():
