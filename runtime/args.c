@@ -472,6 +472,8 @@ static void usage(FILE *f, const struct bt_runtime_config *cfg, const struct bt_
 		"                  (default: the others on standby until the first is busy)\n"
 		"  LISTEN_FDS      with LISTEN_PID: systemd socket activation; the passed\n"
 		"                  sockets are served (--listen is then refused)\n"
+		"  LISTEN_FDNAMES  a socket named proxy (FileDescriptorName=proxy) reads\n"
+		"                  a PROXY header, as --listen ADDR,proxy\n"
 		"  NOTIFY_SOCKET   systemd Type=notify: READY=1, STATUS=, STOPPING=1\n"
 		"  JOURNAL_STREAM  when it names stderr, log lines carry <N> priorities\n");
 }

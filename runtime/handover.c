@@ -130,8 +130,10 @@ int bt__gen_take_listeners(struct bt_runtime *s)
 		if (it->fd < 0)
 			continue; /* "E", or a listener that did not arrive */
 		int keep = 0;
-		if (role == 'S' && s->cfg->nlisten == 0 && s->nl < BT_RUNTIME_MAX_LISTEN + 64) {
+		if ((role == 'S' || role == 'P') && s->cfg->nlisten == 0 &&
+		    s->nl < BT_RUNTIME_MAX_LISTEN + 64) {
 			s->lfds[s->nl] = it->fd;
+			s->lproxy[s->nl] = role == 'P'; /* systemd named it "proxy" */
 			s->lrole[s->nl++] = 'S';
 			activated++;
 			keep = 1;
@@ -385,11 +387,12 @@ static void add_listener(struct bt_wire_item *it, size_t *n, int fd, const char 
 static void send_listeners(struct bt_runtime *s)
 {
 	struct bt_wire_item it[BT_RUNTIME_MAX_LISTEN + 64 + 4];
-	static const char tags[] = "LSAECM";
+	static const char tags[] = "LSAECMP";
 	size_t n = 0;
 	memset(it, 0, sizeof(it));
 	for (int i = 0; i < s->nkeep; i++)
-		add_listener(it, &n, s->lkeep[i], s->lrole[i] == 'S' ? &tags[1] : &tags[0]);
+		add_listener(it, &n, s->lkeep[i],
+			     s->lrole[i] != 'S' ? &tags[0] : s->lproxy[i] ? &tags[6] : &tags[1]);
 	if (s->attach_fd >= 0)
 		add_listener(it, &n, s->attach_fd, &tags[2]);
 	if (s->ctl_lfd >= 0)

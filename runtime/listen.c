@@ -211,7 +211,7 @@ int bt__listen_matches(const char *full, int fd)
 	return same;
 }
 
-int bt__listen_inherited(int *fds, int max)
+int bt__listen_inherited(int *fds, uint8_t *proxy, int max)
 {
 	const char *pid = getenv("LISTEN_PID");
 	const char *n = getenv("LISTEN_FDS");
@@ -236,6 +236,15 @@ int bt__listen_inherited(int *fds, int max)
 		}
 		fcntl(fd, F_SETFD, FD_CLOEXEC);
 		fds[i] = fd;
+		proxy[i] = 0;
+	}
+	/* FileDescriptorName=proxy in the .socket unit: a PROXY listener, as
+	 * --listen ADDR,proxy (names are ':'-separated, in fd order). */
+	const char *names = getenv("LISTEN_FDNAMES");
+	for (int i = 0; names && i < cnt; i++) {
+		size_t len = strcspn(names, ":");
+		proxy[i] = len == 5 && strncmp(names, "proxy", 5) == 0;
+		names = names[len] ? names + len + 1 : NULL;
 	}
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");

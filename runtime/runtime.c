@@ -139,7 +139,7 @@ static int open_listeners(struct bt_runtime *s)
 {
 	const struct bt_runtime_config *cfg = s->cfg;
 	char desc[160];
-	int n = bt__listen_inherited(s->lfds, 64);
+	int n = bt__listen_inherited(s->lfds, s->lproxy, 64);
 	if (n < 0)
 		return 1;
 	if (n > 0) {
@@ -159,7 +159,8 @@ static int open_listeners(struct bt_runtime *s)
 			socklen_t sl = sizeof(ss);
 			getsockname(s->lfds[i], (struct sockaddr *)&ss, &sl);
 			bt__describe_addr((struct sockaddr *)&ss, sl, desc, sizeof(desc));
-			bt__log(BT_LOG_INFO, "listening on %s (fd %d from systemd)", desc, s->lfds[i]);
+			bt__log(BT_LOG_INFO, "listening on %s (fd %d from systemd%s)", desc, s->lfds[i],
+				s->lproxy[i] ? ", PROXY protocol" : "");
 		}
 		return 0;
 	}

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /* Open a listener from a --listen spec; fd or -errno (logged). desc gets
@@ -21,8 +22,10 @@ int bt__listen_matches(const char *spec, int fd);
  * protocol header (v1 or v2)? */
 int bt__listen_proxy(const char *spec);
 
-/* Sockets passed the systemd way, into fds: count, 0 if none, -errno. */
-int bt__listen_inherited(int *fds, int max);
+/* Sockets passed the systemd way, into fds: count, 0 if none, -errno.
+ * proxy[i]: 1 if the .socket unit named it "proxy" (FileDescriptorName=,
+ * LISTEN_FDNAMES): its connections start with a PROXY header. */
+int bt__listen_inherited(int *fds, uint8_t *proxy, int max);
 
 void bt__describe_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap);
 

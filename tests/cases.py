@@ -61,12 +61,13 @@ def run(namespace, want):
     return 1 if failed else 0
 
 
-def activated(fd, argv, nofile=None):
+def activated(fd, argv, nofile=None, name=None):
     """The command that starts argv the way systemd's socket activation
     does: the listening socket fd moved to descriptor 3, LISTEN_FDS=1 and
     LISTEN_PID = the program's own pid (known only in the child: a tiny
     launcher sets it right before exec).  nofile: an RLIMIT_NOFILE to set
-    first.  Pass fd in the Popen's pass_fds."""
+    first.  name: LISTEN_FDNAMES (a .socket unit's FileDescriptorName=).
+    Pass fd in the Popen's pass_fds."""
     launcher = ("import os, resource, sys\n"
                 "n = int(sys.argv[2])\n"
                 "if n:\n"
@@ -78,8 +79,10 @@ def activated(fd, argv, nofile=None):
                 "os.set_inheritable(3, True)\n"
                 "os.environ['LISTEN_PID'] = str(os.getpid())\n"
                 "os.environ['LISTEN_FDS'] = '1'\n"
-                "os.execv(sys.argv[3], sys.argv[3:])\n")
-    return [sys.executable, "-c", launcher, str(fd), str(nofile or 0)] + list(argv)
+                "if sys.argv[3]:\n"
+                "    os.environ['LISTEN_FDNAMES'] = sys.argv[3]\n"
+                "os.execv(sys.argv[4], sys.argv[4:])\n")
+    return [sys.executable, "-c", launcher, str(fd), str(nofile or 0), name or ""] + list(argv)
 
 
 def terminate(proc, timeout=15):

@@ -619,6 +619,40 @@ def test_proxy_listener():
     no_worker_died(srv)
 
 
+def test_proxy_socket_activation():
+    """A socket from systemd named "proxy" (FileDescriptorName=proxy,
+    LISTEN_FDNAMES) is a PROXY listener, and stays one across a reload
+    (SIGHUP: the master starts the program again, which takes the socket
+    from the previous generation)."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(64)
+    port = ls.getsockname()[1]
+    cmd = cases.activated(ls.fileno(), [HTTPD, "--workers", "1", "--peer-header", "X-Client"],
+                          name="proxy")
+    srv = Server(HTTPD, cmd=cmd, pass_fds=(ls.fileno(),), env=SERVER_ENV)
+    ls.close()
+    try:
+        assert "(fd 3 from systemd, PROXY protocol)" in srv.text(), srv.text()
+        for gen in (1, 2):
+            s, head = via_proxy(port, proxy_v1("192.0.2.31", 3100 + gen))
+            assert client_of(head) == "192.0.2.31:%d" % (3100 + gen), head
+            s.close()
+            s = connect(port)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert recv_all(s, timeout=10) == b"", "a request without a header was served"
+            s.close()
+            if gen == 1:
+                old = srv.acc
+                srv.proc.send_signal(signal.SIGHUP)
+
+                def reloaded():
+                    assert "reload 1:" in srv.text() and srv.acc != old, srv.text()[-1500:]
+                cases.until(reloaded, timeout=20)
+    finally:
+        assert srv.stop() == 0, srv.text()[-2000:]
+
+
 def test_stopped_worker_under_load():
     """SIGSTOP one of two workers under 'Connection: close' load: dispatch
     passes it over once it stops acknowledging, so the other keeps serving
