@@ -36,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reload_bench import KeepAliveLoad, stop  # noqa: E402
+from reload_bench import KeepAliveLoad, nginx_argv, stop  # noqa: E402
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 FRONT = "127.0.0.1"
@@ -191,18 +191,9 @@ class Nginx(Instance):
     def __init__(self, build, ip, port, name, d):
         d = os.path.join(d, name)
         os.mkdir(d)
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("worker_processes 2;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\n"
-                    "error_log %s/error.log;\nevents { worker_connections 4096; }\n"
-                    "http { access_log off; keepalive_requests 1000000; keepalive_timeout 65;\n"
-                    "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
-                    "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
-                    "  server { listen %s:%d proxy_protocol; default_type text/plain;\n"
-                    "    location = /healthz { return 200 \"ok\\n\"; }\n"
-                    "    location / { return 200 \"%s\\n\"; } } }\n"
-                    % (d, d, d, d, d, d, d, ip, port, name))
-        self.argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-p", d]
+        self.argv = nginx_argv(d, "listen %s:%d proxy_protocol; default_type text/plain;\n"
+                                  "    location = /healthz { return 200 \"ok\\n\"; }\n"
+                                  "    location / { return 200 \"%s\\n\"; }" % (ip, port, name))
 
 
 DESIGNS = {"baton": Baton, "baton-nograce": BatonNoGrace, "nginx": Nginx}

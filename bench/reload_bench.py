@@ -180,23 +180,28 @@ class BatonRestart(Baton):
         self.start()
 
 
+def nginx_argv(d, server):
+    """nginx 1.22 in the foreground, 2 workers, its files in directory d,
+    with one server block whose inside is server; its command line."""
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("worker_processes 2;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\n"
+                "error_log %s/error.log;\nevents { worker_connections 4096; }\n"
+                "http { access_log off; keepalive_requests 1000000; keepalive_timeout 65;\n"
+                "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
+                "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
+                "  server { %s } }\n" % (d, d, d, d, d, d, d, server))
+    return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-p", d]
+
+
 class Nginx(Design):
     name = "nginx"
     stop_sig = signal.SIGQUIT  # graceful
 
     def __init__(self, build, port, d):
         self.port = port
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("worker_processes 2;\ndaemon off;\nmaster_process on;\npid %s/nginx.pid;\n"
-                    "error_log %s/error.log;\nevents { worker_connections 4096; }\n"
-                    "http { access_log off; keepalive_requests 1000000; keepalive_timeout 65;\n"
-                    "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
-                    "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
-                    "  server { listen 127.0.0.1:%d; default_type text/plain;\n"
-                    "    location / { return 200 \"hello\\n\"; } } }\n"
-                    % (d, d, d, d, d, d, d, port))
-        self.argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-p", d]
+        self.argv = nginx_argv(d, "listen 127.0.0.1:%d; default_type text/plain;\n"
+                                  "    location / { return 200 \"hello\\n\"; }" % port)
 
 
 class Haproxy(Design):
