@@ -11,6 +11,10 @@
 #   bench/run.sh reload ARGS...  reloads under keep-alive load: baton, a
 #                                restart of baton, nginx and HAProxy
 #                                (bench/reload_bench.py; about 2 minutes)
+#   bench/run.sh drain ARGS...   one host of two taken out behind HAProxy
+#                                under keep-alive load: baton with and
+#                                without --grace, nginx (bench/drain_bench.py;
+#                                about 2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .ci/deps bench
@@ -24,5 +28,6 @@ case $cmd in
   conns) exec build/release/bench/baton-bench conns --csv build/results/conns.csv "$@" ;;
   fdpass) exec build/release/bench/baton-bench fdpass --csv build/results/fdpass.csv "$@" ;;
   reload) exec python3 bench/reload_bench.py build/release "$@" ;;
+  drain) exec python3 bench/drain_bench.py build/release "$@" ;;
   *) exec build/release/bench/baton-bench "$cmd" "$@" ;;
 esac
