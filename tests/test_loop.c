@@ -54,6 +54,8 @@ struct seen {
 	int rc[8];          /* results of the sendfile error cases */
 	int exdev;          /* on_close with -EXDEV: handed over */
 	int resumed;        /* on_open of a connection from the previous generation */
+	int opens;          /* on_open calls */
+	uint64_t proxy_refused, proxy_late; /* the loop's stats at on_stop */
 	int fd_ok[8];
 };
 static struct seen *seen;
@@ -262,6 +264,21 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 			      bt_loop_draining(bt_conn_loop(c)) ? 4 : 3);
 		return;
 	}
+	if (len >= 5 && memcmp(data, "peer?", 5) == 0) {
+		/* "peer?": bt_conn_peer's address, "IP:PORT\n" */
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		char ip[INET6_ADDRSTRLEN] = "?", out[INET6_ADDRSTRLEN + 16];
+		unsigned port = 0;
+		if (bt_conn_peer(c, &ss, &sl) == 0 && ss.ss_family == AF_INET) {
+			const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+			port = ntohs(a->sin_port);
+		}
+		int n = snprintf(out, sizeof(out), "%s:%u\n", ip, port);
+		bt_conn_write(c, out, (size_t)n);
+		return;
+	}
 	if (len >= 4 && memcmp(data, "slow", 4) == 0) {
 		bt_conn_set_timeout(c, 200);
 		return;
@@ -299,6 +316,20 @@ static void echo_timeout(bt_conn_t *c)
 	st->tailing = 1;
 }
 
+static void echo_open(bt_conn_t *c)
+{
+	seen->opens++;
+	seen->resumed += bt_conn_resumed(c);
+}
+
+static void echo_stop(bt_loop_t *loop)
+{
+	struct bt_loop_stats st;
+	bt_loop_get_stats(loop, &st);
+	seen->proxy_refused = st.proxy_refused;
+	seen->proxy_late = st.proxy_late;
+}
+
 static void echo_close(bt_conn_t *c, int reason)
 {
 	struct cstate *st = bt_conn_data(c);
@@ -326,6 +357,8 @@ static int echo_handover(bt_conn_t *c, const void **carry, size_t *len)
 
 static const struct bt_handler echo = {
 	.size = sizeof(struct bt_handler),
+	.on_open = echo_open,
+	.on_stop = echo_stop,
 	.on_data = echo_data,
 	.on_close = echo_close,
 	.on_writable = echo_writable,
@@ -334,6 +367,7 @@ static const struct bt_handler echo = {
 };
 
 static size_t rig_out_high; /* the worker's out_high; 0: the default */
+static unsigned rig_proxy_ms; /* the worker's proxy_timeout_ms; 0: the default */
 static int rig_wire; /* acknowledgements on the wire (no shm), as an attached worker */
 static int rig_two;  /* a second producer: q2 on a second inlet (bt_loop_add_inlet) */
 
@@ -387,6 +421,8 @@ static void start(struct rig *r)
 		cfg.drain_timeout_ms = 2000;
 		if (rig_out_high)
 			cfg.out_high = rig_out_high;
+		if (rig_proxy_ms)
+			cfg.proxy_timeout_ms = rig_proxy_ms;
 		bt_loop_t *loop;
 		int rc = bt_loop_create(&loop, &cfg);
 		if (rc < 0) {
@@ -434,7 +470,7 @@ static void start(struct rig *r)
 
 /* A client connects; we accept and hand the connection to the worker
  * through q. */
-static int client_on(struct rig *r, bt_queue_t *q)
+static int client_flags(struct rig *r, bt_queue_t *q, uint32_t flags)
 {
 	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK_OP(c, >=, 0);
@@ -444,12 +480,17 @@ static int client_on(struct rig *r, bt_queue_t *q)
 	struct bt_wire_item it;
 	memset(&it, 0, sizeof(it));
 	it.id = ++r->next_id;
-	it.flags = BT_WIRE_ITEM_FD;
+	it.flags = BT_WIRE_ITEM_FD | flags;
 	it.fd = s;
 	CHECK_OP(bt_queue_push(q, &it), >=, 0);
 	CHECK_OP(bt_queue_flush(q), >=, 1);
 	bt_queue_reap(q, NULL, NULL);
 	return c;
+}
+
+static int client_on(struct rig *r, bt_queue_t *q)
+{
+	return client_flags(r, q, 0);
 }
 
 static int client(struct rig *r)
@@ -1005,6 +1046,66 @@ static void test_timeout_moved(void)
 	stop(&r, 0);
 }
 
+/* Items flagged BT_WIRE_ITEM_PROXY: the handler sees the connection (and
+ * bt_conn_peer the header's address) only after its PROXY header, whole or
+ * in pieces, with the bytes after it; no header, a broken one, or one not
+ * complete within proxy_timeout_ms closes it unseen (no on_open, no
+ * on_close) and counts it.  A connection without the flag is never
+ * parsed. */
+static void test_proxy_header(void)
+{
+	rig_proxy_ms = 300;
+	struct rig r;
+	start(&r);
+	char buf[64];
+	/* A header and a request in one write. */
+	int fd = client_flags(&r, r.q, BT_WIRE_ITEM_PROXY);
+	const char *h = "PROXY TCP4 192.0.2.1 192.0.2.2 1111 80\r\npeer?\n";
+	CHECK_EQ(write(fd, h, strlen(h)), strlen(h));
+	CHECK_EQ(read_all(fd, buf, 15, 5000), 15);
+	CHECK(memcmp(buf, "192.0.2.1:1111\n", 15) == 0);
+	expect_echo(fd, "then echo\n");
+	close(fd);
+	/* In three writes, each one read apart. */
+	fd = client_flags(&r, r.q, BT_WIRE_ITEM_PROXY);
+	const char *parts[] = {"PROXY TCP4 198.51", ".100.7 192.0.2.2 2", "222 80\r\n"};
+	for (int i = 0; i < 3; i++) {
+		CHECK_EQ(write(fd, parts[i], strlen(parts[i])), strlen(parts[i]));
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		CHECK_EQ(poll(&p, 1, 50), 0); /* nothing comes back meanwhile */
+	}
+	CHECK_EQ(write(fd, "peer?\n", 6), 6);
+	CHECK_EQ(read_all(fd, buf, 18, 5000), 18);
+	CHECK(memcmp(buf, "198.51.100.7:2222\n", 18) == 0);
+	close(fd);
+	/* Not a header: closed at once, unseen. */
+	fd = client_flags(&r, r.q, BT_WIRE_ITEM_PROXY);
+	double t0 = check_now();
+	CHECK_EQ(write(fd, "GET / HTTP/1.1\r\n", 16), 16);
+	ssize_t n = read_all(fd, buf, sizeof(buf), 5000);
+	CHECK(n == 0 || n == -ECONNRESET);
+	CHECK_OP((check_now() - t0) * 1000, <, 250);
+	close(fd);
+	/* Not complete within 300 ms: closed then. */
+	fd = client_flags(&r, r.q, BT_WIRE_ITEM_PROXY);
+	t0 = check_now();
+	CHECK_EQ(write(fd, "PROXY TCP4 ", 11), 11);
+	n = read_all(fd, buf, sizeof(buf), 5000);
+	CHECK(n == 0 || n == -ECONNRESET);
+	CHECK_OP((check_now() - t0) * 1000, >=, 250);
+	close(fd);
+	/* Without the flag, a PROXY line is just bytes. */
+	fd = client(&r);
+	expect_echo(fd, "PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n");
+	close(fd);
+	stop(&r, 0);
+	rig_proxy_ms = 0;
+	CHECK_EQ(seen->opens, 3);
+	CHECK_EQ(seen->closes, 3);
+	CHECK_EQ(seen->proxy_refused, 1);
+	CHECK_EQ(seen->proxy_late, 1);
+}
+
 /* Drain with a connection still open: closed at the deadline, exit 0. */
 static void test_drain_deadline(void)
 {
@@ -1429,6 +1530,7 @@ static const struct check_case cases[] = {
 	{"half_close", test_half_close},
 	{"timeout", test_timeout},
 	{"timeout_moved", test_timeout_moved},
+	{"proxy_header", test_proxy_header},
 	{"drain_deadline", test_drain_deadline},
 	{"acceptor_gone", test_acceptor_gone},
 	{NULL, NULL},
