@@ -1054,7 +1054,7 @@ static void test_timeout_moved(void)
  * parsed. */
 static void test_proxy_header(void)
 {
-	rig_proxy_ms = 300;
+	rig_proxy_ms = 1000;
 	struct rig r;
 	start(&r);
 	char buf[64];
@@ -1084,15 +1084,15 @@ static void test_proxy_header(void)
 	CHECK_EQ(write(fd, "GET / HTTP/1.1\r\n", 16), 16);
 	ssize_t n = read_all(fd, buf, sizeof(buf), 5000);
 	CHECK(n == 0 || n == -ECONNRESET);
-	CHECK_OP((check_now() - t0) * 1000, <, 250);
+	CHECK_OP((check_now() - t0) * 1000, <, 900); /* not at the deadline */
 	close(fd);
-	/* Not complete within 300 ms: closed then. */
+	/* Not complete within 1000 ms: closed then. */
 	fd = client_flags(&r, r.q, BT_WIRE_ITEM_PROXY);
 	t0 = check_now();
 	CHECK_EQ(write(fd, "PROXY TCP4 ", 11), 11);
 	n = read_all(fd, buf, sizeof(buf), 5000);
 	CHECK(n == 0 || n == -ECONNRESET);
-	CHECK_OP((check_now() - t0) * 1000, >=, 250);
+	CHECK_OP((check_now() - t0) * 1000, >=, 950);
 	close(fd);
 	/* Without the flag, a PROXY line is just bytes. */
 	fd = client(&r);
