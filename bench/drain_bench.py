@@ -77,6 +77,7 @@ def haproxy_config(mode, fport, bport, sock, send="send-proxy-v2"):
             "    timeout client 30s\n"
             "    timeout server 30s\n"
             "    retries 3\n"
+            "    option redispatch\n"
             "%s"
             "frontend web\n"
             "    bind %s:%d\n"
@@ -88,7 +89,7 @@ def haproxy_config(mode, fport, bport, sock, send="send-proxy-v2"):
             "    default-server inter 100ms fall 2 rise 2\n"
             "%s"
             "%s") % (sock, mode,
-                     "    option http-keep-alive\n    option redispatch\n" if http else "",
+                     "    option http-keep-alive\n" if http else "",
                      FRONT, fport,
                      "    retry-on conn-failure empty-response response-timeout\n" if http else "",
                      servers)
