@@ -93,7 +93,7 @@ def test_deploy_config_parses():
     assert r.returncode == 0, r.stdout + r.stderr
     text = open(cfg).read()
     for needle in ("send-proxy-v2", "check-send-proxy", "option httpchk GET /healthz",
-                   "http-check expect status 200", "mode tcp"):
+                   "http-check expect status 200", "mode tcp", "option redispatch"):
         assert needle in text, needle
 
 
