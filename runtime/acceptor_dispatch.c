@@ -129,17 +129,20 @@ void bt__acc_give_back(void *ctx, const struct bt_wire_item *it)
 
 /* --- dispatch --------------------------------------------------------------- */
 
-static int usable(const bt_acceptor_t *acc, const struct worker *w)
+/* Can w take h now?  An attached worker never gets a connection that
+ * starts with a PROXY header: reading it is the worker loop's job, and the
+ * wire does not let an attached worker say it does (docs/wire.md). */
+static int usable(const bt_acceptor_t *acc, const struct worker *w, const struct held *h)
 {
 	(void)acc;
 	return w->q && !w->dead && !w->full && !w->rest_until_ns && !w->await_hello &&
-	       !w->retiring;
+	       !w->retiring && (!(h->flags & BT_WIRE_ITEM_PROXY) || !w->guest);
 }
 
 /* Usable, and acknowledging: the first choice of every policy. */
-static int fresh(const bt_acceptor_t *acc, const struct worker *w)
+static int fresh(const bt_acceptor_t *acc, const struct worker *w, const struct held *h)
 {
-	return usable(acc, w) && !w->lagging;
+	return usable(acc, w, h) && !w->lagging;
 }
 
 /* When every usable worker lags, dispatch falls back to usable ones (work
@@ -147,9 +150,9 @@ static int fresh(const bt_acceptor_t *acc, const struct worker *w)
  * far behind the least behind (acc->newest_owed_ns): under a load that
  * makes every worker lag now and then, a stopped one would otherwise keep
  * its share. */
-static int behind_ok(const bt_acceptor_t *acc, const struct worker *w)
+static int behind_ok(const bt_acceptor_t *acc, const struct worker *w, const struct held *h)
 {
-	return usable(acc, w) && !bt__acc_far_behind(w->owed_since_ns, acc->newest_owed_ns);
+	return usable(acc, w, h) && !bt__acc_far_behind(w->owed_since_ns, acc->newest_owed_ns);
 }
 
 static uint32_t fnv1a(const void *data, size_t n)
@@ -185,16 +188,9 @@ static uint32_t hash_of(bt_acceptor_t *acc, const struct held *h)
 	return fnv1a(&ss, len);
 }
 
-/* An attached worker never gets a connection that starts with a PROXY
- * header: reading it is the worker loop's job, and the wire does not let
- * an attached worker say it does (docs/wire.md). */
-static int takes(const struct worker *w, const struct held *h)
-{
-	return !(h->flags & BT_WIRE_ITEM_PROXY) || !w->guest;
-}
-
 static int pick_with(bt_acceptor_t *acc, const struct held *h,
-		     int (*ok)(const bt_acceptor_t *, const struct worker *), int64_t *hash)
+		     int (*ok)(const bt_acceptor_t *, const struct worker *, const struct held *),
+		     int64_t *hash)
 {
 	switch (acc->cfg.dispatch) {
 	case BT_DISPATCH_LEAST: {
@@ -202,7 +198,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h,
 		uint64_t best_load = UINT64_MAX;
 		for (unsigned i = 0; i < acc->nw; i++) {
 			struct worker *w = &acc->w[i];
-			if (!ok(acc, w) || !takes(w, h))
+			if (!ok(acc, w, h))
 				continue;
 			uint64_t load = (uint64_t)bt_queue_consumer_load(w->q) + bt_queue_inflight(w->q);
 			if (load < best_load) {
@@ -219,7 +215,7 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h,
 		 * client keeps its worker while others come and go. */
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = (unsigned)((uint32_t)*hash + k) % acc->nw;
-			if (ok(acc, &acc->w[i]) && takes(&acc->w[i], h))
+			if (ok(acc, &acc->w[i], h))
 				return (int)i;
 		}
 		return -1;
@@ -229,12 +225,12 @@ static int pick_with(bt_acceptor_t *acc, const struct held *h,
 			/* Round-robin by sweep: the whole catch goes to one
 			 * worker, one wake-up for all of it. */
 			unsigned i = acc->sweep_rr % acc->nw;
-			if (ok(acc, &acc->w[i]) && takes(&acc->w[i], h))
+			if (ok(acc, &acc->w[i], h))
 				return (int)i;
 		}
 		for (unsigned k = 0; k < acc->nw; k++) {
 			unsigned i = acc->rr++ % acc->nw;
-			if (ok(acc, &acc->w[i]) && takes(&acc->w[i], h))
+			if (ok(acc, &acc->w[i], h))
 				return (int)i;
 		}
 		return -1;
@@ -251,7 +247,7 @@ static int pick(bt_acceptor_t *acc, const struct held *h)
 		return i;
 	acc->newest_owed_ns = 0;
 	for (unsigned k = 0; k < acc->nw; k++)
-		if (usable(acc, &acc->w[k]) && acc->w[k].owed_since_ns > acc->newest_owed_ns)
+		if (usable(acc, &acc->w[k], h) && acc->w[k].owed_since_ns > acc->newest_owed_ns)
 			acc->newest_owed_ns = acc->w[k].owed_since_ns;
 	return pick_with(acc, h, behind_ok, &hash);
 }

@@ -65,8 +65,8 @@ void bt__conn_proxy_refused(bt_conn_t *c, int why)
 	bt__log(BT_LOG_DEBUG, "worker %d: connection %llu: %s: closed", c->loop->cfg.worker_id,
 		(unsigned long long)c->id,
 		why == -EMSGSIZE ? "its PROXY header is over 4096 bytes"
-		: why == 0       ? "it ended inside its PROXY header"
-				 : "it does not start with a valid PROXY header");
+		: why == -EPROTO ? "it does not start with a valid PROXY header"
+				 : "it ended inside its PROXY header");
 	bt__conn_finish(c, why ? why : -EPROTO, 1);
 }
 
