@@ -192,6 +192,8 @@ static void huge_reply(bt_conn_t *c)
 	bt_conn_close(c);
 }
 
+static int count_fds(void);
+
 static void echo_data(bt_conn_t *c, const void *data, size_t len)
 {
 	if (len >= 5 && memcmp(data, "abort", 5) == 0) {
@@ -262,6 +264,13 @@ static void echo_data(bt_conn_t *c, const void *data, size_t len)
 	if (len >= 9 && memcmp(data, "draining?", 9) == 0) {
 		bt_conn_write(c, bt_loop_draining(bt_conn_loop(c)) ? "yes\n" : "no\n",
 			      bt_loop_draining(bt_conn_loop(c)) ? 4 : 3);
+		return;
+	}
+	if (len >= 4 && memcmp(data, "fds?", 4) == 0) {
+		/* "fds?": the worker's open descriptors, "N\n" */
+		char out[16];
+		int n = snprintf(out, sizeof(out), "%d\n", count_fds());
+		bt_conn_write(c, out, (size_t)n);
 		return;
 	}
 	if (len >= 5 && memcmp(data, "peer?", 5) == 0) {
@@ -1046,6 +1055,22 @@ static void test_timeout_moved(void)
 	stop(&r, 0);
 }
 
+/* Send q on fd; its one-line answer into buf (NUL-terminated). */
+static void ask_line(int fd, const char *q, char *buf, size_t cap)
+{
+	CHECK_EQ(write(fd, q, strlen(q)), strlen(q));
+	size_t got = 0;
+	while (got == 0 || buf[got - 1] != '\n') {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		CHECK_EQ(poll(&p, 1, 5000), 1);
+		CHECK_OP(got, <, cap - 1);
+		ssize_t n = read(fd, buf + got, cap - 1 - got);
+		CHECK_OP(n, >, 0);
+		got += (size_t)n;
+	}
+	buf[got] = 0;
+}
+
 /* Items flagged BT_WIRE_ITEM_PROXY: the handler sees the connection (and
  * bt_conn_peer the header's address) only after its PROXY header, whole or
  * in pieces, with the bytes after it; no header, a broken one, or one not
@@ -1078,6 +1103,11 @@ static void test_proxy_header(void)
 	CHECK_EQ(read_all(fd, buf, 18, 5000), 18);
 	CHECK(memcmp(buf, "198.51.100.7:2222\n", 18) == 0);
 	close(fd);
+	/* The worker's descriptors, asked on a plain connection that stays
+	 * open: the same after the refused and the late one (no leak). */
+	int probe = client(&r);
+	char fds0[16], fds1[16];
+	ask_line(probe, "fds?\n", fds0, sizeof(fds0));
 	/* Not a header: closed at once, unseen. */
 	fd = client_flags(&r, r.q, BT_WIRE_ITEM_PROXY);
 	double t0 = check_now();
@@ -1094,14 +1124,17 @@ static void test_proxy_header(void)
 	CHECK(n == 0 || n == -ECONNRESET);
 	CHECK_OP((check_now() - t0) * 1000, >=, 950);
 	close(fd);
+	ask_line(probe, "fds?\n", fds1, sizeof(fds1));
+	CHECK(strcmp(fds0, fds1) == 0);
+	close(probe);
 	/* Without the flag, a PROXY line is just bytes. */
 	fd = client(&r);
 	expect_echo(fd, "PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n");
 	close(fd);
 	stop(&r, 0);
 	rig_proxy_ms = 0;
-	CHECK_EQ(seen->opens, 3);
-	CHECK_EQ(seen->closes, 3);
+	CHECK_EQ(seen->opens, 4);
+	CHECK_EQ(seen->closes, 4);
 	CHECK_EQ(seen->proxy_refused, 1);
 	CHECK_EQ(seen->proxy_late, 1);
 }
